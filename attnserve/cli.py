@@ -1,0 +1,71 @@
+"""The `attnserve` console script: one subcommand per stage.
+
+Each package owns its subcommands in its own `cli.py`, which exposes
+`register(subparsers: argparse._SubParsersAction) -> None`. A subcommand sets `func` (a callable taking the
+parsed namespace and returning an exit code). Heavy imports (torch, onnx, tritonclient) happen inside
+those functions, so `attnserve --help` stays fast and `infer`/`loadtest` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from attnserve import __version__
+from attnserve.errors import AttnserveError
+
+# Package CLI modules, in the order their commands appear in `--help`.
+_COMMAND_MODULES = (
+    "attnserve.models.cli",  # models, train
+    "attnserve.export.cli",  # export, optimize
+    "attnserve.serving.cli",  # serve
+    "attnserve.clients.cli",  # infer, loadtest
+    "attnserve.demo",  # demo
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attnserve",
+        description=(
+            "Attention vision models from PyTorch to a real Triton server: train -> export (verified ONNX, "
+            "TensorRT) -> serve (embedded Triton on CPU) -> infer -> loadtest."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"attnserve {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # that package has no commands yet
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AttnserveError as exc:
+        print(f"attnserve {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"attnserve {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

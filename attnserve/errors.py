@@ -1,0 +1,64 @@
+"""One error tree for the whole project.
+
+`UserInputError` is for things a caller got wrong (a name, a shape, a file); `RuntimeFailure` for
+things that went wrong while doing correct work (an exporter crashed, a server did not start). The CLI
+prints either as one line and exits non-zero; only unexpected exceptions produce a traceback.
+Messages say what was expected and what arrived.
+"""
+
+from __future__ import annotations
+
+
+class AttnserveError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class UserInputError(AttnserveError):
+    """The caller asked for something invalid (unknown name, wrong shape, bad file)."""
+
+
+class UnknownModelError(UserInputError):
+    """A model name that is not registered / not in the repository."""
+
+    def __init__(self, name: str, known: list[str] | tuple[str, ...]) -> None:
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(f"unknown model {name!r}; known models: {', '.join(self.known) or '(none)'}")
+
+
+class ShapeError(UserInputError):
+    """A tensor whose shape is not the one expected."""
+
+
+class DTypeError(UserInputError):
+    """A tensor whose dtype is not the one expected."""
+
+
+class DataError(UserInputError):
+    """A dataset folder, image or video that cannot be read."""
+
+
+class RuntimeFailure(AttnserveError):
+    """Correct work that failed while running."""
+
+
+class ExportError(RuntimeFailure):
+    """A conversion stage (torch->ONNX, ONNX->TensorRT, ...) failed."""
+
+
+class ParityError(ExportError):
+    """A converted artefact's outputs differ from its source beyond tolerance."""
+
+
+class ServerError(RuntimeFailure):
+    """The Triton server could not be started, became unready, or failed to stop."""
+
+
+class InferenceError(AttnserveError):
+    """A request to the server failed; keeps Triton's status (e.g. 'StatusCode.INVALID_ARGUMENT', '400')."""
+
+    def __init__(self, message: str, status: str | None = None, model: str | None = None) -> None:
+        self.status = status
+        self.model = model
+        prefix = f"[{status}] " if status else ""
+        super().__init__(f"{prefix}{message}")

@@ -1,0 +1,165 @@
+"""The ModelSpec: one frozen, typed description of a deployable model.
+
+Everything downstream is derived from it: the model's input normalisation, ONNX dynamic axes, the
+TensorRT optimisation profile (min 1, opt = largest preferred batch, max = `max_batch_size`),
+`config.pbtxt`, `labels.txt`, and the repository entry names. Training writes it to
+`runs/NAME/spec.json`; export reads it back. It imports neither torch nor Triton, so every package
+(clients included) may use it.
+
+Conventions recorded here once:
+- Inputs are **uint8 pixels**; the model normalises inside `forward` with `mean`/`std`, which are in
+  the 0..1 scale (applied to `pixels / 255`).
+- Image layout is NCHW: `input_shape = (C, H, W)`. Video layout is NTCHW: `input_shape = (T, C, H, W)`.
+  The batch dimension is never part of `input_shape`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+
+INPUT_NAME = "pixels"
+"""Name of the uint8 pixel input of every exported model."""
+OUTPUT_NAME = "logits"
+"""Name of the fp32 class-score output of every exported model."""
+ATTENTION_OUTPUT_NAME = "attention_map"
+"""Name of the second output of `NAME_explain` models."""
+
+Kind = Literal["image", "video"]
+Layout = Literal["NCHW", "NTCHW"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+CpuRuntime = Literal["auto", "onnxruntime", "openvino"]
+
+SPEC_FILENAME = "spec.json"
+
+
+class ModelSpec(BaseModel):
+    """Frozen description of one deployable model (see module docstring for conventions)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # identity and architecture
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="deployable name; also the Triton model name")
+    arch: str = Field(description="registry name passed to attnserve.models.create_model")
+    arch_args: dict[str, Any] = Field(default_factory=dict, description="overrides passed to create_model")
+    kind: Kind
+
+    # input / output
+    layout: Layout
+    input_shape: tuple[PositiveInt, ...] = Field(description="per-sample shape, no batch: (C,H,W) or (T,C,H,W)")
+    input_dtype: Literal["uint8"] = "uint8"
+    mean: tuple[float, ...]
+    std: tuple[PositiveFloat, ...]
+    labels: tuple[str, ...] = Field(min_length=2)
+
+    # batching and serving
+    max_batch_size: PositiveInt = 16
+    preferred_batch_sizes: tuple[PositiveInt, ...] = (4, 8, 16)
+    max_queue_delay_us: NonNegativeInt = 2_000
+    dynamic_batching: bool = True
+    max_queue_size: NonNegativeInt = 256
+    """Bounded queue: requests beyond it are rejected at once (UNAVAILABLE) instead of waiting."""
+    queue_timeout_us: NonNegativeInt = 5_000_000
+    """Requests that waited longer than this in the queue are rejected (0 = no timeout)."""
+    instance_count: PositiveInt = 1
+
+    # export and verification
+    opset: int = Field(default=23, ge=17)
+    atol: PositiveFloat = 1e-4
+    rtol: float = Field(default=1e-3, ge=0)
+    fp16_atol: PositiveFloat = 5e-2
+    precisions: tuple[Precision, ...] = ("fp32",)
+
+    # CPU fast path (runtime x precision picked by measurement behind an accuracy gate)
+    cpu_runtime: CpuRuntime = "onnxruntime"
+    cpu_precision: Precision | Literal["auto"] = "fp32"
+    accuracy_budget_points: float = Field(default=0.5, ge=0)
+    """A low-precision variant may lose at most this many top-1 points against fp32 (trained models)."""
+    cosine_budget: float = Field(default=0.999, gt=0, le=1)
+    """Untrained models: a variant's logits must keep at least this cosine similarity to fp32."""
+
+    trained: bool = False
+    """True when weights come from `runs/NAME/` (a training run), False for random/untrained weights."""
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> ModelSpec:
+        rank = {"NCHW": 3, "NTCHW": 4}[self.layout]
+        if len(self.input_shape) != rank:
+            raise ValueError(
+                f"layout {self.layout} needs input_shape of rank {rank} (no batch), got {self.input_shape}"
+            )
+        if (self.kind == "video") != (self.layout == "NTCHW"):
+            raise ValueError(f"kind {self.kind!r} does not match layout {self.layout!r} (video <-> NTCHW)")
+        if not (len(self.mean) == len(self.std) == self.channels):
+            raise ValueError(
+                f"mean/std need one value per channel ({self.channels}), got {len(self.mean)} and {len(self.std)}"
+            )
+        too_big = [b for b in self.preferred_batch_sizes if b > self.max_batch_size]
+        if too_big:
+            raise ValueError(f"preferred_batch_sizes {too_big} exceed max_batch_size {self.max_batch_size}")
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be unique")
+        return self
+
+    # derived facts -------------------------------------------------------------------------------
+    @property
+    def channels(self) -> int:
+        return self.input_shape[0] if self.layout == "NCHW" else self.input_shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.input_shape[-2]
+
+    @property
+    def width(self) -> int:
+        return self.input_shape[-1]
+
+    @property
+    def frames(self) -> int | None:
+        return self.input_shape[0] if self.layout == "NTCHW" else None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def opt_batch_size(self) -> int:
+        """The TensorRT profile's opt batch: the largest preferred batch (or max when none)."""
+        return max(self.preferred_batch_sizes, default=self.max_batch_size)
+
+    @property
+    def explain_name(self) -> str:
+        return f"{self.name}_explain"
+
+    @property
+    def trt_name(self) -> str:
+        return f"{self.name}_trt"
+
+    @property
+    def pipeline_name(self) -> str:
+        return f"{self.name}_pipeline"
+
+    @property
+    def preprocess_name(self) -> str:
+        return f"{self.name}_preprocess"
+
+    # persistence ---------------------------------------------------------------------------------
+    def save(self, path: Path) -> Path:
+        """Write the spec as JSON; `path` may be a run folder or a file."""
+        path = Path(path)
+        if path.is_dir() or path.suffix != ".json":
+            path = path / SPEC_FILENAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.model_dump_json(indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> ModelSpec:
+        """Read a spec from a JSON file or a run folder holding `spec.json`."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / SPEC_FILENAME
+        return cls.model_validate(json.loads(path.read_text()))
