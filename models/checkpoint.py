@@ -1,0 +1,132 @@
+"""Checkpoints: a run folder holds `model.safetensors`, `spec.json` (the ModelSpec) and `metrics.json`.
+
+Loading never unpickles: weights come from safetensors, the architecture from `spec.arch` + `spec.arch_args`
+and the spec's input facts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from attnserve.errors import DataError, UnknownModelError
+from attnserve.models.deployables import DEPLOYABLE_NAMES, INPUT_FACT_ARGS, default_spec
+from attnserve.models.registry import create_model
+from attnserve.spec import SPEC_FILENAME, ModelSpec
+
+WEIGHTS_FILENAME = "model.safetensors"
+METRICS_FILENAME = "metrics.json"
+
+logger = logging.getLogger(__name__)
+
+
+def spec_input_args(spec: ModelSpec) -> dict[str, Any]:
+    """Constructor arguments derived from the spec's input facts (size, channels, frames, classes, mean/std)."""
+    if spec.height != spec.width:
+        raise ValueError(f"models take square inputs; spec {spec.name!r} has {spec.height}x{spec.width}")
+    input_args: dict[str, Any] = dict(
+        img_size=spec.height, in_chans=spec.channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std
+    )
+    if spec.kind == "video":
+        input_args["num_frames"] = spec.frames
+    return input_args
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """Build the spec's architecture with random weights, in eval mode.
+
+    Raises:
+        UnknownModelError: When `spec.arch` is not registered.
+        ValueError: When `spec.arch_args` repeats an input fact that the spec already fixes.
+    """
+    clashes = sorted(set(spec.arch_args) & set(INPUT_FACT_ARGS))
+    if clashes:
+        raise ValueError(f"spec {spec.name!r}: arch_args {clashes} duplicate the spec's input facts; remove them")
+    model = create_model(spec.arch, **spec_input_args(spec), **spec.arch_args)
+    return model.eval()
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy / torch scalars and arrays
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"metrics value of type {type(value).__name__} is not JSON serialisable: {value!r}")
+
+
+def save_run(run_dir: Path, model: nn.Module, spec: ModelSpec, metrics: dict[str, Any]) -> Path:
+    """Write `model.safetensors`, `spec.json` and `metrics.json` into `run_dir` (created if needed).
+
+    Returns:
+        The run folder.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {key: tensor.detach().to("cpu").contiguous() for key, tensor in model.state_dict().items()}
+    save_file(state, str(run_dir / WEIGHTS_FILENAME), metadata={"arch": spec.arch, "name": spec.name})
+    spec.save(run_dir / SPEC_FILENAME)
+    (run_dir / METRICS_FILENAME).write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    return run_dir
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """True when `run_dir` holds both `spec.json` and `model.safetensors`."""
+    run_dir = Path(run_dir)
+    return (run_dir / SPEC_FILENAME).is_file() and (run_dir / WEIGHTS_FILENAME).is_file()
+
+
+def load_run(run_dir: Path) -> tuple[nn.Module, ModelSpec]:
+    """Load a run folder written by `save_run`: the model (eval mode) and its spec.
+
+    Raises:
+        DataError: When files are missing or the weights do not fit the spec's architecture.
+    """
+    run_dir = Path(run_dir)
+    if not has_checkpoint(run_dir):
+        raise DataError(f"expected a run folder with {SPEC_FILENAME} and {WEIGHTS_FILENAME}, got {run_dir}")
+    spec = ModelSpec.load(run_dir / SPEC_FILENAME)
+    model = build_model(spec)
+    state = load_file(str(run_dir / WEIGHTS_FILENAME))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise DataError(f"weights in {run_dir / WEIGHTS_FILENAME} do not fit architecture {spec.arch!r}: {exc}") from exc
+    return model.eval(), spec
+
+
+def load_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The run's `metrics.json`, or None when absent."""
+    path = Path(run_dir) / METRICS_FILENAME
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def resolve(name_or_path: str | Path, runs_dir: Path = Path("runs")) -> tuple[nn.Module, ModelSpec]:
+    """A model and spec from a run folder, or from a deployable name.
+
+    A deployable name uses `runs_dir/NAME/` when it holds a checkpoint, else the untrained default
+    (random weights, `spec.trained` False; logged).
+
+    Raises:
+        UnknownModelError: When the argument is neither a run folder nor a deployable name.
+    """
+    path = Path(name_or_path)
+    if path.is_dir() and (path / SPEC_FILENAME).is_file():
+        return load_run(path)
+    name = str(name_or_path)
+    if name not in DEPLOYABLE_NAMES:
+        raise UnknownModelError(name, DEPLOYABLE_NAMES)
+    run_dir = Path(runs_dir) / name
+    if has_checkpoint(run_dir):
+        return load_run(run_dir)
+    logger.info("no checkpoint in %s: using untrained %s (random weights)", run_dir, name)
+    spec = default_spec(name)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # the same untrained weights every time
+        model = build_model(spec)
+    return model, spec

@@ -1,0 +1,151 @@
+"""The deployable models: names that `attnserve train`, export, serving and the demo refer to.
+
+Each deployable is an architecture (a registry name + arguments), a dataset and the serving facts, all
+captured by `default_spec(name)` as an untrained `ModelSpec`. Training writes the trained spec to
+`runs/NAME/spec.json`; `attnserve.models.checkpoint.build_model(spec)` turns a spec back into a module.
+
+Input facts (channels, size, frames, classes, mean/std) live in the spec's own fields and are passed
+to the architecture by `build_model`; `arch_args` hold only architecture choices (depth, width, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from attnserve.errors import UnknownModelError
+from attnserve.models.layers import IMAGENET_MEAN, IMAGENET_STD
+from attnserve.models.registry import model_family
+from attnserve.spec import Kind, Layout, ModelSpec
+
+DIGIT_LABELS = tuple(str(digit) for digit in range(10))
+SHAPE_LABELS = ("circle", "square", "triangle", "cross")
+MOTION_LABELS = ("right", "left", "right_and_back", "left_and_back")
+"""Motion classes: steady drift right/left, or a fast trip right/left and back (see attnserve.models.data)."""
+
+# Measured on the training split of each dataset (0..1 scale), see attnserve.models.data.
+DIGITS_MEAN, DIGITS_STD = (0.3,), (0.4,)
+SHAPES_MEAN, SHAPES_STD = (0.45, 0.45, 0.45), (0.25, 0.25, 0.25)
+MOTION_MEAN, MOTION_STD = (0.45, 0.45, 0.45), (0.25, 0.25, 0.25)
+
+INPUT_FACT_ARGS = ("img_size", "in_chans", "num_classes", "num_frames", "mean", "std")
+"""Constructor arguments that `build_model` derives from the spec; they may not appear in `arch_args`."""
+
+
+@dataclass(frozen=True)
+class Deployable:
+    """Recipe of one deployable: architecture, dataset and serving facts (see `default_spec`)."""
+
+    arch: str
+    dataset: str
+    kind: Kind
+    input_shape: tuple[int, ...]
+    labels: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    arch_args: dict[str, Any] = field(default_factory=dict)
+    spec_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layout(self) -> Layout:
+        return "NCHW" if self.kind == "image" else "NTCHW"
+
+
+_IMAGE_SERVING = dict(max_batch_size=16, preferred_batch_sizes=(4, 8, 16))
+_VIDEO_SERVING = dict(max_batch_size=8, preferred_batch_sizes=(2, 4, 8), atol=5e-4, rtol=1e-3)
+_VIT_32 = dict(stem="conv", stem_depth=3, stem_width=32, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0, drop_rate=0.0)
+_VIDEO_ARGS = dict(embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0, stem_depth=3, stem_width=32)
+
+DEPLOYABLES: dict[str, Deployable] = {
+    "vit_digits": Deployable(
+        "vit_convstem_32", "digits", "image", (1, 32, 32), DIGIT_LABELS, DIGITS_MEAN, DIGITS_STD, dict(_VIT_32),
+        dict(_IMAGE_SERVING),
+    ),
+    "cnn_cbam_digits": Deployable(
+        "cnn_cbam_32", "digits", "image", (1, 32, 32), DIGIT_LABELS, DIGITS_MEAN, DIGITS_STD,
+        dict(widths=(32, 64, 128), attn="cbam"), dict(_IMAGE_SERVING, atol=5e-4),
+    ),
+    "vit_shapes": Deployable(
+        "vit_convstem_32", "shapes", "image", (3, 32, 32), SHAPE_LABELS, SHAPES_MEAN, SHAPES_STD, dict(_VIT_32),
+        dict(_IMAGE_SERVING),
+    ),
+    "timesformer_motion": Deployable(
+        "timesformer_divided_8x32", "motion", "video", (8, 3, 32, 32), MOTION_LABELS, MOTION_MEAN, MOTION_STD,
+        dict(_VIDEO_ARGS, tubelet_size=3), dict(_VIDEO_SERVING),
+    ),
+    "temporal_motion": Deployable(
+        "temporal_transformer_8x32", "motion", "video", (8, 3, 32, 32), MOTION_LABELS, MOTION_MEAN, MOTION_STD,
+        dict(_VIDEO_ARGS, tubelet_size=1), dict(_VIDEO_SERVING),
+    ),
+    "spatial_motion": Deployable(
+        "spatial_transformer_8x32", "motion", "video", (8, 3, 32, 32), MOTION_LABELS, MOTION_MEAN, MOTION_STD,
+        dict(_VIDEO_ARGS, tubelet_size=1), dict(_VIDEO_SERVING),
+    ),
+    "vit_tiny_patch16_224": Deployable(
+        "vit_tiny_patch16_224", "none", "image", (3, 224, 224), tuple(f"class_{index}" for index in range(1000)),
+        IMAGENET_MEAN, IMAGENET_STD, dict(patch_size=16, embed_dim=192, depth=12, num_heads=3),
+        dict(_IMAGE_SERVING, precisions=("fp32", "fp16")),
+    ),
+}
+
+DEPLOYABLE_NAMES: tuple[str, ...] = tuple(DEPLOYABLES)
+TRAINABLE_NAMES: tuple[str, ...] = tuple(name for name, entry in DEPLOYABLES.items() if entry.dataset != "none")
+
+_TINY_BY_FAMILY: dict[str, dict[str, Any]] = {
+    "vision_transformer": dict(embed_dim=16, depth=1, num_heads=2, stem_width=8),
+    "cnn_attention": dict(widths=(8, 16)),
+    "video_transformer": dict(embed_dim=16, depth=1, num_heads=2, stem_width=8),
+}
+
+
+def get_deployable(name: str) -> Deployable:
+    """The recipe of a deployable name; raises `UnknownModelError` listing the known names."""
+    if name not in DEPLOYABLES:
+        raise UnknownModelError(name, DEPLOYABLE_NAMES)
+    return DEPLOYABLES[name]
+
+
+def tiny_arch_overrides(name: str) -> dict[str, Any]:
+    """Architecture overrides that make a deployable (or registry architecture) tiny, for fast tests.
+
+    Use as `default_spec(name, **tiny_arch_overrides(name))` or `create_model(arch, **tiny_arch_overrides(arch))`.
+    """
+    arch = DEPLOYABLES[name].arch if name in DEPLOYABLES else name
+    return dict(_TINY_BY_FAMILY.get(model_family(arch), {}))
+
+
+def default_spec(name: str, **arch_overrides: Any) -> ModelSpec:
+    """The untrained `ModelSpec` of a deployable (`trained=False`).
+
+    Args:
+        name: One of `DEPLOYABLE_NAMES`.
+        **arch_overrides: Architecture arguments replacing the recipe's (e.g. `depth=1, embed_dim=16` for a
+            tiny test variant); input facts (size, channels, classes, frames, mean/std) cannot be overridden.
+
+    Returns:
+        The spec; `attnserve.models.checkpoint.build_model(spec)` builds the module.
+
+    Raises:
+        UnknownModelError: For a name that is not a deployable.
+        ValueError: When an override names an input fact.
+    """
+    entry = get_deployable(name)
+    input_facts = sorted(set(arch_overrides) & set(INPUT_FACT_ARGS))
+    if input_facts:
+        raise ValueError(f"arch overrides {input_facts} are input facts fixed by the deployable {name!r}; only architecture arguments may be overridden")
+    arch_args = {**entry.arch_args, **arch_overrides}
+    # JSON has no tuples: store lists so that a spec read back from spec.json compares equal.
+    arch_args = {key: list(value) if isinstance(value, tuple) else value for key, value in arch_args.items()}
+    return ModelSpec(
+        name=name,
+        arch=entry.arch,
+        arch_args=arch_args,
+        kind=entry.kind,
+        layout=entry.layout,
+        input_shape=entry.input_shape,
+        mean=entry.mean,
+        std=entry.std,
+        labels=entry.labels,
+        trained=False,
+        **entry.spec_args,
+    )

@@ -1,0 +1,325 @@
+"""Video transformers on uint8 clips (B, T, C, H, W).
+
+- `TimeSformer`: divided space-time attention (Bertasius et al., "Is Space-Time Attention All You Need for
+  Video Understanding?", 2021): in each block, temporal attention across the T frames at each spatial
+  position, then spatial attention within each frame. Tokens come from a 3-frame tubelet (Conv3d) stem.
+- `TemporalTransformer`: temporal-only attention over per-frame feature vectors (each frame embedded on its
+  own, its token grid flattened so positions survive).
+- `SpatialTransformer`: spatial-only attention within each frame, frames averaged: the baseline that cannot
+  see motion (no temporal position embedding, no cross-frame mixing, order-invariant mean over frames).
+
+All three normalise with mean/std, then standardise each clip (zero mean, unit std: what made the video
+transformer learn motion, DESIGN.md), and read out through additive attention pooling, whose weights are
+the explain map of `forward_with_attention`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from attnserve.models.attention import AttentionLayer, AttentionPool
+from attnserve.models.layers import (
+    Mlp,
+    PixelNormalize,
+    TransformerBlock,
+    grid_size,
+    normalize_map,
+    standardize_per_sample,
+    trunc_normal_init,
+)
+from attnserve.models.registry import register_model
+
+
+class VideoEmbed(nn.Module):
+    """Conv stem over a clip: (B, T, C, H, W) -> tokens (B, T, gh*gw, D).
+
+    The first conv spans `tubelet_size` frames (Conv3d, stride 1 in time, padded: T is kept); the rest are
+    per-frame 3x3 stride-2 convs. `tubelet_size=1` embeds every frame on its own (no motion visible).
+    """
+
+    def __init__(self, in_chans: int, embed_dim: int, tubelet_size: int = 3, stem_depth: int = 3, stem_width: int = 32) -> None:
+        super().__init__()
+        if tubelet_size < 1 or tubelet_size % 2 == 0:
+            raise ValueError(f"tubelet_size must be odd and >= 1 (keeps T), got {tubelet_size}")
+        if stem_depth < 1:
+            raise ValueError(f"stem_depth must be >= 1, got {stem_depth}")
+        layers: list[nn.Module] = []
+        channels = in_chans
+        for index in range(stem_depth):
+            time_kernel = tubelet_size if index == 0 else 1
+            out_channels = min(stem_width * 2**index, embed_dim)
+            layers += [
+                nn.Conv3d(
+                    channels, out_channels, (time_kernel, 3, 3), stride=(1, 2, 2), padding=(time_kernel // 2, 1, 1), bias=False
+                ),
+                nn.BatchNorm3d(out_channels),
+                nn.ReLU(inplace=True),
+            ]
+            channels = out_channels
+        layers.append(nn.Conv3d(channels, embed_dim, 1))
+        self.stem = nn.Sequential(*layers)
+        self.reduction = 2**stem_depth
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        x = self.stem(clips.transpose(1, 2))  # (B, D, T, gh, gw)
+        x = x.flatten(3).permute(0, 2, 3, 1)  # (B, T, gh*gw, D)
+        return x
+
+
+class DividedSpaceTimeBlock(nn.Module):
+    """Pre-norm block: temporal attention, then spatial attention, then MLP, each residual.  (B, T, N, D)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop: float = 0.0) -> None:
+        super().__init__()
+        self.norm_time = nn.LayerNorm(dim, eps=1e-6)
+        self.attn_time = AttentionLayer(dim, num_heads, proj_drop=drop)
+        self.norm_space = nn.LayerNorm(dim, eps=1e-6)
+        self.attn_space = AttentionLayer(dim, num_heads, proj_drop=drop)
+        self.norm_mlp = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, frames, tokens, dim = x.shape
+        xt = x.transpose(1, 2).reshape(-1, frames, dim)  # (B*N, T, D)
+        xt = xt + self.attn_time(self.norm_time(xt))
+        xs = xt.reshape(-1, tokens, frames, dim).transpose(1, 2).reshape(-1, tokens, dim)  # (B*T, N, D)
+        xs = xs + self.attn_space(self.norm_space(xs))
+        xs = xs + self.mlp(self.norm_mlp(xs))
+        return xs.reshape(-1, frames, tokens, dim)  # (B, T, N, D)
+
+
+class _VideoBase(nn.Module):
+    """Shared input handling: uint8 check, mean/std, per-clip standardisation, stem, pooling head."""
+
+    def __init__(
+        self,
+        num_frames: int,
+        img_size: int,
+        in_chans: int,
+        num_classes: int,
+        embed_dim: int,
+        tubelet_size: int,
+        stem_depth: int,
+        stem_width: int,
+        drop_rate: float,
+        clip_standardize: bool,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_frames = num_frames
+        self.input_shape = (num_frames, in_chans, img_size, img_size)
+        self.normalize = PixelNormalize(self.input_shape, mean, std)
+        self.clip_standardize = clip_standardize
+        self.embed = VideoEmbed(in_chans, embed_dim, tubelet_size, stem_depth, stem_width)
+        self.grid = grid_size(img_size, self.embed.reduction)
+        self.num_patches = self.grid * self.grid
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.pool = AttentionPool(embed_dim, hidden_dim=embed_dim)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def _embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(pixels)  # (B, T, C, H, W) float32
+        if self.clip_standardize:
+            x = standardize_per_sample(x)
+        return self.embed(x)  # (B, T, N, D)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, D) -> logits (B, num_classes)."""
+        return self.head(self.head_drop(features))
+
+    def forward_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, T, C, H, W) -> pooled clip features (B, D)."""
+        return self._pooled(pixels)[0]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, T, C, H, W) -> logits (B, num_classes), fused attention."""
+        return self.forward_head(self.forward_features(pixels))
+
+    def forward_with_attention(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (B, T, C, H, W) -> (logits (B, num_classes), per-frame map (B, T, gh, gw)), map float32, max 1."""
+        pooled, attention_map = self._pooled(pixels)
+        return self.forward_head(pooled), normalize_map(attention_map)
+
+    def _pooled(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class TimeSformer(_VideoBase):
+    """Divided space-time attention on a 3-frame tubelet stem.
+
+    Args:
+        num_frames: Frames T per clip.
+        img_size: Side of the square frames.
+        in_chans: Channels C.
+        num_classes: Output classes.
+        embed_dim: Token width D.
+        depth: Divided space-time blocks.
+        num_heads: Heads per attention.
+        mlp_ratio: MLP hidden width / D.
+        tubelet_size: Frames spanned by the first (Conv3d) stem conv; odd.
+        stem_depth: Stride-2 convs in the stem (tokens per side = img_size / 2**stem_depth).
+        stem_width: Channels of the first stem conv.
+        drop_rate: Dropout.
+        clip_standardize: Standardise each clip after mean/std.
+        mean: Per-channel mean (0..1 scale).
+        std: Per-channel std (0..1 scale).
+
+    `forward_with_attention`'s map is the attention-pooling weight of each (frame, patch) token.
+    """
+
+    def __init__(
+        self,
+        num_frames: int = 8,
+        img_size: int = 32,
+        in_chans: int = 3,
+        num_classes: int = 4,
+        embed_dim: int = 64,
+        depth: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        tubelet_size: int = 3,
+        stem_depth: int = 3,
+        stem_width: int = 32,
+        drop_rate: float = 0.0,
+        clip_standardize: bool = True,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.25, 0.25, 0.25),
+    ) -> None:
+        super().__init__(
+            num_frames, img_size, in_chans, num_classes, embed_dim, tubelet_size, stem_depth, stem_width, drop_rate,
+            clip_standardize, mean, std,
+        )
+        self.pos_space = nn.Parameter(torch.zeros(1, 1, self.num_patches, embed_dim))
+        self.pos_time = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim))
+        self.blocks = nn.ModuleList(DividedSpaceTimeBlock(embed_dim, num_heads, mlp_ratio, drop_rate) for _ in range(depth))
+        nn.init.trunc_normal_(self.pos_space, std=0.02)
+        nn.init.trunc_normal_(self.pos_time, std=0.02)
+        self.apply(trunc_normal_init)
+
+    def _pooled(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._embed(pixels) + self.pos_space + self.pos_time  # (B, T, N, D)
+        for block in self.blocks:
+            x = block(x)
+        frames, tokens = x.shape[1], x.shape[2]
+        x = self.norm(x.flatten(1, 2))  # (B, T*N, D)
+        pooled, weights = self.pool(x)  # (B, D), (B, T*N)
+        return pooled, weights.reshape(-1, frames, self.grid, self.grid)  # (B, T, gh, gw)
+
+
+class TemporalTransformer(_VideoBase):
+    """Temporal-only attention over per-frame feature vectors (frames embedded independently).
+
+    Args: as `TimeSformer` (default `tubelet_size=1`: per-frame features only).
+
+    `forward_with_attention`'s map is the attention-pooling weight of each frame, broadcast over that
+    frame's (gh, gw) grid (the model has no spatial attention to show).
+    """
+
+    def __init__(
+        self,
+        num_frames: int = 8,
+        img_size: int = 32,
+        in_chans: int = 3,
+        num_classes: int = 4,
+        embed_dim: int = 64,
+        depth: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        tubelet_size: int = 1,
+        stem_depth: int = 3,
+        stem_width: int = 32,
+        drop_rate: float = 0.0,
+        clip_standardize: bool = True,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.25, 0.25, 0.25),
+    ) -> None:
+        super().__init__(
+            num_frames, img_size, in_chans, num_classes, embed_dim, tubelet_size, stem_depth, stem_width, drop_rate,
+            clip_standardize, mean, std,
+        )
+        # Flattening the token grid (instead of averaging it) keeps where things are in each frame.
+        self.frame_proj = nn.Linear(self.num_patches * embed_dim, embed_dim)
+        self.pos_time = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
+        self.blocks = nn.ModuleList(TransformerBlock(embed_dim, num_heads, mlp_ratio, drop=drop_rate) for _ in range(depth))
+        nn.init.trunc_normal_(self.pos_time, std=0.02)
+        self.apply(trunc_normal_init)
+
+    def _pooled(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._embed(pixels)  # (B, T, N, D)
+        x = self.frame_proj(x.flatten(2)) + self.pos_time  # (B, T, D)
+        for block in self.blocks:
+            x = block(x)
+        pooled, weights = self.pool(self.norm(x))  # (B, D), (B, T)
+        frame_map = weights[:, :, None, None].expand(-1, -1, self.grid, self.grid)  # (B, T, gh, gw)
+        return pooled, frame_map
+
+
+class SpatialTransformer(_VideoBase):
+    """Spatial-only attention within each frame; frame features averaged (order-invariant, motion-blind).
+
+    Args: as `TimeSformer` (default `tubelet_size=1`; a larger tubelet would let motion leak in).
+
+    `forward_with_attention`'s map is each frame's own attention-pooling weights over its patches.
+    """
+
+    def __init__(
+        self,
+        num_frames: int = 8,
+        img_size: int = 32,
+        in_chans: int = 3,
+        num_classes: int = 4,
+        embed_dim: int = 64,
+        depth: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        tubelet_size: int = 1,
+        stem_depth: int = 3,
+        stem_width: int = 32,
+        drop_rate: float = 0.0,
+        clip_standardize: bool = True,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.25, 0.25, 0.25),
+    ) -> None:
+        super().__init__(
+            num_frames, img_size, in_chans, num_classes, embed_dim, tubelet_size, stem_depth, stem_width, drop_rate,
+            clip_standardize, mean, std,
+        )
+        # Spatial positions only: a temporal position embedding would tell frames apart and leak order.
+        self.pos_space = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim))
+        self.blocks = nn.ModuleList(TransformerBlock(embed_dim, num_heads, mlp_ratio, drop=drop_rate) for _ in range(depth))
+        nn.init.trunc_normal_(self.pos_space, std=0.02)
+        self.apply(trunc_normal_init)
+
+    def _pooled(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._embed(pixels)  # (B, T, N, D)
+        frames, tokens, dim = x.shape[1], x.shape[2], x.shape[3]
+        x = x.reshape(-1, tokens, dim) + self.pos_space  # (B*T, N, D)
+        for block in self.blocks:
+            x = block(x)
+        per_frame, weights = self.pool(self.norm(x))  # (B*T, D), (B*T, N)
+        pooled = per_frame.reshape(-1, frames, dim).mean(dim=1)  # (B, D)
+        return pooled, weights.reshape(-1, frames, self.grid, self.grid)  # (B, T, gh, gw)
+
+
+@register_model
+def timesformer_divided_8x32(**overrides) -> TimeSformer:
+    """Divided space-time attention, 8 frames of 32x32, 3-frame tubelet stem, dim 64, depth 2."""
+    return TimeSformer(**overrides)
+
+
+@register_model
+def temporal_transformer_8x32(**overrides) -> TemporalTransformer:
+    """Temporal-only attention over per-frame features, 8 frames of 32x32, dim 64, depth 2."""
+    return TemporalTransformer(**overrides)
+
+
+@register_model
+def spatial_transformer_8x32(**overrides) -> SpatialTransformer:
+    """Spatial-only attention per frame, frames averaged, 8 frames of 32x32, dim 64, depth 2."""
+    return SpatialTransformer(**overrides)
