@@ -1,0 +1,73 @@
+"""Runtime settings of every client: one `BaseSettings`, read from `ATTNSERVE_*` environment variables.
+
+Built once at the entry point (CLI, demo, test) and passed down explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from attnserve.security import ADMIN_TOKEN_ENV
+
+Protocol = Literal["http", "grpc"]
+
+DEFAULT_PORTS: dict[str, int] = {"http": 8000, "grpc": 8001}
+"""Triton's default ports per protocol (used when a URL has no port)."""
+
+
+class ClientSettings(BaseSettings):
+    """Where the server is and how hard to try.
+
+    Environment variables: `ATTNSERVE_URL`, `ATTNSERVE_PROTOCOL`, `ATTNSERVE_TIMEOUT_S`, ... and the admin token
+    from `ATTNSERVE_ADMIN_TOKEN` (only needed for restricted APIs such as shared memory).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ATTNSERVE_", extra="ignore", frozen=True, populate_by_name=True)
+
+    url: str = Field(default="", description="host:port of the server; empty = 127.0.0.1 and the protocol's default port")
+    protocol: Protocol = "grpc"
+    connect_timeout_s: PositiveFloat = 5.0
+    timeout_s: PositiveFloat = 30.0
+    """Per-request timeout (network + queue + compute)."""
+    retries: NonNegativeInt = 3
+    """Extra attempts after the first one, only on UNAVAILABLE / connection errors."""
+    backoff_s: PositiveFloat = 0.05
+    """First backoff; doubles on each retry up to `backoff_max_s`."""
+    backoff_max_s: PositiveFloat = 2.0
+    retry_budget_s: NonNegativeFloat = 10.0
+    """Total time one call may spend retrying (the call stops when either bound is reached)."""
+    shared_memory: bool = False
+    """Send inputs of at least `shared_memory_min_bytes` through system shared memory (same host only)."""
+    shared_memory_min_bytes: NonNegativeInt = 1 << 20
+    admin_token: SecretStr | None = Field(default=None, validation_alias=ADMIN_TOKEN_ENV)
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> ClientSettings:
+        if self.backoff_max_s < self.backoff_s:
+            raise ValueError(f"backoff_max_s ({self.backoff_max_s}) must be >= backoff_s ({self.backoff_s})")
+        return self
+
+    @property
+    def resolved_url(self) -> str:
+        """`url` without scheme, with the protocol's default port filled in."""
+        url = self.url.strip()
+        for scheme in ("http://", "https://", "grpc://"):
+            if url.startswith(scheme):
+                url = url[len(scheme) :]
+        url = url.rstrip("/")
+        if not url:
+            return f"127.0.0.1:{DEFAULT_PORTS[self.protocol]}"
+        if ":" not in url:
+            return f"{url}:{DEFAULT_PORTS[self.protocol]}"
+        return url
+
+    def admin_headers(self) -> dict[str, str]:
+        """Headers that unlock restricted APIs (empty when no token is configured)."""
+        from attnserve.security import ADMIN_TOKEN_HEADER
+
+        if self.admin_token is None:
+            return {}
+        return {ADMIN_TOKEN_HEADER: self.admin_token.get_secret_value()}

@@ -1,0 +1,96 @@
+"""Turning `tritonclient` / transport exceptions into the project's one client error, and classifying them.
+
+gRPC reports statuses as `StatusCode.UNAVAILABLE`; HTTP as the response code (`503`). Triton answers a full
+queue or a queue timeout with UNAVAILABLE; a refused or reset connection never reaches Triton at all. Both
+are worth retrying; INVALID_ARGUMENT / NOT_FOUND / 400 never are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from attnserve.errors import InferenceError
+
+ErrorKind = Literal["rejected", "connection", "timeout", "failed"]
+"""rejected: the server answered UNAVAILABLE (queue full / queue timeout); connection: no answer from a server;
+timeout: the client's deadline passed; failed: any other error (bad request, model error)."""
+
+_UNAVAILABLE_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "503", "UNAVAILABLE"})
+_TIMEOUT_STATUSES = frozenset({"StatusCode.DEADLINE_EXCEEDED", "504", "408"})
+_CONNECTION_HINTS = ("failed to connect", "connection refused", "connect call failed", "socket closed",
+                     "connection reset", "cannot connect")
+
+
+class ServerUnavailableError(InferenceError):
+    """The server could not be reached or refused the request for now (UNAVAILABLE); retrying may help."""
+
+    def __init__(self, message: str, status: str | None = None, model: str | None = None,
+                 kind: ErrorKind = "rejected") -> None:
+        self.kind = kind
+        super().__init__(message, status=status, model=model)
+
+
+def classify_exception(exc: BaseException) -> ErrorKind:
+    """Sort an exception raised by a request into one of the `ErrorKind`s."""
+    if isinstance(exc, ServerUnavailableError):
+        return exc.kind
+    if isinstance(exc, InferenceError):
+        status = exc.status or ""
+    else:
+        status = _status_of(exc)
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) or status in _TIMEOUT_STATUSES:
+        return "timeout"
+    message = str(exc).lower()
+    if isinstance(exc, (ConnectionError, OSError)) and not isinstance(exc, InferenceError):
+        return "connection"
+    if status in _UNAVAILABLE_STATUSES:
+        # gRPC reports a dead socket as UNAVAILABLE too; the message tells the two apart.
+        return "connection" if any(h in message for h in _CONNECTION_HINTS) else "rejected"
+    if any(h in message for h in _CONNECTION_HINTS):
+        return "connection"
+    return "failed"
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Only UNAVAILABLE answers and connection failures are retried (never a bad request)."""
+    return classify_exception(exc) in ("rejected", "connection")
+
+
+def to_inference_error(exc: BaseException, model: str | None, url: str) -> InferenceError:
+    """Wrap any request exception in `InferenceError` (or `ServerUnavailableError`), keeping Triton's status."""
+    if isinstance(exc, InferenceError):
+        return exc
+    status = _status_of(exc)
+    text = _message_of(exc)
+    kind = classify_exception(exc)
+    where = f"model {model!r} at {url}" if model else f"server at {url}"
+    if kind == "connection":
+        return ServerUnavailableError(f"cannot reach the {where}: {text}", status=status, model=model,
+                                      kind="connection")
+    if kind == "rejected":
+        return ServerUnavailableError(f"{where} is unavailable: {text}", status=status, model=model,
+                                      kind="rejected")
+    if kind == "timeout":
+        return InferenceError(f"request to {where} timed out: {text}", status=status or "timeout", model=model)
+    return InferenceError(f"request to {where} failed: {text}", status=status, model=model)
+
+
+def _status_of(exc: BaseException) -> str | None:
+    status = getattr(exc, "status", None)
+    if callable(status):  # tritonclient's InferenceServerException.status()
+        try:
+            status = status()
+        except Exception:  # noqa: BLE001 - a broken exception must not hide the original one
+            status = None
+    return str(status) if status else None
+
+
+def _message_of(exc: BaseException) -> str:
+    message = getattr(exc, "message", None)
+    if callable(message):
+        try:
+            message = message()
+        except Exception:  # noqa: BLE001
+            message = None
+    return str(message or exc or type(exc).__name__)
