@@ -18,3 +18,6 @@ ADMIN_TOKEN_HEADER = "attnserve-admin-token"
 
 RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
 """Triton API groups that need the admin token (model control, shared memory, tracing, log settings)."""
+
+GRPC_ADMIN_TOKEN_HEADER = "triton-grpc-protocol-" + ADMIN_TOKEN_HEADER
+"""gRPC metadata key Triton checks for restricted protocols (Triton prefixes the configured key)."""

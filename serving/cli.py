@@ -1,0 +1,87 @@
+"""`attnserve serve`: the embedded Triton server on a runtime view of the model repository."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from attnserve.security import DEFAULT_BIND_ADDRESS
+from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the real Triton server (CPU, embedded) on the model repository until Ctrl-C",
+        description=(
+            "Start NVIDIA's tritonserver from the nvidia-pytriton wheel on a CPU runtime view of the repository: "
+            "ONNX models run through ONNX Runtime (or OpenVINO) in python-backend models, TensorRT plans are "
+            "skipped. Restricted APIs need the token from $ATTNSERVE_ADMIN_TOKEN (generated per run when unset)."
+        ),
+    )
+    serve.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
+    serve.add_argument("--models", default=None, help="comma-separated model names to load (default: all)")
+    serve.add_argument("--runtime", choices=("onnxruntime", "openvino"), default=None,
+                       help="CPU runtime for every ONNX model (default: each entry's own, else onnxruntime)")
+    serve.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
+    serve.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
+    serve.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT)
+    serve.add_argument("--host", default=DEFAULT_BIND_ADDRESS, help="bind address of HTTP, gRPC and metrics")
+    serve.add_argument("--work-dir", type=Path, default=None, help="runtime view, log and token (default: temporary)")
+    serve.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for all models READY")
+    serve.add_argument("--log-verbose", type=int, nargs="?", const=1, default=0, help="Triton's verbose log level")
+    serve.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from attnserve.serving.runtime_view import build_runtime_repository
+    from attnserve.serving.server import TritonServer
+
+    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="attnserve-serve-"))
+    models = [name.strip() for name in args.models.split(",") if name.strip()] if args.models else None
+    started = time.monotonic()
+    view, loaded, skipped = build_runtime_repository(args.repository, work_dir, models, runtime=args.runtime)
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    server = TritonServer(
+        view,
+        models=loaded,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        host=args.host,
+        work_dir=work_dir,
+        log_verbose=args.log_verbose,
+    )
+
+    # SIGTERM behaves like Ctrl-C: leave the wait below and stop the server cleanly
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.start()
+        server.wait_ready(timeout=args.ready_timeout)
+        print(f"Triton READY in {time.monotonic() - started:.1f} s with {len(loaded)} models: {', '.join(loaded)}")
+        print(f"  HTTP    {server.http_url}\n  gRPC    {server.grpc_url}\n  metrics {server.metrics_url}")
+        print(f"  log     {server.log_path}")
+        token_note = "generated for this run" if server.admin_token_generated else "from $ATTNSERVE_ADMIN_TOKEN"
+        print(f"  admin token ({token_note}) in {work_dir / 'admin_token'}")
+        print("Ctrl-C to stop.", flush=True)
+        while server.is_running:
+            time.sleep(0.5)
+        print(f"Triton exited on its own; last log lines:\n{server.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping Triton (in-flight requests finish first)...", file=sys.stderr)
+        return 0
+    finally:
+        exit_code = server.stop()
+        logger.info("Triton exited with code %s", exit_code)

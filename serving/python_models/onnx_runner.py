@@ -1,0 +1,53 @@
+"""The ONNX Runtime session of the CPU runner (runtime `onnxruntime`, the default)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from attnserve.errors import ShapeError
+
+
+class OnnxRuntimeSession:
+    """An ONNX Runtime CPU session behind the `runtime.Session` interface.
+
+    Args:
+        model_path: the `.onnx` file (external data beside it is found by ONNX Runtime).
+        intra_op_threads: threads for one operator (cores // instances of this model).
+        options: entry parameters; unused keys are ignored.
+    """
+
+    def __init__(self, model_path: Path, *, intra_op_threads: int, options: Mapping[str, str] | None = None) -> None:
+        session_options = ort.SessionOptions()
+        session_options.intra_op_num_threads = intra_op_threads
+        session_options.inter_op_num_threads = 1  # one request batch at a time per instance
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.model_path = Path(model_path)
+        self._session = ort.InferenceSession(
+            str(self.model_path), sess_options=session_options, providers=["CPUExecutionProvider"]
+        )
+        self._input_names = tuple(i.name for i in self._session.get_inputs())
+        self._output_names = tuple(o.name for o in self._session.get_outputs())
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self._input_names
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self._output_names
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [name for name in self._input_names if name not in inputs]
+        if missing:
+            raise ShapeError(f"missing inputs {missing}; the model expects {list(self._input_names)}")
+        outputs = self._session.run(list(self._output_names), {name: inputs[name] for name in self._input_names})
+        return dict(zip(self._output_names, outputs, strict=True))
+
+
+def open_session(model_path: Path, *, intra_op_threads: int, options: Mapping[str, str]) -> OnnxRuntimeSession:
+    """The `runtime` module entry point (see `attnserve.serving.python_models.runtime`)."""
+    return OnnxRuntimeSession(model_path, intra_op_threads=intra_op_threads, options=options)
