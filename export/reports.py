@@ -7,6 +7,7 @@ Every stage returns a status (`ok` / `skipped` / `failed`), a reason when it is 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,9 +81,21 @@ class StageRecorder:
         return result
 
 
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def short_error(exc: BaseException, limit: int = 800) -> str:
-    """`Type: message`, cut to `limit` characters (exporter errors can be pages long)."""
-    text = f"{type(exc).__name__}: {exc}".strip()
+    """`Type: message` without colour codes, cut to `limit` characters (exporter errors can be pages long).
+
+    The dynamo exporter's errors start with generic advice and put the cause under "## Exception summary";
+    that cause is kept after the first line.
+    """
+    message = _ANSI_ESCAPE.sub("", str(exc)).strip()
+    if "## Exception summary" in message:
+        headline = message.splitlines()[0]
+        cause = message.split("## Exception summary", 1)[1].strip()
+        message = f"{headline} Cause: {cause}"
+    text = f"{type(exc).__name__}: {message}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -1,0 +1,219 @@
+"""Import a Hugging Face `transformers` image classifier from local files, offline, as a deployable model.
+
+`PATH` is a `save_pretrained` folder (config.json + model.safetensors [+ preprocessor_config.json]) or a
+bare `config.json` (random weights: export tests and architecture checks). Nothing is ever downloaded:
+`HF_HUB_OFFLINE=1` is set and every load is `local_files_only`. Weights load only from safetensors.
+
+The wrapper takes uint8 pixels `(B, C, H, W)` and normalises inside, like every model of this project,
+so the exported graph has the same contract (`pixels` -> `logits`).
+
+Random weights are made non-degenerate: some architectures (MobileViT) initialise BatchNorm scales with
+std 0.02 and their logits collapse to ~1e-41, which would make any parity check vacuous. For random
+weights only, norm layers are reset to identity and BatchNorm statistics are calibrated on random pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnserve.errors import UserInputError
+from attnserve.spec import ModelSpec
+
+logger = logging.getLogger(__name__)
+
+SDPA_UNSUPPORTED_HINT = "eager"
+_DEFAULT_MEAN_STD = (0.5, 0.5, 0.5)
+
+
+class HFImageClassifier(nn.Module):
+    """uint8 pixels `(B, C, H, W)` -> logits `(B, num_classes)` around a `*ForImageClassification` model."""
+
+    def __init__(self, hf_model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.hf_model = hf_model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixel_values = (pixels.float() / 255.0 - self.mean) / self.std  # (B, C, H, W)
+        return self.hf_model(pixel_values=pixel_values).logits
+
+
+def _config_folder(path: Path) -> Path:
+    path = Path(path)
+    if path.is_file() and path.name.endswith(".json"):
+        return path.parent
+    if path.is_dir() and (path / "config.json").is_file():
+        return path
+    raise UserInputError(
+        f"--hf expects a save_pretrained folder holding config.json, or a config.json file; got {path}"
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _image_size(config: Any, preprocessor: dict[str, Any]) -> tuple[int, int]:
+    size = preprocessor.get("crop_size") or preprocessor.get("size")
+    if isinstance(size, dict) and "height" in size and "width" in size:
+        return int(size["height"]), int(size["width"])
+    if isinstance(size, int):
+        return size, size
+    image_size = getattr(config, "image_size", None)
+    if isinstance(image_size, (list, tuple)):
+        return int(image_size[0]), int(image_size[1])
+    if isinstance(image_size, int):
+        return image_size, image_size
+    raise UserInputError("cannot tell the input size: no image_size in config.json and no size in preprocessor_config.json")
+
+
+def _classifier_class(config: Any) -> type[nn.Module]:
+    """The `*ForImageClassification` class: from `architectures`, else the auto mapping's first choice.
+
+    (`AutoModelForImageClassification.from_config` fails on configs without `architectures` whose mapping
+    holds two classes, e.g. DeiT with and without distillation head.)
+    """
+    import transformers
+    from transformers import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+
+    for architecture in getattr(config, "architectures", None) or []:
+        if architecture.endswith("ForImageClassification") and hasattr(transformers, architecture):
+            return getattr(transformers, architecture)
+    try:
+        model_class = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING[type(config)]
+    except KeyError as exc:
+        raise UserInputError(f"{config.model_type!r} is not an image classifier known to transformers") from exc
+    return model_class[0] if isinstance(model_class, (list, tuple)) else model_class
+
+
+def _spec_name(folder: Path) -> str:
+    name = re.sub(r"[^a-z0-9_]+", "_", folder.name.lower()).strip("_")
+    return f"hf_{name}" if name else "hf_model"
+
+
+def make_random_weights_nondegenerate(model: nn.Module, example: torch.Tensor, *, calibration_batches: int = 2) -> None:
+    """Reset norm layers to identity and calibrate BatchNorm statistics on `example` (random weights only).
+
+    Args:
+        model: the classifier (takes what `example` is).
+        example: one input batch (e.g. uint8 pixels for the wrapper).
+        calibration_batches: forward passes used to estimate the BatchNorm running statistics.
+    """
+    batch_norms = []
+    for module in model.modules():
+        if isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)):
+            if getattr(module, "weight", None) is not None:
+                nn.init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            batch_norms.append(module)
+    if not batch_norms:
+        return
+    model.eval()
+    for module in batch_norms:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative average over the calibration batches
+        module.train()
+    with torch.no_grad():
+        for _ in range(calibration_batches):
+            model(example)
+    model.eval()
+
+
+def load_hf_classifier(
+    path: Path,
+    *,
+    name: str | None = None,
+    attn_implementation: str | None = None,
+    max_batch_size: int = 16,
+    **spec_overrides: Any,
+) -> tuple[HFImageClassifier, ModelSpec]:
+    """Build a `transformers` image classifier from local files and its ModelSpec, without any download.
+
+    Args:
+        path: a `save_pretrained` folder, or a `config.json` file (random weights).
+        name: deployable name (default `hf_<folder name>`).
+        attn_implementation: `sdpa` (fused ONNX `Attention` at opset 23) or `eager`; default tries `sdpa`
+            and falls back to `eager` for architectures without an SDPA path (MobileViT, LeViT).
+        max_batch_size: the spec's max batch.
+        **spec_overrides: further ModelSpec fields (preferred_batch_sizes, atol, ...).
+
+    Returns:
+        `(model, spec)`: the wrapped model in eval mode (uint8 pixels in, logits out) and its spec.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers import AutoConfig
+
+    path = Path(path)
+    folder = _config_folder(path)
+    config_file = path if path.is_file() else folder / "config.json"
+    try:
+        config = AutoConfig.from_pretrained(str(config_file), local_files_only=True)
+    except (ValueError, OSError, KeyError) as exc:
+        raise UserInputError(f"{config_file} is not a transformers config this version can read: {exc}") from exc
+    weights = sorted(folder.glob("*.safetensors")) if path.is_dir() else []
+    if path.is_dir() and not weights and any(folder.glob("*.bin")):
+        raise UserInputError(f"{folder} holds only pickle (*.bin) weights; save them as safetensors first")
+
+    model_class = _classifier_class(config)
+
+    def build(implementation: str) -> nn.Module:
+        if weights:
+            return model_class.from_pretrained(
+                str(folder), local_files_only=True, use_safetensors=True, attn_implementation=implementation
+            )
+        return model_class._from_config(config, attn_implementation=implementation)
+
+    implementations = [attn_implementation] if attn_implementation else ["sdpa", SDPA_UNSUPPORTED_HINT]
+    hf_model: nn.Module | None = None
+    errors: list[str] = []
+    for implementation in implementations:
+        try:
+            hf_model = build(implementation)
+            break
+        except (ValueError, ImportError) as exc:  # transformers raises ValueError for an unsupported attention
+            errors.append(f"{implementation}: {exc}")
+    if hf_model is None:
+        raise UserInputError(f"cannot build {config.model_type!r} from {folder}: {'; '.join(errors)}")
+    logger.info("built %s with attn_implementation=%s", type(hf_model).__name__, hf_model.config._attn_implementation)
+
+    preprocessor = _read_json(folder / "preprocessor_config.json")
+    channels = int(getattr(config, "num_channels", 3))
+    mean = tuple(float(v) for v in preprocessor.get("image_mean", _DEFAULT_MEAN_STD[:1] * channels))
+    std = tuple(float(v) for v in preprocessor.get("image_std", _DEFAULT_MEAN_STD[:1] * channels))
+    height, width = _image_size(config, preprocessor)
+    id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
+    labels = tuple(id2label[i] for i in sorted(id2label))
+
+    defaults: dict[str, Any] = {"preferred_batch_sizes": tuple(b for b in (4, 8, 16) if b <= max_batch_size)}
+    spec = ModelSpec(
+        name=name or _spec_name(folder),
+        arch=f"hf:{config.model_type}",
+        arch_args={"path": str(path.resolve()), "attn_implementation": hf_model.config._attn_implementation},
+        kind="image",
+        layout="NCHW",
+        input_shape=(channels, height, width),
+        mean=mean,
+        std=std,
+        labels=labels,
+        max_batch_size=max_batch_size,
+        trained=bool(weights),
+        **{**defaults, **spec_overrides},
+    )
+    model = HFImageClassifier(hf_model, mean, std).eval()
+    if not weights:
+        generator = torch.Generator().manual_seed(0)
+        example = torch.randint(0, 256, (8, *spec.input_shape), dtype=torch.uint8, generator=generator)
+        make_random_weights_nondegenerate(model, example)
+    return model, spec
