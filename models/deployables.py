@@ -24,9 +24,9 @@ MOTION_LABELS = ("right", "left", "right_and_back", "left_and_back")
 """Motion classes: steady drift right/left, or a fast trip right/left and back (see attnserve.models.data)."""
 
 # Measured on the training split of each dataset (0..1 scale), see attnserve.models.data.
-DIGITS_MEAN, DIGITS_STD = (0.3,), (0.4,)
-SHAPES_MEAN, SHAPES_STD = (0.45, 0.45, 0.45), (0.25, 0.25, 0.25)
-MOTION_MEAN, MOTION_STD = (0.45, 0.45, 0.45), (0.25, 0.25, 0.25)
+DIGITS_MEAN, DIGITS_STD = (0.3,), (0.32,)
+SHAPES_MEAN, SHAPES_STD = (0.5, 0.5, 0.5), (0.29, 0.29, 0.29)
+MOTION_MEAN, MOTION_STD = (0.5, 0.5, 0.5), (0.29, 0.29, 0.29)
 
 INPUT_FACT_ARGS = ("img_size", "in_chans", "num_classes", "num_frames", "mean", "std")
 """Constructor arguments that `build_model` derives from the spec; they may not appear in `arch_args`."""

@@ -1,0 +1,159 @@
+"""Users' own data: class folders of images (ImageFolder style) or of video files (decoded with PyAV).
+
+    root/                     root/
+      cat/ a.png b.jpg          train/cat/... train/dog/...
+      dog/ c.png          or    test/cat/...  test/dog/...   (`val/` works as `test/`)
+
+Without `train/` and `test/`, a stratified 80/20 split with a fixed seed holds out the test part.
+Images are resized to the model's square input; clips are sampled to T evenly spaced frames. numpy,
+Pillow and PyAV only (no torch): arrays are uint8, images (C, H, W), clips (T, C, H, W).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from attnserve.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+
+
+def _pil_mode(channels: int) -> str:
+    if channels not in (1, 3):
+        raise DataError(f"expected 1 or 3 channels for image files, got {channels}")
+    return "L" if channels == 1 else "RGB"
+
+
+def _frame_to_chw(frame_image, channels: int, size: int) -> np.ndarray:
+    from PIL import Image
+
+    resized = frame_image.convert(_pil_mode(channels)).resize((size, size), Image.Resampling.BILINEAR)
+    pixels = np.asarray(resized, dtype=np.uint8)
+    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)  # (C, H, W)
+
+
+def read_image(path: Path, channels: int, size: int) -> np.ndarray:
+    """An image file as uint8 (channels, size, size), converted and resized bilinearly.
+
+    Raises:
+        DataError: When the file cannot be decoded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return _frame_to_chw(image, channels, size)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def read_video(path: Path, frames: int, channels: int, size: int) -> np.ndarray:
+    """A video file as uint8 (frames, channels, size, size): `frames` evenly spaced decoded frames.
+
+    Raises:
+        DataError: When the file cannot be decoded or holds no frame.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            decoded = [frame.to_image() for frame in container.decode(video=0)]
+    except (av.FFmpegError, OSError) as exc:
+        raise DataError(f"cannot decode video {path}: {exc}") from exc
+    if not decoded:
+        raise DataError(f"video {path} holds no frame; expected at least 1")
+    indices = np.linspace(0, len(decoded) - 1, frames).round().astype(int)
+    return np.stack([_frame_to_chw(decoded[index], channels, size) for index in indices])
+
+
+def write_png(image: np.ndarray, path: Path) -> Path:
+    """Write a uint8 (C, H, W) image (C = 1 or 3) as PNG."""
+    from PIL import Image
+
+    pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+    Image.fromarray(np.ascontiguousarray(pixels)).save(path)
+    return Path(path)
+
+
+def write_mp4(clip: np.ndarray, path: Path, fps: int = 8) -> Path:
+    """Write a uint8 (T, C, H, W) clip as H.264 MP4 (yuv420p: H and W should be even)."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = clip.shape[3], clip.shape[2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "10"}  # near-lossless: small synthetic frames survive compression
+        for frame_chw in clip:
+            rgb = np.repeat(frame_chw, 3, axis=0) if frame_chw.shape[0] == 1 else frame_chw
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb.transpose(1, 2, 0)), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return Path(path)
+
+
+def _list_class_files(root: Path, extensions: tuple[str, ...]) -> dict[str, list[Path]]:
+    classes = sorted(folder for folder in root.iterdir() if folder.is_dir() and not folder.name.startswith("."))
+    files = {
+        folder.name: sorted(path for path in folder.rglob("*") if path.suffix.lower() in extensions) for folder in classes
+    }
+    return {name: paths for name, paths in files.items() if paths}
+
+
+def class_files(root: Path, kind: str) -> tuple[tuple[str, ...], list[tuple[Path, int]], list[tuple[Path, int]]]:
+    """Class names and (path, label) lists for the train and test splits of a class-folder dataset.
+
+    Args:
+        root: The dataset folder (see module docstring).
+        kind: `"image"` or `"video"` (which file extensions count).
+
+    Raises:
+        DataError: When the folder is missing, has fewer than 2 non-empty class folders, or its train and
+            test splits name different classes.
+    """
+    root = Path(root)
+    extensions = IMAGE_EXTENSIONS if kind == "image" else VIDEO_EXTENSIONS
+    if not root.is_dir():
+        raise DataError(f"expected a folder of class folders, got {root} (not a folder)")
+    test_root = next((root / split for split in ("test", "val") if (root / split).is_dir()), None)
+    if (root / "train").is_dir() and test_root is not None:
+        train_files, test_files = _list_class_files(root / "train", extensions), _list_class_files(test_root, extensions)
+        if sorted(train_files) != sorted(test_files):
+            raise DataError(f"train classes {sorted(train_files)} differ from test classes {sorted(test_files)} in {root}")
+        labels = tuple(sorted(train_files))
+        train = [(path, labels.index(name)) for name in labels for path in train_files[name]]
+        test = [(path, labels.index(name)) for name in labels for path in test_files[name]]
+    else:
+        files = _list_class_files(root, extensions)
+        labels = tuple(sorted(files))
+        rng = np.random.default_rng(SPLIT_SEED)
+        train, test = [], []
+        for label, name in enumerate(labels):
+            paths = [files[name][index] for index in rng.permutation(len(files[name]))]
+            held_out = max(1, round(len(paths) * TEST_FRACTION)) if len(paths) > 1 else 0
+            test += [(path, label) for path in paths[:held_out]]
+            train += [(path, label) for path in paths[held_out:]]
+    if len(labels) < 2:
+        raise DataError(
+            f"expected at least 2 class folders holding {kind} files ({', '.join(extensions)}) in {root}, found {list(labels)}"
+        )
+    return labels, train, test
+
+
+def read_files(items: list[tuple[Path, int]], kind: str, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Decode (path, label) items to uint8 arrays of the model's per-sample `input_shape` and int64 labels."""
+    if kind == "image":
+        channels, size = input_shape[0], input_shape[-1]
+        arrays = [read_image(path, channels, size) for path, _ in items]
+    else:
+        frames, channels, size = input_shape[0], input_shape[1], input_shape[-1]
+        arrays = [read_video(path, frames, channels, size) for path, _ in items]
+    pixels = np.stack(arrays) if arrays else np.zeros((0, *input_shape), dtype=np.uint8)
+    return pixels, np.array([label for _, label in items], dtype=np.int64)
