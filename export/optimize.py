@@ -1,0 +1,504 @@
+"""`optimize`: build every CPU variant of a model, measure it, pick the fastest behind an accuracy gate.
+
+For each variant of `cpu_variants.CPU_VARIANTS` (runtime x precision) the table records:
+- parity against the fp32 ONNX Runtime baseline on the evaluation inputs: max abs diff of the logits,
+  top-1 agreement, cosine similarity of the logits (mean and worst sample);
+- held-out accuracy when the model is trained (`spec.trained`) and labels are given;
+- batch-1 latency and throughput at the largest preferred batch, in-process, through the very session
+  class the CPU runner serves with (`attnserve.serving.python_models.runtime.open_session`).
+
+The gate (`gate_verdict`): a trained model's variant may lose at most `spec.accuracy_budget_points`
+top-1 points against fp32 on the held-out split; an untrained model's top-1 flips on near-ties, so its
+variants must keep a mean cosine similarity of at least `spec.cosine_budget` to the fp32 logits. The pick is
+the variant with the highest batch throughput among those within the gate (fp32 always is).
+
+Timing on a shared machine: every candidate is measured in each of `repeats` rounds, candidates interleaved
+(and their order rotated) within a round, and the table keeps the median round. Other processes load the
+same cores, so only ratios measured in one run mean anything; the report says so and records the load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from attnserve.errors import UserInputError
+from attnserve.export.cpu_variants import (
+    BASELINE_VARIANT,
+    CPU_VARIANTS,
+    GPU_VARIANTS,
+    CpuVariant,
+    build_variant_files,
+    check_pixels,
+    unavailable_reason,
+)
+from attnserve.export.reports import StageStatus, _Report, short_error
+from attnserve.serving.python_models.openvino_runtime import PRECISION_PARAMETER
+from attnserve.serving.python_models.runtime import Session, intra_op_threads_for, open_session
+from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
+
+logger = logging.getLogger(__name__)
+
+TABLE_FILENAME = "cpu_variants.json"
+REPORT_FILENAME = "cpu_variants.md"
+SHARED_MACHINE_NOTE = (
+    "Measured in-process on a shared machine (other processes load the same cores): compare ratios within "
+    "this table only; absolute figures move from run to run."
+)
+GateKind = Literal["accuracy", "cosine"]
+
+
+class VariantRow(BaseModel):
+    """One row of the table: a variant, how it did, and whether it was picked and why."""
+
+    variant: str
+    runtime: str
+    precision: str
+    quantization: str
+    model_file: str
+    status: StageStatus
+    reason: str | None = None
+    """Why a variant is `skipped` / `failed`."""
+    build_seconds: float = 0.0
+    """Time to write the variant's model file (quantisation); 0 for the fp32 file."""
+    load_seconds: float = 0.0
+    """Time to open the session (OpenVINO compiles here)."""
+    execution_precision: str | None = None
+    """What the runtime reports it compiled for (OpenVINO), when it says."""
+    # parity against the fp32 baseline on the evaluation inputs
+    max_abs_diff: float | None = None
+    top1_agreement: float | None = None
+    cosine_mean: float | None = None
+    cosine_min: float | None = None
+    # held-out accuracy (trained models)
+    accuracy_percent: float | None = None
+    accuracy_drop_points: float | None = None
+    # speed (median round) and every round
+    latency_b1_ms: float | None = None
+    throughput_img_s: float | None = None
+    latency_b1_ms_rounds: list[float] = Field(default_factory=list)
+    throughput_img_s_rounds: list[float] = Field(default_factory=list)
+    speedup_vs_fp32: float | None = None
+    # the decision
+    within_gate: bool | None = None
+    picked: bool = False
+    why: str = ""
+
+
+class OptimizeReport(_Report):
+    """The whole table, the gate, the pick and how it was measured (written beside the artefacts)."""
+
+    model: str
+    trained: bool
+    gate: GateKind
+    gate_rule: str
+    """The rule in words, e.g. `accuracy >= fp32 - 0.5 points on 500 held-out samples`."""
+    budget: float
+    batch_size: int
+    """Batch of the throughput column (the spec's largest preferred batch)."""
+    intra_op_threads: int
+    repeats: int
+    eval_samples: int
+    calibration_samples: int
+    fp32_accuracy_percent: float | None = None
+    rows: list[VariantRow]
+    picked: str
+    picked_runtime: str
+    picked_precision: str
+    picked_model_file: str
+    variants_dir: Path
+    machine: dict[str, Any]
+    note: str = SHARED_MACHINE_NOTE
+    seconds: float
+
+    def row(self, variant_name: str) -> VariantRow:
+        """The row of `variant_name` (raises `UserInputError` listing the rows when absent)."""
+        for row in self.rows:
+            if row.variant == variant_name:
+                return row
+        raise UserInputError(f"no row {variant_name!r} in the table; rows: {[r.variant for r in self.rows]}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parity, accuracy, gate
+# ---------------------------------------------------------------------------------------------------------
+def logits_parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    """Max abs diff, top-1 agreement and cosine similarity (mean, worst sample) of `candidate` vs `reference`.
+
+    Args:
+        reference: fp32 baseline logits `(N, classes)`.
+        candidate: the variant's logits, same shape.
+
+    Raises:
+        ShapeError-like UserInputError: the shapes differ.
+    """
+    if reference.shape != candidate.shape or reference.ndim != 2:
+        raise UserInputError(f"logits to compare must both be (N, classes); got {reference.shape} and {candidate.shape}")
+    reference64 = reference.astype(np.float64)
+    candidate64 = candidate.astype(np.float64)
+    norms = np.linalg.norm(reference64, axis=1) * np.linalg.norm(candidate64, axis=1)
+    cosine = np.sum(reference64 * candidate64, axis=1) / np.maximum(norms, np.finfo(np.float64).tiny)
+    return {
+        "max_abs_diff": float(np.max(np.abs(reference64 - candidate64))),
+        "top1_agreement": float(np.mean(reference.argmax(axis=1) == candidate.argmax(axis=1))),
+        "cosine_mean": float(np.mean(cosine)),
+        "cosine_min": float(np.min(cosine)),
+    }
+
+
+def gate_verdict(row: VariantRow, gate: GateKind, budget: float) -> tuple[bool, str]:
+    """Whether a measured row is within the gate, and the reason in words.
+
+    Args:
+        row: a row with parity (and, for the accuracy gate, accuracy) filled in.
+        gate: `accuracy` (trained models: drop in top-1 points) or `cosine` (untrained: mean cosine to fp32).
+        budget: the most points a variant may lose (`accuracy`), or the least mean cosine (`cosine`).
+    """
+    if row.variant == BASELINE_VARIANT.name:
+        return True, "the fp32 reference"
+    if gate == "accuracy":
+        if row.accuracy_drop_points is None:
+            return False, "no held-out accuracy measured"
+        ok = row.accuracy_drop_points <= budget + 1e-9
+        relation = "<=" if ok else ">"
+        return ok, f"loses {row.accuracy_drop_points:.2f} points {relation} budget {budget:g}"
+    if row.cosine_mean is None:
+        return False, "no parity measured"
+    ok = row.cosine_mean >= budget
+    relation = ">=" if ok else "<"
+    return ok, f"cosine {row.cosine_mean:.6f} {relation} budget {budget:g}"
+
+
+def pick_fastest(rows: Sequence[VariantRow], gate: GateKind, budget: float) -> VariantRow:
+    """Apply the gate to every `ok` row, mark the fastest within it as picked, write each row's `why`.
+
+    Speed is the batch throughput; when throughput was not measured, the baseline is picked (nothing to
+    justify leaving it). Rows are updated in place; returns the picked row.
+    """
+    baseline = next((row for row in rows if row.variant == BASELINE_VARIANT.name and row.status == "ok"), None)
+    if baseline is None:
+        raise UserInputError(f"the table needs an `ok` {BASELINE_VARIANT.name} row as the reference")
+    candidates: list[VariantRow] = []
+    for row in rows:
+        row.picked = False
+        if row.status != "ok":
+            row.within_gate = None
+            row.why = f"{row.status}: {row.reason}"
+            continue
+        row.within_gate, row.why = gate_verdict(row, gate, budget)
+        if row.within_gate:
+            candidates.append(row)
+    measured = [row for row in candidates if row.throughput_img_s is not None]
+    picked = max(measured, key=lambda row: row.throughput_img_s or 0.0) if measured else baseline
+    picked.picked = True
+    for row in candidates:
+        if row is picked:
+            row.why = f"picked: fastest within the gate ({row.why})"
+        elif row.throughput_img_s is not None and picked.throughput_img_s is not None:
+            row.why = f"within the gate ({row.why}) but slower than {picked.variant}"
+    for row in rows:
+        if row.status == "ok" and not row.within_gate:
+            row.why = f"outside the gate: {row.why}"
+    return picked
+
+
+# ---------------------------------------------------------------------------------------------------------
+# running and timing sessions
+# ---------------------------------------------------------------------------------------------------------
+def run_logits(session: Session, pixels: np.ndarray, batch_size: int) -> np.ndarray:
+    """Logits of `pixels` through `session`, `batch_size` samples per call."""
+    chunks = [
+        session.run({INPUT_NAME: pixels[start : start + batch_size]})[OUTPUT_NAME]
+        for start in range(0, len(pixels), batch_size)
+    ]
+    return np.concatenate(chunks, axis=0).astype(np.float32, copy=False)
+
+
+def time_calls(call: Callable[[], object], *, min_seconds: float, min_calls: int) -> list[float]:
+    """Seconds of each call of `call`, repeated until both `min_calls` and `min_seconds` are reached."""
+    durations: list[float] = []
+    started = time.perf_counter()
+    while len(durations) < min_calls or time.perf_counter() - started < min_seconds:
+        call_started = time.perf_counter()
+        call()
+        durations.append(time.perf_counter() - call_started)
+    return durations
+
+
+def machine_facts() -> dict[str, Any]:
+    """CPU model, cores this process may use, the ISA features that decide int8/bf16 speed, load average."""
+    cpu_model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu_model == "unknown":
+                cpu_model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    features = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return {
+        "cpu": cpu_model,
+        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "features": [feature for feature in features if feature in flags],
+        "load_average_1min": _load_average(),
+    }
+
+
+def _load_average() -> float | None:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def _session_options(variant: CpuVariant) -> dict[str, str]:
+    return {PRECISION_PARAMETER: variant.precision}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the whole table
+# ---------------------------------------------------------------------------------------------------------
+def optimize_variants(
+    spec: ModelSpec,
+    fp32_onnx: Path,
+    variants_dir: Path,
+    *,
+    calibration_pixels: np.ndarray,
+    eval_pixels: np.ndarray,
+    eval_labels: np.ndarray | None = None,
+    budget_points: float | None = None,
+    cosine_budget: float | None = None,
+    variants: Sequence[CpuVariant] = CPU_VARIANTS,
+    repeats: int = 3,
+    min_seconds: float = 1.0,
+    measure_speed: bool = True,
+) -> OptimizeReport:
+    """Build, check and time every variant of a verified fp32 ONNX model; pick the fastest within the gate.
+
+    Args:
+        spec: the model's spec (batch sizes, instance count, budgets, `trained`).
+        fp32_onnx: the verified fp32 ONNX model (input `pixels` uint8, output `logits`).
+        variants_dir: where the variant files and the table go (`cpu_variants.json` / `.md`).
+        calibration_pixels: uint8 inputs from the training split, for the static int8 (Q/DQ) variant.
+        eval_pixels: uint8 held-out inputs for parity (and accuracy).
+        eval_labels: held-out class indices; required for a trained model (the accuracy gate).
+        budget_points: accuracy budget override (default `spec.accuracy_budget_points`).
+        cosine_budget: cosine budget override for untrained models (default `spec.cosine_budget`).
+        variants: the candidates; must include the fp32 ONNX Runtime baseline.
+        repeats: timing rounds (the median round is kept).
+        min_seconds: the least time one throughput measurement of one candidate takes per round.
+        measure_speed: False skips timing (the pick is then the baseline); parity and gate still run.
+
+    Returns:
+        The report; also written to `variants_dir/cpu_variants.json` and `cpu_variants.md`.
+
+    Raises:
+        UserInputError: bad inputs (shape, dtype, missing labels for a trained model, no baseline).
+    """
+    started = time.perf_counter()
+    if BASELINE_VARIANT not in variants:
+        raise UserInputError(f"variants must include the baseline {BASELINE_VARIANT.name}")
+    if repeats < 1:
+        raise UserInputError(f"repeats must be >= 1, got {repeats}")
+    eval_pixels = check_pixels(eval_pixels, spec, "evaluation pixels")
+    calibration_pixels = check_pixels(calibration_pixels, spec, "calibration pixels")
+    gate: GateKind = "accuracy" if spec.trained else "cosine"
+    if gate == "accuracy":
+        if eval_labels is None or len(eval_labels) != len(eval_pixels):
+            got = "none" if eval_labels is None else len(eval_labels)
+            raise UserInputError(
+                f"a trained model's gate needs one held-out label per evaluation sample: {len(eval_pixels)} expected, got {got}"
+            )
+        budget = spec.accuracy_budget_points if budget_points is None else budget_points
+        gate_rule = f"top-1 accuracy at most {budget:g} points below fp32 on {len(eval_pixels)} held-out samples"
+    else:
+        budget = spec.cosine_budget if cosine_budget is None else cosine_budget
+        gate_rule = (
+            f"untrained model: mean cosine similarity of logits to fp32 >= {budget:g} on {len(eval_pixels)} samples"
+        )
+    threads = intra_op_threads_for(spec.instance_count)
+    batch_size = spec.opt_batch_size
+    machine = machine_facts()
+
+    variants_dir = Path(variants_dir)
+    built_files = build_variant_files(fp32_onnx, variants_dir, calibration_pixels, variants)
+
+    rows: list[VariantRow] = []
+    sessions: dict[str, Session] = {}
+    for variant in variants:
+        row = VariantRow(
+            variant=variant.name,
+            runtime=variant.runtime,
+            precision=variant.precision,
+            quantization=variant.quantization,
+            model_file=variant.model_file,
+            status="ok",
+        )
+        rows.append(row)
+        reason = unavailable_reason(variant)
+        built = built_files.get(variant.model_file)
+        if reason is not None:
+            row.status, row.reason = "skipped", reason
+            continue
+        if built is None or built.path is None:
+            row.status, row.reason = "failed", built.error if built else "model file was not built"
+            continue
+        row.build_seconds = built.seconds
+        load_started = time.perf_counter()
+        try:
+            session = open_session(variant.runtime, built.path, intra_op_threads=threads, options=_session_options(variant))
+        except Exception as exc:  # noqa: BLE001 - a runtime that cannot load a variant is a table row
+            row.status, row.reason = "failed", f"loading in {variant.runtime}: {short_error(exc)}"
+            continue
+        row.load_seconds = round(time.perf_counter() - load_started, 3)
+        sessions[variant.name] = session
+        row.execution_precision = getattr(session, "execution_precision", None)
+    for variant in GPU_VARIANTS:
+        rows.append(
+            VariantRow(
+                variant=variant.name,
+                runtime=variant.runtime,
+                precision=variant.precision,
+                quantization=variant.quantization,
+                model_file=variant.model_file,
+                status="skipped",
+                reason=unavailable_reason(variant),
+            )
+        )
+    by_name = {row.variant: row for row in rows}
+    if BASELINE_VARIANT.name not in sessions:
+        raise UserInputError(f"the fp32 baseline did not load: {by_name[BASELINE_VARIANT.name].reason}")
+
+    # parity and accuracy
+    reference_logits = run_logits(sessions[BASELINE_VARIANT.name], eval_pixels, batch_size)
+    fp32_accuracy: float | None = None
+    if eval_labels is not None and len(eval_labels) == len(eval_pixels):
+        fp32_accuracy = 100.0 * float(np.mean(reference_logits.argmax(axis=1) == np.asarray(eval_labels)))
+    for name, session in list(sessions.items()):
+        row = by_name[name]
+        try:
+            logits = run_logits(session, eval_pixels, batch_size)
+        except Exception as exc:  # noqa: BLE001 - a variant that fails to run is a table row
+            row.status, row.reason = "failed", f"running in {row.runtime}: {short_error(exc)}"
+            del sessions[name]
+            continue
+        for key, value in logits_parity(reference_logits, logits).items():
+            setattr(row, key, value)
+        if fp32_accuracy is not None:
+            row.accuracy_percent = 100.0 * float(np.mean(logits.argmax(axis=1) == np.asarray(eval_labels)))
+            row.accuracy_drop_points = fp32_accuracy - row.accuracy_percent
+
+    # speed: interleaved rounds, order rotated each round
+    if measure_speed:
+        one_image = np.ascontiguousarray(eval_pixels[:1])
+        batch_pixels = np.ascontiguousarray(np.resize(eval_pixels, (batch_size, *eval_pixels.shape[1:])))
+        names = list(sessions)
+        for session in sessions.values():  # warm-up: first calls compile / allocate
+            session.run({INPUT_NAME: batch_pixels})
+            session.run({INPUT_NAME: one_image})
+        for round_index in range(repeats):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                session, row = sessions[name], by_name[name]
+                latencies = time_calls(
+                    lambda s=session: s.run({INPUT_NAME: one_image}), min_seconds=min_seconds / 4, min_calls=5
+                )
+                batch_times = time_calls(
+                    lambda s=session: s.run({INPUT_NAME: batch_pixels}), min_seconds=min_seconds, min_calls=2
+                )
+                row.latency_b1_ms_rounds.append(round(1000.0 * statistics.median(latencies), 3))
+                row.throughput_img_s_rounds.append(round(batch_size * len(batch_times) / sum(batch_times), 2))
+        for name in names:
+            row = by_name[name]
+            row.latency_b1_ms = statistics.median(row.latency_b1_ms_rounds)
+            row.throughput_img_s = statistics.median(row.throughput_img_s_rounds)
+        baseline_throughput = by_name[BASELINE_VARIANT.name].throughput_img_s
+        for name in names:
+            row = by_name[name]
+            if baseline_throughput and row.throughput_img_s:
+                row.speedup_vs_fp32 = round(row.throughput_img_s / baseline_throughput, 3)
+
+    picked = pick_fastest(rows, gate, budget)
+    machine["load_average_1min_after"] = _load_average()
+    report = OptimizeReport(
+        model=spec.name,
+        trained=spec.trained,
+        gate=gate,
+        gate_rule=gate_rule,
+        budget=budget,
+        batch_size=batch_size,
+        intra_op_threads=threads,
+        repeats=repeats if measure_speed else 0,
+        eval_samples=len(eval_pixels),
+        calibration_samples=len(calibration_pixels),
+        fp32_accuracy_percent=fp32_accuracy,
+        rows=rows,
+        picked=picked.variant,
+        picked_runtime=picked.runtime,
+        picked_precision=picked.precision,
+        picked_model_file=picked.model_file,
+        variants_dir=variants_dir,
+        machine=machine,
+        seconds=round(time.perf_counter() - started, 1),
+    )
+    write_optimize_report(report, variants_dir)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the table as text
+# ---------------------------------------------------------------------------------------------------------
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render_markdown(report: OptimizeReport) -> str:
+    """The table as Markdown: one row per variant, the gate, the pick and the machine it was measured on."""
+    lines = [
+        f"### CPU variants of `{report.model}` ({'trained' if report.trained else 'untrained'})",
+        "",
+        f"Gate: {report.gate_rule}. Pick: **{report.picked}** (runtime `{report.picked_runtime}`, "
+        f"precision `{report.picked_precision}`, file `{report.picked_model_file}`).",
+        "",
+        f"| variant | status | max abs diff | top-1 agree | cosine (mean / min) | accuracy % | b1 latency ms "
+        f"| b{report.batch_size} img/s | x fp32 | picked | why |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for row in report.rows:
+        cosine = "-" if row.cosine_mean is None else f"{row.cosine_mean:.5f} / {row.cosine_min:.5f}"
+        accuracy = _fmt(row.accuracy_percent, ".2f")
+        if row.accuracy_drop_points is not None and row.variant != BASELINE_VARIANT.name:
+            accuracy += f" ({-row.accuracy_drop_points:+.2f})"
+        lines.append(
+            f"| {row.variant} | {row.status} | {_fmt(row.max_abs_diff, '.3g')} | {_fmt(row.top1_agreement, '.1%')} "
+            f"| {cosine} | {accuracy} | {_fmt(row.latency_b1_ms, '.2f')} | {_fmt(row.throughput_img_s, '.1f')} "
+            f"| {_fmt(row.speedup_vs_fp32, '.2f')} | {'yes' if row.picked else ''} | {row.why.replace('|', '/')} |"
+        )
+    machine = report.machine
+    lines += [
+        "",
+        f"{report.eval_samples} evaluation samples, {report.calibration_samples} calibration samples (training "
+        f"split), {report.intra_op_threads} threads, median of {report.repeats} interleaved rounds. "
+        f"CPU: {machine.get('cpu')} ({machine.get('cores_available')} cores, {', '.join(machine.get('features', []))}); "
+        f"load average {machine.get('load_average_1min')} before, {machine.get('load_average_1min_after')} after.",
+        report.note,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_optimize_report(report: OptimizeReport, out_dir: Path) -> tuple[Path, Path]:
+    """Write `cpu_variants.json` and `cpu_variants.md` into `out_dir`; returns both paths."""
+    out_dir = Path(out_dir)
+    json_path = report.write_json(out_dir / TABLE_FILENAME)
+    markdown_path = out_dir / REPORT_FILENAME
+    markdown_path.write_text(render_markdown(report))
+    return json_path, markdown_path
