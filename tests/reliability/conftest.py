@@ -1,0 +1,95 @@
+"""The reliability battery's own Triton server, so overload and fault injection never disturb the shared one.
+
+`reliability_server` (session) serves, through the real runtime view and `TritonServer` on free loopback ports:
+- `rel_heavy`: compute-bound (a few ms per sample), `max_batch_size` 4, a **small bounded queue**
+  (`max_queue_size` 8, `queue_timeout_us` 250 ms, REJECT) written by the export's repository writer from the spec;
+- `rel_light`: a cheap linear model with the spec's default queue policy (fault tests, correctness);
+- `rel_broken`: in the repository but not loaded at start-up; its ONNX file is corrupt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attnserve.spec import ModelSpec
+from .helpers import heavy_onnx, linear_onnx
+
+LABELS = ("alpha", "beta", "gamma", "delta")
+HEAVY_SHAPE = (1, 128, 256)  # 32768 uint8 = a (64, 512) token view
+LIGHT_SHAPE = (3, 8, 8)
+HEAVY_DEPTH = 12
+
+
+def reliability_specs() -> dict[str, ModelSpec]:
+    """Specs of the battery's models (the queue policy of `rel_heavy` is the behaviour under test)."""
+    heavy = ModelSpec(
+        name="rel_heavy", arch="synthetic_heavy", kind="image", layout="NCHW", input_shape=HEAVY_SHAPE,
+        mean=(0.5,), std=(0.5,), labels=LABELS, max_batch_size=4, preferred_batch_sizes=(4,),
+        max_queue_delay_us=1_000, max_queue_size=8, queue_timeout_us=250_000, opset=17,
+    )
+    light = ModelSpec(
+        name="rel_light", arch="synthetic_linear", kind="image", layout="NCHW", input_shape=LIGHT_SHAPE,
+        mean=(0.5,) * 3, std=(0.5,) * 3, labels=LABELS, max_batch_size=8, preferred_batch_sizes=(4, 8),
+        max_queue_delay_us=500, opset=17,
+    )
+    broken = light.model_copy(update={"name": "rel_broken"})
+    return {"rel_heavy": heavy, "rel_light": light, "rel_broken": broken}
+
+
+@dataclass
+class ReliabilityServer:
+    """The running server, its repository and what the tests need to check answers in-process."""
+
+    server: object  # attnserve.serving.server.TritonServer
+    specs: dict[str, ModelSpec]
+    onnx_paths: dict[str, Path]
+    repository: Path
+
+    @property
+    def http_url(self) -> str:
+        return self.server.http_url  # type: ignore[attr-defined]
+
+    @property
+    def grpc_url(self) -> str:
+        return self.server.grpc_url  # type: ignore[attr-defined]
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return self.server.admin_headers  # type: ignore[attr-defined]
+
+    def reference(self, model: str, pixels: np.ndarray) -> np.ndarray:
+        """The model's logits computed in-process by ONNX Runtime (the answer the server must give)."""
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(self.onnx_paths[model]), providers=["CPUExecutionProvider"])
+        return session.run(["logits"], {"pixels": pixels})[0]
+
+
+@pytest.fixture(scope="session")
+def reliability_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReliabilityServer]:
+    """Start a dedicated real Triton (serving's `TritonServer`) for overload and fault tests."""
+    from attnserve.export.repository import write_model_entry
+    from attnserve.serving.runtime_view import build_runtime_repository
+    from attnserve.serving.server import TritonServer
+
+    root = tmp_path_factory.mktemp("reliability")
+    source = root / "repository"
+    specs = reliability_specs()
+    onnx_paths = {
+        "rel_heavy": heavy_onnx(root / "rel_heavy.onnx", HEAVY_SHAPE, len(LABELS), depth=HEAVY_DEPTH, seed=3),
+        "rel_light": linear_onnx(root / "rel_light.onnx", LIGHT_SHAPE, len(LABELS), seed=4),
+    }
+    corrupt = root / "rel_broken.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage: this is not an ONNX protobuf" * 8)
+    for name, spec in specs.items():
+        write_model_entry(spec, onnx_paths.get(name, corrupt), source)
+    view, _loaded, _skipped = build_runtime_repository(source, root / "runtime")
+    server = TritonServer(view, models=["rel_heavy", "rel_light"], http_port=0, grpc_port=0, metrics_port=0,
+                          work_dir=root / "server", exit_timeout_s=5)
+    with server:
+        yield ReliabilityServer(server=server, specs=specs, onnx_paths=onnx_paths, repository=view)
