@@ -65,9 +65,13 @@ class ClientSettings(BaseSettings):
         return url
 
     def admin_headers(self) -> dict[str, str]:
-        """Headers that unlock restricted APIs (empty when no token is configured)."""
-        from attnserve.security import ADMIN_TOKEN_HEADER
+        """Headers that unlock restricted APIs (empty when no token is configured).
+
+        gRPC uses another key: Triton prefixes the configured header with `triton-grpc-protocol-` there.
+        """
+        from attnserve.security import ADMIN_TOKEN_HEADER, GRPC_ADMIN_TOKEN_HEADER
 
         if self.admin_token is None:
             return {}
-        return {ADMIN_TOKEN_HEADER: self.admin_token.get_secret_value()}
+        key = GRPC_ADMIN_TOKEN_HEADER if self.protocol == "grpc" else ADMIN_TOKEN_HEADER
+        return {key: self.admin_token.get_secret_value()}

@@ -44,6 +44,9 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     message = str(exc).lower()
     if isinstance(exc, (ConnectionError, OSError)) and not isinstance(exc, InferenceError):
         return "connection"
+    if "is restricted, expecting header" in message:
+        # Triton refuses a restricted API without the admin token as UNAVAILABLE on gRPC: not worth a retry.
+        return "failed"
     if status in _UNAVAILABLE_STATUSES:
         # gRPC reports a dead socket as UNAVAILABLE too; the message tells the two apart.
         return "connection" if any(h in message for h in _CONNECTION_HINTS) else "rejected"
