@@ -179,3 +179,22 @@ def test_compose_publishes_on_loopback_only() -> None:
     assert not exposed, f"ports published beyond 127.0.0.1: {exposed}"
     for name, service in (compose.get("services") or {}).items():
         assert (service or {}).get("network_mode") != "host", f"service {name} uses the host network"
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_client_admin_token_unlocks_shared_memory(reliability_server: ReliabilityServer, protocol: str) -> None:
+    """The typed client sends its admin token under the key each protocol checks: shared-memory inference works
+    with the token (right answer), and is refused with a clear error without it."""
+    from attnserve.clients.client import TritonClient
+    from attnserve.clients.settings import ClientSettings
+    from attnserve.errors import InferenceError
+
+    url = reliability_server.http_url if protocol == "http" else reliability_server.grpc_url
+    token = reliability_server.server.admin_token  # type: ignore[attr-defined]
+    pixels = np.arange(4 * 3 * 8 * 8, dtype=np.uint8).reshape(4, 3, 8, 8)
+    common = dict(url=url, protocol=protocol, shared_memory=True, shared_memory_min_bytes=1, retries=0)
+    with TritonClient(ClientSettings(**common, admin_token=token)) as client:
+        logits = client.infer("rel_light", {"pixels": pixels})["logits"]
+    np.testing.assert_allclose(logits, reliability_server.reference("rel_light", pixels), rtol=1e-5, atol=1e-5)
+    with TritonClient(ClientSettings(**common)) as client, pytest.raises(InferenceError, match="restricted"):
+        client.infer("rel_light", {"pixels": pixels})
