@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.attnserve-installed
-EXTRAS := serve,hf,openvino,test
+EXTRAS := serve,hf,openvino,fp16,test
 
 .PHONY: setup demo test bench clean-runs
 
