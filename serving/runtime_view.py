@@ -172,7 +172,9 @@ def build_runtime_repository(
             logger.info("runtime view: leaving out %s (%s)", name, skipped[name])
             continue
         if config.platform == ONNX_PLATFORM or config.backend == "onnxruntime":
-            filename = config.default_model_filename or DEFAULT_ONNX_FILENAME
+            # `model_file` (relative to the version folder) names a CPU variant picked by `attnserve optimize`
+            chosen_file = config.parameters[MODEL_FILE_PARAMETER].string_value if MODEL_FILE_PARAMETER in config.parameters else ""
+            filename = chosen_file or config.default_model_filename or DEFAULT_ONNX_FILENAME
             version_dir = latest_version_dir(model_dir, filename)
             if version_dir is None:
                 raise UserInputError(f"ONNX entry {name!r}: expected {model_dir}/<version>/{filename}; none found")
