@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -108,6 +109,7 @@ class OptimizeReport(_Report):
     repeats: int
     eval_samples: int
     calibration_samples: int
+    data_source: str
     fp32_accuracy_percent: float | None = None
     rows: list[VariantRow]
     picked: str
@@ -167,9 +169,11 @@ def gate_verdict(row: VariantRow, gate: GateKind, budget: float) -> tuple[bool, 
     if gate == "accuracy":
         if row.accuracy_drop_points is None:
             return False, "no held-out accuracy measured"
-        ok = row.accuracy_drop_points <= budget + 1e-9
-        relation = "<=" if ok else ">"
-        return ok, f"loses {row.accuracy_drop_points:.2f} points {relation} budget {budget:g}"
+        drop = row.accuracy_drop_points
+        ok = drop <= budget + 1e-9  # tolerance: float noise on percentages of equal counts
+        if drop <= 0:
+            return ok, f"no accuracy lost ({-drop:+.2f} points)"
+        return ok, f"loses {drop:.2f} points {'<=' if ok else '>'} budget {budget:g}"
     if row.cosine_mean is None:
         return False, "no parity measured"
     ok = row.cosine_mean >= budget
@@ -280,6 +284,7 @@ def optimize_variants(
     repeats: int = 3,
     min_seconds: float = 1.0,
     measure_speed: bool = True,
+    data_source: str = "given by the caller",
 ) -> OptimizeReport:
     """Build, check and time every variant of a verified fp32 ONNX model; pick the fastest within the gate.
 
@@ -296,6 +301,7 @@ def optimize_variants(
         repeats: timing rounds (the median round is kept).
         min_seconds: the least time one throughput measurement of one candidate takes per round.
         measure_speed: False skips timing (the pick is then the baseline); parity and gate still run.
+        data_source: where the calibration and evaluation inputs come from, in words (for the report).
 
     Returns:
         The report; also written to `variants_dir/cpu_variants.json` and `cpu_variants.md`.
@@ -439,6 +445,7 @@ def optimize_variants(
         repeats=repeats if measure_speed else 0,
         eval_samples=len(eval_pixels),
         calibration_samples=len(calibration_pixels),
+        data_source=data_source,
         fp32_accuracy_percent=fp32_accuracy,
         rows=rows,
         picked=picked.variant,
@@ -476,7 +483,7 @@ def render_markdown(report: OptimizeReport) -> str:
         cosine = "-" if row.cosine_mean is None else f"{row.cosine_mean:.5f} / {row.cosine_min:.5f}"
         accuracy = _fmt(row.accuracy_percent, ".2f")
         if row.accuracy_drop_points is not None and row.variant != BASELINE_VARIANT.name:
-            accuracy += f" ({-row.accuracy_drop_points:+.2f})"
+            accuracy += f" ({-row.accuracy_drop_points + 0.0:+.2f})"  # + 0.0: no "-0.00"
         lines.append(
             f"| {row.variant} | {row.status} | {_fmt(row.max_abs_diff, '.3g')} | {_fmt(row.top1_agreement, '.1%')} "
             f"| {cosine} | {accuracy} | {_fmt(row.latency_b1_ms, '.2f')} | {_fmt(row.throughput_img_s, '.1f')} "
@@ -485,8 +492,8 @@ def render_markdown(report: OptimizeReport) -> str:
     machine = report.machine
     lines += [
         "",
-        f"{report.eval_samples} evaluation samples, {report.calibration_samples} calibration samples (training "
-        f"split), {report.intra_op_threads} threads, median of {report.repeats} interleaved rounds. "
+        f"{report.eval_samples} evaluation samples, {report.calibration_samples} calibration samples "
+        f"({report.data_source}); {report.intra_op_threads} threads, median of {report.repeats} interleaved rounds. "
         f"CPU: {machine.get('cpu')} ({machine.get('cores_available')} cores, {', '.join(machine.get('features', []))}); "
         f"load average {machine.get('load_average_1min')} before, {machine.get('load_average_1min_after')} after.",
         report.note,
@@ -502,3 +509,156 @@ def write_optimize_report(report: OptimizeReport, out_dir: Path) -> tuple[Path, 
     markdown_path = out_dir / REPORT_FILENAME
     markdown_path.write_text(render_markdown(report))
     return json_path, markdown_path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# serving the pick
+# ---------------------------------------------------------------------------------------------------------
+def picked_spec(spec: ModelSpec, report: OptimizeReport) -> ModelSpec:
+    """`spec` with `cpu_runtime` / `cpu_precision` set to the report's pick."""
+    if report.model != spec.name:
+        raise UserInputError(f"the table is for {report.model!r}, the spec for {spec.name!r}")
+    return ModelSpec.model_validate(
+        {**spec.model_dump(), "cpu_runtime": report.picked_runtime, "cpu_precision": report.picked_precision}
+    )
+
+
+def serve_pick(spec: ModelSpec, report: OptimizeReport, repository: Path, *, version: int | None = None) -> Path:
+    """Make `repository/NAME` serve the picked variant on the CPU runner; returns the entry folder.
+
+    The new version folder holds the fp32 `model.onnx` (what NVIDIA's container serves on a GPU host) and
+    the picked file; the config's parameters `runtime`, `precision` and `model_file` tell the embedded
+    server's CPU runner which runtime opens which file in which precision. `spec.json` records the pick
+    (`cpu_runtime`, `cpu_precision`) and the table is copied beside the config for audit.
+    """
+    from attnserve.export.cpu_variants import FP32_FILENAME
+    from attnserve.export.repository import add_model, model_config_for
+    from attnserve.export.triton_config import ModelConfig
+    from attnserve.serving.python_models.runtime import MODEL_FILE_PARAMETER, RUNTIME_PARAMETER
+
+    served_spec = picked_spec(spec, report)
+    variants_dir = Path(report.variants_dir)
+    picked_path = variants_dir / report.picked_model_file
+    if not picked_path.is_file():
+        raise UserInputError(f"the picked model file is missing: expected {picked_path}")
+    base_config = model_config_for(served_spec)
+    parameters = {key: value.string_value for key, value in base_config.parameters.items()}
+    parameters.update(
+        {
+            RUNTIME_PARAMETER: report.picked_runtime,
+            PRECISION_PARAMETER: report.picked_precision,
+            MODEL_FILE_PARAMETER: report.picked_model_file,
+        }
+    )
+    config = ModelConfig.model_validate({**base_config.model_dump(exclude={"parameters"}), "parameters": parameters})
+    fp32_target = add_model(repository, config, variants_dir / FP32_FILENAME, spec=served_spec, version=version)
+    if report.picked_model_file != FP32_FILENAME:
+        shutil.copyfile(picked_path, fp32_target.parent / report.picked_model_file)
+    entry_dir = fp32_target.parent.parent
+    write_optimize_report(report, entry_dir)
+    logger.info(
+        "%s now serves %s (%s, %s) from %s", spec.name, report.picked, report.picked_runtime, report.picked_precision,
+        fp32_target.parent,
+    )
+    return entry_dir
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one deployable, end to end (what `attnserve optimize NAME` and the bench run)
+# ---------------------------------------------------------------------------------------------------------
+def optimization_data(
+    spec: ModelSpec, *, eval_samples: int | None = None, calibration_samples: int = 128, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Calibration pixels, evaluation pixels and (trained models) held-out labels for a deployable.
+
+    A trained model calibrates on a random subset of its training split and is evaluated on its held-out
+    split (all of it unless `eval_samples` caps it), never the other way round. An untrained model has no
+    training split: calibration and evaluation are disjoint draws of its sample generator (seeds
+    `seed + 1` and `seed`), and there are no labels (the gate is then cosine similarity).
+
+    Returns:
+        `(calibration_pixels, eval_pixels, eval_labels or None)`, uint8 pixels `(N, *spec.input_shape)`.
+    """
+    from attnserve.models.data import load_dataset, sample_inputs
+
+    if calibration_samples < 1:
+        raise UserInputError(f"calibration_samples must be >= 1, got {calibration_samples}")
+    if eval_samples is not None and eval_samples < 1:
+        raise UserInputError(f"eval_samples must be >= 1, got {eval_samples}")
+    if spec.trained:
+        splits = load_dataset(spec.name, seed=seed)
+        train_pixels = splits.train_pixels.numpy()
+        chosen = np.random.default_rng(seed).choice(
+            len(train_pixels), size=min(calibration_samples, len(train_pixels)), replace=False
+        )
+        eval_pixels, eval_labels = splits.test_pixels.numpy(), splits.test_labels.numpy()
+        if eval_samples is not None:
+            eval_pixels, eval_labels = eval_pixels[:eval_samples], eval_labels[:eval_samples]
+        return np.ascontiguousarray(train_pixels[np.sort(chosen)]), eval_pixels, eval_labels
+    calibration_pixels, _ = sample_inputs(spec.name, calibration_samples, seed=seed + 1)
+    eval_pixels, _ = sample_inputs(spec.name, eval_samples or 128, seed=seed)
+    return calibration_pixels, eval_pixels, None
+
+
+def optimize_deployable(
+    name: str,
+    *,
+    runs_dir: Path = Path("runs"),
+    repository: Path | None = None,
+    reports_dir: Path | None = None,
+    budget_points: float | None = None,
+    eval_samples: int | None = None,
+    calibration_samples: int = 128,
+    repeats: int = 3,
+    min_seconds: float = 1.0,
+) -> OptimizeReport:
+    """Export and verify the fp32 ONNX of a deployable, build and measure its CPU variants, serve the pick.
+
+    Args:
+        name: a deployable name (its trained run in `runs_dir/NAME` when there is one) or a run folder.
+        runs_dir: parent of run folders; the variants and the table go to `runs_dir/NAME/cpu_variants/`.
+        repository: when given, `repository/NAME` is rewritten (new version) to serve the pick.
+        reports_dir: when given, the table is also written as `reports_dir/NAME.json` and `.md`.
+        budget_points: accuracy budget override (default: the spec's).
+        eval_samples, calibration_samples: see `optimization_data`.
+        repeats, min_seconds: timing rounds and the least seconds per throughput measurement.
+
+    Raises:
+        ParityError: the fp32 export does not match PyTorch (nothing downstream may use it).
+    """
+    from attnserve.export.cpu_variants import FP32_FILENAME
+    from attnserve.export.torch2onnx import export_onnx
+    from attnserve.export.verify import verify_onnx
+    from attnserve.models.checkpoint import resolve
+
+    model, spec = resolve(name, Path(runs_dir))
+    variants_dir = Path(runs_dir) / spec.name / "cpu_variants"
+    fp32_onnx = variants_dir / FP32_FILENAME
+    export_onnx(model, spec, fp32_onnx)
+    verify_onnx(fp32_onnx, model, spec).raise_on_failure()
+    del model  # the PyTorch model is not needed for timing; free its memory before the sessions load
+    calibration_pixels, eval_pixels, eval_labels = optimization_data(
+        spec, eval_samples=eval_samples, calibration_samples=calibration_samples
+    )
+    report = optimize_variants(
+        spec,
+        fp32_onnx,
+        variants_dir,
+        calibration_pixels=calibration_pixels,
+        eval_pixels=eval_pixels,
+        eval_labels=eval_labels,
+        budget_points=budget_points,
+        repeats=repeats,
+        min_seconds=min_seconds,
+        data_source=(
+            "calibration: training split; evaluation: held-out split"
+            if spec.trained
+            else "untrained model, no training split: calibration and evaluation are disjoint generator draws"
+        ),
+    )
+    if reports_dir is not None:
+        report.write_json(Path(reports_dir) / f"{spec.name}.json")
+        (Path(reports_dir) / f"{spec.name}.md").write_text(render_markdown(report))
+    if repository is not None:
+        serve_pick(spec, report, Path(repository))
+    return report
