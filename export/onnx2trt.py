@@ -1,0 +1,246 @@
+"""ONNX -> TensorRT engine (GPU hosts only), with the optimisation profile taken from the ModelSpec.
+
+The profile is min 1 / opt `spec.opt_batch_size` / max `spec.max_batch_size`: the same value that sets the
+ONNX export's batch bound and `max_batch_size` in `config.pbtxt`, so the three cannot disagree (the most
+reported Triton + TensorRT failure). Where `import tensorrt` fails or no CUDA GPU exists (always on the CPU
+machines of this project: DESIGN.md), `build_engine` returns a `skipped` stage with that reason.
+
+TensorRT API used (TensorRT 10 / 11 Python API, docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/
+python-api-docs.html): `Builder`, `create_network`, `OnnxParser.parse_from_file`,
+`create_optimization_profile().set_shape`, `IBuilderConfig.set_memory_pool_limit`,
+`create_timing_cache` / `set_timing_cache`, `profiling_verbosity = ProfilingVerbosity.DETAILED`,
+`build_serialized_network`. Fusion is read from the engine itself with the engine inspector
+(`engine.create_engine_inspector().get_engine_information(LayerInformationFormat.JSON)`, see
+docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/engine-tools.html): fused attention
+appears as layers/tactics named `*mha*` (or Myelin `_gemm_mha_` kernels). TensorRT 11 removed
+`BuilderFlag.FP16` (networks are strongly typed): precision comes from the fp16 ONNX (`export/fp16.py`);
+TensorRT 10 builds that graph with the `STRONGLY_TYPED` network flag for the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import model_validator
+
+from attnserve.export.reports import StageResult, _Report, short_error
+from attnserve.spec import INPUT_NAME, ModelSpec
+
+logger = logging.getLogger(__name__)
+
+WORKSPACE_BYTES = 2 << 30
+
+
+class TensorRTProfile(_Report):
+    """One optimisation profile for the `pixels` input; shapes include the batch."""
+
+    input_name: str = INPUT_NAME
+    min_shape: tuple[int, ...]
+    opt_shape: tuple[int, ...]
+    max_shape: tuple[int, ...]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TensorRTProfile:
+        if not (self.min_shape[1:] == self.opt_shape[1:] == self.max_shape[1:]):
+            raise ValueError(f"only the batch may vary: {self.min_shape}, {self.opt_shape}, {self.max_shape}")
+        if not (1 <= self.min_shape[0] <= self.opt_shape[0] <= self.max_shape[0]):
+            raise ValueError(f"profile batches must satisfy 1 <= min <= opt <= max, got {self.batch_range}")
+        return self
+
+    @property
+    def batch_range(self) -> tuple[int, int, int]:
+        return self.min_shape[0], self.opt_shape[0], self.max_shape[0]
+
+
+def profile_for(spec: ModelSpec) -> TensorRTProfile:
+    """min 1 / opt `spec.opt_batch_size` / max `spec.max_batch_size`, per-sample shape `spec.input_shape`."""
+    sample = tuple(spec.input_shape)
+    return TensorRTProfile(
+        min_shape=(1, *sample), opt_shape=(spec.opt_batch_size, *sample), max_shape=(spec.max_batch_size, *sample)
+    )
+
+
+def trtexec_command(
+    onnx_path: Path, plan_path: Path, spec: ModelSpec, *, timing_cache: Path | None = None, layers_json: Path | None = None
+) -> str:
+    """The equivalent `trtexec` command line (for NVIDIA's container, e.g. the compose build step).
+
+    `--stronglyTyped` takes the precision from the (fp16) ONNX graph, which is TensorRT 11's only mode and
+    TensorRT 10's equivalent of it.
+    """
+    profile = profile_for(spec)
+
+    def shape(dims: tuple[int, ...]) -> str:
+        return f"{profile.input_name}:{'x'.join(str(d) for d in dims)}"
+
+    arguments = [
+        "trtexec",
+        f"--onnx={onnx_path}",
+        f"--saveEngine={plan_path}",
+        f"--minShapes={shape(profile.min_shape)}",
+        f"--optShapes={shape(profile.opt_shape)}",
+        f"--maxShapes={shape(profile.max_shape)}",
+        "--stronglyTyped",
+        "--profilingVerbosity=detailed",
+        f"--memPoolSize=workspace:{WORKSPACE_BYTES >> 20}M",
+    ]
+    if timing_cache is not None:
+        arguments.append(f"--timingCacheFile={timing_cache}")
+    if layers_json is not None:
+        arguments.append(f"--exportLayerInfo={layers_json}")
+    return shlex.join(arguments)
+
+
+def tensorrt_unavailable() -> str | None:
+    """None when TensorRT imports and a CUDA GPU is visible, else the reason the build cannot run."""
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - ImportError, or a broken install raising at import
+        return f"TensorRT is not importable here ({type(exc).__name__}: {exc})"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "no CUDA GPU visible (torch.cuda.is_available() is False)"
+    except Exception as exc:  # noqa: BLE001
+        return f"cannot query CUDA ({type(exc).__name__}: {exc})"
+    return None
+
+
+def count_fused_attention_layers(engine_info: dict[str, Any]) -> dict[str, Any]:
+    """Fused attention in an engine-inspector JSON: layers whose name, type or tactic mentions MHA.
+
+    Args:
+        engine_info: `json.loads(inspector.get_engine_information(LayerInformationFormat.JSON))`; with
+            `ProfilingVerbosity.DETAILED` each layer is a dict (`Name`, `LayerType`, `TacticName`, ...),
+            otherwise a name string.
+
+    Returns:
+        `{"layers": n_layers, "fused_attention_layers": n, "fused_attention_names": [...]}`.
+    """
+    layers = engine_info.get("Layers", [])
+    names: list[str] = []
+    for layer in layers:
+        if isinstance(layer, dict):
+            text = " ".join(str(layer.get(key, "")) for key in ("Name", "LayerType", "TacticName", "Metadata"))
+            name = str(layer.get("Name", ""))
+        else:
+            text = name = str(layer)
+        if "mha" in text.lower():
+            names.append(name)
+    return {"layers": len(layers), "fused_attention_layers": len(names), "fused_attention_names": names}
+
+
+class TensorRTBuildReport(_Report):
+    """The TensorRT stage: built (with fusion facts) or skipped/failed with the reason."""
+
+    stage: StageResult
+    onnx_path: Path
+    plan_path: Path | None = None
+    profile: TensorRTProfile
+    trtexec: str
+    tensorrt_version: str | None = None
+    layers_json: Path | None = None
+    fused_attention_layers: int | None = None
+    layers: int | None = None
+
+
+def build_engine(
+    onnx_path: Path,
+    spec: ModelSpec,
+    plan_path: Path,
+    *,
+    timing_cache: Path | None = None,
+) -> TensorRTBuildReport:
+    """Build a TensorRT engine from an (fp16) ONNX graph, or skip with the reason when it cannot run here.
+
+    Args:
+        onnx_path: the graph to build (precision already in the graph: fp16 ONNX from `export/fp16.py`).
+        spec: gives the optimisation profile (min 1 / opt / max = `spec.max_batch_size`).
+        plan_path: where to write the serialized engine.
+        timing_cache: timing-cache file read before and written after the build (default beside the plan).
+
+    Returns:
+        The report; `report.stage.status` is `ok`, `skipped` (no TensorRT / GPU) or `failed`.
+    """
+    onnx_path, plan_path = Path(onnx_path), Path(plan_path)
+    timing_cache = Path(timing_cache or plan_path.with_suffix(".timing_cache"))
+    layers_json = plan_path.with_suffix(".layers.json")
+    profile = profile_for(spec)
+    command = trtexec_command(onnx_path, plan_path, spec, timing_cache=timing_cache, layers_json=layers_json)
+    reason = tensorrt_unavailable()
+    if reason is not None:
+        logger.info("TensorRT build of %s skipped: %s", spec.name, reason)
+        return TensorRTBuildReport(
+            stage=StageResult(stage="onnx2trt", status="skipped", reason=reason),
+            onnx_path=onnx_path,
+            profile=profile,
+            trtexec=command,
+        )
+    started = time.perf_counter()
+    try:
+        facts = _build(onnx_path, profile, plan_path, timing_cache, layers_json)
+    except Exception as exc:  # noqa: BLE001 - every builder/parser failure becomes a failed stage with reason
+        return TensorRTBuildReport(
+            stage=StageResult(stage="onnx2trt", status="failed", reason=short_error(exc), seconds=time.perf_counter() - started),
+            onnx_path=onnx_path,
+            profile=profile,
+            trtexec=command,
+        )
+    return TensorRTBuildReport(
+        stage=StageResult(stage="onnx2trt", status="ok", seconds=time.perf_counter() - started, details=facts),
+        onnx_path=onnx_path,
+        plan_path=plan_path,
+        profile=profile,
+        trtexec=command,
+        tensorrt_version=facts["tensorrt_version"],
+        layers_json=layers_json,
+        fused_attention_layers=facts["fused_attention_layers"],
+        layers=facts["layers"],
+    )
+
+
+def _build(
+    onnx_path: Path, profile: TensorRTProfile, plan_path: Path, timing_cache: Path, layers_json: Path
+) -> dict[str, Any]:
+    import tensorrt as trt
+
+    trt_logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(trt_logger)
+    major = int(trt.__version__.split(".")[0])
+    # TensorRT 11: every network is strongly typed (flag 0). TensorRT 10: ask for it, so the fp16 ONNX
+    # decides the precision exactly as in 11 (no BuilderFlag.FP16 needed or wanted).
+    flags = 0 if major >= 11 else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, trt_logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise RuntimeError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {'; '.join(errors)}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the inspector then names tactics
+    optimisation_profile = builder.create_optimization_profile()
+    optimisation_profile.set_shape(profile.input_name, profile.min_shape, profile.opt_shape, profile.max_shape)
+    config.add_optimization_profile(optimisation_profile)
+    cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("TensorRT's builder returned no engine (see the TensorRT log above)")
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    plan_path.write_bytes(bytes(serialized))
+    timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+
+    engine = trt.Runtime(trt_logger).deserialize_cuda_engine(bytes(serialized))
+    inspector = engine.create_engine_inspector()
+    engine_info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    layers_json.write_text(json.dumps(engine_info, indent=2))
+    fusion = count_fused_attention_layers(engine_info)
+    return {"tensorrt_version": trt.__version__, **fusion}
