@@ -1,0 +1,82 @@
+"""Helpers of the serving tests: a tiny ONNX classifier (onnx.helper, no torch) and encoded media made in code."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from attnserve.spec import ModelSpec
+
+TINY_SHAPE = (3, 8, 8)
+TINY_LABELS = ("red", "green", "blue")
+
+
+def tiny_spec(name: str = "tiny", **overrides: object) -> ModelSpec:
+    values: dict[str, object] = dict(
+        name=name, arch="tiny_linear", kind="image", layout="NCHW", input_shape=TINY_SHAPE, mean=(0.5,) * 3,
+        std=(0.5,) * 3, labels=TINY_LABELS, max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=1000,
+        opset=17, instance_count=2,
+    )
+    values.update(overrides)
+    return ModelSpec(**values)  # type: ignore[arg-type]
+
+
+def write_tiny_onnx(path: Path, seed: int = 0) -> Path:
+    """logits (B, 3) = flatten(pixels / 255) @ W + b: a real ONNX graph with a symbolic batch."""
+    rng = np.random.default_rng(seed)
+    features = int(np.prod(TINY_SHAPE))
+    initializers = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (features, len(TINY_LABELS))).astype(np.float32), "weight"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (len(TINY_LABELS),)).astype(np.float32), "bias"),
+        numpy_helper.from_array(np.array([0, features], dtype=np.int64), "flat_shape"),
+        numpy_helper.from_array(np.array(1 / 255, dtype=np.float32), "scale"),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["pixels"], ["as_float"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["as_float", "scale"], ["scaled"]),
+        helper.make_node("Reshape", ["scaled", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "weight"], ["product"]),
+        helper.make_node("Add", ["product", "bias"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", *TINY_SHAPE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(TINY_LABELS)])], initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
+def encoded_image(height: int = 40, width: int = 56, seed: int = 0, image_format: str = "PNG") -> bytes:
+    """A random RGB image, encoded."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def encoded_video(frames: int = 12, height: int = 48, width: int = 64, seed: int = 0) -> bytes:
+    """A moving bright square on noise, MPEG-4 in an MP4 container."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            image = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+            left = (index * 4) % (width - 12)
+            image[16:28, left : left + 12] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
