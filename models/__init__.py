@@ -7,8 +7,20 @@ Knows nothing of ONNX, Triton or clients. Public entry points:
 - `attnserve.models.checkpoint`: `build_model`, `save_run`, `load_run`, `resolve`.
 - `attnserve.models.data`: datasets, `sample_inputs`, `write_samples`.
 - `attnserve.models.train`: `train(name, ...)`.
+
+The names below load lazily, so `attnserve.models.folders` or `.synthetic` can be used without torch.
 """
 
-from attnserve.models.registry import create_model, list_models, register_model
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["create_model", "list_models", "register_model"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from attnserve.models import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'attnserve.models' has no attribute {name!r}")

@@ -63,7 +63,7 @@ DEPLOYABLES: dict[str, Deployable] = {
     ),
     "cnn_cbam_digits": Deployable(
         "cnn_cbam_32", "digits", "image", (1, 32, 32), DIGIT_LABELS, DIGITS_MEAN, DIGITS_STD,
-        dict(widths=(32, 64, 128), attn="cbam"), dict(_IMAGE_SERVING, atol=5e-4),
+        dict(widths=(16, 32, 64), attn="cbam"), dict(_IMAGE_SERVING, atol=5e-4),
     ),
     "vit_shapes": Deployable(
         "vit_convstem_32", "shapes", "image", (3, 32, 32), SHAPE_LABELS, SHAPES_MEAN, SHAPES_STD, dict(_VIT_32),

@@ -1,0 +1,84 @@
+"""`attnserve models` (deployables and architectures, with their training status) and `attnserve train NAME`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _models(args: argparse.Namespace) -> int:
+    from attnserve.models.checkpoint import has_checkpoint, load_metrics
+    from attnserve.models.deployables import DEPLOYABLES, TRAINABLE_NAMES
+    from attnserve.models.registry import list_models, model_family
+
+    runs_dir = Path(args.runs_dir)
+    print(f"Deployable models (runs in {runs_dir}/):")
+    print(f"  {'name':<22} {'architecture':<28} {'input':<16} {'status'}")
+    for name, entry in DEPLOYABLES.items():
+        run_dir = runs_dir / name
+        if has_checkpoint(run_dir):
+            metrics = load_metrics(run_dir) or {}
+            accuracy = metrics.get("test_accuracy")
+            status = f"trained (test accuracy {accuracy:.2%})" if isinstance(accuracy, float) else "trained"
+        elif name in TRAINABLE_NAMES:
+            status = f"not trained (attnserve train {name})"
+        else:
+            status = "untrained architecture (benchmark model, random weights)"
+        shape = "x".join(str(d) for d in entry.input_shape)
+        print(f"  {name:<22} {entry.arch:<28} {shape:<16} {status}")
+    print("\nArchitectures (attnserve.models.create_model):")
+    for arch in list_models():
+        print(f"  {arch:<28} {model_family(arch)}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from attnserve.models.train import train
+
+    metrics = train(
+        args.name,
+        max_minutes=args.max_minutes,
+        epochs=args.epochs,
+        data_dir=args.data,
+        seed=args.seed,
+        runs_dir=args.runs_dir,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{args.name}: test accuracy {metrics['test_accuracy']:.2%} (chance {metrics['chance_accuracy']:.0%}) on "
+        f"{metrics['test_samples']} held-out samples; {metrics['epochs']:.1f} epochs in {metrics['train_seconds']:.0f} s "
+        f"({metrics['samples_per_second']:.0f} samples/s); written to {Path(args.runs_dir) / args.name}/"
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `models` and `train` subcommands."""
+    from attnserve.models.deployables import TRAINABLE_NAMES
+
+    models_parser = subparsers.add_parser(
+        "models", help="list deployable models and architectures", description="List the deployable models "
+        "(with their status: trained in the runs folder or not) and the registered architectures."
+    )
+    models_parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="folder of training runs (default: runs)")
+    models_parser.set_defaults(func=_models)
+
+    train_parser = subparsers.add_parser(
+        "train",
+        help="train a deployable model on CPU",
+        description="Train a deployable model (AdamW, warm-up + cosine schedule), evaluate it on held-out data and "
+        "write RUNS_DIR/NAME/ (model.safetensors, spec.json, metrics.json). The schedule fits itself into "
+        "--max-minutes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train_parser.add_argument("name", choices=TRAINABLE_NAMES, metavar="NAME", help=f"one of: {', '.join(TRAINABLE_NAMES)}")
+    train_parser.add_argument("--max-minutes", type=float, default=5.0, help="time budget of the training loop")
+    train_parser.add_argument("--epochs", type=int, default=None, help="planned epochs; None: the model's recipe")
+    train_parser.add_argument(
+        "--data", type=Path, default=None, metavar="DIR",
+        help="train on your own class folders (images, or videos for *_motion) instead of the built-in dataset",
+    )
+    train_parser.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and procedural data")
+    train_parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent folder of the run folder")
+    train_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train_parser.set_defaults(func=_train)
