@@ -16,7 +16,7 @@ import io
 import logging
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -61,21 +61,34 @@ def _check_example_output(model: nn.Module, pixels: torch.Tensor, output_names: 
             raise ShapeError(f"output {name!r} must be a tensor with batch {pixels.shape[0]} first, got {shape}")
 
 
+@contextlib.contextmanager
+def _quiet_torchvision_notice() -> Iterator[None]:
+    """The dynamo exporter warns once per torchvision op that torchvision is absent (it is, here: DESIGN.md)."""
+    registration_logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration_logger.level
+    registration_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        registration_logger.setLevel(level)
+
+
 def _export_dynamo(
     model: nn.Module, pixels: torch.Tensor, onnx_path: Path, opset: int, output_names: Sequence[str], max_batch: int
 ) -> None:
     batch = torch.export.Dim(BATCH_DIM, min=1, max=max_batch)
-    program = torch.onnx.export(
-        model,
-        (pixels,),
-        dynamo=True,
-        opset_version=opset,
-        input_names=[INPUT_NAME],
-        output_names=list(output_names),
-        dynamic_shapes=({0: batch},),  # positional: works whatever the forward argument is called
-        optimize=True,
-        verbose=False,
-    )
+    with _quiet_torchvision_notice():
+        program = torch.onnx.export(
+            model,
+            (pixels,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=list(output_names),
+            dynamic_shapes=({0: batch},),  # positional: works whatever the forward argument is called
+            optimize=True,
+            verbose=False,
+        )
     program.save(str(onnx_path), external_data=_parameter_bytes(model) > _EXTERNAL_DATA_BYTES)
 
 

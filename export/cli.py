@@ -1,0 +1,81 @@
+"""`attnserve export NAME...` (and, from the fast-path package, `attnserve optimize`).
+
+Heavy imports (torch, onnx) happen inside `run_export`, so `attnserve --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+_STATUS_STYLE = {"ok": "green", "skipped": "yellow", "failed": "red"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `export` subcommand (and `optimize`, owned by `export/optimize_cli.py`)."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export deployables to verified ONNX (+ explain, fp16, TensorRT) and write Triton repository entries",
+        description=(
+            "For each NAME (a deployable, using runs/NAME when trained, or a run folder): torch -> ONNX "
+            "(dynamo, TorchScript fallback), verification against PyTorch at batch 1, 2 and max, ONNX Runtime "
+            "optimisation (kept only when faster and equal), the NAME_explain model, the fp16 ONNX for TensorRT "
+            "and, with --tensorrt, the engine (skipped with the reason without TensorRT and a GPU). Writes "
+            "REPOSITORY/NAME{,_explain,_trt}/ and runs/NAME/export/export_report.json."
+        ),
+    )
+    parser.add_argument("names", nargs="*", metavar="NAME", help="deployable names or run folders")
+    parser.add_argument("--hf", type=Path, action="append", default=[], metavar="PATH",
+                        help="a local Hugging Face save_pretrained folder or config.json (offline); repeatable")
+    parser.add_argument("--hf-name", default=None, help="deployable name for a single --hf model (default hf_<folder>)")
+    parser.add_argument("--opset", type=int, choices=(18, 23), default=23,
+                        help="23: fused ONNX Attention (default); 18: MatMul/Softmax for older runtimes")
+    parser.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (GPU hosts)")
+    parser.add_argument("--no-explain", action="store_true", help="skip the NAME_explain model")
+    parser.add_argument("--no-optimize", action="store_true", help="skip ONNX Runtime's offline optimisation")
+    parser.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
+                        help="produce and verify the fp16 ONNX (default: with --tensorrt or when the spec lists fp16)")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run folders (default: runs)")
+    parser.add_argument("--version", type=int, default=None, help="repository version folder (default: next free)")
+    parser.set_defaults(func=run_export)
+    try:
+        from attnserve.export import optimize_cli
+    except ModuleNotFoundError:  # the fast-path package is optional
+        return
+    optimize_cli.register(subparsers)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export every NAME and --hf PATH; print one line per stage; exit 1 when any stage failed."""
+    from rich.console import Console
+
+    from attnserve.errors import UserInputError
+    from attnserve.export.pipeline import export_hf, export_model
+    from attnserve.export.reports import StageResult
+
+    console = Console()
+    if not args.names and not args.hf:
+        raise UserInputError("give at least one deployable NAME or --hf PATH")
+    if args.hf_name and len(args.hf) != 1:
+        raise UserInputError(f"--hf-name names a single --hf model, got {len(args.hf)} --hf paths")
+
+    def show(stage: StageResult) -> None:
+        style = _STATUS_STYLE[stage.status]
+        detail = stage.reason or ", ".join(f"{k}={v}" for k, v in stage.details.items() if k != "attempts")
+        console.print(f"  [{style}]{stage.status:>7}[/{style}] {stage.stage:<13} {stage.seconds:6.1f}s  {detail}",
+                      highlight=False, soft_wrap=True)
+
+    common = dict(repository=args.repository, runs_dir=args.runs_dir, opset=args.opset, tensorrt=args.tensorrt,
+                  optimize=not args.no_optimize, fp16=args.fp16, version=args.version, on_stage=show)
+    all_ok = True
+    jobs = [(str(name), lambda n=name: export_model(n, explain=not args.no_explain, **common)) for name in args.names]
+    jobs += [(str(path), lambda p=path: export_hf(p, name=args.hf_name, **common)) for path in args.hf]
+    for label, job in jobs:
+        console.print(f"[bold]export {label}[/bold]")
+        with console.status(f"exporting {label} ..."):
+            report = job()
+        all_ok = all_ok and report.ok
+        entries = ", ".join(str(path) for path in report.entries.values())
+        console.print(f"  -> {entries}  (report: {report.work_dir / 'export_report.json'})", highlight=False)
+    return 0 if all_ok else 1
