@@ -122,7 +122,8 @@ def decode_image(payload: bytes, target: PreprocessTarget) -> np.ndarray:
             image.load()  # decode now: truncated data fails here, not later
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
+            Image.DecompressionBombError) as exc:  # Pillow raises the latter at 2x its own pixel limit
         raise DataError(f"cannot decode image ({len(payload)} bytes; expected JPEG or PNG): {exc}") from exc
     return fit_and_crop(image, target)
 

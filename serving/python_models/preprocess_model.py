@@ -35,7 +35,9 @@ class TritonPythonModel:
             try:
                 pixels = self._pixels(request)
             except AttnserveError as exc:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{self.input_name}: {exc}")))
+                # a bad payload is the caller's error: INVALID_ARG (HTTP 400), not INTERNAL (500)
+                error = pb_utils.TritonError(f"{self.input_name}: {exc}", pb_utils.TritonError.INVALID_ARG)
+                responses.append(pb_utils.InferenceResponse(error=error))
                 continue
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output_name, pixels)]))
         return responses
