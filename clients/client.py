@@ -112,11 +112,13 @@ class _ClientCore:
             return error, None
         spent = time.monotonic() - started
         if attempt > self.settings.retries or spent + delay > self.settings.retry_budget_s:
-            error.attempts = attempt  # type: ignore[attr-defined]
-            message = (f"{error} (gave up after {attempt} attempt(s) in {spent:.2f} s; retries="
+            text = str(error).removeprefix(f"[{error.status}] ") if error.status else str(error)
+            message = (f"{text} (gave up after {attempt} attempt(s) in {spent:.2f} s; retries="
                        f"{self.settings.retries}, retry_budget_s={self.settings.retry_budget_s})")
-            raise ServerUnavailableError(message, status=error.status, model=model,
-                                         kind=getattr(error, "kind", "rejected")) from exc
+            final = ServerUnavailableError(message, status=error.status, model=model,
+                                           kind=getattr(error, "kind", "rejected"))
+            final.attempts = attempt
+            raise final from exc
         log.info("retrying %s in %.3f s after: %s", model or "request", delay, error)
         return error, min(delay * 2, self.settings.backoff_max_s)
 
@@ -158,7 +160,8 @@ class _ClientCore:
 
     # request building ------------------------------------------------------------------------------
     @staticmethod
-    def _pixels_for(info: ModelInfo, images: Sequence[ImageSource]) -> np.ndarray:
+    def pixels_for(info: ModelInfo, images: Sequence[ImageSource]) -> np.ndarray:
+        """The uint8 batch the model takes for `images` (decoded, resized, centre-cropped; videos sampled)."""
         if info.layout not in ("NCHW", "NTCHW"):
             raise UserInputError(
                 f"model {info.name!r} takes {info.input().datatype} input {info.input().name!r}, not pixels; "
@@ -300,7 +303,7 @@ class TritonClient(_ClientCore):
         """
         info = self.model_info(model)
         images = _as_list(images)
-        pixels = self._pixels_for(info, images)
+        pixels = self.pixels_for(info, images)
         labels = self.labels(model)
         predictions: list[Prediction] = []
         sources = _sources(images)
@@ -338,7 +341,7 @@ class TritonClient(_ClientCore):
         """Prediction and attention map of one image/video, from `NAME_explain` (`model` may name either)."""
         explain_model = model if model.endswith("_explain") else f"{model}_explain"
         info = self.model_info(explain_model)
-        pixels = self._pixels_for(info, [image])
+        pixels = self.pixels_for(info, [image])
         started = time.perf_counter()
         result = self.infer(explain_model, {info.input().name: pixels})
         latency_ms = (time.perf_counter() - started) * 1e3
@@ -477,7 +480,7 @@ class AsyncTritonClient(_ClientCore):
         """See `TritonClient.classify`."""
         info = await self.model_info(model)
         images = _as_list(images)
-        pixels = self._pixels_for(info, images)
+        pixels = self.pixels_for(info, images)
         labels = await self.labels(model)
         sources = _sources(images)
         predictions: list[Prediction] = []
@@ -499,7 +502,7 @@ class AsyncTritonClient(_ClientCore):
         """See `TritonClient.explain`."""
         explain_model = model if model.endswith("_explain") else f"{model}_explain"
         info = await self.model_info(explain_model)
-        pixels = self._pixels_for(info, [image])
+        pixels = self.pixels_for(info, [image])
         started = time.perf_counter()
         result = await self.infer(explain_model, {info.input().name: pixels})
         latency_ms = (time.perf_counter() - started) * 1e3

@@ -28,6 +28,8 @@ class ServerUnavailableError(InferenceError):
     def __init__(self, message: str, status: str | None = None, model: str | None = None,
                  kind: ErrorKind = "rejected") -> None:
         self.kind = kind
+        self.attempts = 1
+        """How many attempts the client made before raising this."""
         super().__init__(message, status=status, model=model)
 
 

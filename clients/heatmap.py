@@ -1,0 +1,71 @@
+"""Attention heatmaps over their image (or over each frame of a video, as a strip), written as PNG (matplotlib Agg)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from attnserve.clients.predictions import Prediction
+from attnserve.errors import ShapeError
+
+
+def attention_grid(attention_map: np.ndarray) -> np.ndarray:
+    """The map as (frames, h, w): 2-D maps get one frame; flat square-length maps are reshaped."""
+    values = np.asarray(attention_map, dtype=np.float32)
+    if values.ndim == 1:
+        side = math.isqrt(values.size)
+        if side * side != values.size:
+            raise ShapeError(f"expected a square attention map, got {values.size} values (shape {values.shape})")
+        values = values.reshape(side, side)
+    if values.ndim == 2:
+        values = values[None]
+    if values.ndim != 3:
+        raise ShapeError(f"expected an attention map of shape (h, w) or (frames, h, w), got {values.shape}")
+    return values
+
+
+def upsample(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of one (h, w) map to (height, width), scaled to 0..1."""
+    from PIL import Image
+
+    low, high = float(grid.min()), float(grid.max())
+    scaled = (grid - low) / (high - low) if high > low else np.zeros_like(grid)
+    image = Image.fromarray(scaled.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR)
+    return np.asarray(image)
+
+
+def write_overlay(pixels: np.ndarray, attention_map: np.ndarray, prediction: Prediction, path: Path) -> Path:
+    """Write the image(s) with the attention heatmap overlaid.
+
+    Args:
+        pixels: uint8 (C, H, W) image or (T, C, H, W) video, as sent to the model.
+        attention_map: (h, w), (frames, h, w) or a flat square map.
+        prediction: its label and score go in the title.
+        path: the PNG to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frames = pixels[None] if pixels.ndim == 3 else pixels  # (T, C, H, W)
+    grids = attention_grid(attention_map)
+    count = frames.shape[0]
+    figure, axes = plt.subplots(1, count, figsize=(3 * count, 3.3), squeeze=False)
+    for index, axis in enumerate(axes[0]):
+        frame = frames[index].transpose(1, 2, 0)
+        grid = grids[min(grids.shape[0] - 1, index * grids.shape[0] // count)]
+        axis.imshow(frame[..., 0] if frame.shape[-1] == 1 else frame, cmap="gray" if frame.shape[-1] == 1 else None)
+        axis.imshow(upsample(grid, frame.shape[0], frame.shape[1]), cmap="jet", alpha=0.45)
+        axis.set_axis_off()
+        if count > 1:
+            axis.set_title(f"frame {index}", fontsize=8)
+    figure.suptitle(f"{prediction.label} ({prediction.score:.1%})", fontsize=10)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
