@@ -1,8 +1,9 @@
-"""A small but real model repository for tests and start-up measurements: every deployable, exported.
+"""A small but real model repository for tests and start-up measurements: deployables, exported.
 
-`build_deployables_repository` exports each deployable (tiny variants for tests, full size for the
-start-up measurement) through the export package and adds its `_preprocess` / `_pipeline` entries.
-Weights are random (untrained) unless a training run is resolved by the caller.
+`build_deployables_repository` exports each deployable through the export pipeline
+(`attnserve.export.pipeline.export_model`: ONNX, verification, explain twin) — tiny variants for tests,
+full size for the start-up measurement — and adds its `_preprocess` / `_pipeline` entries. Weights are
+random (untrained) for tiny variants; full-size exports use `runs/NAME/` when a training run exists.
 """
 
 from __future__ import annotations
@@ -12,13 +13,20 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from attnserve.errors import ExportError
 from attnserve.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
 
 
 def build_deployables_repository(
-    repository: Path | str, names: Sequence[str] | None = None, *, tiny: bool = True, explain: bool = True
+    repository: Path | str,
+    names: Sequence[str] | None = None,
+    *,
+    tiny: bool = True,
+    explain: bool = True,
+    optimize: bool = False,
+    runs_dir: Path | str = Path("runs"),
 ) -> tuple[dict[str, ModelSpec], dict[str, Path]]:
     """Export deployables into `repository` with their pipelines.
 
@@ -26,18 +34,18 @@ def build_deployables_repository(
         repository: target model repository (created when missing).
         names: deployable names; None = every deployable.
         tiny: use each family's tiny architecture overrides (fast tests) instead of the full size.
-        explain: also write `NAME_explain` (outputs `logits` and `attention_map` of `forward_with_attention`).
+        explain: also write `NAME_explain` (outputs `logits` and `attention_map`).
+        optimize: run the export's ONNX Runtime optimisation stage (slower; off for tests).
+        runs_dir: where full-size exports look for training runs (tiny variants never use them).
 
     Returns:
         `(specs, onnx_paths)`: deployable name -> spec, and entry name -> the ONNX file in the repository.
-    """
-    import torch
 
-    from attnserve.export.repository import write_explain_entry, write_model_entry
-    from attnserve.spec import ATTENTION_OUTPUT_NAME, OUTPUT_NAME
-    from attnserve.export.torch2onnx import export_onnx
-    from attnserve.models.checkpoint import build_model
-    from attnserve.models.deployables import DEPLOYABLE_NAMES, default_spec, tiny_arch_overrides
+    Raises:
+        ExportError: a stage of the export failed (the message names it).
+    """
+    from attnserve.export.pipeline import export_model
+    from attnserve.models.deployables import DEPLOYABLE_NAMES, tiny_arch_overrides
     from attnserve.serving.pipelines import write_pipeline_entries
 
     repository = Path(repository)
@@ -45,44 +53,34 @@ def build_deployables_repository(
     onnx_paths: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix="attnserve-export-") as scratch:
         for name in names or DEPLOYABLE_NAMES:
-            spec = default_spec(name, **(tiny_arch_overrides(name) if tiny else {}))
-            onnx_path = Path(scratch) / f"{name}.onnx"
-            model = build_model(spec).eval()
-            export_onnx(model, spec, onnx_path)
-            entry_dir = write_model_entry(spec, onnx_path, repository)
-            onnx_paths[name] = _latest_onnx(entry_dir)
-            if explain:
-                explain_path = Path(scratch) / f"{spec.explain_name}.onnx"
-                export_onnx(_WithAttention(model), spec, explain_path, output_names=(OUTPUT_NAME, ATTENTION_OUTPUT_NAME))
-                with torch.inference_mode():
-                    _, attention_map = model.forward_with_attention(torch.zeros((1, *spec.input_shape), dtype=torch.uint8))
-                explain_dir = write_explain_entry(spec, explain_path, repository, attention_dims=attention_map.shape[1:])
-                onnx_paths[spec.explain_name] = _latest_onnx(explain_dir)
+            overrides = tiny_arch_overrides(name) if tiny else {}
+            report = export_model(
+                name, repository, runs_dir=Path(scratch) if tiny else Path(runs_dir), explain=explain,
+                optimize=optimize, **overrides,
+            )
+            if not report.ok:
+                failed = [f"{s.stage}: {s.reason}" for s in report.stages if s.status == "failed"]
+                raise ExportError(f"exporting {name} failed: {failed}")
+            spec = report.spec
             write_pipeline_entries(spec, repository)
             specs[name] = spec
-            logger.info("exported %s into %s", name, repository)
+            for entry_name, entry_dir in report.entries.items():
+                onnx_path = served_onnx_path(entry_dir)
+                if onnx_path is not None:
+                    onnx_paths[entry_name] = onnx_path
+            logger.info("exported %s into %s (%s)", name, repository, sorted(report.entries))
     return specs, onnx_paths
 
 
-def _latest_onnx(entry_dir: Path) -> Path:
-    return max(entry_dir.glob("*/model.onnx"), key=lambda p: int(p.parent.name))
+def served_onnx_path(entry_dir: Path) -> Path | None:
+    """The ONNX file the CPU runner of the runtime view opens for an entry (None for non-ONNX entries)."""
+    from attnserve.serving.python_models.runtime import MODEL_FILE_PARAMETER
+    from attnserve.serving.runtime_view import DEFAULT_ONNX_FILENAME, ONNX_PLATFORM, latest_version_dir, read_config
 
-
-def _with_attention_class():  # noqa: ANN202 - torch is imported lazily
-    import torch
-
-    class WithAttention(torch.nn.Module):
-        """`forward` = the model's `forward_with_attention`: (logits, attention_map) for the explain export."""
-
-        def __init__(self, model: torch.nn.Module) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.model.forward_with_attention(pixels)
-
-    return WithAttention
-
-
-def _WithAttention(model: object) -> object:  # noqa: N802 - reads like the class it builds
-    return _with_attention_class()(model).eval()
+    config = read_config(entry_dir)
+    if config.platform != ONNX_PLATFORM:
+        return None
+    chosen = config.parameters[MODEL_FILE_PARAMETER].string_value if MODEL_FILE_PARAMETER in config.parameters else ""
+    filename = chosen or config.default_model_filename or DEFAULT_ONNX_FILENAME
+    version_dir = latest_version_dir(entry_dir, filename)
+    return version_dir / filename if version_dir is not None else None
