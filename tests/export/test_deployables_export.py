@@ -1,0 +1,51 @@
+"""Every deployable of the registry (tiny architecture overrides) exports, verifies at 1, 2 and max, and
+gets repository entries whose configs parse as Triton's ModelConfig."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from attnserve.export.onnx_graph import batch_dim_name
+from attnserve.export.pipeline import export_model
+from attnserve.export.triton_config import parse_pbtxt
+from attnserve.models.deployables import DEPLOYABLE_NAMES, get_deployable, tiny_arch_overrides
+from attnserve.models.registry import model_family
+
+
+def _overrides(name: str) -> dict:
+    overrides = tiny_arch_overrides(name)
+    if model_family(get_deployable(name).arch) != "cnn_attention":
+        overrides["depth"] = 2  # two blocks, so "one Attention node per block" is not a coincidence
+    return overrides
+
+
+EXPLAIN_SAME_CLASS_AS_VIT_DIGITS = {"vit_shapes", "vit_tiny_patch16_224"}
+"""Their explain graph is the vit_digits one at another size: skipped to keep the suite fast on 2 cores."""
+
+
+@pytest.mark.parametrize("name", DEPLOYABLE_NAMES)
+def test_deployable_exports_verifies_and_writes_entries(name: str, tmp_path: Path) -> None:
+    overrides = _overrides(name)
+    explain = name not in EXPLAIN_SAME_CLASS_AS_VIT_DIGITS
+    report = export_model(
+        name, tmp_path / "repo", runs_dir=tmp_path / "runs", optimize=False, fp16=False, explain=explain, **overrides
+    )
+    spec = report.spec
+    assert report.ok, [s for s in report.stages if s.status == "failed"]
+    assert report.parity is not None and report.parity.ok
+    assert report.parity.batch_sizes == sorted({1, 2, spec.max_batch_size})
+    assert batch_dim_name(report.onnx.onnx_path) == "batch"
+    if model_family(spec.arch) != "cnn_attention":  # transformers: one fused ONNX Attention per block
+        assert report.onnx.attention_nodes == overrides["depth"] * (2 if spec.arch.startswith("timesformer") else 1)
+    saved = json.loads((report.work_dir / "export_report.json").read_text())
+    assert saved["ok"] is True and [s["stage"] for s in saved["stages"]][:2] == ["onnx", "verify"]
+
+    config = parse_pbtxt((tmp_path / "repo" / name / "config.pbtxt").read_text())
+    assert config.max_batch_size == spec.max_batch_size and list(config.input[0].dims) == list(spec.input_shape)
+    if explain:
+        explain_config = parse_pbtxt((tmp_path / "repo" / spec.explain_name / "config.pbtxt").read_text())
+        assert [o.name for o in explain_config.output] == ["logits", "attention_map"]
+        assert report.explain_parity is not None and report.explain_parity.ok
