@@ -46,6 +46,10 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     message = str(exc).lower()
     if isinstance(exc, (ConnectionError, OSError)) and not isinstance(exc, InferenceError):
         return "connection"
+    if "has no available versions" in message:
+        # The model is known but no version is loaded right now (a server shutting down or a model reloading):
+        # transient, unlike an unknown name. Triton says NOT_FOUND (gRPC) / 400 (HTTP) for it.
+        return "rejected"
     if "is restricted, expecting header" in message:
         # Triton refuses a restricted API without the admin token as UNAVAILABLE on gRPC: not worth a retry.
         return "failed"
