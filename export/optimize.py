@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from attnserve.errors import UserInputError
+from attnserve.errors import ExportError, UserInputError
 from attnserve.export.cpu_variants import (
     BASELINE_VARIANT,
     CPU_VARIANTS,
@@ -624,18 +624,26 @@ def optimize_deployable(
         repeats, min_seconds: timing rounds and the least seconds per throughput measurement.
 
     Raises:
-        ParityError: the fp32 export does not match PyTorch (nothing downstream may use it).
+        ExportError, ParityError: the fp32 export failed or does not match PyTorch (nothing downstream uses it).
     """
-    from attnserve.export.cpu_variants import FP32_FILENAME
-    from attnserve.export.torch2onnx import export_onnx
-    from attnserve.export.verify import verify_onnx
+    import tempfile
+
+    from attnserve.export.pipeline import export_module
     from attnserve.models.checkpoint import resolve
 
     model, spec = resolve(name, Path(runs_dir))
     variants_dir = Path(runs_dir) / spec.name / "cpu_variants"
-    fp32_onnx = variants_dir / FP32_FILENAME
-    export_onnx(model, spec, fp32_onnx)
-    verify_onnx(fp32_onnx, model, spec).raise_on_failure()
+    # The project's export pipeline (dynamo -> verified ONNX), reduced to the fp32 graph: its own work folder,
+    # so a full export's artefacts and report under runs/NAME/export stay as they are. Its repository entry
+    # goes to a scratch folder; `serve_pick` writes the real one.
+    with tempfile.TemporaryDirectory(prefix="attnserve-optimize-") as scratch:
+        export_report = export_module(
+            model, spec, Path(scratch), work_dir=variants_dir / "fp32_export", explain=False, optimize=False,
+            fp16=False, tensorrt=False,
+        )
+    if export_report.parity is None or not export_report.parity.ok:
+        raise ExportError(f"the fp32 export of {spec.name!r} is not verified; see {export_report.work_dir}")
+    fp32_onnx = export_report.onnx.onnx_path if export_report.onnx else variants_dir / "fp32_export" / "model.onnx"
     del model  # the PyTorch model is not needed for timing; free its memory before the sessions load
     calibration_pixels, eval_pixels, eval_labels = optimization_data(
         spec, eval_samples=eval_samples, calibration_samples=calibration_samples

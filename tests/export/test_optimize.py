@@ -218,3 +218,24 @@ def test_bad_inputs_say_what_was_expected(tiny_onnx: Path, eval_pixels: np.ndarr
         quantize_int8_dynamic(tmp_path / "missing.onnx", tmp_path / "out.onnx")
     with pytest.raises(UserInputError, match=r"\(N, classes\)"):
         logits_parity(np.zeros((2, 4)), np.zeros((3, 4)))
+
+
+def test_optimize_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`attnserve optimize vit_digits`: export, variants, table in runs/ and reports/, the entry serves the pick."""
+    from attnserve.cli import main
+    from attnserve.export.repository import read_entry_spec
+
+    runs, repository, reports = tmp_path / "runs", tmp_path / "repo", tmp_path / "reports"
+    exit_code = main([
+        "optimize", "vit_digits", "--runs-dir", str(runs), "--repository", str(repository), "--reports-dir",
+        str(reports), "--repeats", "1", "--min-seconds", "0.02", "--eval-samples", "16", "--calibration-samples", "8",
+    ])
+    assert exit_code == 0
+    table = OptimizeReport.model_validate_json((reports / "vit_digits.json").read_text())
+    assert (runs / "vit_digits" / "cpu_variants" / "cpu_variants.json").is_file()
+    served = read_entry_spec(repository / "vit_digits")
+    assert (served.cpu_runtime, served.cpu_precision) == (table.picked_runtime, table.picked_precision)
+    assert f"picked {table.picked}" in capsys.readouterr().out
+
+    assert main(["optimize", "vit_digits", "--budget-points", "-1", "--runs-dir", str(runs)]) == 1
+    assert "--budget-points must be >= 0, got -1" in capsys.readouterr().err
