@@ -39,6 +39,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--log-verbose", type=int, nargs="?", const=1, default=0, help="Triton's verbose log level")
     serve.set_defaults(func=run_serve)
 
+    pipelines = subparsers.add_parser(
+        "pipelines",
+        help="write NAME_preprocess + NAME_pipeline (bytes in -> top-k labels) for exported models",
+        description="For each exported model entry (default: every entry whose spec names it), write the python-"
+        "backend pre-processing model and the ensemble that chains it to the model.",
+    )
+    pipelines.add_argument("names", nargs="*", metavar="NAME", help="model entries (default: all exported models)")
+    pipelines.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
+    pipelines.set_defaults(func=run_pipelines)
+
 
 def run_serve(args: argparse.Namespace) -> int:
     from attnserve.serving.runtime_view import build_runtime_repository
@@ -85,3 +95,17 @@ def run_serve(args: argparse.Namespace) -> int:
     finally:
         exit_code = server.stop()
         logger.info("Triton exited with code %s", exit_code)
+
+
+def run_pipelines(args: argparse.Namespace) -> int:
+    from attnserve.errors import UnknownModelError
+    from attnserve.serving.pipelines import model_entry_specs, write_pipeline_entries
+
+    specs = model_entry_specs(args.repository)
+    for name in args.names:
+        if name not in specs:
+            raise UnknownModelError(name, list(specs))
+    for name in args.names or sorted(specs):
+        preprocess_dir, pipeline_dir = write_pipeline_entries(specs[name], args.repository)
+        print(f"{name}: wrote {preprocess_dir.name} and {pipeline_dir.name}")
+    return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from attnserve.errors import UserInputError
 from attnserve.export.repository import dynamic_batching_for, logits_output, pixels_input, write_labels
 from attnserve.export.triton_config import (
     SPEC_PARAMETER,
@@ -82,6 +83,23 @@ def pipeline_config(spec: ModelSpec) -> ModelConfig:
         ),
         parameters={SPEC_PARAMETER: spec.model_dump_json()},
     )
+
+
+def model_entry_specs(repository: Path | str) -> dict[str, ModelSpec]:
+    """Spec of every exported model entry of `repository` (entries whose spec names them: not explain/trt)."""
+    from attnserve.export.repository import read_entry_spec
+
+    specs: dict[str, ModelSpec] = {}
+    for model_dir in sorted(Path(repository).iterdir()):
+        if not (model_dir / "config.pbtxt").is_file() or model_dir.name.endswith(("_pipeline", "_preprocess")):
+            continue
+        try:
+            spec = read_entry_spec(model_dir)
+        except UserInputError:
+            continue  # not an attnserve export (no spec): nothing to pre-process for
+        if spec.name == model_dir.name:
+            specs[spec.name] = spec
+    return specs
 
 
 def write_pipeline_entries(spec: ModelSpec, repository: Path | str) -> tuple[Path, Path]:
