@@ -1,0 +1,105 @@
+"""ONNX Runtime (optimised) vs PyTorch eager: latency and throughput of vit_tiny_patch16_224 at batch 1 and 16.
+
+    python -m bench.export_bench [--rounds 7] [--out reports/bench/export.json]
+
+The model is exported and verified with the project's own pipeline functions (`export_onnx`,
+`verify_onnx`); ONNX Runtime runs the verified graph with all its graph optimisations on (what the CPU
+runner does). Both runtimes run in this process on the same cores, interleaved round by round, and the
+median of each is kept: compare the ratios, which are measured in one run, not absolute figures across
+machines (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from attnserve.export.torch2onnx import example_pixels, export_onnx
+from attnserve.export.verify import ort_session, verify_onnx
+from attnserve.models.checkpoint import resolve
+from attnserve.spec import INPUT_NAME
+
+MODEL_NAME = "vit_tiny_patch16_224"
+BATCH_SIZES = (1, 16)
+
+
+def _elapsed_ms(call) -> float:  # noqa: ANN001 - a no-argument callable
+    started = time.perf_counter()
+    call()
+    return (time.perf_counter() - started) * 1000.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per batch size (median)")
+    parser.add_argument("--out", type=Path, default=Path("reports/bench/export.json"))
+    args = parser.parse_args(argv)
+
+    model, spec = resolve(MODEL_NAME)
+    model.eval()
+    with tempfile.TemporaryDirectory() as work:
+        onnx_path = Path(work) / "model.onnx"
+        export_report = export_onnx(model, spec, onnx_path)
+        parity = verify_onnx(onnx_path, model, spec, batch_sizes=(1, 2))
+        parity.raise_on_failure()
+        session = ort_session(onnx_path, optimized=True)
+        results = []
+        for batch_size in BATCH_SIZES:
+            pixels = example_pixels(spec, batch_size)
+            pixels_np = pixels.numpy()
+
+            def run_torch() -> None:
+                with torch.inference_mode():
+                    model(pixels)
+
+            def run_ort() -> None:
+                session.run(None, {INPUT_NAME: pixels_np})
+
+            run_torch(), run_ort()  # warm-up
+            torch_samples, ort_samples = [], []
+            for _ in range(args.rounds):  # interleaved: machine noise hits both alike
+                torch_samples.append(_elapsed_ms(run_torch))
+                ort_samples.append(_elapsed_ms(run_ort))
+            torch_ms, ort_ms = statistics.median(torch_samples), statistics.median(ort_samples)
+            results.append(
+                {
+                    "batch_size": batch_size,
+                    "torch_eager_ms": round(torch_ms, 2),
+                    "ort_ms": round(ort_ms, 2),
+                    "torch_eager_img_per_s": round(batch_size * 1000.0 / torch_ms, 1),
+                    "ort_img_per_s": round(batch_size * 1000.0 / ort_ms, 1),
+                    "ort_speedup": round(torch_ms / ort_ms, 3),
+                }
+            )
+    summary = {
+        "model": MODEL_NAME,
+        "onnx": {"exporter": export_report.exporter, "opset": export_report.opset,
+                 "attention_nodes": export_report.attention_nodes,
+                 "max_abs_diff_vs_torch": parity.max_abs_diff()},
+        "rounds": args.rounds,
+        "torch_threads": torch.get_num_threads(),
+        "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+                    "torch": torch.__version__},
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{MODEL_NAME}: ONNX ({export_report.exporter}, opset {export_report.opset}, "
+          f"{export_report.attention_nodes} Attention nodes, max abs diff {parity.max_abs_diff():.2g})")
+    print(f"{'batch':>5} {'torch ms':>9} {'ORT ms':>8} {'torch img/s':>12} {'ORT img/s':>10} {'ORT/torch':>9}")
+    for row in results:
+        print(f"{row['batch_size']:>5} {row['torch_eager_ms']:>9} {row['ort_ms']:>8} {row['torch_eager_img_per_s']:>12} "
+              f"{row['ort_img_per_s']:>10} {row['ort_speedup']:>8}x")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
