@@ -125,7 +125,7 @@ def run_demo(
     timings: dict[str, float] = {}
     report: dict[str, Any] = {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "machine": _machine(),
         "timings_s": timings,
     }
 
@@ -144,9 +144,13 @@ def run_demo(
         report["serving"] = {"loaded": sorted(loaded), "skipped": skipped}
         server = TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=work_dir / "server")
         server.start()
+        try:
+            server.wait_ready(timeout=180)
+        except BaseException:
+            server.stop()
+            raise
+    report["serving"]["ready_s"] = timings["serve: start the embedded Triton"]
     try:
-        server.wait_ready(timeout=180)
-        report["serving"]["ready_s"] = timings["serve: start the embedded Triton"]
         http = ClientSettings(url=server.http_url, protocol="http")
         grpc = ClientSettings(url=server.grpc_url, protocol="grpc")
         with _step("infer: sample images and a video over HTTP and gRPC", timings, echo):
@@ -187,7 +191,7 @@ def _train_all(runs_dir: Path, train_minutes: float, retrain: bool, echo: Callab
             "reused_checkpoint": reused,
             "test_accuracy": metrics.get("test_accuracy"),
             "chance_accuracy": metrics.get("chance_accuracy"),
-            "train_seconds": metrics.get("train_seconds"),
+            "train_seconds": round(float(metrics.get("train_seconds") or 0.0), 1),
             "epochs": metrics.get("epochs"),
         }
         echo(f"    {name}: test accuracy {_pct(metrics.get('test_accuracy'))}")
@@ -344,6 +348,18 @@ def _loadtest_batching(
 # ------------------------------------------------------------------------------------------------------
 # report
 # ------------------------------------------------------------------------------------------------------
+def _machine() -> dict[str, Any]:
+    """What the figures were measured on: CPU model and core count (figures differ between machines)."""
+    import os
+
+    cpu = platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"platform": platform.platform(), "processor": f"{cpu}, {os.cpu_count()} cores"}
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
