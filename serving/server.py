@@ -384,7 +384,7 @@ class TritonServer:
             text = self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return {}
-        return {match.group(1): match.group(2).strip() for match in _FAILED_LOAD.finditer(text)}
+        return {match.group(1): match.group(2).strip().rstrip('"') for match in _FAILED_LOAD.finditer(text)}
 
     def _failure_message(self, headline: str) -> str:
         failed = self.failed_models()

@@ -90,3 +90,42 @@ def test_stop_and_kill_leave_no_stray_processes(tmp_path: Path, tiny_repository:
     os.kill(server.pid, signal.SIGKILL)
     assert server.stop() == -signal.SIGKILL
     assert _group_members(server.pid) == []  # the stubs were in the server's group
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains `text` (the server and its stubs name the work folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.triton
+def test_serve_cli_runs_until_sigterm_and_leaves_nothing_behind(tmp_path: Path, tiny_repository: Path) -> None:
+    import subprocess
+    import sys
+
+    work_dir = tmp_path / "serve"
+    command = [sys.executable, "-m", "attnserve.cli", "serve", "--repository", str(tiny_repository),
+               "--work-dir", str(work_dir), "--http-port", str(free_port()), "--grpc-port", str(free_port()),
+               "--metrics-port", str(free_port()), "--ready-timeout", "120"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        ready_line = process.stdout.readline()
+        assert ready_line.startswith("Triton READY"), ready_line + (process.stderr.read() if process.poll() else "")
+        assert "tiny_pipeline" in ready_line and "tiny_trt" not in ready_line
+        assert _processes_mentioning(str(work_dir))  # tritonserver and its stubs
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert "skipped tiny_trt" in stderr and "GPU" in stderr
+    assert _processes_mentioning(str(work_dir)) == []

@@ -168,7 +168,7 @@ def test_restricted_apis_need_the_token_over_http_and_grpc(triton_server) -> Non
     with pytest.raises(InferenceServerException, match="restricted"):
         http.get_model_repository_index()
     with pytest.raises(InferenceServerException, match="restricted"):
-        http.unload_model(IMAGE_MODEL)
+        http.unload_model("no_such_model")  # refused before the name is even looked up
     with pytest.raises(InferenceServerException, match="restricted"):
         http.get_model_repository_index(headers={"attnserve-admin-token": "wrong"})
     assert http.get_model_repository_index(headers=server.admin_headers)
