@@ -60,6 +60,13 @@ def run_serve(args: argparse.Namespace) -> int:
     view, loaded, skipped = build_runtime_repository(args.repository, work_dir, models, runtime=args.runtime)
     for name, reason in skipped.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
+    if not loaded:
+        from attnserve.errors import UserInputError
+
+        raise UserInputError(
+            f"nothing the CPU server can load in {args.repository}: expected exported models "
+            f"(run `attnserve export NAME` first); skipped: {skipped or 'none'}"
+        )
     server = TritonServer(
         view,
         models=loaded,
