@@ -408,6 +408,11 @@ class AsyncTritonClient(_ClientCore):
         """The underlying `tritonclient` aio client (for the load tester's hot loop)."""
         return self._transport
 
+    @property
+    def module(self) -> Any:
+        """The `tritonclient` aio module in use (its `InferInput` / `InferRequestedOutput` classes)."""
+        return self._module
+
     async def _retrying(self, call: Callable[[], Awaitable[T]], model: str | None) -> T:
         started, attempt, delay = time.monotonic(), 0, self.settings.backoff_s
         while True:

@@ -112,7 +112,7 @@ class LoadGenerator:
         self.info = await self.client.model_info(self.model)
         inputs = make_inputs(self.info, self.batch_size, self.input_file, self.rng)
         self.info.validate_inputs(inputs)
-        self._inputs, self._outputs = build_request(self.client._module, self.info, inputs)
+        self._inputs, self._outputs = build_request(self.client.module, self.info, inputs)
         return self.info
 
     async def close(self) -> None:
