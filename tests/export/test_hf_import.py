@@ -18,8 +18,9 @@ TINY_CONFIGS = {
                                           intermediate_size=64, image_size=32, patch_size=8, num_labels=5),
     "deit": lambda: transformers.DeiTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
                                             intermediate_size=64, image_size=32, patch_size=8, num_labels=5),
-    "mobilevit": lambda: transformers.MobileViTConfig(image_size=64, num_labels=5, hidden_sizes=[32, 40, 48],
-                                                      neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64]),
+    "mobilevit": lambda: transformers.MobileViTConfig(image_size=32, num_labels=5, hidden_sizes=[16, 16, 16],
+                                                      neck_hidden_sizes=[8, 8, 8, 8, 8, 16, 32],
+                                                      num_attention_heads=2, mlp_ratio=1.0),
     "swin": lambda: transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
                                             num_heads=[1, 2], window_size=4, num_labels=5),
 }
