@@ -282,6 +282,7 @@ class TritonServer:
         server_dir = install_server(self.work_dir)
         token_path = self.work_dir / ADMIN_TOKEN_FILENAME
         token_path.touch(mode=0o600)
+        token_path.chmod(0o600)  # also when the file was already there
         token_path.write_text(self.admin_token + "\n")
         if self.admin_token_generated:
             logger.warning(
