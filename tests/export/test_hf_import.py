@@ -65,3 +65,22 @@ def test_preprocessor_config_sets_mean_std_and_size(tmp_path: Path) -> None:
 def test_not_a_config_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="config.json"):
         load_hf_classifier(tmp_path)
+
+
+def test_save_pretrained_weights_load_from_safetensors_unchanged(tmp_path: Path) -> None:
+    import torch
+
+    original = transformers.ViTForImageClassification(TINY_CONFIGS["vit"]()).eval()
+    original.save_pretrained(tmp_path)  # config.json + model.safetensors
+    assert (tmp_path / "model.safetensors").is_file()
+    model, spec = load_hf_classifier(tmp_path, max_batch_size=2)
+    assert spec.trained  # real weights: not re-initialised
+    for name, tensor in original.state_dict().items():
+        assert torch.equal(model.hf_model.state_dict()[name], tensor), name
+
+
+def test_pickle_only_weights_are_refused(tmp_path: Path) -> None:
+    TINY_CONFIGS["vit"]().save_pretrained(tmp_path)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(UserInputError, match="safetensors"):
+        load_hf_classifier(tmp_path)
