@@ -122,7 +122,7 @@ def sample_inputs(name: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
         picked = np.resize(order, n)
         return test_x[picked], test_y[picked]
     if entry.dataset in SYNTHETIC_SIZES:
-        return _synthetic(entry.dataset, n, HELD_OUT_SEED + seed)
+        return _synthetic(entry.dataset, n, HELD_OUT_SEED + seed)  # seed 0: the test split's first n samples
     return shapes_arrays(n, HELD_OUT_SEED + seed, size=entry.input_shape[-1])
 
 

@@ -80,9 +80,29 @@ def _colours(rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarr
     return background, np.clip(foreground, 0.0, 1.0)
 
 
+CHUNK_SIZE = 128
+"""Procedural samples are drawn in chunks, each from its own generator seeded by (seed, chunk index): the
+first n samples of a set do not depend on its size, and a few samples are cheap to draw."""
+
+
+def _chunked(generate_chunk, count: int, seed: int, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    pixel_chunks, label_chunks = [], []
+    for chunk_index, start in enumerate(range(0, max(count, 0), CHUNK_SIZE)):
+        rng = np.random.default_rng([seed, chunk_index])
+        pixels, labels = generate_chunk(rng, CHUNK_SIZE, **kwargs)  # whole chunks, trimmed below
+        pixel_chunks.append(pixels)
+        label_chunks.append(labels)
+    if not pixel_chunks:
+        raise ValueError(f"count must be >= 1, got {count}")
+    return np.concatenate(pixel_chunks)[:count], np.concatenate(label_chunks)[:count]
+
+
 def shapes_arrays(count: int, seed: int, size: int = 32, noise_std: float = 0.06) -> tuple[np.ndarray, np.ndarray]:
     """Procedural shapes: uint8 (count, 3, size, size) and labels (count,) in 0..3 (circle, square, triangle, cross)."""
-    rng = np.random.default_rng(seed)
+    return _chunked(_shapes_chunk, count, seed, size=size, noise_std=noise_std)
+
+
+def _shapes_chunk(rng: np.random.Generator, count: int, size: int, noise_std: float) -> tuple[np.ndarray, np.ndarray]:
     labels = rng.integers(0, 4, count)
     radius = rng.uniform(0.2, 0.4, count) * size
     centre = rng.uniform(0.0, 1.0, (count, 2)) * (size - 2 * radius[:, None]) + radius[:, None]
@@ -107,10 +127,13 @@ def motion_arrays(
     One disk or square per clip moves along a row with a random speed (1.5..3 px per step); the start is
     uniform and positions wrap around, so no single frame (nor the set of frames) depends on the label.
     """
+    if frames != len(MOTION_OFFSETS["right"]):
+        raise ValueError(f"motion clips have {len(MOTION_OFFSETS['right'])} frames, got frames={frames}")
+    return _chunked(_motion_chunk, count, seed, size=size, noise_std=noise_std)
+
+
+def _motion_chunk(rng: np.random.Generator, count: int, size: int, noise_std: float) -> tuple[np.ndarray, np.ndarray]:
     offsets_by_class = np.stack(list(MOTION_OFFSETS.values()))  # (classes, 8)
-    if frames != offsets_by_class.shape[1]:
-        raise ValueError(f"motion clips have {offsets_by_class.shape[1]} frames, got frames={frames}")
-    rng = np.random.default_rng(seed)
     labels = rng.integers(0, len(offsets_by_class), count)
     speed = rng.uniform(1.5, 3.0, count)
     start_x = rng.uniform(0, size, count)
