@@ -134,7 +134,7 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
         "in_process_batch": spec.opt_batch_size,
         "load_generator_cores": {k: round(v, 2) for k, v in client_cores.items()},
         "median_server_breakdown": {
-            entry: {key: median(entry, key) for key in ("avg_batch", "queue_us", "compute_input_us", "compute_infer_us",
+            entry: {key: round(median(entry, key), 2) for key in ("avg_batch", "queue_us", "compute_input_us", "compute_infer_us",
                                                         "compute_output_us", "p50_ms", "p99_ms")}
             for entry in rounds
         },
@@ -182,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-windows", type=int, default=4)
     parser.add_argument("--out", type=Path, default=Path("reports/bench/cpu_fastpath.json"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for logger_name in ("bench", "attnserve"):  # our progress lines, not the exporter's per-initializer chatter
+        logging.getLogger(logger_name).setLevel(logging.INFO)
 
     from attnserve.export.optimize import machine_facts, optimize_deployable, render_markdown
     from attnserve.models.checkpoint import resolve
