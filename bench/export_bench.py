@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -40,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per batch size (median)")
     parser.add_argument("--out", type=Path, default=Path("reports/bench/export.json"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="intra-op threads for both runtimes (default: all cores)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
 
     model, spec = resolve(MODEL_NAME)
     model.eval()
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         export_report = export_onnx(model, spec, onnx_path)
         parity = verify_onnx(onnx_path, model, spec, batch_sizes=(1, 2))
         parity.raise_on_failure()
-        session = ort_session(onnx_path, optimized=True)
+        session = ort_session(onnx_path, optimized=True, threads=args.threads)
         results = []
         for batch_size in BATCH_SIZES:
             pixels = example_pixels(spec, batch_size)
@@ -84,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
                  "attention_nodes": export_report.attention_nodes,
                  "max_abs_diff_vs_torch": parity.max_abs_diff()},
         "rounds": args.rounds,
-        "torch_threads": torch.get_num_threads(),
+        "threads": args.threads,
+        # Other processes on the same cores distort absolute figures (oversubscribed OpenMP threads in
+        # particular); the load average says how busy the machine was.
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
                     "torch": torch.__version__},
         "results": results,
