@@ -1,0 +1,150 @@
+"""Restart python-backend stubs that died: Triton 2.51 does not.
+
+When a python-backend stub process dies (killed, OOM, a crash in native code), Triton 2.51 keeps the model
+READY but fails every request to that instance with INTERNAL "Stub process '<instance>' is not healthy." until
+the model is loaded again (measured in `tests/reliability/test_faults.py`). `StubWatchdog` watches the server's
+stub processes and, when one of a READY model dies, loads that model again through the (token-protected)
+repository API (unload, then load), which starts fresh stubs. Clients that retry "not healthy" and "no
+available versions" answers (`attnserve.clients.status`) then recover by themselves.
+
+    with TritonServer(repository) as server, StubWatchdog(server):
+        ...
+
+Linux only (reads `/proc`). Models unloaded on purpose are left alone: only models the repository index
+reports READY are reloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
+
+STUB_BINARY = "triton_python_backend_stub"
+
+
+class _Server(Protocol):
+    """What the watchdog needs from `attnserve.serving.server.TritonServer`."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def http_url(self) -> str: ...
+
+    @property
+    def admin_headers(self) -> dict[str, str]: ...
+
+
+def stub_pids(server_pid: int) -> dict[int, str]:
+    """Live python-backend stubs started by `server_pid`: pid -> model name (from the stub's `model.py` path)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, ppid = fields[0], int(fields[1])
+        if ppid != server_pid or state == "Z" or not cmdline or not cmdline[0].endswith(STUB_BINARY.encode()):
+            continue
+        if len(cmdline) > 1:  # <repository>/<model>/<version>/model.py
+            found[int(entry.name)] = Path(cmdline[1].decode(errors="replace")).parent.parent.name
+    return found
+
+
+class StubWatchdog:
+    """A thread that reloads a READY model whose python-backend stub died (see the module docstring).
+
+    Args:
+        server: the running server (its pid, HTTP URL and admin headers are used).
+        interval_s: seconds between two looks at the stub processes.
+    """
+
+    def __init__(self, server: _Server, interval_s: float = 0.5) -> None:
+        self.server = server
+        self.interval_s = interval_s
+        self.reloads: list[str] = []
+        """Models reloaded so far, in order."""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _request(self, path: str) -> str:
+        request = urllib.request.Request(f"http://{self.server.http_url}{path}", data=b"", method="POST",
+                                         headers=self.server.admin_headers)
+        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - the server we watch
+            return response.read().decode()
+
+    def reload(self, model: str) -> None:
+        """Unload `model`, then load it again: fresh stubs.
+
+        A plain load of a loaded model is a no-op in Triton 2.51 when it sees no change (measured: it reloads
+        once after start-up, then no more), which would leave the dead stub in place. Between the unload and the
+        load, requests get "has no available versions", which the client retries.
+        """
+        self._request(f"/v2/repository/models/{model}/unload")
+        self._request(f"/v2/repository/models/{model}/load")
+
+    def _ready_models(self) -> set[str]:
+        index = json.loads(self._request("/v2/repository/index") or "[]")
+        return {entry["name"] for entry in index if entry.get("state") == "READY"}
+
+    def check_once(self, known: dict[int, str]) -> dict[int, str]:
+        """Compare the stubs with `known`; reload READY models that lost one. Returns the stubs now alive."""
+        server_pid = self.server.pid
+        if server_pid is None:
+            return {}
+        alive = stub_pids(server_pid)
+        lost = sorted({model for pid, model in known.items() if pid not in alive})
+        if lost:
+            ready = self._ready_models()
+            for model in lost:
+                if model not in ready:
+                    continue
+                logger.warning("python-backend stub of %r died; loading the model again", model)
+                try:
+                    self.reload(model)
+                    self.reloads.append(model)
+                except (urllib.error.URLError, OSError) as exc:
+                    logger.error("reloading %r after its stub died failed: %s", model, exc)
+            alive = stub_pids(server_pid)
+        return alive
+
+    def _run(self) -> None:
+        known = stub_pids(self.server.pid or -1)
+        while not self._stop.wait(self.interval_s):
+            try:
+                known = self.check_once(known)
+            except (urllib.error.URLError, OSError, ValueError) as exc:  # server stopping: keep watching quietly
+                logger.debug("stub watchdog: %s", exc)
+
+    def start(self) -> StubWatchdog:
+        """Start watching (returns at once)."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="attnserve-stub-watchdog", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop watching (call before stopping the server, whose stubs then exit on purpose)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10 + self.interval_s)
+            self._thread = None
+
+    def __enter__(self) -> StubWatchdog:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
