@@ -46,6 +46,10 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     message = str(exc).lower()
     if isinstance(exc, (ConnectionError, OSError)) and not isinstance(exc, InferenceError):
         return "connection"
+    if "stub process" in message and "is not healthy" in message:
+        # A python-backend stub died; Triton 2.51 does not restart it, `attnserve.serving.watchdog` reloads
+        # the model, after which a retry succeeds (INTERNAL otherwise means a model error: not retried).
+        return "rejected"
     if "has no available versions" in message:
         # The model is known but no version is loaded right now (a server shutting down or a model reloading):
         # transient, unlike an unknown name. Triton says NOT_FOUND (gRPC) / 400 (HTTP) for it.
