@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import model_validator
 
-from attnserve.export.reports import StageResult, _Report, short_error
+from attnserve.export.reports import ParityReport, StageResult, _Report, short_error
 from attnserve.spec import INPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -148,6 +148,8 @@ class TensorRTBuildReport(_Report):
     layers_json: Path | None = None
     fused_attention_layers: int | None = None
     layers: int | None = None
+    parity: ParityReport | None = None
+    """The engine against ONNX Runtime running the source (fp32) graph, at batch 1, opt and max."""
 
 
 def build_engine(
@@ -156,6 +158,7 @@ def build_engine(
     plan_path: Path,
     *,
     timing_cache: Path | None = None,
+    reference_onnx: Path | None = None,
 ) -> TensorRTBuildReport:
     """Build a TensorRT engine from an (fp16) ONNX graph, or skip with the reason when it cannot run here.
 
@@ -164,6 +167,9 @@ def build_engine(
         spec: gives the optimisation profile (min 1 / opt / max = `spec.max_batch_size`).
         plan_path: where to write the serialized engine.
         timing_cache: timing-cache file read before and written after the build (default beside the plan).
+        reference_onnx: the fp32 graph the engine is checked against in ONNX Runtime (default `onnx_path`);
+            tolerance `spec.fp16_atol`. A mismatch fails the stage (TensorRT has shipped wrong fused-attention
+            results for exported SDPA: TensorRT issues #4333, #4837).
 
     Returns:
         The report; `report.stage.status` is `ok`, `skipped` (no TensorRT / GPU) or `failed`.
@@ -185,6 +191,9 @@ def build_engine(
     started = time.perf_counter()
     try:
         facts = _build(onnx_path, profile, plan_path, timing_cache, layers_json)
+        parity = engine_parity(plan_path, Path(reference_onnx or onnx_path), spec)
+        if not parity.ok:
+            raise RuntimeError("engine differs from ONNX Runtime: " + "; ".join(parity.failures))
     except Exception as exc:  # noqa: BLE001 - every builder/parser failure becomes a failed stage with reason
         return TensorRTBuildReport(
             stage=StageResult(stage="onnx2trt", status="failed", reason=short_error(exc), seconds=time.perf_counter() - started),
@@ -202,6 +211,62 @@ def build_engine(
         layers_json=layers_json,
         fused_attention_layers=facts["fused_attention_layers"],
         layers=facts["layers"],
+        parity=parity,
+    )
+
+
+def engine_parity(plan_path: Path, reference_onnx: Path, spec: ModelSpec) -> ParityReport:
+    """Run the engine (TensorRT 10+ name-based I/O, `execute_async_v3`, torch CUDA buffers) against ORT.
+
+    Returns:
+        A `ParityReport` at batch 1, `spec.opt_batch_size` and `spec.max_batch_size`, tolerance `spec.fp16_atol`.
+    """
+    import numpy as np
+    import tensorrt as trt
+    import torch
+
+    from attnserve.export.torch2onnx import example_pixels
+    from attnserve.export.verify import compare_outputs, ort_session
+
+    started = time.perf_counter()
+    trt_logger = trt.Logger(trt.Logger.WARNING)
+    engine = trt.Runtime(trt_logger).deserialize_cuda_engine(Path(plan_path).read_bytes())
+    context = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    output_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+    session = ort_session(reference_onnx)
+    batch_sizes = sorted({1, spec.opt_batch_size, spec.max_batch_size})
+    results = []
+    stream = torch.cuda.Stream()
+    for batch_size in batch_sizes:
+        pixels = example_pixels(spec, batch_size, seed=batch_size)
+        device_input = pixels.cuda().contiguous()
+        context.set_input_shape(INPUT_NAME, tuple(device_input.shape))
+        context.set_tensor_address(INPUT_NAME, device_input.data_ptr())
+        device_outputs = {}
+        for name in output_names:
+            numpy_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            torch_dtype = torch.from_numpy(np.empty(0, dtype=numpy_dtype)).dtype
+            device_outputs[name] = torch.empty(tuple(context.get_tensor_shape(name)), dtype=torch_dtype, device="cuda")
+            context.set_tensor_address(name, device_outputs[name].data_ptr())
+        if not context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError(f"TensorRT execute_async_v3 failed at batch {batch_size}")
+        stream.synchronize()
+        actual = [device_outputs[n].float().cpu().numpy() for n in output_names]
+        expected = session.run(output_names, {INPUT_NAME: pixels.numpy()})
+        results.extend(
+            compare_outputs(output_names, actual, expected, batch_size=batch_size, atol=spec.fp16_atol, rtol=spec.rtol)
+        )
+    failures = [f"output {p.output!r} at batch {p.batch_size}: {p.reason}" for p in results if not p.ok]
+    return ParityReport(
+        onnx_path=Path(plan_path),
+        checker=StageResult(stage="trt.deserialize", status="ok"),
+        symbolic_batch=True,
+        batch_dim="batch",
+        batch_sizes=batch_sizes,
+        outputs=results,
+        failures=failures,
+        seconds=time.perf_counter() - started,
     )
 
 

@@ -261,7 +261,7 @@ def export_module(
 
     # 6. TensorRT engine (GPU hosts); skipped with the reason elsewhere
     if tensorrt:
-        report.tensorrt = build_engine(trt_source, spec, work_dir / "model.plan")
+        report.tensorrt = build_engine(trt_source, spec, work_dir / "model.plan", reference_onnx=onnx_path)
         run.recorder.results.append(report.tensorrt.stage)
         run.emit()
     else:
