@@ -19,7 +19,7 @@ timeout: the client's deadline passed; failed: any other error (bad request, mod
 _UNAVAILABLE_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "503", "UNAVAILABLE"})
 _TIMEOUT_STATUSES = frozenset({"StatusCode.DEADLINE_EXCEEDED", "504", "408"})
 _CONNECTION_HINTS = ("failed to connect", "connection refused", "connect call failed", "socket closed",
-                     "connection reset", "cannot connect")
+                     "connection reset", "cannot connect", "connection closed")
 
 
 class ServerUnavailableError(InferenceError):
