@@ -212,15 +212,17 @@ def test_corrupt_model_at_startup_fails_fast_naming_it(reliability_server: Relia
     assert not server.is_running
 
 
-def test_server_restart_is_bridged_by_client_retries(reliability_server: ReliabilityServer) -> None:
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_server_restart_is_bridged_by_client_retries(reliability_server: ReliabilityServer, protocol: str) -> None:
     """Stop and start the whole server mid-load: a client whose retry budget covers the downtime sees no
     failure and only right answers; a client with a small budget fails clearly (ServerUnavailableError)."""
     from attnserve.clients.status import ServerUnavailableError
 
     server = reliability_server.server
-    patient = ClientSettings(url=reliability_server.grpc_url, protocol="grpc", retries=100, backoff_s=0.05,
+    url = reliability_server.grpc_url if protocol == "grpc" else reliability_server.http_url
+    patient = ClientSettings(url=url, protocol=protocol, retries=100, backoff_s=0.05,
                              backoff_max_s=0.5, retry_budget_s=60, timeout_s=20)
-    impatient = ClientSettings(url=reliability_server.grpc_url, protocol="grpc", retries=2, backoff_s=0.05,
+    impatient = ClientSettings(url=url, protocol=protocol, retries=2, backoff_s=0.05,
                                backoff_max_s=0.1, retry_budget_s=0.3, timeout_s=5)
     loop = LoadLoop(patient, reliability_server).start()
     pixels = np.zeros((1, *reliability_server.specs[MODEL].input_shape), dtype=np.uint8)
@@ -244,5 +246,5 @@ def test_server_restart_is_bridged_by_client_retries(reliability_server: Reliabi
     assert "gave up after" in str(gave_up.value) and gave_up.value.kind == "connection", gave_up.value
     assert not loop.failures(), f"the retry budget should bridge the restart: {loop.summary()}"
     loop.assert_all_answers_right()
-    print(f"\nrestart: downtime {ready_at - stopped_at:.1f} s; {loop.summary()}; "  # noqa: T201
+    print(f"\nrestart ({protocol}): downtime {ready_at - stopped_at:.1f} s; {loop.summary()}; "  # noqa: T201
           f"impatient client: {gave_up.value}")
