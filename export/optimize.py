@@ -172,7 +172,7 @@ def gate_verdict(row: VariantRow, gate: GateKind, budget: float) -> tuple[bool, 
         drop = row.accuracy_drop_points
         ok = drop <= budget + 1e-9  # tolerance: float noise on percentages of equal counts
         if drop <= 0:
-            return ok, f"no accuracy lost ({-drop:+.2f} points)"
+            return ok, f"no accuracy lost ({-drop + 0.0:+.2f} points)"  # + 0.0: no "-0.00"
         return ok, f"loses {drop:.2f} points {'<=' if ok else '>'} budget {budget:g}"
     if row.cosine_mean is None:
         return False, "no parity measured"
