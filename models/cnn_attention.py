@@ -19,11 +19,11 @@ from attnserve.models.registry import register_model
 
 
 class AttentionConvBlock(nn.Module):
-    """conv-BN-ReLU, conv-BN, attention block, + shortcut, ReLU.  (B, Cin, H, W) -> (B, Cout, H, W)."""
+    """conv-BN-ReLU, conv-BN, attention block, + shortcut, ReLU.  (B, Cin, H, W) -> (B, Cout, H/stride, W/stride)."""
 
-    def __init__(self, in_channels: int, out_channels: int, attn: str | None) -> None:
+    def __init__(self, in_channels: int, out_channels: int, attn: str | None, stride: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
@@ -31,8 +31,8 @@ class AttentionConvBlock(nn.Module):
         self.attn = attn_class(out_channels) if attn_class is not None else nn.Identity()
         self.shortcut = (
             nn.Identity()
-            if in_channels == out_channels
-            else nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+            if in_channels == out_channels and stride == 1
+            else nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
         )
 
     def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -59,6 +59,7 @@ class AttentionCNN(nn.Module):
         num_classes: Output classes.
         widths: Channels per stage; every stage after the first halves the resolution.
         attn: Attention block per stage: `'cbam'`, `'se'` or None.
+        first_stride: Stride of the first conv (2 halves the work of every stage on small, smooth inputs).
         drop_rate: Dropout before the head.
         mean: Per-channel mean (0..1 scale).
         std: Per-channel std (0..1 scale).
@@ -71,6 +72,7 @@ class AttentionCNN(nn.Module):
         num_classes: int = 10,
         widths: Sequence[int] = (32, 64, 128),
         attn: str | None = "cbam",
+        first_stride: int = 1,
         drop_rate: float = 0.0,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.25, 0.25, 0.25),
@@ -84,7 +86,7 @@ class AttentionCNN(nn.Module):
         self.stages = nn.ModuleList()
         channels = in_chans
         for index, width in enumerate(widths):
-            self.stages.append(AttentionConvBlock(channels, width, attn))
+            self.stages.append(AttentionConvBlock(channels, width, attn, stride=first_stride if index == 0 else 1))
             channels = width
         self.downsample = nn.MaxPool2d(2)
         self.head_drop = nn.Dropout(drop_rate)

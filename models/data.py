@@ -26,7 +26,7 @@ from attnserve.models.synthetic import digits_arrays, motion_arrays, shapes_arra
 HELD_OUT_SEED = 1_000_000
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
-SYNTHETIC_SIZES = {"shapes": (8000, 1000), "motion": (4000, 800)}
+SYNTHETIC_SIZES = {"shapes": (6000, 1000), "motion": (3000, 800)}
 """(train, test) sample counts of the procedural datasets."""
 
 logger = logging.getLogger(__name__)

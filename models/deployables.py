@@ -54,7 +54,7 @@ class Deployable:
 _IMAGE_SERVING = dict(max_batch_size=16, preferred_batch_sizes=(4, 8, 16))
 _VIDEO_SERVING = dict(max_batch_size=8, preferred_batch_sizes=(2, 4, 8), atol=5e-4, rtol=1e-3)
 _VIT_32 = dict(stem="conv", stem_depth=3, stem_width=32, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0, drop_rate=0.0)
-_VIDEO_ARGS = dict(embed_dim=64, depth=2, num_heads=4, mlp_ratio=2.0, stem_depth=3, stem_width=32)
+_VIDEO_ARGS = dict(embed_dim=48, depth=2, num_heads=4, mlp_ratio=2.0, first_stride=4, stem_depth=2, stem_width=32)
 
 DEPLOYABLES: dict[str, Deployable] = {
     "vit_digits": Deployable(
@@ -63,7 +63,7 @@ DEPLOYABLES: dict[str, Deployable] = {
     ),
     "cnn_cbam_digits": Deployable(
         "cnn_cbam_32", "digits", "image", (1, 32, 32), DIGIT_LABELS, DIGITS_MEAN, DIGITS_STD,
-        dict(widths=(16, 32, 64), attn="cbam"), dict(_IMAGE_SERVING, atol=5e-4),
+        dict(widths=(16, 32, 64), attn="cbam", first_stride=2), dict(_IMAGE_SERVING, atol=5e-4),
     ),
     "vit_shapes": Deployable(
         "vit_convstem_32", "shapes", "image", (3, 32, 32), SHAPE_LABELS, SHAPES_MEAN, SHAPES_STD, dict(_VIT_32),

@@ -40,20 +40,28 @@ class VideoEmbed(nn.Module):
     per-frame 3x3 stride-2 convs. `tubelet_size=1` embeds every frame on its own (no motion visible).
     """
 
-    def __init__(self, in_chans: int, embed_dim: int, tubelet_size: int = 3, stem_depth: int = 3, stem_width: int = 32) -> None:
+    def __init__(
+        self, in_chans: int, embed_dim: int, tubelet_size: int = 3, stem_depth: int = 3, stem_width: int = 32,
+        first_stride: int = 2,
+    ) -> None:
         super().__init__()
         if tubelet_size < 1 or tubelet_size % 2 == 0:
             raise ValueError(f"tubelet_size must be odd and >= 1 (keeps T), got {tubelet_size}")
         if stem_depth < 1:
             raise ValueError(f"stem_depth must be >= 1, got {stem_depth}")
+        if first_stride not in (2, 4):
+            raise ValueError(f"first_stride must be 2 (3x3 conv) or 4 (4x4 patches), got {first_stride}")
         layers: list[nn.Module] = []
         channels = in_chans
         for index in range(stem_depth):
             time_kernel = tubelet_size if index == 0 else 1
+            stride = first_stride if index == 0 else 2
+            kernel, padding = (3, 1) if stride == 2 else (4, 0)  # 3x3 stride 2, or non-overlapping 4x4 patches
             out_channels = min(stem_width * 2**index, embed_dim)
             layers += [
                 nn.Conv3d(
-                    channels, out_channels, (time_kernel, 3, 3), stride=(1, 2, 2), padding=(time_kernel // 2, 1, 1), bias=False
+                    channels, out_channels, (time_kernel, kernel, kernel), stride=(1, stride, stride),
+                    padding=(time_kernel // 2, padding, padding), bias=False,
                 ),
                 nn.BatchNorm3d(out_channels),
                 nn.ReLU(inplace=True),
@@ -61,7 +69,7 @@ class VideoEmbed(nn.Module):
             channels = out_channels
         layers.append(nn.Conv3d(channels, embed_dim, 1))
         self.stem = nn.Sequential(*layers)
-        self.reduction = 2**stem_depth
+        self.reduction = first_stride * 2 ** (stem_depth - 1)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         x = self.stem(clips.transpose(1, 2))  # (B, D, T, gh, gw)
@@ -108,6 +116,7 @@ class _VideoBase(nn.Module):
         clip_standardize: bool,
         mean: Sequence[float],
         std: Sequence[float],
+        first_stride: int,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -115,7 +124,7 @@ class _VideoBase(nn.Module):
         self.input_shape = (num_frames, in_chans, img_size, img_size)
         self.normalize = PixelNormalize(self.input_shape, mean, std)
         self.clip_standardize = clip_standardize
-        self.embed = VideoEmbed(in_chans, embed_dim, tubelet_size, stem_depth, stem_width)
+        self.embed = VideoEmbed(in_chans, embed_dim, tubelet_size, stem_depth, stem_width, first_stride)
         self.grid = grid_size(img_size, self.embed.reduction)
         self.num_patches = self.grid * self.grid
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
@@ -163,8 +172,9 @@ class TimeSformer(_VideoBase):
         num_heads: Heads per attention.
         mlp_ratio: MLP hidden width / D.
         tubelet_size: Frames spanned by the first (Conv3d) stem conv; odd.
-        stem_depth: Stride-2 convs in the stem (tokens per side = img_size / 2**stem_depth).
+        stem_depth: Convs in the stem (tokens per side = img_size / (first_stride * 2**(stem_depth - 1))).
         stem_width: Channels of the first stem conv.
+        first_stride: 2 (first conv 3x3 stride 2) or 4 (first conv on 4x4 patches: cheaper).
         drop_rate: Dropout.
         clip_standardize: Standardise each clip after mean/std.
         mean: Per-channel mean (0..1 scale).
@@ -190,10 +200,11 @@ class TimeSformer(_VideoBase):
         clip_standardize: bool = True,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.25, 0.25, 0.25),
+        first_stride: int = 2,
     ) -> None:
         super().__init__(
             num_frames, img_size, in_chans, num_classes, embed_dim, tubelet_size, stem_depth, stem_width, drop_rate,
-            clip_standardize, mean, std,
+            clip_standardize, mean, std, first_stride,
         )
         self.pos_space = nn.Parameter(torch.zeros(1, 1, self.num_patches, embed_dim))
         self.pos_time = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim))
@@ -238,10 +249,11 @@ class TemporalTransformer(_VideoBase):
         clip_standardize: bool = True,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.25, 0.25, 0.25),
+        first_stride: int = 2,
     ) -> None:
         super().__init__(
             num_frames, img_size, in_chans, num_classes, embed_dim, tubelet_size, stem_depth, stem_width, drop_rate,
-            clip_standardize, mean, std,
+            clip_standardize, mean, std, first_stride,
         )
         # Flattening the token grid (instead of averaging it) keeps where things are in each frame.
         self.frame_proj = nn.Linear(self.num_patches * embed_dim, embed_dim)
@@ -285,10 +297,11 @@ class SpatialTransformer(_VideoBase):
         clip_standardize: bool = True,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.25, 0.25, 0.25),
+        first_stride: int = 2,
     ) -> None:
         super().__init__(
             num_frames, img_size, in_chans, num_classes, embed_dim, tubelet_size, stem_depth, stem_width, drop_rate,
-            clip_standardize, mean, std,
+            clip_standardize, mean, std, first_stride,
         )
         # Spatial positions only: a temporal position embedding would tell frames apart and leak order.
         self.pos_space = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim))
