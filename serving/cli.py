@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
+    from attnserve.serving.watchdog import StubWatchdog
 
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="attnserve-serve-"))
     models = [name.strip() for name in args.models.split(",") if name.strip()] if args.models else None
@@ -83,9 +84,11 @@ def run_serve(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)
+    watchdog = StubWatchdog(server)  # Triton 2.51 never restarts a dead python-backend stub; this reloads its model
     try:
         server.start()
         server.wait_ready(timeout=args.ready_timeout)
+        watchdog.start()
         print(f"Triton READY in {time.monotonic() - started:.1f} s with {len(loaded)} models: {', '.join(loaded)}")
         print(f"  HTTP    {server.http_url}\n  gRPC    {server.grpc_url}\n  metrics {server.metrics_url}")
         print(f"  log     {server.log_path}")
@@ -100,6 +103,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print("stopping Triton (in-flight requests finish first)...", file=sys.stderr)
         return 0
     finally:
+        watchdog.stop()
         exit_code = server.stop()
         logger.info("Triton exited with code %s", exit_code)
 
