@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -92,7 +93,10 @@ def load_run(run_dir: Path) -> tuple[nn.Module, ModelSpec]:
         raise DataError(f"expected a run folder with {SPEC_FILENAME} and {WEIGHTS_FILENAME}, got {run_dir}")
     spec = ModelSpec.load(run_dir / SPEC_FILENAME)
     model = build_model(spec)
-    state = load_file(str(run_dir / WEIGHTS_FILENAME))
+    try:
+        state = load_file(str(run_dir / WEIGHTS_FILENAME))
+    except SafetensorError as exc:  # e.g. a pickle renamed to model.safetensors: refused, never unpickled
+        raise DataError(f"expected a safetensors file at {run_dir / WEIGHTS_FILENAME}; cannot read it: {exc}") from exc
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
