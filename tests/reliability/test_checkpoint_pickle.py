@@ -105,3 +105,21 @@ def test_library_never_calls_unpickling_apis() -> None:
                 if pattern.search(line):
                     offenders.append(f"{source.relative_to(REPO_ROOT)}:{number}: {line.strip()}")
     assert not offenders, "unpickling calls in library code:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize("filename", ["pytorch_model.bin", "model.bin"])
+def test_hf_folder_with_pickle_weights_is_refused(tmp_path: Path, filename: str) -> None:
+    """A Hugging Face folder whose weights are a pickle (`*.bin`) is refused by the export's HF import."""
+    transformers = pytest.importorskip("transformers")
+    from attnserve.errors import UserInputError
+    from attnserve.export.hf_import import load_hf_classifier
+
+    folder = tmp_path / "hf_vit"
+    folder.mkdir()
+    transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, num_labels=3).to_json_file(str(folder / "config.json"))
+    marker = tmp_path / "pwned"
+    _write_torch_zip(folder / filename, marker)
+    with pytest.raises(UserInputError, match="pickle"):
+        load_hf_classifier(folder)
+    assert not marker.exists(), "a pickle in a Hugging Face folder was unpickled"
