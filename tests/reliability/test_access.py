@@ -169,8 +169,7 @@ def test_compose_publishes_on_loopback_only() -> None:
     import yaml
 
     compose_path = REPO_ROOT / "docker-compose.yml"
-    if not compose_path.is_file():
-        pytest.skip("docker-compose.yml is not written yet (serving issue)")
+    assert compose_path.is_file(), f"expected the GPU compose file at {compose_path}"
     compose = yaml.safe_load(compose_path.read_text())
     mappings = [(name, host_ip, text) for name, service in (compose.get("services") or {}).items()
                 for host_ip, text in _published_ports(service or {})]
@@ -198,3 +197,18 @@ def test_client_admin_token_unlocks_shared_memory(reliability_server: Reliabilit
     np.testing.assert_allclose(logits, reliability_server.reference("rel_light", pixels), rtol=1e-5, atol=1e-5)
     with TritonClient(ClientSettings(**common)) as client, pytest.raises(InferenceError, match="restricted"):
         client.infer("rel_light", {"pixels": pixels})
+
+
+def test_compose_restricts_admin_apis_and_requires_the_token() -> None:
+    """The compose Triton restricts the same API groups on HTTP and gRPC and refuses to start without a token."""
+    import yaml
+
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    commands = [service.get("command") or [] for service in (compose.get("services") or {}).values()
+                if "tritonserver" in (service.get("command") or [])]
+    assert len(commands) == 1, "expected exactly one tritonserver service"
+    flags = dict(arg.split("=", 1) for arg in commands[0] if arg.startswith("--") and "=" in arg)
+    groups = ",".join(RESTRICTED_APIS)
+    for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
+        assert flags.get(flag, "").startswith(f"{groups}:{ADMIN_TOKEN_HEADER}=${{ATTNSERVE_ADMIN_TOKEN:?"), flags.get(flag)
+    assert flags.get("--model-control-mode") == "explicit"
