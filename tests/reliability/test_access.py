@@ -212,3 +212,15 @@ def test_compose_restricts_admin_apis_and_requires_the_token() -> None:
     for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
         assert flags.get(flag, "").startswith(f"{groups}:{ADMIN_TOKEN_HEADER}=${{ATTNSERVE_ADMIN_TOKEN:?"), flags.get(flag)
     assert flags.get("--model-control-mode") == "explicit"
+
+
+def test_shared_server_is_loopback_and_restricted(triton_server: Any) -> None:
+    """The session's shared server (the project's default launch) has the same protections."""
+    server = triton_server.server
+    listening = listening_addresses(server.pid)
+    assert listening and all(_is_loopback(address) for address, _ in listening), listening
+    status, body = _http(triton_server.http_url, "POST", "/v2/repository/index")
+    assert status == 403 and RESTRICTED_MESSAGE in body, (status, body)
+    status, _ = _http(triton_server.http_url, "POST", "/v2/repository/index",
+                      {ADMIN_TOKEN_HEADER: triton_server.admin_token})
+    assert status == 200
