@@ -188,7 +188,7 @@ def export_module(
     run.ok("verify", started, batch_sizes=report.parity.batch_sizes, max_abs_diff=report.parity.max_abs_diff())
 
     # 3. ORT offline optimisation (kept only if parity holds and it is measurably faster)
-    serving_graph = onnx_path
+    cpu_graph: Path | None = None  # the ORT-optimised graph, when kept, for the embedded CPU runner
     if optimize:
         started = time.perf_counter()
         try:
@@ -197,7 +197,7 @@ def export_module(
             run.failed("ort_optimize", started, short_error(exc))
         else:
             if report.ort.kept:
-                serving_graph = report.ort.optimized_path
+                cpu_graph = report.ort.optimized_path
             run.ok(
                 "ort_optimize",
                 started,
@@ -269,14 +269,15 @@ def export_module(
 
     # 7. repository entries (only verified artefacts get here)
     started = time.perf_counter()
-    report.entries[spec.name] = write_model_entry(spec, serving_graph, repository, version=version)
+    report.entries[spec.name] = write_model_entry(spec, onnx_path, repository, version=version, cpu_onnx_path=cpu_graph)
     if explain_path is not None:
         report.entries[spec.explain_name] = write_explain_entry(
             spec, explain_path, repository, attention_dims, version=version
         )
     if report.tensorrt is not None and report.tensorrt.plan_path is not None:
         report.entries[spec.trt_name] = write_trt_entry(spec, report.tensorrt.plan_path, repository, version=version)
-    run.ok("repository", started, entries=sorted(report.entries), graph=serving_graph.name)
+    cpu_file = cpu_graph.name if cpu_graph is not None else onnx_path.name
+    run.ok("repository", started, entries=sorted(report.entries), cpu_runner_graph=cpu_file)
     return finish()
 
 

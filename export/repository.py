@@ -11,7 +11,11 @@ Entry contract (the serving side relies on it):
                                  parameters { key: "attnserve_spec" ... } = the ModelSpec JSON
       NAME/labels.txt            one label per line, in class order
       NAME/spec.json             the ModelSpec (same JSON as the parameter)
-      NAME/<version>/model.onnx  new exports go to a new version folder
+      NAME/<version>/model.onnx  new exports go to a new version folder; always the portable verified graph
+                                 (what NVIDIA's container serves)
+      NAME/<version>/model.ort.onnx  only when ORT's offline optimisation was kept (parity + measured gain on
+                                 this CPU); the config's `model_file` parameter then points the embedded
+                                 server's CPU runner at it (ORT-optimised graphs are tied to the CPU provider)
       NAME_explain/...           the same, plus output `attention_map` (TYPE_FP32, dims from the model)
       NAME_trt/...               platform "tensorrt_plan", <version>/model.plan; written only when an engine
                                  was built (Triton cannot load a plan-less entry, and the GPU compose build
@@ -24,7 +28,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from attnserve.errors import UserInputError
@@ -87,6 +91,7 @@ def model_config_for(
     platform: Platform = "onnxruntime_onnx",
     extra_outputs: Sequence[TensorConfig] = (),
     default_model_filename: str | None = None,
+    extra_parameters: Mapping[str, str] | None = None,
 ) -> ModelConfig:
     """The Triton config of one model served from `spec` (input `pixels`, output `logits`, batching).
 
@@ -96,6 +101,7 @@ def model_config_for(
         platform: `onnxruntime_onnx` (default) or `tensorrt_plan`.
         extra_outputs: outputs after `logits` (the explain model's `attention_map`).
         default_model_filename: a file name other than Triton's default (`model.onnx` / `model.plan`).
+        extra_parameters: more `parameters` entries (e.g. the CPU runner's `model_file`).
     """
     return ModelConfig(
         name=name or spec.name,
@@ -106,7 +112,7 @@ def model_config_for(
         dynamic_batching=dynamic_batching_for(spec),
         instance_group=(InstanceGroup(count=spec.instance_count),),
         default_model_filename=default_model_filename,
-        parameters={SPEC_PARAMETER: spec.model_dump_json()},
+        parameters={SPEC_PARAMETER: spec.model_dump_json(), **(extra_parameters or {})},
     )
 
 
@@ -197,13 +203,38 @@ def add_model(
     return target
 
 
-def write_model_entry(spec: ModelSpec, onnx_path: Path, repository: Path, *, version: int | None = None) -> Path:
+CPU_MODEL_FILE_PARAMETER = "model_file"
+"""Parameter naming the file (in the version folder) the embedded server's CPU runner opens
+(`attnserve.serving.python_models.runtime.MODEL_FILE_PARAMETER`)."""
+ORT_OPTIMIZED_FILENAME = "model.ort.onnx"
+
+
+def write_model_entry(
+    spec: ModelSpec,
+    onnx_path: Path,
+    repository: Path,
+    *,
+    version: int | None = None,
+    cpu_onnx_path: Path | None = None,
+) -> Path:
     """Write `repository/NAME/` for the main ONNX model (see the module docstring for the contract).
+
+    Args:
+        spec: the deployable's spec.
+        onnx_path: the verified, portable graph (becomes `<version>/model.onnx`).
+        repository: the model repository.
+        version: version folder (default: the next free one).
+        cpu_onnx_path: an ORT-optimised graph for the CPU runner (becomes `<version>/model.ort.onnx`, named
+            by the `model_file` parameter); None leaves the CPU runner on `model.onnx`.
 
     Returns:
         The entry folder `repository/NAME`.
     """
-    target = add_model(repository, model_config_for(spec), onnx_path, spec=spec, version=version)
+    parameters = {CPU_MODEL_FILE_PARAMETER: ORT_OPTIMIZED_FILENAME} if cpu_onnx_path is not None else None
+    config = model_config_for(spec, extra_parameters=parameters)
+    target = add_model(repository, config, onnx_path, spec=spec, version=version)
+    if cpu_onnx_path is not None:
+        shutil.copyfile(cpu_onnx_path, target.parent / ORT_OPTIMIZED_FILENAME)
     return target.parent.parent
 
 

@@ -76,3 +76,17 @@ def test_explain_and_trt_entries(tmp_path: Path, tiny_onnx: Path) -> None:
 def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="does not exist"):
         write_model_entry(tiny_spec(), tmp_path / "missing.onnx", tmp_path)
+
+
+def test_kept_ort_graph_goes_beside_the_portable_one(tmp_path: Path, tiny_onnx: Path) -> None:
+    from attnserve.serving.python_models.runtime import MODEL_FILE_PARAMETER
+
+    optimised = tmp_path / "model.ort.onnx"
+    optimised.write_bytes(tiny_onnx.read_bytes())  # stands in for the optimised graph: the writer only places it
+    entry = write_model_entry(tiny_spec(), tiny_onnx, tmp_path / "repo", cpu_onnx_path=optimised)
+    config = _parsed(entry)
+    assert config.parameters[MODEL_FILE_PARAMETER].string_value == "model.ort.onnx"  # the CPU runner's file
+    assert (entry / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()  # NVIDIA's container: portable
+    assert (entry / "1" / "model.ort.onnx").is_file()
+    plain = _parsed(write_model_entry(tiny_spec(), tiny_onnx, tmp_path / "repo2"))
+    assert MODEL_FILE_PARAMETER not in plain.parameters
