@@ -5,8 +5,9 @@
 How one level is measured (the same for every mode):
 1. warm-up: load for `warmup_s`, then stop issuing and wait for every request in flight;
 2. snapshot Triton's statistics for the model;
-3. measure: load again in windows of `window_s`; after each window, the throughput and mean latency of
-   the last `min_windows` windows are compared (perf_analyzer's stability rule); stop when they agree
+3. measure: load again; after a short settle (so the first window starts with the pipeline full), in
+   windows of `window_s`; after each window, the throughput and mean latency of the last `min_windows`
+   windows are compared (perf_analyzer's stability rule); stop when they agree
    within `stability_pct` or after `max_windows`;
 4. stop issuing, wait for every request in flight, wait until Triton's counters settle, snapshot again.
 Every request counted between the snapshots was sent after the first and finished before the second, so
@@ -45,6 +46,8 @@ from attnserve.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
+_SETTLE_MAX_S = 0.5
+"""Load runs this long (at most) after the statistics snapshot before the first window opens."""
 _COUNTER_SETTLE_S = 3.0
 """Longest wait for Triton's statistics to count the last responses (it updates them after replying)."""
 
@@ -171,15 +174,22 @@ class LoadGenerator:
         await self._stop(loops)
         self._records.clear()
 
-    async def measure(self, mode: LoadMode, level: float, poisson: bool, start_at: float, window_s: float,
-                      decide: Callable[[WindowSample], Any]) -> PhaseTotals:
-        """Load in windows aligned on `start_at` (time.monotonic) until `decide(window)` returns False."""
+    async def measure(self, mode: LoadMode, level: float, poisson: bool, start_at: float, settle_s: float,
+                      window_s: float, decide: Callable[[WindowSample], Any]) -> PhaseTotals:
+        """Load from `start_at` (time.monotonic); after `settle_s`, in windows until `decide(window)` is False.
+
+        Requests of the settle period count in the totals (Triton counts them too) but in no window: the
+        first window starts with the pipeline already full, so it does not miss the responses still on
+        their way (which would understate the achieved rate by about latency / window).
+        """
         self._records.clear()
         self._sent = 0
         cpu_started = time.process_time()
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         loops = self._start(mode, level, poisson)
-        cut, sent_cut, index = 0, 0, 0
+        start_at += settle_s
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        cut, sent_cut, index = len(self._records), self._sent, 0
         while True:
             await asyncio.sleep(max(0.0, start_at + (index + 1) * window_s - time.monotonic()))
             records, cut = self._records[cut:], len(self._records)
@@ -445,12 +455,14 @@ class _Runner:
 
         before = await self._statistics()
         start_at = time.monotonic() + 0.05
+        settle_s = min(self.warmup_s, self.window_s, _SETTLE_MAX_S)
         if self.local is not None:
-            totals = [await self.local.measure(self.mode, shares[0], self.poisson, start_at, self.window_s,
-                                               stability.submit)]
+            totals = [await self.local.measure(self.mode, shares[0], self.poisson, start_at, settle_s,
+                                               self.window_s, stability.submit)]
         else:
             for process, share in zip(self.processes, shares):
-                process.connection.send(("measure", self.mode, share, self.poisson, start_at, self.window_s))
+                process.connection.send(("measure", self.mode, share, self.poisson, start_at, settle_s,
+                                         self.window_s))
             totals = await asyncio.gather(*(self._relay(p, stability) for p in self.processes))
         ok = sum(t.ok for t in totals)
         after = await self._settled_statistics(before, ok)
