@@ -70,7 +70,8 @@ def run_export(args: argparse.Namespace) -> int:
                   optimize=not args.no_optimize, fp16=args.fp16, version=args.version, on_stage=show)
     all_ok = True
     jobs = [(str(name), lambda n=name: export_model(n, explain=not args.no_explain, **common)) for name in args.names]
-    jobs += [(str(path), lambda p=path: export_hf(p, name=args.hf_name, **common)) for path in args.hf]
+    jobs += [(str(path), lambda p=path: export_hf(p, name=args.hf_name, explain=not args.no_explain, **common))
+             for path in args.hf]
     for label, job in jobs:
         console.print(f"[bold]export {label}[/bold]")
         with console.status(f"exporting {label} ..."):

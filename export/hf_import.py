@@ -47,6 +47,58 @@ class HFImageClassifier(nn.Module):
         return self.hf_model(pixel_values=pixel_values).logits
 
 
+class HFViTClassifier(HFImageClassifier):
+    """A ViT-like classifier (class token(s) + patch grid) that can also explain itself.
+
+    `forward_with_attention` runs the same weights with eager attention (the only path that returns the
+    softmax probabilities) and gives the CLS-to-patch attention rollout `(B, gh, gw)`, scaled to max 1,
+    like the project's own ViTs. `forward` keeps SDPA, so the main graph stays fused.
+    """
+
+    def __init__(self, hf_model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], grid: tuple[int, int]) -> None:
+        super().__init__(hf_model, mean, std)
+        self.grid = grid
+
+    def forward_with_attention(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from attnserve.models.layers import attention_rollout, normalize_map
+
+        pixel_values = (pixels.float() / 255.0 - self.mean) / self.std  # (B, C, H, W)
+        implementation = self.hf_model.config._attn_implementation
+        self.hf_model.set_attn_implementation("eager")
+        try:
+            outputs = self.hf_model(pixel_values=pixel_values, output_attentions=True)
+        finally:
+            self.hf_model.set_attn_implementation(implementation)
+        rollout = attention_rollout(outputs.attentions)  # (B, N, N), N = special tokens + gh * gw
+        patches = self.grid[0] * self.grid[1]
+        cls_to_patches = rollout[:, 0, -patches:].reshape(-1, *self.grid)  # (B, gh, gw)
+        return outputs.logits, normalize_map(cls_to_patches)
+
+
+def _vit_grid(hf_model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """The patch grid when the model is ViT-like (attentions over 1-2 class tokens + the patch grid), else None."""
+    patch_size = getattr(hf_model.config, "patch_size", None)
+    if not isinstance(patch_size, int) or not hasattr(hf_model, "set_attn_implementation"):
+        return None
+    grid = (input_shape[1] // patch_size, input_shape[2] // patch_size)
+    implementation = hf_model.config._attn_implementation
+    try:
+        hf_model.set_attn_implementation("eager")
+        with torch.no_grad():
+            outputs = hf_model(pixel_values=torch.zeros(1, *input_shape), output_attentions=True)
+    except Exception:  # noqa: BLE001 - any failure means: no explain path for this architecture
+        return None
+    finally:
+        hf_model.set_attn_implementation(implementation)
+    attentions = getattr(outputs, "attentions", None)
+    if not attentions or attentions[0].dim() != 4:
+        return None
+    tokens = attentions[0].shape[-1]
+    if any(a.shape[-1] != tokens for a in attentions) or tokens - grid[0] * grid[1] not in (1, 2):
+        return None  # windowed (Swin) or hierarchical attention: no single CLS-to-patch map
+    return grid
+
+
 def _config_folder(path: Path) -> Path:
     path = Path(path)
     if path.is_file() and path.name.endswith(".json"):
@@ -149,7 +201,9 @@ def load_hf_classifier(
         **spec_overrides: further ModelSpec fields (preferred_batch_sizes, atol, ...).
 
     Returns:
-        `(model, spec)`: the wrapped model in eval mode (uint8 pixels in, logits out) and its spec.
+        `(model, spec)`: the wrapped model in eval mode (uint8 pixels in, logits out) and its spec; ViT-like
+        models (ViT, DeiT, BEiT, DINOv2: class token + patch grid) come as `HFViTClassifier`, which also
+        has `forward_with_attention` for the explain model.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -211,7 +265,8 @@ def load_hf_classifier(
         trained=bool(weights),
         **{**defaults, **spec_overrides},
     )
-    model = HFImageClassifier(hf_model, mean, std).eval()
+    grid = _vit_grid(hf_model.eval(), spec.input_shape)
+    model = (HFViTClassifier(hf_model, mean, std, grid) if grid else HFImageClassifier(hf_model, mean, std)).eval()
     if not weights:
         generator = torch.Generator().manual_seed(0)
         example = torch.randint(0, 256, (8, *spec.input_shape), dtype=torch.uint8, generator=generator)

@@ -87,7 +87,7 @@ def optimize_for_cpu(
     optimized_path: Path | None = None,
     *,
     batch_size: int = 1,
-    iterations: int = 5,
+    iterations: int = 10,
     threads: int | None = None,
 ) -> OrtOptimizationReport:
     """Apply ORT's extended offline optimisations, verify against the source graph, time both.

@@ -347,12 +347,16 @@ def export_hf(
     runs_dir: Path = Path("runs"),
     opset: int = 23,
     tensorrt: bool = False,
+    explain: bool = True,
     optimize: bool = True,
     fp16: bool | None = None,
     version: int | None = None,
     on_stage: StageCallback | None = None,
 ) -> ExportReport:
-    """Export a local Hugging Face image classifier (`save_pretrained` folder or `config.json`), offline."""
+    """Export a local Hugging Face image classifier (`save_pretrained` folder or `config.json`), offline.
+
+    ViT-like models also get `NAME_explain` (attention rollout); others skip it with the reason.
+    """
     from attnserve.export.hf_import import load_hf_classifier
 
     model, spec = load_hf_classifier(path, name=name, opset=opset)
@@ -362,7 +366,7 @@ def export_hf(
         repository,
         work_dir=Path(runs_dir) / spec.name / "export",
         opset=opset,
-        explain=False,
+        explain=explain,
         optimize=optimize,
         fp16=fp16,
         tensorrt=tensorrt,

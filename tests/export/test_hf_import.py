@@ -84,3 +84,25 @@ def test_pickle_only_weights_are_refused(tmp_path: Path) -> None:
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(UserInputError, match="safetensors"):
         load_hf_classifier(tmp_path)
+
+
+def test_vit_explain_model_materialises_attention_while_the_main_graph_stays_fused(tmp_path: Path) -> None:
+    from attnserve.export.pipeline import ExplainModel
+
+    TINY_CONFIGS["vit"]().save_pretrained(tmp_path)
+    model, spec = load_hf_classifier(tmp_path, max_batch_size=2)
+    assert hasattr(model, "forward_with_attention") and model.grid == (4, 4)
+    explain = ExplainModel(model).eval()
+    report = export_onnx(explain, spec, tmp_path / "explain.onnx", output_names=("logits", "attention_map"))
+    assert report.attention_nodes == 0 and report.op_histogram.get("Softmax", 0) == 2  # eager: probabilities out
+    parity = verify_onnx(report.onnx_path, explain, spec)
+    assert parity.ok, parity.failures
+    assert {p.output for p in parity.outputs} == {"logits", "attention_map"}
+    main_graph = export_onnx(model, spec, tmp_path / "main.onnx")
+    assert main_graph.attention_nodes == 2  # the explain path did not leave the model on eager attention
+
+
+def test_swin_has_no_single_cls_map_so_no_explain_path(tmp_path: Path) -> None:
+    TINY_CONFIGS["swin"]().save_pretrained(tmp_path)
+    model, _ = load_hf_classifier(tmp_path, max_batch_size=2)
+    assert not hasattr(model, "forward_with_attention")

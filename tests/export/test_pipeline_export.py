@@ -97,7 +97,7 @@ def test_cli_exports_a_local_hf_config(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
     transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                            image_size=16, patch_size=8, num_labels=3).save_pretrained(tmp_path / "tiny_vit")
-    code = main(["export", "--hf", str(tmp_path / "tiny_vit"), "--hf-name", "hf_tiny", "--no-optimize",
+    code = main(["export", "--hf", str(tmp_path / "tiny_vit"), "--hf-name", "hf_tiny", "--no-optimize", "--no-explain",
                  "--repository", str(tmp_path / "repo"), "--runs-dir", str(tmp_path / "runs")])
     assert code == 0
     config = parse_pbtxt((tmp_path / "repo" / "hf_tiny" / "config.pbtxt").read_text())
