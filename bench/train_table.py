@@ -40,15 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--out", type=Path, default=Path("reports/train_table.json"))
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads while training (1: see models/train.py)")
     args = parser.parse_args(argv)
-
-    import torch
 
     from attnserve.models.train import train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     names = [name.strip() for name in args.names.split(",") if name.strip()]
     unknown = [name for name in names if name not in TARGETS]
     if unknown:
@@ -57,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
-        metrics = train(name, max_minutes=args.max_minutes, seed=args.seed, runs_dir=args.runs_dir, progress=False)
+        metrics = train(
+            name, max_minutes=args.max_minutes, seed=args.seed, runs_dir=args.runs_dir, progress=False, threads=args.threads
+        )
         rule = TARGETS[name]
         rows.append(
             {
@@ -86,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_minutes": args.max_minutes,
         "seed": args.seed,
         "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": args.threads,
         "note": "shared CPU: see load averages; budgets are wall-clock, so a busy machine buys fewer epochs",
         "rows": rows,
     }

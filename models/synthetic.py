@@ -85,11 +85,12 @@ CHUNK_SIZE = 128
 first n samples of a set do not depend on its size, and a few samples are cheap to draw."""
 
 
-def _chunked(generate_chunk, count: int, seed: int, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+def _chunked(generate_chunk, count: int, seed: int, size: int, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    chunk_size = max(4, CHUNK_SIZE * 32 * 32 // (size * size))  # same pixels per chunk at any image size
     pixel_chunks, label_chunks = [], []
-    for chunk_index, start in enumerate(range(0, max(count, 0), CHUNK_SIZE)):
+    for chunk_index, start in enumerate(range(0, max(count, 0), chunk_size)):
         rng = np.random.default_rng([seed, chunk_index])
-        pixels, labels = generate_chunk(rng, CHUNK_SIZE, **kwargs)  # whole chunks, trimmed below
+        pixels, labels = generate_chunk(rng, chunk_size, size=size, **kwargs)  # whole chunks, trimmed below
         pixel_chunks.append(pixels)
         label_chunks.append(labels)
     if not pixel_chunks:
