@@ -53,15 +53,20 @@ def write_overlay(pixels: np.ndarray, attention_map: np.ndarray, prediction: Pre
     frames = pixels[None] if pixels.ndim == 3 else pixels  # (T, C, H, W)
     grids = attention_grid(attention_map)
     count = frames.shape[0]
-    figure, axes = plt.subplots(1, count, figsize=(3 * count, 3.3), squeeze=False)
-    for index, axis in enumerate(axes[0]):
-        frame = frames[index].transpose(1, 2, 0)
+    # Two rows: the input as sent (so the eye can find the object), then the same input under the map.
+    figure, axes = plt.subplots(2, count, figsize=(2.6 * count, 5.4), squeeze=False)
+    for index in range(count):
+        frame = frames[index].transpose(1, 2, 0)  # (H, W, C)
+        grey = frame.shape[-1] == 1
+        shown = frame[..., 0] if grey else frame
         grid = grids[min(grids.shape[0] - 1, index * grids.shape[0] // count)]
-        axis.imshow(frame[..., 0] if frame.shape[-1] == 1 else frame, cmap="gray" if frame.shape[-1] == 1 else None)
-        axis.imshow(upsample(grid, frame.shape[0], frame.shape[1]), cmap="jet", alpha=0.45)
-        axis.set_axis_off()
-        if count > 1:
-            axis.set_title(f"frame {index}", fontsize=8)
+        axes[0][index].imshow(shown, cmap="gray" if grey else None)
+        axes[1][index].imshow(shown, cmap="gray" if grey else None)
+        axes[1][index].imshow(upsample(grid, frame.shape[0], frame.shape[1]), cmap="inferno", alpha=0.5)
+        for axis in (axes[0][index], axes[1][index]):
+            axis.set_axis_off()
+        axes[0][index].set_title(f"frame {index}" if count > 1 else "input", fontsize=8)
+        axes[1][index].set_title("attention", fontsize=8)
     figure.suptitle(f"{prediction.label} ({prediction.score:.1%})", fontsize=10)
     figure.tight_layout()
     path = Path(path)
