@@ -7,7 +7,8 @@
    serves `NAME` (the pick, written by `serve_pick`) and `NAME_fp32` (the fp32 ONNX Runtime entry) from the
    same export; the project's load tester drives each in turn, closed loop at concurrency 16 (batch-1
    requests, dynamic batching), alternating entries for `--rounds` rounds. In the same run, with the server
-   up and idle, the in-process batch-16 throughput of both is measured again through the runner's sessions.
+   up and idle, the in-process batch-16 throughput of each is measured again through the runner's session
+   class, in every round just before that entry's load.
    Printed and recorded: served(pick) / served(fp32), served(pick) / in-process(pick), and where the time
    goes (Triton's queue / compute times per request, average batch, the load generator's CPU per request).
 
@@ -48,8 +49,9 @@ def trained_runs(runs_dir: Path) -> list[str]:
     return [name for name in TRAINABLE_NAMES if has_checkpoint(Path(runs_dir) / name)]
 
 
-def in_process_throughput(runtime: str, precision: str, model_path: Path, spec: Any, seconds: float) -> float:
-    """img/s at the spec's largest preferred batch, through the runner's session, with the server's threads."""
+def in_process_meter(runtime: str, precision: str, model_path: Path, spec: Any, seconds: float) -> Any:
+    """A callable measuring img/s at the spec's largest preferred batch, through the runner's session class
+    with the server's thread count (opened once, measured once per round)."""
     from attnserve.export.optimize import time_calls
     from attnserve.serving.python_models.runtime import intra_op_threads_for, open_session
 
@@ -57,8 +59,12 @@ def in_process_throughput(runtime: str, precision: str, model_path: Path, spec: 
                            options={"precision": precision})
     pixels = np.random.default_rng(0).integers(0, 256, (spec.opt_batch_size, *spec.input_shape), dtype=np.uint8)
     session.run({"pixels": pixels})
-    durations = time_calls(lambda: session.run({"pixels": pixels}), min_seconds=seconds, min_calls=3)
-    return spec.opt_batch_size * len(durations) / sum(durations)
+
+    def measure() -> float:
+        durations = time_calls(lambda: session.run({"pixels": pixels}), min_seconds=seconds, min_calls=3)
+        return spec.opt_batch_size * len(durations) / sum(durations)
+
+    return measure
 
 
 def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -84,22 +90,24 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
         view, loaded, _ = build_runtime_repository(repository, scratch / "runtime")
         with TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0,
                           work_dir=scratch / "server") as server:
-            in_process = {
-                picked_entry: in_process_throughput(report.picked_runtime, report.picked_precision,
-                                                    variants_dir / report.picked_model_file, spec, args.min_seconds),
-                fp32_entry: in_process_throughput("onnxruntime", "fp32", variants_dir / FP32_FILENAME, spec,
-                                                  args.min_seconds),
+            meters = {
+                picked_entry: in_process_meter(report.picked_runtime, report.picked_precision,
+                                               variants_dir / report.picked_model_file, spec, args.min_seconds),
+                fp32_entry: in_process_meter("onnxruntime", "fp32", variants_dir / FP32_FILENAME, spec,
+                                             args.min_seconds),
             }
             settings = ClientSettings(url=server.grpc_url, protocol="grpc")
             for round_index in range(args.rounds):
                 order = [picked_entry, fp32_entry] if round_index % 2 == 0 else [fp32_entry, picked_entry]
                 for entry in order:
                     log.info("round %d: %s at concurrency %d", round_index + 1, entry, concurrency)
+                    in_process_img_s = meters[entry]()  # same round, server idle, just before its load
                     level = run_loadtest(settings, entry, concurrency=[concurrency], warmup_s=args.warmup_s,
                                          window_s=args.window_s, min_windows=min(3, args.max_windows),
                                          max_windows=args.max_windows).levels[0]
                     rounds[entry].append({
                         "img_s": round(level.throughput_infer_s, 1),
+                        "in_process_img_s": round(in_process_img_s, 1),
                         "p50_ms": round(level.latency.p50_ms, 2),
                         "p99_ms": round(level.latency.p99_ms, 2),
                         "avg_batch": round(level.server.avg_batch_size, 2),
@@ -117,6 +125,7 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
         return float(statistics.median(r[key] for r in rounds[entry]))
 
     served = {entry: median(entry, "img_s") for entry in rounds}
+    in_process = {entry: median(entry, "in_process_img_s") for entry in rounds}
     # Where the time goes: the load generator runs on the same cores as the server; its CPU per request times
     # the served rate is the share of the cores it took away from the model.
     client_cores = {entry: median(entry, "client_cpu_us_per_request") * served[entry] / 1e6 for entry in rounds}
