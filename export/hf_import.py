@@ -234,7 +234,9 @@ def load_hf_classifier(
     errors: list[str] = []
     for implementation in implementations:
         try:
-            hf_model = build(implementation)
+            with torch.random.fork_rng():
+                torch.manual_seed(0)  # random weights: the same every time (reproducible exports and tests)
+                hf_model = build(implementation)
             break
         except (ValueError, ImportError) as exc:  # transformers raises ValueError for an unsupported attention
             errors.append(f"{implementation}: {exc}")
