@@ -3,6 +3,7 @@
 `reliability_server` (session) serves, through the real runtime view and `TritonServer` on free loopback ports:
 - `rel_heavy`: compute-bound (a few ms per sample), `max_batch_size` 4, a **small bounded queue**
   (`max_queue_size` 8, `queue_timeout_us` 250 ms, REJECT) written by the export's repository writer from the spec;
+- `rel_heavy_unbounded`: the same model with an unbounded queue (0 = no limit, no timeout), the contrast;
 - `rel_light`: a cheap linear model with the spec's default queue policy (fault tests, correctness);
 - `rel_broken`: in the repository but not loaded at start-up; its ONNX file is corrupt.
 """
@@ -38,7 +39,8 @@ def reliability_specs() -> dict[str, ModelSpec]:
         max_queue_delay_us=500, opset=17,
     )
     broken = light.model_copy(update={"name": "rel_broken"})
-    return {"rel_heavy": heavy, "rel_light": light, "rel_broken": broken}
+    unbounded = heavy.model_copy(update={"name": "rel_heavy_unbounded", "max_queue_size": 0, "queue_timeout_us": 0})
+    return {"rel_heavy": heavy, "rel_heavy_unbounded": unbounded, "rel_light": light, "rel_broken": broken}
 
 
 @dataclass
@@ -87,9 +89,11 @@ def reliability_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rel
     corrupt = root / "rel_broken.onnx"
     corrupt.write_bytes(b"\x08\x07garbage: this is not an ONNX protobuf" * 8)
     for name, spec in specs.items():
-        write_model_entry(spec, onnx_paths.get(name, corrupt), source)
+        onnx_path = onnx_paths["rel_heavy"] if name == "rel_heavy_unbounded" else onnx_paths.get(name, corrupt)
+        write_model_entry(spec, onnx_path, source)
     view, _loaded, _skipped = build_runtime_repository(source, root / "runtime")
-    server = TritonServer(view, models=["rel_heavy", "rel_light"], http_port=0, grpc_port=0, metrics_port=0,
+    onnx_paths["rel_heavy_unbounded"] = onnx_paths["rel_heavy"]
+    server = TritonServer(view, models=["rel_heavy", "rel_heavy_unbounded", "rel_light"], http_port=0, grpc_port=0, metrics_port=0,
                           work_dir=root / "server", exit_timeout_s=5)
     with server:
         yield ReliabilityServer(server=server, specs=specs, onnx_paths=onnx_paths, repository=view)
