@@ -169,3 +169,25 @@ def test_burst_rejections_are_fast_and_accepted_answers_correct(reliability_serv
     indices = np.array([i for i, _ in accepted])
     expected = reliability_server.reference(MODEL, samples[indices, 0])
     np.testing.assert_allclose(np.concatenate([logits for _, logits in accepted]), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_every_served_model_has_a_bounded_queue(triton_server: object) -> None:
+    """On the shared server, every model Triton batches (ensembles excepted: they schedule, not queue) has the
+    spec's bounded queue with REJECT, so overload anywhere is refused rather than queued without bound."""
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(triton_server.http_url)  # type: ignore[attr-defined]
+    try:
+        checked = []
+        for name in triton_server.loaded:  # type: ignore[attr-defined]
+            config = client.get_model_config(name)
+            if config.get("platform") == "ensemble":
+                continue
+            policy = config.get("dynamic_batching", {}).get("default_queue_policy")
+            assert policy, f"{name}: no dynamic batching queue policy"
+            assert policy["timeout_action"] == "REJECT" and int(policy["max_queue_size"]) > 0, (name, policy)
+            assert int(policy["default_timeout_microseconds"]) > 0, (name, policy)
+            checked.append(name)
+    finally:
+        client.close()
+    assert checked, "no batched model on the shared server"
