@@ -3,8 +3,8 @@
 - `TimeSformer`: divided space-time attention (Bertasius et al., "Is Space-Time Attention All You Need for
   Video Understanding?", 2021): in each block, temporal attention across the T frames at each spatial
   position, then spatial attention within each frame. Tokens come from a 3-frame tubelet (Conv3d) stem.
-- `TemporalTransformer`: temporal-only attention over per-frame feature vectors (each frame embedded on its
-  own, its token grid flattened so positions survive).
+- `TemporalTransformer`: temporal-only attention over per-frame features (each frame embedded on its own;
+  each patch position attends across time only).
 - `SpatialTransformer`: spatial-only attention within each frame, frames averaged: the baseline that cannot
   see motion (no temporal position embedding, no cross-frame mixing, order-invariant mean over frames).
 
@@ -224,12 +224,16 @@ class TimeSformer(_VideoBase):
 
 
 class TemporalTransformer(_VideoBase):
-    """Temporal-only attention over per-frame feature vectors (frames embedded independently).
+    """Temporal-only attention: each frame is embedded on its own (no temporal mixing in the stem), and each
+    patch position attends only across the T frames at that position (no attention between positions).
+
+    Motion shows as a token's features changing over time (an object moving inside the token's receptive
+    field); weights are shared by all positions, which generalises where one projection per position
+    (flattening the frame) memorised the training clips.
 
     Args: as `TimeSformer` (default `tubelet_size=1`: per-frame features only).
 
-    `forward_with_attention`'s map is the attention-pooling weight of each frame, broadcast over that
-    frame's (gh, gw) grid (the model has no spatial attention to show).
+    `forward_with_attention`'s map is the attention-pooling weight of each (frame, patch) token.
     """
 
     def __init__(
@@ -255,21 +259,22 @@ class TemporalTransformer(_VideoBase):
             num_frames, img_size, in_chans, num_classes, embed_dim, tubelet_size, stem_depth, stem_width, drop_rate,
             clip_standardize, mean, std, first_stride,
         )
-        # Flattening the token grid (instead of averaging it) keeps where things are in each frame.
-        self.frame_proj = nn.Linear(self.num_patches * embed_dim, embed_dim)
-        self.pos_time = nn.Parameter(torch.zeros(1, num_frames, embed_dim))
+        self.pos_space = nn.Parameter(torch.zeros(1, 1, self.num_patches, embed_dim))
+        self.pos_time = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim))
         self.blocks = nn.ModuleList(TransformerBlock(embed_dim, num_heads, mlp_ratio, drop=drop_rate) for _ in range(depth))
+        nn.init.trunc_normal_(self.pos_space, std=0.02)
         nn.init.trunc_normal_(self.pos_time, std=0.02)
         self.apply(trunc_normal_init)
 
     def _pooled(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self._embed(pixels)  # (B, T, N, D)
-        x = self.frame_proj(x.flatten(2)) + self.pos_time  # (B, T, D)
+        x = self._embed(pixels) + self.pos_space + self.pos_time  # (B, T, N, D)
+        frames, tokens, dim = x.shape[1], x.shape[2], x.shape[3]
+        x = x.transpose(1, 2).reshape(-1, frames, dim)  # (B*N, T, D): one sequence over time per position
         for block in self.blocks:
             x = block(x)
-        pooled, weights = self.pool(self.norm(x))  # (B, D), (B, T)
-        frame_map = weights[:, :, None, None].expand(-1, -1, self.grid, self.grid)  # (B, T, gh, gw)
-        return pooled, frame_map
+        x = self.norm(x.reshape(-1, tokens, frames, dim).transpose(1, 2).flatten(1, 2))  # (B, T*N, D)
+        pooled, weights = self.pool(x)  # (B, D), (B, T*N)
+        return pooled, weights.reshape(-1, frames, self.grid, self.grid)  # (B, T, gh, gw)
 
 
 class SpatialTransformer(_VideoBase):
