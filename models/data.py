@@ -67,13 +67,14 @@ def _check_seed(seed: int) -> None:
         raise ValueError(f"seed must be in [0, {HELD_OUT_SEED}) so training never draws held-out data, got {seed}")
 
 
-def load_dataset(name: str, seed: int = 0, data_dir: Path | None = None) -> DatasetSplits:
+def load_dataset(name: str, seed: int = 0, data_dir: Path | None = None, train_count: int | None = None) -> DatasetSplits:
     """Train/test splits for deployable `name`: its built-in dataset, or the class folders in `data_dir`.
 
     Args:
         name: A trainable deployable name (fixes the per-sample input shape and kind).
         seed: Seeds the procedural training set (the held-out set does not depend on it, see module doc).
         data_dir: A user's class-folder dataset; images/clips are resized to the deployable's input.
+        train_count: Size of a procedural training set (default `SYNTHETIC_SIZES`); ignored otherwise.
 
     Raises:
         UnknownModelError: For an unknown name.
@@ -92,8 +93,8 @@ def load_dataset(name: str, seed: int = 0, data_dir: Path | None = None) -> Data
         train_x, train_y, test_x, test_y = _digits_split()
         labels, source = entry.labels, "sklearn.load_digits"
     elif entry.dataset in SYNTHETIC_SIZES:
-        train_count, test_count = SYNTHETIC_SIZES[entry.dataset]
-        train_x, train_y = _synthetic(entry.dataset, train_count, seed)
+        default_train_count, test_count = SYNTHETIC_SIZES[entry.dataset]
+        train_x, train_y = _synthetic(entry.dataset, train_count or default_train_count, seed)
         test_x, test_y = _synthetic(entry.dataset, test_count, HELD_OUT_SEED)
         labels, source = entry.labels, f"procedural:{entry.dataset}"
     else:

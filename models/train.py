@@ -45,6 +45,8 @@ class Recipe:
         warmup_fraction: Share of the run spent warming the learning rate up linearly.
         label_smoothing: Cross-entropy label smoothing.
         max_shift: Random translation of training images by up to this many pixels (0 = none).
+        train_samples: Size of a procedural training set (None: the dataset's default); more unique
+            samples instead of more epochs keeps the models from memorising.
     """
 
     epochs: int
@@ -54,6 +56,7 @@ class Recipe:
     warmup_fraction: float = 0.05
     label_smoothing: float = 0.0
     max_shift: int = 0
+    train_samples: int | None = None
 
 
 RECIPES: dict[str, Recipe] = {
@@ -186,7 +189,7 @@ def _train(
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     data_started = time.perf_counter()
-    data: DatasetSplits = load_dataset(name, seed=seed, data_dir=data_dir)
+    data: DatasetSplits = load_dataset(name, seed=seed, data_dir=data_dir, train_count=recipe.train_samples)
     data_seconds = time.perf_counter() - data_started
     base_spec = default_spec(name, **(arch_overrides or {}))
     spec = ModelSpec.model_validate({**base_spec.model_dump(), "labels": data.labels, "trained": True})

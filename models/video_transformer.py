@@ -231,9 +231,11 @@ class TemporalTransformer(_VideoBase):
     field); weights are shared by all positions, which generalises where one projection per position
     (flattening the frame) memorised the training clips.
 
-    Args: as `TimeSformer` (default `tubelet_size=1`: per-frame features only).
+    Args: as `TimeSformer` (default `tubelet_size=1`: per-frame features only), plus `frame_tokens`:
+    `'position'` (above) or `'frame'` (one token per frame: the frame's token grid flattened and projected).
 
-    `forward_with_attention`'s map is the attention-pooling weight of each (frame, patch) token.
+    `forward_with_attention`'s map is the attention-pooling weight of each (frame, patch) token; with
+    `frame_tokens='frame'` each frame's pooling weight broadcast over its (gh, gw) grid.
     """
 
     def __init__(
@@ -254,11 +256,17 @@ class TemporalTransformer(_VideoBase):
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.25, 0.25, 0.25),
         first_stride: int = 2,
+        frame_tokens: str = "position",
     ) -> None:
         super().__init__(
             num_frames, img_size, in_chans, num_classes, embed_dim, tubelet_size, stem_depth, stem_width, drop_rate,
             clip_standardize, mean, std, first_stride,
         )
+        if frame_tokens not in ("position", "frame"):
+            raise ValueError(f"frame_tokens must be 'position' or 'frame', got {frame_tokens!r}")
+        self.frame_tokens = frame_tokens
+        # 'frame': one token per frame, its grid flattened by a linear projection (positions survive).
+        self.frame_proj = nn.Linear(self.num_patches * embed_dim, embed_dim) if frame_tokens == "frame" else None
         self.pos_space = nn.Parameter(torch.zeros(1, 1, self.num_patches, embed_dim))
         self.pos_time = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim))
         self.blocks = nn.ModuleList(TransformerBlock(embed_dim, num_heads, mlp_ratio, drop=drop_rate) for _ in range(depth))
@@ -269,6 +277,12 @@ class TemporalTransformer(_VideoBase):
     def _pooled(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._embed(pixels) + self.pos_space + self.pos_time  # (B, T, N, D)
         frames, tokens, dim = x.shape[1], x.shape[2], x.shape[3]
+        if self.frame_proj is not None:
+            x = self.frame_proj(x.flatten(2))  # (B, T, D): one token per frame
+            for block in self.blocks:
+                x = block(x)
+            pooled, weights = self.pool(self.norm(x))  # (B, D), (B, T)
+            return pooled, weights[:, :, None, None].expand(-1, -1, self.grid, self.grid)  # (B, T, gh, gw)
         x = x.transpose(1, 2).reshape(-1, frames, dim)  # (B*N, T, D): one sequence over time per position
         for block in self.blocks:
             x = block(x)
