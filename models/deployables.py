@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attnserve.errors import UnknownModelError
-from attnserve.models.layers import IMAGENET_MEAN, IMAGENET_STD
-from attnserve.models.registry import model_family
+from attnserve.models.constants import IMAGENET_MEAN, IMAGENET_STD
 from attnserve.spec import Kind, Layout, ModelSpec
 
 DIGIT_LABELS = tuple(str(digit) for digit in range(10))
@@ -111,6 +110,8 @@ def tiny_arch_overrides(name: str) -> dict[str, Any]:
     Use as `default_spec(name, **tiny_arch_overrides(name))` or `create_model(arch, **tiny_arch_overrides(arch))`.
     """
     arch = DEPLOYABLES[name].arch if name in DEPLOYABLES else name
+    from attnserve.models.registry import model_family  # imports torch: only when asked
+
     return dict(_TINY_BY_FAMILY.get(model_family(arch), {}))
 
 

@@ -15,9 +15,7 @@ from torch import nn
 
 from attnserve.errors import DTypeError, ShapeError
 from attnserve.models.attention import AttentionLayer
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from attnserve.models.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - re-exported
 
 
 def _per_channel(values: Sequence[float], channels: int, what: str) -> tuple[float, ...]:
