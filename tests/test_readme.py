@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,21 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def _blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README.read_text(), flags=re.S)
+    """Fenced blocks of the README whose info string is `language` ("" = plain fences)."""
+    blocks: list[str] = []
+    current: list[str] | None = None
+    current_language = ""
+    for line in README.read_text().splitlines():
+        if line.startswith("```"):
+            if current is None:
+                current, current_language = [], line[3:].strip()
+            else:
+                if current_language == language:
+                    blocks.append("\n".join(current) + "\n")
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks
 
 
 def _block_containing(language: str, needle: str) -> str:
