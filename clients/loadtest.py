@@ -10,6 +10,8 @@ How one level is measured (the same for every mode):
    windows are compared (perf_analyzer's stability rule); stop when they agree
    within `stability_pct` or after `max_windows`;
 4. stop issuing, wait for every request in flight, wait until Triton's counters settle, snapshot again.
+   Rates come from the windows; latency percentiles cover the windows *and* the drain, so requests that
+   were still queued when issuing stopped (the slowest ones, under overload) are not left out.
 Every request counted between the snapshots was sent after the first and finished before the second, so
 the client's success count and Triton's success delta describe the same requests (a test checks equality).
 
@@ -72,6 +74,9 @@ class PhaseTotals:
     sent: int
     errors: dict[str, int]
     cpu_s: float
+    drain_latencies_s: list[float] = field(default_factory=list)
+    """Successful requests that completed after the last window, while draining. They count in the latency
+    percentiles: under overload they are the slowest, and leaving them out would understate the tail."""
 
 
 @dataclass(frozen=True)
@@ -206,9 +211,11 @@ class LoadGenerator:
             if not keep_going:
                 break
         await self._stop(loops)
+        drained = [latency for latency, kind in self._records[cut:] if kind is None]
         errors = Counter(kind for _, kind in self._records if kind is not None)
         ok = sum(1 for _, kind in self._records if kind is None)
-        return PhaseTotals(ok=ok, sent=self._sent, errors=dict(errors), cpu_s=time.process_time() - cpu_started)
+        return PhaseTotals(ok=ok, sent=self._sent, errors=dict(errors), cpu_s=time.process_time() - cpu_started,
+                           drain_latencies_s=drained)
 
 
 def make_inputs(info: ModelInfo, batch_size: int, input_file: Path | None, rng: np.random.Generator
@@ -484,6 +491,7 @@ class _Runner:
         windows = stability.merged
         measured_s = sum(w.duration_s for w in windows)
         latencies = np.concatenate([w.latencies_s for w in windows]) if windows else np.empty(0)
+        drained = np.array([latency for total in totals for latency in total.drain_latencies_s], dtype=np.float64)
         errors: Counter[str] = Counter()
         for total in totals:
             errors.update(total.errors)
@@ -496,7 +504,7 @@ class _Runner:
             achieved_rate=achieved,
             send_rate=sum(w.sent for w in windows) / measured_s if measured_s else 0.0,
             throughput_infer_s=achieved * self.batch_size,
-            latency=LatencyStats.from_seconds(latencies),
+            latency=LatencyStats.from_seconds(np.concatenate([latencies, drained])),
             windows=len(windows),
             stable=stability.stable,
             stability_pct=stability.deviation_pct if np.isfinite(stability.deviation_pct) else 100.0,
