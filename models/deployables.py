@@ -65,7 +65,8 @@ DEPLOYABLES: dict[str, Deployable] = {
         dict(widths=(16, 32, 64), attn="cbam", first_stride=2), dict(_IMAGE_SERVING, atol=5e-4),
     ),
     "vit_shapes": Deployable(
-        "vit_convstem_32", "shapes", "image", (3, 32, 32), SHAPE_LABELS, SHAPES_MEAN, SHAPES_STD, dict(_VIT_32),
+        "vit_convstem_32", "shapes", "image", (3, 32, 32), SHAPE_LABELS, SHAPES_MEAN, SHAPES_STD,
+        dict(_VIT_32, embed_dim=96, depth=3, num_heads=3),
         dict(_IMAGE_SERVING),
     ),
     "timesformer_motion": Deployable(

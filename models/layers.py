@@ -7,6 +7,7 @@ for video, and normalise inside `forward` as `(pixels / 255 - mean) / std`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -199,6 +200,20 @@ def normalize_map(attention_map: torch.Tensor, eps: float = 1e-12) -> torch.Tens
     attention_map = attention_map.to(torch.float32)
     peak = attention_map.flatten(1).amax(dim=1).clamp_min(eps)  # (B,)
     return attention_map / peak.reshape((-1,) + (1,) * (attention_map.dim() - 1))
+
+
+def sincos_embedding(positions: int, dim: int) -> torch.Tensor:
+    """Fixed sine/cosine position embedding (Vaswani et al. 2017), (positions, dim), values in [-1, 1].
+
+    Used to initialise temporal position embeddings: at the usual 0.02 scale the frame order is nearly
+    invisible at the start of training, and temporal-only models never started to learn motion.
+    """
+    position = torch.arange(positions, dtype=torch.float32)[:, None]  # (P, 1)
+    frequencies = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10_000.0) / dim))  # (ceil(D/2),)
+    embedding = torch.zeros(positions, dim)
+    embedding[:, 0::2] = torch.sin(position * frequencies)
+    embedding[:, 1::2] = torch.cos(position * frequencies[: dim // 2])
+    return embedding
 
 
 def trunc_normal_init(module: nn.Module) -> None:

@@ -62,9 +62,9 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "vit_digits": Recipe(epochs=15, batch_size=64, lr=2e-3, max_shift=2, label_smoothing=0.1),
     "cnn_cbam_digits": Recipe(epochs=8, batch_size=64, lr=3e-3, max_shift=2),
-    "vit_shapes": Recipe(epochs=12, batch_size=64, lr=2e-3, label_smoothing=0.1),
+    "vit_shapes": Recipe(epochs=14, batch_size=64, lr=3e-3, train_samples=12000),
     "timesformer_motion": Recipe(epochs=10, batch_size=32, lr=2e-3),
-    "temporal_motion": Recipe(epochs=12, batch_size=32, lr=2e-3),
+    "temporal_motion": Recipe(epochs=6, batch_size=32, lr=2e-3, train_samples=12000),
     "spatial_motion": Recipe(epochs=6, batch_size=32, lr=2e-3),
 }
 

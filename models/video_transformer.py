@@ -27,6 +27,7 @@ from attnserve.models.layers import (
     TransformerBlock,
     grid_size,
     normalize_map,
+    sincos_embedding,
     standardize_per_sample,
     trunc_normal_init,
 )
@@ -210,8 +211,9 @@ class TimeSformer(_VideoBase):
         self.pos_time = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim))
         self.blocks = nn.ModuleList(DividedSpaceTimeBlock(embed_dim, num_heads, mlp_ratio, drop_rate) for _ in range(depth))
         nn.init.trunc_normal_(self.pos_space, std=0.02)
-        nn.init.trunc_normal_(self.pos_time, std=0.02)
         self.apply(trunc_normal_init)
+        with torch.no_grad():  # frame order must be visible from the start (see sincos_embedding)
+            self.pos_time.copy_(sincos_embedding(num_frames, embed_dim).reshape(self.pos_time.shape))
 
     def _pooled(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._embed(pixels) + self.pos_space + self.pos_time  # (B, T, N, D)
@@ -262,21 +264,37 @@ class TemporalTransformer(_VideoBase):
             num_frames, img_size, in_chans, num_classes, embed_dim, tubelet_size, stem_depth, stem_width, drop_rate,
             clip_standardize, mean, std, first_stride,
         )
-        if frame_tokens not in ("position", "frame"):
-            raise ValueError(f"frame_tokens must be 'position' or 'frame', got {frame_tokens!r}")
+        if frame_tokens not in ("position", "frame", "keypoints"):
+            raise ValueError(f"frame_tokens must be 'position', 'frame' or 'keypoints', got {frame_tokens!r}")
         self.frame_tokens = frame_tokens
         # 'frame': one token per frame, its grid flattened by a linear projection (positions survive).
         self.frame_proj = nn.Linear(self.num_patches * embed_dim, embed_dim) if frame_tokens == "frame" else None
+        # 'keypoints': one token per frame from a spatial softmax per channel (Levine et al. 2016): each
+        # channel's expected position, on the circle (cos, sin) per axis so that wrap-around stays smooth.
+        self.keypoint_proj = nn.Linear(4 * embed_dim, embed_dim) if frame_tokens == "keypoints" else None
+        angles = 2 * torch.pi * (torch.arange(self.grid, dtype=torch.float32) + 0.5) / self.grid
+        grid_y, grid_x = torch.meshgrid(angles, angles, indexing="ij")
+        circle = torch.stack([grid_x.cos(), grid_x.sin(), grid_y.cos(), grid_y.sin()], dim=-1).reshape(-1, 4)  # (N, 4)
+        self.register_buffer("circle_coords", circle, persistent=False)
         self.pos_space = nn.Parameter(torch.zeros(1, 1, self.num_patches, embed_dim))
         self.pos_time = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim))
         self.blocks = nn.ModuleList(TransformerBlock(embed_dim, num_heads, mlp_ratio, drop=drop_rate) for _ in range(depth))
         nn.init.trunc_normal_(self.pos_space, std=0.02)
-        nn.init.trunc_normal_(self.pos_time, std=0.02)
         self.apply(trunc_normal_init)
+        with torch.no_grad():  # frame order must be visible from the start (see sincos_embedding)
+            self.pos_time.copy_(sincos_embedding(num_frames, embed_dim).reshape(self.pos_time.shape))
 
     def _pooled(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._embed(pixels) + self.pos_space + self.pos_time  # (B, T, N, D)
         frames, tokens, dim = x.shape[1], x.shape[2], x.shape[3]
+        if self.keypoint_proj is not None:
+            spatial_weights = torch.softmax(x, dim=2)  # (B, T, N, D): per channel, a distribution over positions
+            keypoints = torch.einsum("btnd,nc->btdc", spatial_weights, self.circle_coords)  # (B, T, D, 4)
+            x = self.keypoint_proj(keypoints.flatten(2)) + self.pos_time[:, :, 0]  # (B, T, D)
+            for block in self.blocks:
+                x = block(x)
+            pooled, _ = self.pool(self.norm(x))  # (B, D)
+            return pooled, spatial_weights.mean(dim=-1).reshape(-1, frames, self.grid, self.grid)  # (B, T, gh, gw)
         if self.frame_proj is not None:
             x = self.frame_proj(x.flatten(2))  # (B, T, D): one token per frame
             for block in self.blocks:
