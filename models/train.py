@@ -64,7 +64,7 @@ RECIPES: dict[str, Recipe] = {
     "cnn_cbam_digits": Recipe(epochs=8, batch_size=64, lr=3e-3, max_shift=2),
     "vit_shapes": Recipe(epochs=14, batch_size=64, lr=3e-3, train_samples=12000),
     "timesformer_motion": Recipe(epochs=10, batch_size=32, lr=2e-3),
-    "temporal_motion": Recipe(epochs=6, batch_size=32, lr=2e-3, train_samples=12000),
+    "temporal_motion": Recipe(epochs=6, batch_size=32, lr=2e-3, train_samples=6000),
     "spatial_motion": Recipe(epochs=6, batch_size=32, lr=2e-3),
 }
 
