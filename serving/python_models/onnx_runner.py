@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from attnserve.errors import ShapeError
+from attnserve.serving.python_models.runtime import require_inputs
 
 
 class OnnxRuntimeSession:
@@ -41,10 +41,7 @@ class OnnxRuntimeSession:
         return self._output_names
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [name for name in self._input_names if name not in inputs]
-        if missing:
-            raise ShapeError(f"missing inputs {missing}; the model expects {list(self._input_names)}")
-        outputs = self._session.run(list(self._output_names), {name: inputs[name] for name in self._input_names})
+        outputs = self._session.run(list(self._output_names), require_inputs(self._input_names, inputs))
         return dict(zip(self._output_names, outputs, strict=True))
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from attnserve.errors import ShapeError, UserInputError
+from attnserve.errors import UserInputError
+from attnserve.serving.python_models.runtime import require_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -105,11 +106,9 @@ class OpenVINOSession:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch: `{input name: (B, ...)}` -> `{output name: (B, ...)}`, arrays the caller owns."""
-        missing = [name for name in self._input_names if name not in inputs]
-        if missing:
-            raise ShapeError(f"missing inputs {missing}; the model expects {list(self._input_names)}")
+        arrays = require_inputs(self._input_names, inputs)
         with self._lock:
-            results = self._request.infer({name: np.ascontiguousarray(inputs[name]) for name in self._input_names})
+            results = self._request.infer({name: np.ascontiguousarray(array) for name, array in arrays.items()})
             # copy: the request's output buffers are reused by the next call
             by_name = {port.get_any_name(): np.array(value, copy=True) for port, value in results.items()}
         return {name: by_name[name] for name in self._output_names}

@@ -19,7 +19,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from attnserve.errors import UnknownModelError, UserInputError
+from attnserve.errors import ShapeError, UnknownModelError, UserInputError
 
 DEFAULT_RUNTIME = "onnxruntime"
 RUNTIME_MODULES: dict[str, str] = {
@@ -51,6 +51,14 @@ class Session(Protocol):
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch: `{input name: array (B, ...)}` -> `{output name: array (B, ...)}` (every output)."""
         ...
+
+
+def require_inputs(expected: tuple[str, ...], inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays of `expected`, in model order; a missing one raises `ShapeError` naming both sides."""
+    missing = [name for name in expected if name not in inputs]
+    if missing:
+        raise ShapeError(f"missing inputs {missing}; the model expects {list(expected)}, got {sorted(inputs)}")
+    return {name: inputs[name] for name in expected}
 
 
 def available_cores() -> int:
