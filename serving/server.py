@@ -201,7 +201,10 @@ class TritonServer:
         self.metrics_port = metrics_port or free_port(host)
         self.admin_token, self.admin_token_generated = resolve_admin_token(admin_token)
         self._owns_work_dir = work_dir is None
-        self.work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="attnserve-triton-"))
+        # Absolute: the binary is started with another working directory (relative paths would break).
+        self.work_dir = (
+            Path(work_dir).resolve() if work_dir is not None else Path(tempfile.mkdtemp(prefix="attnserve-triton-"))
+        )
         self.log_path = self.work_dir / LOG_FILENAME
         self.log_verbose = log_verbose
         self.exit_timeout_s = exit_timeout_s

@@ -129,3 +129,18 @@ def test_serve_cli_runs_until_sigterm_and_leaves_nothing_behind(tmp_path: Path, 
     assert process.returncode == 0, stderr
     assert "skipped tiny_trt" in stderr and "GPU" in stderr
     assert _processes_mentioning(str(work_dir)) == []
+
+
+def test_relative_work_dir_and_repository_start(
+    tmp_path: Path, tiny_repository: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `attnserve demo` passes relative folders (runs/demo/...): the server must not depend on its cwd.
+    monkeypatch.chdir(tmp_path)
+    view, loaded, _ = build_runtime_repository(tiny_repository, Path("view"), [tiny_spec().name])
+    with TritonServer(
+        Path("view") / view.name, models=loaded, http_port=0, grpc_port=0, metrics_port=0,
+        work_dir=Path("server"), exit_timeout_s=5,
+    ) as server:
+        assert server.work_dir.is_absolute()
+        assert server.is_running
+    assert (tmp_path / "server").is_dir()
