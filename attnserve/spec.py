@@ -60,10 +60,16 @@ class ModelSpec(BaseModel):
     preferred_batch_sizes: tuple[PositiveInt, ...] = (4, 8, 16)
     max_queue_delay_us: NonNegativeInt = 2_000
     dynamic_batching: bool = True
-    max_queue_size: NonNegativeInt = 256
-    """Bounded queue: requests beyond it are rejected at once (UNAVAILABLE) instead of waiting."""
-    queue_timeout_us: NonNegativeInt = 5_000_000
-    """Requests that waited longer than this in the queue are rejected (0 = no timeout)."""
+    max_queue_size: NonNegativeInt = 0
+    """Bounded queue: requests beyond it are rejected at once (UNAVAILABLE) instead of waiting; 0 = unbounded.
+
+    Off by default, measured: on Triton 2.51 (NGC 24.10, the release of both the embedded server and the GPU
+    compose) any `default_queue_policy` that bounds the queue (a size or a timeout) makes the dynamic batcher
+    stall ~0.5 s every few hundred requests (sequential p99 504 ms vs 3.8 ms without a policy;
+    `python -m bench.queue_policy` reproduces it). Set it (and `queue_timeout_us`) where shedding load under
+    overload matters more than that tail; the overload tests run with both set."""
+    queue_timeout_us: NonNegativeInt = 0
+    """Requests that waited longer than this in the queue are rejected (0 = no timeout; see `max_queue_size`)."""
     instance_count: PositiveInt = 1
 
     # export and verification

@@ -21,6 +21,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("bench.export_bench", "ONNX Runtime (optimised) vs PyTorch eager, vit_tiny_patch16_224, batch 1 and 16"),
     ("bench.batching", "served throughput with dynamic batching on vs off, same sweep, one server run"),
     ("bench.loadtest_capacity", "load-tester capacity: req/s and client CPU per request against an identity model"),
+    ("bench.queue_policy", "sequential latency with and without a bounded Triton queue policy (why it is opt-in)"),
     ("bench.serve_ready", "attnserve serve with every deployable at full size: seconds to READY"),
     ("bench.cpu_fastpath", "runtime x precision table and the pick behind the accuracy gate"),
 )

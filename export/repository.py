@@ -70,13 +70,15 @@ def logits_output(spec: ModelSpec) -> TensorConfig:
 
 
 def dynamic_batching_for(spec: ModelSpec) -> DynamicBatching | None:
-    """`dynamic_batching` from the spec: preferred sizes, queue delay, a bounded queue that rejects."""
+    """`dynamic_batching` from the spec: preferred sizes, queue delay and, when the spec bounds the queue
+    (`max_queue_size` / `queue_timeout_us`; see ModelSpec for why that is opt-in), a queue that rejects."""
     if not spec.dynamic_batching:
         return None
+    bounded = spec.max_queue_size > 0 or spec.queue_timeout_us > 0
     return DynamicBatching(
         preferred_batch_size=tuple(spec.preferred_batch_sizes),
         max_queue_delay_microseconds=spec.max_queue_delay_us,
-        default_queue_policy=QueuePolicy(
+        default_queue_policy=None if not bounded else QueuePolicy(
             timeout_action="REJECT",
             default_timeout_microseconds=spec.queue_timeout_us,
             max_queue_size=spec.max_queue_size,

@@ -171,22 +171,34 @@ def test_burst_rejections_are_fast_and_accepted_answers_correct(reliability_serv
     np.testing.assert_allclose(np.concatenate([logits for _, logits in accepted]), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_every_served_model_has_a_bounded_queue(triton_server: object) -> None:
+def test_every_served_model_has_its_specs_queue_policy(triton_server: object) -> None:
     """On the shared server, every model Triton batches (ensembles excepted: they schedule, not queue) has the
-    spec's bounded queue with REJECT, so overload anywhere is refused rather than queued without bound."""
+    queue policy its spec asks for: REJECT with the spec's bounds where the spec bounds the queue, none where it
+    does not (the default; ModelSpec.max_queue_size says why). The CPU runtime view may not drop or add one."""
     import tritonclient.http as httpclient
+
+    from attnserve.export.repository import read_entry_spec
 
     client = httpclient.InferenceServerClient(triton_server.http_url)  # type: ignore[attr-defined]
     try:
         checked = []
         for name in triton_server.loaded:  # type: ignore[attr-defined]
             config = client.get_model_config(name)
-            if config.get("platform") == "ensemble":
+            if config.get("platform") == "ensemble" or "dynamic_batching" not in config:
                 continue
-            policy = config.get("dynamic_batching", {}).get("default_queue_policy")
-            assert policy, f"{name}: no dynamic batching queue policy"
-            assert policy["timeout_action"] == "REJECT" and int(policy["max_queue_size"]) > 0, (name, policy)
-            assert int(policy["default_timeout_microseconds"]) > 0, (name, policy)
+            spec_path = triton_server.repository / name  # type: ignore[attr-defined]
+            if not (spec_path / "spec.json").is_file():
+                continue  # python pre-processing entries carry no ModelSpec of their own
+            spec = read_entry_spec(spec_path)
+            policy = config["dynamic_batching"].get("default_queue_policy")
+            if spec.max_queue_size or spec.queue_timeout_us:
+                assert policy and policy["timeout_action"] == "REJECT", (name, policy)
+                assert int(policy["max_queue_size"]) == spec.max_queue_size, (name, policy)
+                assert int(policy["default_timeout_microseconds"]) == spec.queue_timeout_us, (name, policy)
+            else:
+                assert not policy or (
+                    int(policy.get("max_queue_size", 0)) == 0 and int(policy.get("default_timeout_microseconds", 0)) == 0
+                ), (name, policy)
             checked.append(name)
     finally:
         client.close()

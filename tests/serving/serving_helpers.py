@@ -20,7 +20,7 @@ def tiny_spec(name: str = "tiny", **overrides: object) -> ModelSpec:
     values: dict[str, object] = dict(
         name=name, arch="tiny_linear", kind="image", layout="NCHW", input_shape=TINY_SHAPE, mean=(0.5,) * 3,
         std=(0.5,) * 3, labels=TINY_LABELS, max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=1000,
-        opset=17, instance_count=2,
+        max_queue_size=256, queue_timeout_us=2_000_000, opset=17, instance_count=2,
     )
     values.update(overrides)
     return ModelSpec(**values)  # type: ignore[arg-type]
