@@ -4,7 +4,7 @@
 
 How one level is measured (the same for every mode):
 1. warm-up: load for `warmup_s`, then stop issuing and wait for every request in flight;
-2. snapshot Triton's statistics for the model;
+2. snapshot Triton's statistics for the model, once they stop changing (Triton counts after replying);
 3. measure: load again; after a short settle (so the first window starts with the pipeline full), in
    windows of `window_s`; after each window, the throughput and mean latency of the last `min_windows`
    windows are compared (perf_analyzer's stability rule); stop when they agree
@@ -448,6 +448,19 @@ class _Runner:
             after = latest
         return after
 
+    async def _quiescent_statistics(self) -> dict[str, Any]:
+        """Statistics once they stop changing: after the warm-up drained, Triton may still be counting its last
+        responses (it updates the counters after replying), which would otherwise land in the measured delta."""
+        deadline = time.monotonic() + _COUNTER_SETTLE_S
+        before = await self._statistics()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            latest = await self._statistics()
+            if latest == before:
+                break
+            before = latest
+        return before
+
     async def run_level(self, level: float) -> LevelResult:
         label = f"c={int(level)}" if self.mode == "concurrency" else f"{level:g}/s"
         stability = _Stability(self.workers, self.stability_pct, self.min_windows, self.max_windows, label,
@@ -460,7 +473,7 @@ class _Runner:
                 process.connection.send(("warmup", self.mode, share, self.poisson, self.warmup_s))
             await asyncio.gather(*(p.receive("warmed") for p in self.processes))
 
-        before = await self._statistics()
+        before = await self._quiescent_statistics()
         start_at = time.monotonic() + 0.05
         settle_s = min(self.warmup_s, self.window_s, _SETTLE_MAX_S)
         if self.local is not None:
