@@ -324,18 +324,10 @@ def export_model(
     else:
         model, spec = resolve(name_or_run, runs_dir)
     spec = spec.model_copy(update={"opset": opset})
+    stage_options = dict(opset=opset, explain=explain, optimize=optimize, fp16=fp16, tensorrt=tensorrt,
+                         version=version, on_stage=on_stage)
     return export_module(
-        model,
-        spec,
-        repository,
-        work_dir=Path(runs_dir) / spec.name / "export",
-        opset=opset,
-        explain=explain,
-        optimize=optimize,
-        fp16=fp16,
-        tensorrt=tensorrt,
-        version=version,
-        on_stage=on_stage,
+        model, spec, repository, work_dir=Path(runs_dir) / spec.name / "export", **stage_options
     )
 
 
@@ -360,16 +352,8 @@ def export_hf(
     from attnserve.export.hf_import import load_hf_classifier
 
     model, spec = load_hf_classifier(path, name=name, opset=opset)
+    stage_options = dict(opset=opset, explain=explain, optimize=optimize, fp16=fp16, tensorrt=tensorrt,
+                         version=version, on_stage=on_stage)
     return export_module(
-        model,
-        spec,
-        repository,
-        work_dir=Path(runs_dir) / spec.name / "export",
-        opset=opset,
-        explain=explain,
-        optimize=optimize,
-        fp16=fp16,
-        tensorrt=tensorrt,
-        version=version,
-        on_stage=on_stage,
+        model, spec, repository, work_dir=Path(runs_dir) / spec.name / "export", **stage_options
     )
