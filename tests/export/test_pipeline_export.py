@@ -82,8 +82,12 @@ def test_engine_inspector_json_counts_mha_layers() -> None:
         {"Name": "/blocks.0/attn/_gemm_mha_v2", "LayerType": "kgen", "TacticName": "sm90_xmma"},
         {"Name": "/blocks.0/mlp/fc1", "LayerType": "CaskGemm", "TacticName": "sm90_gemm"},
         "Reformatting CopyNode for Input Tensor 0 to fused_mha_1",
+        {"Name": "Reformatting CopyNode for Output Tensor 0 to /blocks.1/attn/_gemm_mha_v2", "LayerType": "Reformat"},
+        "/blocks.1/attn/fused_mha_1",
     ]}
-    assert count_fused_attention_layers(info)["fused_attention_layers"] == 2
+    fused = count_fused_attention_layers(info)
+    assert fused["fused_attention_layers"] == 2  # the two MHA kernels; the reformat copies next to them are not
+    assert fused["fused_attention_names"] == ["/blocks.0/attn/_gemm_mha_v2", "/blocks.1/attn/fused_mha_1"]
     assert count_fused_attention_layers({"Layers": []})["fused_attention_layers"] == 0
 
 
