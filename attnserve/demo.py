@@ -55,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--retrain", action="store_true", help="train even when runs/ has a checkpoint")
     parser.add_argument(
-        "--readme", type=Path, default=Path("README.md"),
+        "--readme",
+        type=Path,
+        default=Path("README.md"),
         help="README whose results block is regenerated from this run (skipped when the file has no block)",
     )
     parser.set_defaults(func=_run_from_args)
@@ -147,7 +149,9 @@ def run_demo(
         _add_entries(view, work_dir / "nobatch_repository", work_dir / "triton_nobatch")
         loaded += [f"{name}{NOBATCH_SUFFIX}" for name in BATCHING_MODELS]
         report["serving"] = {"loaded": sorted(loaded), "skipped": skipped}
-        server = TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=work_dir / "server")
+        server = TritonServer(
+            view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=work_dir / "server"
+        )
         server.start()
         try:
             server.wait_ready(timeout=180)
@@ -252,8 +256,12 @@ def _optimize(runs_dir: Path, reports_dir: Path, echo: Callable[[str], None]) ->
     from attnserve.export.optimize import optimize_deployable
 
     optimize_report = optimize_deployable(
-        OPTIMIZE_MODEL, runs_dir=runs_dir, repository=None, reports_dir=reports_dir / "optimize",
-        repeats=2, min_seconds=0.5,
+        OPTIMIZE_MODEL,
+        runs_dir=runs_dir,
+        repository=None,
+        reports_dir=reports_dir / "optimize",
+        repeats=2,
+        min_seconds=0.5,
     )
     echo(f"    {OPTIMIZE_MODEL}: picked {optimize_report.picked} ({optimize_report.gate_rule})")
     return {
@@ -263,10 +271,16 @@ def _optimize(runs_dir: Path, reports_dir: Path, echo: Callable[[str], None]) ->
         "picked": optimize_report.picked,
         "rows": [
             {
-                "variant": row.variant, "status": row.status, "reason": row.reason,
-                "accuracy_percent": row.accuracy_percent, "cosine_mean": row.cosine_mean,
-                "latency_b1_ms": row.latency_b1_ms, "throughput_img_s": row.throughput_img_s,
-                "within_gate": row.within_gate, "picked": row.picked, "why": row.why,
+                "variant": row.variant,
+                "status": row.status,
+                "reason": row.reason,
+                "accuracy_percent": row.accuracy_percent,
+                "cosine_mean": row.cosine_mean,
+                "latency_b1_ms": row.latency_b1_ms,
+                "throughput_img_s": row.throughput_img_s,
+                "within_gate": row.within_gate,
+                "picked": row.picked,
+                "why": row.why,
             }
             for row in optimize_report.rows
         ],
@@ -349,8 +363,13 @@ def _loadtest_batching(
         per_mode: dict[str, Any] = {}
         for mode, model in (("batching_on", name), ("batching_off", f"{name}{NOBATCH_SUFFIX}")):
             load_report = run_loadtest(
-                grpc, model, concurrency=list(concurrency), warmup_s=1.0, window_s=window_s,
-                min_windows=2, max_windows=4,
+                grpc,
+                model,
+                concurrency=list(concurrency),
+                warmup_s=1.0,
+                window_s=window_s,
+                min_windows=2,
+                max_windows=4,
             )
             load_report.write_json(reports_dir / f"loadtest_{model}.json")
             load_report.write_csv(reports_dir / f"loadtest_{model}.csv")
@@ -387,7 +406,9 @@ def _machine() -> dict[str, Any]:
     cpu = platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
     return {"platform": platform.platform(), "processor": f"{cpu}, {os.cpu_count()} cores"}
 
@@ -423,15 +444,19 @@ def render_results_table(report: dict[str, Any]) -> str:
         served_text = (
             f"{served['http']['correct']}/{served['samples']} / {served['grpc']['correct']}/{served['samples']} / "
             f"{served['grpc']['pipeline_correct']}/{served['samples']}"
-            if served else "-"
+            if served
+            else "-"
         )
         lines.append(
             f"| {name} | {_pct(training.get('test_accuracy')) if training else 'untrained'} | "
             f"{export['attention_nodes']} | {export['parity_max_abs_diff']} | {served_text} | "
             f"{export['tensorrt'].split(':')[0]} |"
         )
-    lines += ["", "| model | concurrency | batching on (infer/s, p99 ms) | batching off (infer/s, p99 ms) | ratio |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "| model | concurrency | batching on (infer/s, p99 ms) | batching off (infer/s, p99 ms) | ratio |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, load in report["loadtest"].items():
         for on, off in zip(load["batching_on"], load["batching_off"]):
             ratio = load["throughput_ratio_on_vs_off"].get(str(on["concurrency"]))
@@ -441,9 +466,14 @@ def render_results_table(report: dict[str, Any]) -> str:
             )
     optimize = report.get("optimize")
     if optimize:
-        lines += ["", f"CPU variants of `{optimize['model']}` (gate: {optimize['gate_rule']}; throughput at batch "
-                  f"{optimize['batch_size']}, in-process):", "",
-                  "| variant | accuracy | batch-1 ms | img/s | within gate | picked |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            f"CPU variants of `{optimize['model']}` (gate: {optimize['gate_rule']}; throughput at batch "
+            f"{optimize['batch_size']}, in-process):",
+            "",
+            "| variant | accuracy | batch-1 ms | img/s | within gate | picked |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for row in optimize["rows"]:
             if row["status"] != "ok":
                 lines.append(f"| {row['variant']} | {row['status']}: {row['reason']} | | | | |")
@@ -477,14 +507,20 @@ def render_markdown(report: dict[str, Any]) -> str:
     for name, export in report["export"].items():
         fp16 = (
             f"{export['fp16_max_abs_diff']:.3g}, {_pct(export['fp16_top1_agreement'])}"
-            if export.get("fp16_max_abs_diff") is not None else "not run"
+            if export.get("fp16_max_abs_diff") is not None
+            else "not run"
         )
         sections.append(
             f"| {name} | {export['exporter']} | {export['ort_optimisation']} | {fp16} | {export['tensorrt']} | "
             f"{export['seconds']} |"
         )
-    sections += ["", "## Training", "", "| model | test accuracy | chance | train seconds | reused checkpoint |",
-                 "| --- | --- | --- | --- | --- |"]
+    sections += [
+        "",
+        "## Training",
+        "",
+        "| model | test accuracy | chance | train seconds | reused checkpoint |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, training in report["training"].items():
         sections.append(
             f"| {name} | {_pct(training['test_accuracy'])} | {_pct(training['chance_accuracy'])} | "

@@ -58,8 +58,11 @@ def in_process_p50_ms(onnx_path: Path, spec: Any, repeats: int) -> float:
     """p50 of batch-1 runs of the ONNX file in the server's CPU runtime, with the server's thread count."""
     from attnserve.serving.python_models.runtime import intra_op_threads_for, open_session
 
-    session = open_session(spec.cpu_runtime if spec.cpu_runtime != "auto" else "onnxruntime", onnx_path,
-                           intra_op_threads=intra_op_threads_for(spec.instance_count))
+    session = open_session(
+        spec.cpu_runtime if spec.cpu_runtime != "auto" else "onnxruntime",
+        onnx_path,
+        intra_op_threads=intra_op_threads_for(spec.instance_count),
+    )
     pixels = np.random.default_rng(0).integers(0, 256, (1, *spec.input_shape), dtype=np.uint8)
     for _ in range(3):
         session.run({"pixels": pixels})
@@ -73,8 +76,11 @@ def in_process_p50_ms(onnx_path: Path, spec: Any, repeats: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=None,
-                        help="comma list of deployables (default: vit_tiny_patch16_224 + one trained run in runs/)")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma list of deployables (default: vit_tiny_patch16_224 + one trained run in runs/)",
+    )
     parser.add_argument("--concurrency", default="1,2,4,8,16")
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     parser.add_argument("--warmup-s", type=float, default=2.0)
@@ -98,62 +104,87 @@ def main(argv: list[str] | None = None) -> int:
         names = list(DEFAULT_MODELS) + trained[:1]
     concurrency = [int(c) for c in args.concurrency.split(",")]
     results: dict[str, Any] = {
-        "benchmark": "dynamic batching on vs off", "protocol": args.protocol, "concurrency": concurrency,
-        "cpu_count": os.cpu_count(), "load_average_before": os.getloadavg(), "models": {},
+        "benchmark": "dynamic batching on vs off",
+        "protocol": args.protocol,
+        "concurrency": concurrency,
+        "cpu_count": os.cpu_count(),
+        "load_average_before": os.getloadavg(),
+        "models": {},
     }
     with tempfile.TemporaryDirectory(prefix="attnserve-bench-batching-") as scratch_name:
         scratch = Path(scratch_name)
         repository = scratch / "model_repository"
         exported = {name: export_pair(name, repository, scratch, args.tiny) for name in names}
         view, loaded, _ = build_runtime_repository(repository, scratch / "runtime")
-        with TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0,
-                          work_dir=scratch / "server") as server:
-            settings = ClientSettings(url=server.grpc_url if args.protocol == "grpc" else server.http_url,
-                                      protocol=args.protocol)
+        with TritonServer(
+            view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=scratch / "server"
+        ) as server:
+            settings = ClientSettings(
+                url=server.grpc_url if args.protocol == "grpc" else server.http_url, protocol=args.protocol
+            )
             for name, (spec, onnx_path) in exported.items():
                 sweeps = {}
                 for entry in (spec.name, f"{spec.name}{NOBATCH_SUFFIX}"):
                     log.info("sweeping %s over concurrency %s", entry, concurrency)
-                    sweeps[entry] = run_loadtest(settings, entry, concurrency=concurrency, warmup_s=args.warmup_s,
-                                                 window_s=args.window_s, max_windows=args.max_windows)
+                    sweeps[entry] = run_loadtest(
+                        settings,
+                        entry,
+                        concurrency=concurrency,
+                        warmup_s=args.warmup_s,
+                        window_s=args.window_s,
+                        max_windows=args.max_windows,
+                    )
                 on, off = sweeps[spec.name], sweeps[f"{spec.name}{NOBATCH_SUFFIX}"]
                 in_process = in_process_p50_ms(onnx_path, spec, args.in_process_repeats)
                 rows = []
                 for batched, unbatched in zip(on.levels, off.levels):
-                    rows.append({
-                        "concurrency": batched.concurrency,
-                        "batching_req_s": round(batched.achieved_rate, 1),
-                        "no_batching_req_s": round(unbatched.achieved_rate, 1),
-                        "ratio": round(batched.achieved_rate / unbatched.achieved_rate, 3)
-                        if unbatched.achieved_rate else None,
-                        "batching_p99_ms": round(batched.latency.p99_ms, 2),
-                        "no_batching_p99_ms": round(unbatched.latency.p99_ms, 2),
-                        "batching_avg_batch": round(batched.server.avg_batch_size, 2),
-                        "no_batching_avg_batch": round(unbatched.server.avg_batch_size, 2),
-                        "counts_agree": batched.client_success == batched.server_success
-                        and unbatched.client_success == unbatched.server_success,
-                    })
+                    rows.append(
+                        {
+                            "concurrency": batched.concurrency,
+                            "batching_req_s": round(batched.achieved_rate, 1),
+                            "no_batching_req_s": round(unbatched.achieved_rate, 1),
+                            "ratio": round(batched.achieved_rate / unbatched.achieved_rate, 3)
+                            if unbatched.achieved_rate
+                            else None,
+                            "batching_p99_ms": round(batched.latency.p99_ms, 2),
+                            "no_batching_p99_ms": round(unbatched.latency.p99_ms, 2),
+                            "batching_avg_batch": round(batched.server.avg_batch_size, 2),
+                            "no_batching_avg_batch": round(unbatched.server.avg_batch_size, 2),
+                            "counts_agree": batched.client_success == batched.server_success
+                            and unbatched.client_success == unbatched.server_success,
+                        }
+                    )
                 served_p50 = off.levels[0].latency.p50_ms if off.levels[0].concurrency == 1 else None
                 batched_p50 = on.levels[0].latency.p50_ms if on.levels[0].concurrency == 1 else None
                 results["models"][name] = {
-                    "trained": spec.trained, "input_shape": list(spec.input_shape), "tiny": args.tiny,
+                    "trained": spec.trained,
+                    "input_shape": list(spec.input_shape),
+                    "tiny": args.tiny,
                     "sweep": rows,
                     "served_p50_c1_ms": {"batching": batched_p50, "no_batching": served_p50},
                     "in_process_p50_ms": round(in_process, 3),
                     "served_over_in_process_p50": round(served_p50 / in_process, 3) if served_p50 else None,
                     "reports": {"batching": on.model_dump(), "no_batching": off.model_dump()},
                 }
-                print(f"\n{name} ({'trained' if spec.trained else 'untrained'}, input {spec.input_shape}, "
-                      f"{args.protocol}):")
-                print(f"  {'conc':>5} {'batch req/s':>12} {'no-batch req/s':>15} {'ratio':>7} "
-                      f"{'avg batch':>10} {'p99 on/off ms':>16}")
+                print(
+                    f"\n{name} ({'trained' if spec.trained else 'untrained'}, input {spec.input_shape}, "
+                    f"{args.protocol}):"
+                )
+                print(
+                    f"  {'conc':>5} {'batch req/s':>12} {'no-batch req/s':>15} {'ratio':>7} "
+                    f"{'avg batch':>10} {'p99 on/off ms':>16}"
+                )
                 for row in rows:
-                    print(f"  {row['concurrency']:>5} {row['batching_req_s']:>12,.1f} {row['no_batching_req_s']:>15,.1f}"
-                          f" {row['ratio'] or 0:>7.2f} {row['batching_avg_batch']:>10.2f} "
-                          f"{row['batching_p99_ms']:>7.1f}/{row['no_batching_p99_ms']:<7.1f}")
+                    print(
+                        f"  {row['concurrency']:>5} {row['batching_req_s']:>12,.1f} {row['no_batching_req_s']:>15,.1f}"
+                        f" {row['ratio'] or 0:>7.2f} {row['batching_avg_batch']:>10.2f} "
+                        f"{row['batching_p99_ms']:>7.1f}/{row['no_batching_p99_ms']:<7.1f}"
+                    )
                 if served_p50:
-                    print(f"  served p50 at concurrency 1 (no batching delay): {served_p50:.2f} ms; in-process "
-                          f"{in_process:.2f} ms; ratio {served_p50 / in_process:.2f}")
+                    print(
+                        f"  served p50 at concurrency 1 (no batching delay): {served_p50:.2f} ms; in-process "
+                        f"{in_process:.2f} ms; ratio {served_p50 / in_process:.2f}"
+                    )
     results["load_average_after"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -55,8 +55,12 @@ def in_process_meter(runtime: str, precision: str, model_path: Path, spec: Any, 
     from attnserve.export.optimize import time_calls
     from attnserve.serving.python_models.runtime import intra_op_threads_for, open_session
 
-    session = open_session(runtime, model_path, intra_op_threads=intra_op_threads_for(spec.instance_count),
-                           options={"precision": precision})
+    session = open_session(
+        runtime,
+        model_path,
+        intra_op_threads=intra_op_threads_for(spec.instance_count),
+        options={"precision": precision},
+    )
     all_pixels = np.random.default_rng(0).integers(0, 256, (spec.max_batch_size, *spec.input_shape), dtype=np.uint8)
     session.run({"pixels": all_pixels[: spec.opt_batch_size]})
 
@@ -89,13 +93,20 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
         fp32_spec = spec.model_copy(update={"name": fp32_entry, "cpu_runtime": "onnxruntime", "cpu_precision": "fp32"})
         write_model_entry(fp32_spec, variants_dir / FP32_FILENAME, repository)
         view, loaded, _ = build_runtime_repository(repository, scratch / "runtime")
-        with TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0,
-                          work_dir=scratch / "server") as server:
+        with TritonServer(
+            view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=scratch / "server"
+        ) as server:
             meters = {
-                picked_entry: in_process_meter(report.picked_runtime, report.picked_precision,
-                                               variants_dir / report.picked_model_file, spec, args.min_seconds),
-                fp32_entry: in_process_meter("onnxruntime", "fp32", variants_dir / FP32_FILENAME, spec,
-                                             args.min_seconds),
+                picked_entry: in_process_meter(
+                    report.picked_runtime,
+                    report.picked_precision,
+                    variants_dir / report.picked_model_file,
+                    spec,
+                    args.min_seconds,
+                ),
+                fp32_entry: in_process_meter(
+                    "onnxruntime", "fp32", variants_dir / FP32_FILENAME, spec, args.min_seconds
+                ),
             }
             settings = ClientSettings(url=server.grpc_url, protocol="grpc")
             for round_index in range(args.rounds):
@@ -103,28 +114,36 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
                 for entry in order:
                     log.info("round %d: %s at concurrency %d", round_index + 1, entry, concurrency)
                     in_process_img_s = meters[entry]()  # same round, server idle, just before its load
-                    level = run_loadtest(settings, entry, concurrency=[concurrency], warmup_s=args.warmup_s,
-                                         window_s=args.window_s, min_windows=min(3, args.max_windows),
-                                         max_windows=args.max_windows).levels[0]
+                    level = run_loadtest(
+                        settings,
+                        entry,
+                        concurrency=[concurrency],
+                        warmup_s=args.warmup_s,
+                        window_s=args.window_s,
+                        min_windows=min(3, args.max_windows),
+                        max_windows=args.max_windows,
+                    ).levels[0]
                     # the same model in-process at the batch Triton actually formed: splits the gap to the
                     # batch-16 figure into "smaller batches" and "serving overhead"
                     served_batch = round(level.server.avg_batch_size) or 1
-                    rounds[entry].append({
-                        "img_s": round(level.throughput_infer_s, 1),
-                        "in_process_img_s": round(in_process_img_s, 1),
-                        "in_process_at_served_batch_img_s": round(meters[entry](served_batch), 1),
-                        "p50_ms": round(level.latency.p50_ms, 2),
-                        "p99_ms": round(level.latency.p99_ms, 2),
-                        "avg_batch": round(level.server.avg_batch_size, 2),
-                        "queue_us": round(level.server.queue_us, 1),
-                        "compute_input_us": round(level.server.compute_input_us, 1),
-                        "compute_infer_us": round(level.server.compute_infer_us, 1),
-                        "compute_output_us": round(level.server.compute_output_us, 1),
-                        "client_cpu_us_per_request": round(level.client_cpu_us_per_request, 1),
-                        "errors": level.errors,
-                        "counts_agree": level.client_success == level.server_success,
-                        "stable": level.stable,
-                    })
+                    rounds[entry].append(
+                        {
+                            "img_s": round(level.throughput_infer_s, 1),
+                            "in_process_img_s": round(in_process_img_s, 1),
+                            "in_process_at_served_batch_img_s": round(meters[entry](served_batch), 1),
+                            "p50_ms": round(level.latency.p50_ms, 2),
+                            "p99_ms": round(level.latency.p99_ms, 2),
+                            "avg_batch": round(level.server.avg_batch_size, 2),
+                            "queue_us": round(level.server.queue_us, 1),
+                            "compute_input_us": round(level.server.compute_input_us, 1),
+                            "compute_infer_us": round(level.server.compute_infer_us, 1),
+                            "compute_output_us": round(level.server.compute_output_us, 1),
+                            "client_cpu_us_per_request": round(level.client_cpu_us_per_request, 1),
+                            "errors": level.errors,
+                            "counts_agree": level.client_success == level.server_success,
+                            "stable": level.stable,
+                        }
+                    )
 
     def median(entry: str, key: str) -> float:
         return float(statistics.median(r[key] for r in rounds[entry]))
@@ -140,7 +159,8 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
     )
     share = statistics.median(r["img_s"] / r["in_process_img_s"] for r in rounds[picked_entry] if r["in_process_img_s"])
     share_at_served_batch = statistics.median(
-        r["img_s"] / r["in_process_at_served_batch_img_s"] for r in rounds[picked_entry]
+        r["img_s"] / r["in_process_at_served_batch_img_s"]
+        for r in rounds[picked_entry]
         if r["in_process_at_served_batch_img_s"]
     )
     return {
@@ -155,8 +175,18 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
         "in_process_batch": spec.opt_batch_size,
         "load_generator_cores": {k: round(v, 2) for k, v in client_cores.items()},
         "median_server_breakdown": {
-            entry: {key: round(median(entry, key), 2) for key in ("avg_batch", "queue_us", "compute_input_us", "compute_infer_us",
-                                                        "compute_output_us", "p50_ms", "p99_ms")}
+            entry: {
+                key: round(median(entry, key), 2)
+                for key in (
+                    "avg_batch",
+                    "queue_us",
+                    "compute_input_us",
+                    "compute_infer_us",
+                    "compute_output_us",
+                    "p50_ms",
+                    "p99_ms",
+                )
+            }
             for entry in rounds
         },
         "served_speedup_vs_fp32": round(speedup, 3) if speedup else None,
@@ -176,9 +206,21 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
 
 def table_summary(report: Any) -> dict[str, Any]:
     """The columns of the table that the README quotes, per variant."""
-    keep = ("status", "reason", "max_abs_diff", "top1_agreement", "cosine_mean", "accuracy_percent",
-            "accuracy_drop_points", "latency_b1_ms", "throughput_img_s", "speedup_vs_fp32", "within_gate", "picked",
-            "why")
+    keep = (
+        "status",
+        "reason",
+        "max_abs_diff",
+        "top1_agreement",
+        "cosine_mean",
+        "accuracy_percent",
+        "accuracy_drop_points",
+        "latency_b1_ms",
+        "throughput_img_s",
+        "speedup_vs_fp32",
+        "within_gate",
+        "picked",
+        "why",
+    )
     return {
         "gate": report.gate_rule,
         "picked": report.picked,
@@ -190,8 +232,11 @@ def table_summary(report: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=None,
-                        help=f"comma list of deployables (default: {DEFAULT_MODEL} + every trained run in runs/)")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help=f"comma list of deployables (default: {DEFAULT_MODEL} + every trained run in runs/)",
+    )
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     parser.add_argument("--reports-dir", type=Path, default=Path("reports/optimize"))
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds of the table")
@@ -212,8 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     from attnserve.export.optimize import machine_facts, optimize_deployable, render_markdown
     from attnserve.models.checkpoint import resolve
 
-    names = ([n.strip() for n in args.models.split(",") if n.strip()] if args.models
-             else [DEFAULT_MODEL, *trained_runs(args.runs_dir)])
+    names = (
+        [n.strip() for n in args.models.split(",") if n.strip()]
+        if args.models
+        else [DEFAULT_MODEL, *trained_runs(args.runs_dir)]
+    )
     started = time.perf_counter()
     results: dict[str, Any] = {
         "benchmark": "CPU fast path: runtime x precision behind the accuracy gate; pick vs fp32 served",
@@ -224,8 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     reports = {}
     for name in names:
         log.info("optimizing %s", name)
-        report = optimize_deployable(name, runs_dir=args.runs_dir, reports_dir=args.reports_dir,
-                                     repeats=args.repeats, min_seconds=args.min_seconds)
+        report = optimize_deployable(
+            name,
+            runs_dir=args.runs_dir,
+            reports_dir=args.reports_dir,
+            repeats=args.repeats,
+            min_seconds=args.min_seconds,
+        )
         reports[name] = report
         results["models"][name] = table_summary(report)
         print(render_markdown(report), flush=True)
@@ -236,17 +289,23 @@ def main(argv: list[str] | None = None) -> int:
         _, spec = resolve(args.served_model, args.runs_dir)
         served = served_comparison(reports[args.served_model], spec, args)
         results["served"] = served
-        print(f"\nserved, closed loop c={served['concurrency']} (grpc, batch-1 requests, dynamic batching), "
-              f"median of {args.rounds} alternating rounds:")
+        print(
+            f"\nserved, closed loop c={served['concurrency']} (grpc, batch-1 requests, dynamic batching), "
+            f"median of {args.rounds} alternating rounds:"
+        )
         for entry, variant in served["entries"].items():
-            print(f"  {entry:<32} {variant:<26} served {served['served_img_s'][entry]:7.1f} img/s   "
-                  f"in-process b{served['in_process_batch']} {served['in_process_b_img_s'][entry]:7.1f} img/s   "
-                  f"load generator {served['load_generator_cores'][entry]} cores   "
-                  f"avg batch {served['median_server_breakdown'][entry]['avg_batch']}")
-        print(f"  pick / fp32 served: {served['served_speedup_vs_fp32']}x (target >= {ACCEPTANCE_SERVED_SPEEDUP}); "
-              f"pick served / in-process: {served['served_share_of_in_process']} "
-              f"(target >= {ACCEPTANCE_SERVED_SHARE_OF_IN_PROCESS}); at the batch Triton formed: "
-              f"{served['served_share_of_in_process_at_served_batch']} (medians of per-round ratios)")
+            print(
+                f"  {entry:<32} {variant:<26} served {served['served_img_s'][entry]:7.1f} img/s   "
+                f"in-process b{served['in_process_batch']} {served['in_process_b_img_s'][entry]:7.1f} img/s   "
+                f"load generator {served['load_generator_cores'][entry]} cores   "
+                f"avg batch {served['median_server_breakdown'][entry]['avg_batch']}"
+            )
+        print(
+            f"  pick / fp32 served: {served['served_speedup_vs_fp32']}x (target >= {ACCEPTANCE_SERVED_SPEEDUP}); "
+            f"pick served / in-process: {served['served_share_of_in_process']} "
+            f"(target >= {ACCEPTANCE_SERVED_SHARE_OF_IN_PROCESS}); at the batch Triton formed: "
+            f"{served['served_share_of_in_process_at_served_batch']} (medians of per-round ratios)"
+        )
 
     results["machine"]["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     results["seconds"] = round(time.perf_counter() - started, 1)

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import torch
-
 from attnserve.export.torch2onnx import example_pixels, export_onnx
 from attnserve.export.verify import ort_session, verify_onnx
 from attnserve.models.checkpoint import resolve
+
 from attnserve.spec import INPUT_NAME
 
 MODEL_NAME = "vit_tiny_patch16_224"
@@ -41,8 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per batch size (median)")
     parser.add_argument("--out", type=Path, default=Path("reports/bench/export.json"))
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="intra-op threads for both runtimes (default: all cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="intra-op threads for both runtimes (default: all cores)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -84,26 +88,36 @@ def main(argv: list[str] | None = None) -> int:
             )
     summary = {
         "model": MODEL_NAME,
-        "onnx": {"exporter": export_report.exporter, "opset": export_report.opset,
-                 "attention_nodes": export_report.attention_nodes,
-                 "max_abs_diff_vs_torch": parity.max_abs_diff()},
+        "onnx": {
+            "exporter": export_report.exporter,
+            "opset": export_report.opset,
+            "attention_nodes": export_report.attention_nodes,
+            "max_abs_diff_vs_torch": parity.max_abs_diff(),
+        },
         "rounds": args.rounds,
         "threads": args.threads,
         # Other processes on the same cores distort absolute figures (oversubscribed OpenMP threads in
         # particular); the load average says how busy the machine was.
         "load_average_1min": round(os.getloadavg()[0], 2),
-        "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+        },
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{MODEL_NAME}: ONNX ({export_report.exporter}, opset {export_report.opset}, "
-          f"{export_report.attention_nodes} Attention nodes, max abs diff {parity.max_abs_diff():.2g})")
+    print(
+        f"{MODEL_NAME}: ONNX ({export_report.exporter}, opset {export_report.opset}, "
+        f"{export_report.attention_nodes} Attention nodes, max abs diff {parity.max_abs_diff():.2g})"
+    )
     print(f"{'batch':>5} {'torch ms':>9} {'ORT ms':>8} {'torch img/s':>12} {'ORT img/s':>10} {'ORT/torch':>9}")
     for row in results:
-        print(f"{row['batch_size']:>5} {row['torch_eager_ms']:>9} {row['ort_ms']:>8} {row['torch_eager_img_per_s']:>12} "
-              f"{row['ort_img_per_s']:>10} {row['ort_speedup']:>8}x")
+        print(
+            f"{row['batch_size']:>5} {row['torch_eager_ms']:>9} {row['ort_ms']:>8} {row['torch_eager_img_per_s']:>12} "
+            f"{row['ort_img_per_s']:>10} {row['ort_speedup']:>8}x"
+        )
     print(f"wrote {args.out}")
     return 0
 

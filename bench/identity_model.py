@@ -28,7 +28,7 @@ class TritonPythonModel:
         return responses
 '''
 
-_CONFIG = '''\
+_CONFIG = """\
 name: "{name}"
 backend: "python"
 max_batch_size: {max_batch_size}
@@ -36,7 +36,7 @@ input [ {{ name: "{input}" data_type: TYPE_UINT8 dims: [ {width} ] }} ]
 output [ {{ name: "{output}" data_type: TYPE_UINT8 dims: [ {width} ] }} ]
 instance_group [ {{ count: {instances} kind: KIND_CPU }} ]
 {batching}
-'''
+"""
 
 
 def write_identity_model(
@@ -53,9 +53,16 @@ def write_identity_model(
     model_dir = Path(repository) / name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     batching = f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}" if dynamic_batching else ""
-    (model_dir / "config.pbtxt").write_text(_CONFIG.format(
-        name=name, max_batch_size=max_batch_size, input=IDENTITY_INPUT, output=IDENTITY_OUTPUT, width=width,
-        instances=instances, batching=batching,
-    ))
+    (model_dir / "config.pbtxt").write_text(
+        _CONFIG.format(
+            name=name,
+            max_batch_size=max_batch_size,
+            input=IDENTITY_INPUT,
+            output=IDENTITY_OUTPUT,
+            width=width,
+            instances=instances,
+            batching=batching,
+        )
+    )
     (model_dir / "1" / "model.py").write_text(_MODEL_PY.format(input=IDENTITY_INPUT, output=IDENTITY_OUTPUT))
     return model_dir

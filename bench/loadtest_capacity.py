@@ -41,35 +41,57 @@ def main(argv: list[str] | None = None) -> int:
 
     concurrency = [int(c) for c in args.concurrency.split(",")]
     runs: list[dict[str, Any]] = []
-    results: dict[str, Any] = {"benchmark": "load-tester capacity against a python-backend identity model",
-                               "cpu_count": os.cpu_count(), "load_average_before": os.getloadavg(), "runs": runs}
+    results: dict[str, Any] = {
+        "benchmark": "load-tester capacity against a python-backend identity model",
+        "cpu_count": os.cpu_count(),
+        "load_average_before": os.getloadavg(),
+        "runs": runs,
+    }
     with tempfile.TemporaryDirectory(prefix="attnserve-bench-capacity-") as scratch_name:
         scratch = Path(scratch_name)
         write_identity_model(scratch / "repository")
-        with TritonServer(scratch / "repository", models=[IDENTITY_MODEL], http_port=0, grpc_port=0, metrics_port=0,
-                          work_dir=scratch / "server") as server:
+        with TritonServer(
+            scratch / "repository",
+            models=[IDENTITY_MODEL],
+            http_port=0,
+            grpc_port=0,
+            metrics_port=0,
+            work_dir=scratch / "server",
+        ) as server:
             for protocol in args.protocols.split(","):
                 url = server.grpc_url if protocol == "grpc" else server.http_url
                 for workers in (int(w) for w in args.workers.split(",")):
-                    report = run_loadtest(ClientSettings(url=url, protocol=protocol), IDENTITY_MODEL,
-                                          concurrency=concurrency, workers=workers, warmup_s=1.0,
-                                          window_s=args.window_s, max_windows=args.max_windows)
+                    report = run_loadtest(
+                        ClientSettings(url=url, protocol=protocol),
+                        IDENTITY_MODEL,
+                        concurrency=concurrency,
+                        workers=workers,
+                        warmup_s=1.0,
+                        window_s=args.window_s,
+                        max_windows=args.max_windows,
+                    )
                     for level in report.levels:
                         row = {
-                            "protocol": protocol, "workers": workers, "concurrency": level.concurrency,
-                            "req_s": round(level.achieved_rate, 1), "p50_ms": round(level.latency.p50_ms, 3),
+                            "protocol": protocol,
+                            "workers": workers,
+                            "concurrency": level.concurrency,
+                            "req_s": round(level.achieved_rate, 1),
+                            "p50_ms": round(level.latency.p50_ms, 3),
                             "p99_ms": round(level.latency.p99_ms, 3),
                             "client_cpu_us_per_request": round(level.client_cpu_us_per_request, 1),
                             "server_avg_batch": round(level.server.avg_batch_size, 2),
-                            "client_success": level.client_success, "server_success": level.server_success,
+                            "client_success": level.client_success,
+                            "server_success": level.server_success,
                             "stable": level.stable,
                         }
                         runs.append(row)
-                        print(f"{protocol:>4} workers={workers} c={level.concurrency}: {row['req_s']:>9,.0f} req/s, "
-                              f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, client CPU "
-                              f"{row['client_cpu_us_per_request']:.0f} us/request, avg batch "
-                              f"{row['server_avg_batch']:.1f}, client {level.client_success} == server "
-                              f"{level.server_success}: {level.client_success == level.server_success}")
+                        print(
+                            f"{protocol:>4} workers={workers} c={level.concurrency}: {row['req_s']:>9,.0f} req/s, "
+                            f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, client CPU "
+                            f"{row['client_cpu_us_per_request']:.0f} us/request, avg batch "
+                            f"{row['server_avg_batch']:.1f}, client {level.client_success} == server "
+                            f"{level.server_success}: {level.client_success == level.server_success}"
+                        )
     results["load_average_after"] = os.getloadavg()
     best = max(runs, key=lambda r: r["req_s"]) if runs else None
     results["best"] = best

@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         _, onnx_paths = build_deployables_repository(root / "exported", ["cnn_cbam_digits"], tiny=True, explain=False)
         spec = read_entry_spec(root / "exported" / "cnn_cbam_digits")
         variants = {
-            "no_queue_policy": spec.model_copy(update={"name": "q_unbounded", "max_queue_size": 0, "queue_timeout_us": 0}),
+            "no_queue_policy": spec.model_copy(
+                update={"name": "q_unbounded", "max_queue_size": 0, "queue_timeout_us": 0}
+            ),
             "bounded_queue_policy": spec.model_copy(
                 update={"name": "q_bounded", "max_queue_size": 256, "queue_timeout_us": 5_000_000}
             ),
@@ -67,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     ratio = results["bounded_queue_policy"]["p99_ms"] / results["no_queue_policy"]["p99_ms"]
     print(f"p99 bounded / unbounded: {ratio:.1f}x ({args.requests} sequential requests each, one server run)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"requests": args.requests, "results": results, "p99_ratio": ratio}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps({"requests": args.requests, "results": results, "p99_ratio": ratio}, indent=2) + "\n"
+    )
     return 0
 
 

@@ -42,9 +42,22 @@ def main(argv: list[str] | None = None) -> int:
         build_deployables_repository(args.repository, names, tiny=False, optimize=False)
         print(f"exported {len(names)} deployables (full size) in {time.perf_counter() - started:.0f} s", flush=True)
 
-    command = [sys.executable, "-m", "attnserve.cli", "serve", "--repository", str(args.repository),
-               "--http-port", str(free_port()), "--grpc-port", str(free_port()), "--metrics-port", str(free_port()),
-               "--ready-timeout", str(args.timeout)]
+    command = [
+        sys.executable,
+        "-m",
+        "attnserve.cli",
+        "serve",
+        "--repository",
+        str(args.repository),
+        "--http-port",
+        str(free_port()),
+        "--grpc-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+        "--ready-timeout",
+        str(args.timeout),
+    ]
     launched = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # noqa: S603
     ready_s = None
@@ -74,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_ready.json").write_text(json.dumps(result, indent=2) + "\n")
     verdict = "within" if ready_s is not None and ready_s <= TARGET_READY_S else "NOT within"
-    print(f"READY in {result['ready_s']} s with {len(result['served_entries'])} entries ({verdict} the "
-          f"{TARGET_READY_S:.0f} s target); stopped in {stop_s:.1f} s (exit {exit_code}); "
-          f"load average {result['load_average_1m']} on {result['cpu_count']} cores")
+    print(
+        f"READY in {result['ready_s']} s with {len(result['served_entries'])} entries ({verdict} the "
+        f"{TARGET_READY_S:.0f} s target); stopped in {stop_s:.1f} s (exit {exit_code}); "
+        f"load average {result['load_average_1m']} on {result['cpu_count']} cores"
+    )
     return 0 if ready_s is not None and exit_code == 0 else 1
 
 

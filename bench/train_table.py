@@ -54,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
         metrics = train(
-            name, max_minutes=args.max_minutes, seed=args.seed, runs_dir=args.runs_dir, progress=False, threads=args.threads
+            name,
+            max_minutes=args.max_minutes,
+            seed=args.seed,
+            runs_dir=args.runs_dir,
+            progress=False,
+            threads=args.threads,
         )
         rule = TARGETS[name]
         rows.append(

@@ -9,16 +9,20 @@ from typing import Any
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=None, help="host:port of Triton (default $ATTNSERVE_URL or 127.0.0.1:<port>)")
-    parser.add_argument("--protocol", choices=("grpc", "http"), default=None,
-                        help="wire protocol (default $ATTNSERVE_PROTOCOL or grpc)")
+    parser.add_argument(
+        "--protocol", choices=("grpc", "http"), default=None, help="wire protocol (default $ATTNSERVE_PROTOCOL or grpc)"
+    )
     parser.add_argument("--timeout-s", type=float, default=None, help="per-request timeout in seconds")
 
 
 def _settings(args: argparse.Namespace) -> Any:
     from attnserve.clients.settings import ClientSettings
 
-    overrides = {key: value for key, value in (("url", args.url), ("protocol", args.protocol),
-                                                 ("timeout_s", args.timeout_s)) if value is not None}
+    overrides = {
+        key: value
+        for key, value in (("url", args.url), ("protocol", args.protocol), ("timeout_s", args.timeout_s))
+        if value is not None
+    }
     return ClientSettings(**overrides)
 
 
@@ -39,10 +43,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     infer.add_argument("--model", required=True, help="served model name (e.g. vit_digits)")
     infer.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images or videos")
     infer.add_argument("--top-k", type=int, default=5)
-    infer.add_argument("--pipeline", action="store_true",
-                       help="send encoded bytes to NAME_pipeline (server-side decoding) instead of pixels")
-    infer.add_argument("--explain", type=Path, metavar="OUT.png",
-                       help="also write the first file with its attention heatmap (from NAME_explain)")
+    infer.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="send encoded bytes to NAME_pipeline (server-side decoding) instead of pixels",
+    )
+    infer.add_argument(
+        "--explain",
+        type=Path,
+        metavar="OUT.png",
+        help="also write the first file with its attention heatmap (from NAME_explain)",
+    )
     _add_connection_options(infer)
     infer.set_defaults(func=run_infer)
 
@@ -69,19 +80,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------------------------------------------
 def run_infer(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from attnserve.clients.client import TritonClient
     from attnserve.clients.media import is_video_path
+    from rich.console import Console
+    from rich.table import Table
 
     console = Console()
     settings = _settings(args)
     with TritonClient(settings) as client:
         if args.pipeline:
-            predictions = client.classify_encoded(f"{args.model}_pipeline"
-                                                  if not args.model.endswith("_pipeline") else args.model,
-                                                  args.files, top_k=args.top_k)
+            predictions = client.classify_encoded(
+                f"{args.model}_pipeline" if not args.model.endswith("_pipeline") else args.model,
+                args.files,
+                top_k=args.top_k,
+            )
         else:
             predictions = client.classify(args.model, args.files, top_k=args.top_k)
         table = Table(title=f"{args.model} via {settings.protocol} at {settings.resolved_url}")
@@ -92,8 +104,9 @@ def run_infer(args: argparse.Namespace) -> int:
         table.add_column("latency ms", justify="right")
         for prediction in predictions:
             others = ", ".join(f"{item.label} {item.score:.3f}" for item in prediction.top_k)
-            table.add_row(prediction.source, prediction.label, f"{prediction.score:.3f}", others,
-                          f"{prediction.latency_ms:.1f}")
+            table.add_row(
+                prediction.source, prediction.label, f"{prediction.score:.3f}", others, f"{prediction.latency_ms:.1f}"
+            )
         console.print(table)
         if args.explain is not None:
             from attnserve.clients.heatmap import write_overlay
@@ -109,47 +122,92 @@ def run_infer(args: argparse.Namespace) -> int:
 
 
 def run_loadtest_command(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from attnserve.clients.loadtest import WindowProgress, run_loadtest
     from attnserve.clients.loadtest_report import LevelResult
+    from rich.console import Console
+    from rich.table import Table
 
     console = Console()
     settings = _settings(args)
     levels: dict[str, Any] = (
-        {"rates": _levels(args.rate, float)} if args.rate else {"concurrency": _levels(args.concurrency or "1,2,4,8", int)}
+        {"rates": _levels(args.rate, float)}
+        if args.rate
+        else {"concurrency": _levels(args.concurrency or "1,2,4,8", int)}
     )
     with console.status("starting load test ...") as status:
+
         def on_progress(window: WindowProgress) -> None:
             deviation = "-" if window.deviation_pct is None else f"{window.deviation_pct:.1f}%"
-            status.update(f"{window.level} window {window.window + 1}: {window.rate:,.0f} req/s, "
-                          f"mean {window.mean_ms:.2f} ms, p99 {window.p99_ms:.2f} ms, deviation {deviation}")
+            status.update(
+                f"{window.level} window {window.window + 1}: {window.rate:,.0f} req/s, "
+                f"mean {window.mean_ms:.2f} ms, p99 {window.p99_ms:.2f} ms, deviation {deviation}"
+            )
 
         def on_level(level: LevelResult) -> None:
-            console.print(f"{level.label}: {level.achieved_rate:,.0f} req/s, p99 {level.latency.p99_ms:.2f} ms, "
-                          f"{'stable' if level.stable else 'not stable'} after {level.windows} windows")
+            console.print(
+                f"{level.label}: {level.achieved_rate:,.0f} req/s, p99 {level.latency.p99_ms:.2f} ms, "
+                f"{'stable' if level.stable else 'not stable'} after {level.windows} windows"
+            )
 
         report = run_loadtest(
-            settings, args.model, **levels, poisson=args.poisson, batch_size=args.batch_size, workers=args.workers,
-            warmup_s=args.warmup_s, window_s=args.window_s, stability_pct=args.stability_pct,
-            min_windows=args.min_windows, max_windows=args.max_windows, slo_p99_ms=args.slo_p99_ms,
-            input_file=args.input_file, on_progress=on_progress, on_level=on_level,
+            settings,
+            args.model,
+            **levels,
+            poisson=args.poisson,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            warmup_s=args.warmup_s,
+            window_s=args.window_s,
+            stability_pct=args.stability_pct,
+            min_windows=args.min_windows,
+            max_windows=args.max_windows,
+            slo_p99_ms=args.slo_p99_ms,
+            input_file=args.input_file,
+            on_progress=on_progress,
+            on_level=on_level,
         )
     table = Table(title=f"{report.model} via {report.protocol}, batch {report.batch_size}, {report.workers} worker(s)")
-    for column in ("level", "req/s", "target", "p50", "p90", "p95", "p99", "p99.9", "mean", "errors",
-                   "srv queue us", "srv infer us", "avg batch", "client==server", "stable"):
+    for column in (
+        "level",
+        "req/s",
+        "target",
+        "p50",
+        "p90",
+        "p95",
+        "p99",
+        "p99.9",
+        "mean",
+        "errors",
+        "srv queue us",
+        "srv infer us",
+        "avg batch",
+        "client==server",
+        "stable",
+    ):
         table.add_column(column, justify="right")
     for level in report.levels:
         latency = level.latency
         table.add_row(
-            level.label, f"{level.achieved_rate:,.0f}", f"{level.target_rate:,.0f}" if level.target_rate else "-",
-            *(f"{value:.2f}" for value in (latency.p50_ms, latency.p90_ms, latency.p95_ms, latency.p99_ms,
-                                           latency.p999_ms, latency.mean_ms)),
+            level.label,
+            f"{level.achieved_rate:,.0f}",
+            f"{level.target_rate:,.0f}" if level.target_rate else "-",
+            *(
+                f"{value:.2f}"
+                for value in (
+                    latency.p50_ms,
+                    latency.p90_ms,
+                    latency.p95_ms,
+                    latency.p99_ms,
+                    latency.p999_ms,
+                    latency.mean_ms,
+                )
+            ),
             ", ".join(f"{k}={v}" for k, v in level.errors.items()) or "0",
-            f"{level.server.queue_us:.0f}", f"{level.server.compute_infer_us:.0f}",
+            f"{level.server.queue_us:.0f}",
+            f"{level.server.compute_infer_us:.0f}",
             f"{level.server.avg_batch_size:.1f}",
-            f"{level.client_success}=={level.server_success}" if level.client_success == level.server_success
+            f"{level.client_success}=={level.server_success}"
+            if level.client_success == level.server_success
             else f"{level.client_success}!={level.server_success}",
             f"{level.stability_pct:.1f}%" + ("" if level.stable else " (cap)"),
         )
@@ -158,7 +216,10 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
         best = "none" if report.slo_best_level is None else f"{report.slo_best_level:g}"
         console.print(f"highest {report.mode} with p99 <= {report.slo_p99_ms} ms: {best}")
     stem = args.name or f"{report.model}-{report.mode}"
-    paths = (report.write_json(args.out_dir / f"{stem}.json"), report.write_csv(args.out_dir / f"{stem}.csv"),
-             report.write_plot(args.out_dir / f"{stem}.png"))
+    paths = (
+        report.write_json(args.out_dir / f"{stem}.json"),
+        report.write_csv(args.out_dir / f"{stem}.csv"),
+        report.write_plot(args.out_dir / f"{stem}.png"),
+    )
     console.print("wrote " + ", ".join(str(path) for path in paths))
     return 0

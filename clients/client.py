@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-
 from attnserve.clients.media import ImageSource, image_to_tensor, read_bytes, video_to_tensor
 from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.predictions import Prediction, parse_classification, predictions_from_logits, softmax
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import ServerUnavailableError, is_retryable, to_inference_error
+
 from attnserve.errors import InferenceError, ShapeError, UserInputError
 from attnserve.spec import ATTENTION_OUTPUT_NAME, OUTPUT_NAME
 
@@ -64,7 +64,9 @@ def make_transport(settings: ClientSettings, asynchronous: bool, concurrency: in
     if asynchronous:
         return module.InferenceServerClient(url=url, conn_limit=max(100, concurrency), conn_timeout=settings.timeout_s)
     return module.InferenceServerClient(
-        url=url, concurrency=concurrency, connection_timeout=settings.connect_timeout_s,
+        url=url,
+        concurrency=concurrency,
+        connection_timeout=settings.connect_timeout_s,
         network_timeout=settings.timeout_s,
     )
 
@@ -74,9 +76,13 @@ def call_kwargs(settings: ClientSettings) -> dict[str, Any]:
     return {"client_timeout": settings.timeout_s} if settings.protocol == "grpc" else {}
 
 
-def build_request(module: Any, info: ModelInfo, inputs: Mapping[str, np.ndarray],
-                  outputs: Sequence[str] | None = None, class_count: Mapping[str, int] | None = None,
-                  ) -> tuple[list[Any], list[Any]]:
+def build_request(
+    module: Any,
+    info: ModelInfo,
+    inputs: Mapping[str, np.ndarray],
+    outputs: Sequence[str] | None = None,
+    class_count: Mapping[str, int] | None = None,
+) -> tuple[list[Any], list[Any]]:
     """`InferInput`s and `InferRequestedOutput`s for a validated request."""
     infer_inputs = []
     for tensor in info.inputs:
@@ -104,8 +110,9 @@ class _ClientCore:
         self._labels: dict[str, tuple[str, ...]] = {}
 
     # retry policy ---------------------------------------------------------------------------------
-    def _next_delay(self, exc: BaseException, model: str | None, attempt: int, started: float,
-                    delay: float) -> tuple[InferenceError, float | None]:
+    def _next_delay(
+        self, exc: BaseException, model: str | None, attempt: int, started: float, delay: float
+    ) -> tuple[InferenceError, float | None]:
         """The wrapped error and how long to wait before the next attempt (None = give up)."""
         error = to_inference_error(exc, model, self.url)
         if not is_retryable(error):
@@ -113,10 +120,13 @@ class _ClientCore:
         spent = time.monotonic() - started
         if attempt > self.settings.retries or spent + delay > self.settings.retry_budget_s:
             text = str(error).removeprefix(f"[{error.status}] ") if error.status else str(error)
-            message = (f"{text} (gave up after {attempt} attempt(s) in {spent:.2f} s; retries="
-                       f"{self.settings.retries}, retry_budget_s={self.settings.retry_budget_s})")
-            final = ServerUnavailableError(message, status=error.status, model=model,
-                                           kind=getattr(error, "kind", "rejected"))
+            message = (
+                f"{text} (gave up after {attempt} attempt(s) in {spent:.2f} s; retries="
+                f"{self.settings.retries}, retry_budget_s={self.settings.retry_budget_s})"
+            )
+            final = ServerUnavailableError(
+                message, status=error.status, model=model, kind=getattr(error, "kind", "rejected")
+            )
             final.attempts = attempt
             raise final from exc
         log.info("retrying %s in %.3f s after: %s", model or "request", delay, error)
@@ -127,11 +137,13 @@ class _ClientCore:
     def _metadata_error(exc: BaseException, model: str, url: str) -> InferenceError:
         error = to_inference_error(exc, model, url)
         text = str(error).lower()
-        if not isinstance(error, ServerUnavailableError) and ("unknown model" in text or "not found" in text
-                                                               or "not ready" in text):
+        if not isinstance(error, ServerUnavailableError) and (
+            "unknown model" in text or "not found" in text or "not ready" in text
+        ):
             return ModelNotFoundError(
                 f"expected a model {model!r} served (and READY) at {url}, the server says: {error}",
-                status=error.status, model=model,
+                status=error.status,
+                model=model,
             )
         return error
 
@@ -244,6 +256,7 @@ class TritonClient(_ClientCore):
     def model_info(self, model: str) -> ModelInfo:
         """What the server says about `model` (cached)."""
         if model not in self._infos:
+
             def describe() -> ModelInfo:
                 kwargs = dict(self._kwargs, as_json=True) if self.settings.protocol == "grpc" else {}
                 metadata = self._transport.get_model_metadata(model, **kwargs)
@@ -275,8 +288,13 @@ class TritonClient(_ClientCore):
         return self._labels[key]
 
     # inference ------------------------------------------------------------------------------------------
-    def infer(self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
-              class_count: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+    def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        class_count: Mapping[str, int] | None = None,
+    ) -> dict[str, np.ndarray]:
         """Raw inference: validated arrays in, arrays out (all outputs unless `outputs` names some).
 
         Raises:
@@ -321,8 +339,9 @@ class TritonClient(_ClientCore):
             raise UserInputError(f"model {model!r} takes {info.layout} images, expected a video model (NTCHW)")
         return self.classify(model, [video], top_k=top_k)[0]
 
-    def classify_encoded(self, pipeline_model: str, payloads: Sequence[str | Path | bytes],
-                         top_k: int = 5) -> list[Prediction]:
+    def classify_encoded(
+        self, pipeline_model: str, payloads: Sequence[str | Path | bytes], top_k: int = 5
+    ) -> list[Prediction]:
         """Send encoded image/video bytes to a `NAME_pipeline` ensemble (server-side decoding)."""
         info = self.model_info(pipeline_model)
         tensor = info.input()
@@ -332,8 +351,9 @@ class TritonClient(_ClientCore):
         output = info.output()
         count = self._num_classes(info, output.name)
         started = time.perf_counter()
-        result = self.infer(pipeline_model, {tensor.name: array}, outputs=[output.name],
-                            class_count={output.name: count})[output.name]
+        result = self.infer(
+            pipeline_model, {tensor.name: array}, outputs=[output.name], class_count={output.name: count}
+        )[output.name]
         latency_ms = (time.perf_counter() - started) * 1e3
         return _predictions_from_classification(result, len(encoded), count, top_k, latency_ms, _sources(payloads))
 
@@ -345,8 +365,9 @@ class TritonClient(_ClientCore):
         started = time.perf_counter()
         result = self.infer(explain_model, {info.input().name: pixels})
         latency_ms = (time.perf_counter() - started) * 1e3
-        prediction = predictions_from_logits(result[OUTPUT_NAME], self.labels(explain_model), 5, latency_ms,
-                                             _sources([image]))[0]
+        prediction = predictions_from_logits(
+            result[OUTPUT_NAME], self.labels(explain_model), 5, latency_ms, _sources([image])
+        )[0]
         return prediction, result[ATTENTION_OUTPUT_NAME][0]
 
     # shared memory ----------------------------------------------------------------------------------------
@@ -465,12 +486,19 @@ class AsyncTritonClient(_ClientCore):
             if not info.output(output).labelled:
                 self._labels[key] = tuple(str(i) for i in range(count))
             else:
-                result = await self.infer(model, self._probe_inputs(info), outputs=[output], class_count={output: count})
+                result = await self.infer(
+                    model, self._probe_inputs(info), outputs=[output], class_count={output: count}
+                )
                 self._labels[key] = self._labels_from_probe(info, result[output])
         return self._labels[key]
 
-    async def infer(self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None,
-                    class_count: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+    async def infer(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] | None = None,
+        class_count: Mapping[str, int] | None = None,
+    ) -> dict[str, np.ndarray]:
         """Raw inference (see `TritonClient.infer`); shared memory is not used by the asyncio client."""
         info = await self.model_info(model)
         info.validate_inputs(inputs)
@@ -480,8 +508,9 @@ class AsyncTritonClient(_ClientCore):
         )
         return {_output_name(r): result.as_numpy(_output_name(r)) for r in requested}
 
-    async def classify(self, model: str, images: ImageSource | Sequence[ImageSource],
-                       top_k: int = 5) -> list[Prediction]:
+    async def classify(
+        self, model: str, images: ImageSource | Sequence[ImageSource], top_k: int = 5
+    ) -> list[Prediction]:
         """See `TritonClient.classify`."""
         info = await self.model_info(model)
         images = _as_list(images)
@@ -520,8 +549,9 @@ def _output_name(requested: Any) -> str:
     return str(requested.name())
 
 
-def _predictions_from_classification(entries: np.ndarray, batch: int, num_classes: int, top_k: int,
-                                     latency_ms: float, sources: Sequence[str]) -> list[Prediction]:
+def _predictions_from_classification(
+    entries: np.ndarray, batch: int, num_classes: int, top_k: int, latency_ms: float, sources: Sequence[str]
+) -> list[Prediction]:
     """Predictions from full classification strings (all classes), scores re-normalised with softmax."""
     rows = np.asarray(entries).reshape(batch, -1)
     predictions = []
@@ -536,6 +566,12 @@ def _predictions_from_classification(entries: np.ndarray, batch: int, num_classe
 
 
 __all__ = [
-    "AsyncTritonClient", "ModelNotFoundError", "Prediction", "TritonClient", "build_request", "make_transport",
-    "softmax", "transport_module",
+    "AsyncTritonClient",
+    "ModelNotFoundError",
+    "Prediction",
+    "TritonClient",
+    "build_request",
+    "make_transport",
+    "softmax",
+    "transport_module",
 ]

@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from attnserve.clients.client import AsyncTritonClient, build_request, call_kwargs
 from attnserve.clients.loadtest_report import LatencyStats, LevelResult, LoadMode, LoadTestReport, ServerBreakdown
 from attnserve.clients.media import read_bytes
 from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import classify_exception
+
 from attnserve.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,16 @@ class WindowProgress:
 class LoadGenerator:
     """Sends requests from one asyncio loop: `concurrency` closed loops, or an open-loop schedule."""
 
-    def __init__(self, settings: ClientSettings, model: str, batch_size: int = 1, input_file: Path | None = None,
-                 max_outstanding: int = 4096, seed: int = 0, connections: int = 128) -> None:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        model: str,
+        batch_size: int = 1,
+        input_file: Path | None = None,
+        max_outstanding: int = 4096,
+        seed: int = 0,
+        connections: int = 128,
+    ) -> None:
         self.settings = settings
         self.model = model
         self.batch_size = batch_size
@@ -179,8 +187,16 @@ class LoadGenerator:
         await self._stop(loops)
         self._records.clear()
 
-    async def measure(self, mode: LoadMode, level: float, poisson: bool, start_at: float, settle_s: float,
-                      window_s: float, decide: Callable[[WindowSample], Any]) -> PhaseTotals:
+    async def measure(
+        self,
+        mode: LoadMode,
+        level: float,
+        poisson: bool,
+        start_at: float,
+        settle_s: float,
+        window_s: float,
+        decide: Callable[[WindowSample], Any],
+    ) -> PhaseTotals:
         """Load from `start_at` (time.monotonic); after `settle_s`, in windows until `decide(window)` is False.
 
         Requests of the settle period count in the totals (Triton counts them too) but in no window: the
@@ -200,7 +216,9 @@ class LoadGenerator:
             records, cut = self._records[cut:], len(self._records)
             sent, sent_cut = self._sent - sent_cut, self._sent
             sample = WindowSample(
-                index=index, duration_s=window_s, sent=sent,
+                index=index,
+                duration_s=window_s,
+                sent=sent,
                 latencies_s=np.fromiter((lat for lat, kind in records if kind is None), dtype=np.float64),
                 errors=dict(Counter(kind for _, kind in records if kind is not None)),
             )
@@ -214,12 +232,18 @@ class LoadGenerator:
         drained = [latency for latency, kind in self._records[cut:] if kind is None]
         errors = Counter(kind for _, kind in self._records if kind is not None)
         ok = sum(1 for _, kind in self._records if kind is None)
-        return PhaseTotals(ok=ok, sent=self._sent, errors=dict(errors), cpu_s=time.process_time() - cpu_started,
-                           drain_latencies_s=drained)
+        return PhaseTotals(
+            ok=ok,
+            sent=self._sent,
+            errors=dict(errors),
+            cpu_s=time.process_time() - cpu_started,
+            drain_latencies_s=drained,
+        )
 
 
-def make_inputs(info: ModelInfo, batch_size: int, input_file: Path | None, rng: np.random.Generator
-                ) -> dict[str, np.ndarray]:
+def make_inputs(
+    info: ModelInfo, batch_size: int, input_file: Path | None, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Request tensors for `info`: random data of the model's shape, or `input_file`'s bytes for BYTES inputs."""
     if info.max_batch_size > 0 and not 1 <= batch_size <= info.max_batch_size:
         raise UserInputError(f"batch size must be 1..{info.max_batch_size} for model {info.name!r}, got {batch_size}")
@@ -234,8 +258,9 @@ def make_inputs(info: ModelInfo, batch_size: int, input_file: Path | None, rng: 
             inputs[tensor.name] = np.full(shape, payload, dtype=np.object_)
         elif np.issubdtype(np.dtype(tensor.numpy_dtype), np.integer):
             limits = np.iinfo(tensor.numpy_dtype)
-            inputs[tensor.name] = rng.integers(max(limits.min, 0), min(limits.max, 255), shape,
-                                               dtype=tensor.numpy_dtype, endpoint=True)
+            inputs[tensor.name] = rng.integers(
+                max(limits.min, 0), min(limits.max, 255), shape, dtype=tensor.numpy_dtype, endpoint=True
+            )
         else:
             inputs[tensor.name] = rng.random(shape).astype(tensor.numpy_dtype)
     return inputs
@@ -244,15 +269,38 @@ def make_inputs(info: ModelInfo, batch_size: int, input_file: Path | None, rng: 
 # ---------------------------------------------------------------------------------------------------------
 # worker processes
 # ---------------------------------------------------------------------------------------------------------
-def _worker_main(connection: Any, settings_json: str, model: str, batch_size: int, input_file: str | None,
-                 max_outstanding: int, seed: int) -> None:
+def _worker_main(
+    connection: Any,
+    settings_json: str,
+    model: str,
+    batch_size: int,
+    input_file: str | None,
+    max_outstanding: int,
+    seed: int,
+) -> None:
     """Entry point of a spawned worker: obey the parent's commands over `connection`."""
-    asyncio.run(_worker_loop(connection, ClientSettings.model_validate_json(settings_json), model, batch_size,
-                             Path(input_file) if input_file else None, max_outstanding, seed))
+    asyncio.run(
+        _worker_loop(
+            connection,
+            ClientSettings.model_validate_json(settings_json),
+            model,
+            batch_size,
+            Path(input_file) if input_file else None,
+            max_outstanding,
+            seed,
+        )
+    )
 
 
-async def _worker_loop(connection: Any, settings: ClientSettings, model: str, batch_size: int,
-                       input_file: Path | None, max_outstanding: int, seed: int) -> None:
+async def _worker_loop(
+    connection: Any,
+    settings: ClientSettings,
+    model: str,
+    batch_size: int,
+    input_file: Path | None,
+    max_outstanding: int,
+    seed: int,
+) -> None:
     loop = asyncio.get_running_loop()
     generator = LoadGenerator(settings, model, batch_size, input_file, max_outstanding, seed)
     try:
@@ -266,6 +314,7 @@ async def _worker_loop(connection: Any, settings: ClientSettings, model: str, ba
                 await generator.warmup(*arguments)
                 connection.send(("warmed", None))
             elif command == "measure":
+
                 async def decide(sample: WindowSample) -> bool:
                     connection.send(("window", sample))
                     return bool((await loop.run_in_executor(None, connection.recv))[1])
@@ -281,13 +330,30 @@ async def _worker_loop(connection: Any, settings: ClientSettings, model: str, ba
 class _WorkerProcess:
     """Parent-side handle of one spawned worker."""
 
-    def __init__(self, context: Any, index: int, settings: ClientSettings, model: str, batch_size: int,
-                 input_file: Path | None, max_outstanding: int) -> None:
+    def __init__(
+        self,
+        context: Any,
+        index: int,
+        settings: ClientSettings,
+        model: str,
+        batch_size: int,
+        input_file: Path | None,
+        max_outstanding: int,
+    ) -> None:
         self.connection, child = context.Pipe()
         self.process = context.Process(
-            target=_worker_main, name=f"attnserve-loadtest-{index}", daemon=True,
-            args=(child, settings.model_dump_json(), model, batch_size, str(input_file) if input_file else None,
-                  max_outstanding, index + 1),
+            target=_worker_main,
+            name=f"attnserve-loadtest-{index}",
+            daemon=True,
+            args=(
+                child,
+                settings.model_dump_json(),
+                model,
+                batch_size,
+                str(input_file) if input_file else None,
+                max_outstanding,
+                index + 1,
+            ),
         )
         self.process.start()
 
@@ -316,8 +382,15 @@ class _WorkerProcess:
 class _Stability:
     """Merges the workers' windows and decides when to stop (perf_analyzer's stability rule)."""
 
-    def __init__(self, workers: int, stability_pct: float, min_windows: int, max_windows: int, label: str,
-                 on_progress: Callable[[WindowProgress], None] | None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        stability_pct: float,
+        min_windows: int,
+        max_windows: int,
+        label: str,
+        on_progress: Callable[[WindowProgress], None] | None,
+    ) -> None:
         self.workers = workers
         self.stability_pct = stability_pct
         self.min_windows = min_windows
@@ -342,13 +415,16 @@ class _Stability:
         for sample in samples:
             errors.update(sample.errors)
         merged = WindowSample(
-            index=samples[0].index, duration_s=samples[0].duration_s, sent=sum(s.sent for s in samples),
-            latencies_s=np.concatenate([s.latencies_s for s in samples]), errors=dict(errors),
+            index=samples[0].index,
+            duration_s=samples[0].duration_s,
+            sent=sum(s.sent for s in samples),
+            latencies_s=np.concatenate([s.latencies_s for s in samples]),
+            errors=dict(errors),
         )
         self.merged.append(merged)
         deviation = None
         if len(self.merged) >= self.min_windows:
-            recent = self.merged[-self.min_windows:]
+            recent = self.merged[-self.min_windows :]
             rates = np.array([w.latencies_s.size / w.duration_s for w in recent])
             means = np.array([w.latencies_s.mean() if w.latencies_s.size else 0.0 for w in recent])
             deviation = max(_deviation_pct(rates), _deviation_pct(means))
@@ -356,8 +432,16 @@ class _Stability:
             self.stable = deviation <= self.stability_pct
         if self.on_progress is not None:
             stats = LatencyStats.from_seconds(merged.latencies_s)
-            self.on_progress(WindowProgress(self.label, merged.index, merged.latencies_s.size / merged.duration_s,
-                                            stats.mean_ms, stats.p99_ms, deviation))
+            self.on_progress(
+                WindowProgress(
+                    self.label,
+                    merged.index,
+                    merged.latencies_s.size / merged.duration_s,
+                    stats.mean_ms,
+                    stats.p99_ms,
+                    deviation,
+                )
+            )
         return not self.stable and len(self.merged) < self.max_windows
 
 
@@ -397,10 +481,23 @@ def _model_stats(statistics: dict[str, Any], model: str) -> dict[str, Any]:
 class _Runner:
     """Runs levels with local or process workers and builds `LevelResult`s."""
 
-    def __init__(self, settings: ClientSettings, model: str, mode: LoadMode, poisson: bool, batch_size: int,
-                 workers: int, warmup_s: float, window_s: float, stability_pct: float, min_windows: int,
-                 max_windows: int, input_file: Path | None, max_outstanding: int,
-                 on_progress: Callable[[WindowProgress], None] | None) -> None:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        model: str,
+        mode: LoadMode,
+        poisson: bool,
+        batch_size: int,
+        workers: int,
+        warmup_s: float,
+        window_s: float,
+        stability_pct: float,
+        min_windows: int,
+        max_windows: int,
+        input_file: Path | None,
+        max_outstanding: int,
+        on_progress: Callable[[WindowProgress], None] | None,
+    ) -> None:
         self.settings, self.model, self.mode, self.poisson = settings, model, mode, poisson
         self.batch_size, self.workers, self.warmup_s, self.window_s = batch_size, workers, warmup_s, window_s
         self.stability_pct, self.min_windows, self.max_windows = stability_pct, min_windows, max_windows
@@ -411,14 +508,22 @@ class _Runner:
 
     async def open(self) -> None:
         if self.workers == 1:
-            self.local = LoadGenerator(self.settings, self.model, self.batch_size, self.input_file,
-                                       self.max_outstanding)
+            self.local = LoadGenerator(
+                self.settings, self.model, self.batch_size, self.input_file, self.max_outstanding
+            )
             await self.local.open()
             return
         context = multiprocessing.get_context("spawn")  # fork + gRPC threads is unsafe
         self.processes = [
-            _WorkerProcess(context, i, self.settings, self.model, self.batch_size, self.input_file,
-                           self.max_outstanding // self.workers or 1)
+            _WorkerProcess(
+                context,
+                i,
+                self.settings,
+                self.model,
+                self.batch_size,
+                self.input_file,
+                self.max_outstanding // self.workers or 1,
+            )
             for i in range(self.workers)
         ]
         await asyncio.gather(*(p.receive("ready") for p in self.processes))
@@ -463,8 +568,9 @@ class _Runner:
 
     async def run_level(self, level: float) -> LevelResult:
         label = f"c={int(level)}" if self.mode == "concurrency" else f"{level:g}/s"
-        stability = _Stability(self.workers, self.stability_pct, self.min_windows, self.max_windows, label,
-                               self.on_progress)
+        stability = _Stability(
+            self.workers, self.stability_pct, self.min_windows, self.max_windows, label, self.on_progress
+        )
         shares = _shares(level, self.workers, self.mode)
         if self.local is not None:
             await self.local.warmup(self.mode, shares[0], self.poisson, self.warmup_s)
@@ -477,12 +583,14 @@ class _Runner:
         start_at = time.monotonic() + 0.05
         settle_s = min(self.warmup_s, self.window_s, _SETTLE_MAX_S)
         if self.local is not None:
-            totals = [await self.local.measure(self.mode, shares[0], self.poisson, start_at, settle_s,
-                                               self.window_s, stability.submit)]
+            totals = [
+                await self.local.measure(
+                    self.mode, shares[0], self.poisson, start_at, settle_s, self.window_s, stability.submit
+                )
+            ]
         else:
             for process, share in zip(self.processes, shares):
-                process.connection.send(("measure", self.mode, share, self.poisson, start_at, settle_s,
-                                         self.window_s))
+                process.connection.send(("measure", self.mode, share, self.poisson, start_at, settle_s, self.window_s))
             totals = await asyncio.gather(*(self._relay(p, stability) for p in self.processes))
         ok = sum(t.ok for t in totals)
         after = await self._settled_statistics(before, ok)
@@ -499,8 +607,9 @@ class _Runner:
             elif kind == "error":
                 raise UserInputError(f"load-test worker failed: {payload}")
 
-    def _result(self, level: float, stability: _Stability, totals: Sequence[PhaseTotals],
-                server: ServerBreakdown) -> LevelResult:
+    def _result(
+        self, level: float, stability: _Stability, totals: Sequence[PhaseTotals], server: ServerBreakdown
+    ) -> LevelResult:
         windows = stability.merged
         measured_s = sum(w.duration_s for w in windows)
         latencies = np.concatenate([w.latencies_s for w in windows]) if windows else np.empty(0)
@@ -569,12 +678,34 @@ async def run_loadtest_async(
             f"warmup_s={warmup_s}"
         )
     report = LoadTestReport(
-        model=model, protocol=settings.protocol, url=settings.resolved_url, mode=mode, poisson=poisson,
-        batch_size=batch_size, workers=workers, warmup_s=warmup_s, window_s=window_s,
-        stability_target_pct=stability_pct, slo_p99_ms=slo_p99_ms,
+        model=model,
+        protocol=settings.protocol,
+        url=settings.resolved_url,
+        mode=mode,
+        poisson=poisson,
+        batch_size=batch_size,
+        workers=workers,
+        warmup_s=warmup_s,
+        window_s=window_s,
+        stability_target_pct=stability_pct,
+        slo_p99_ms=slo_p99_ms,
     )
-    runner = _Runner(settings, model, mode, poisson, batch_size, workers, warmup_s, window_s, stability_pct,
-                     min_windows, max_windows, input_file, max_outstanding, on_progress)
+    runner = _Runner(
+        settings,
+        model,
+        mode,
+        poisson,
+        batch_size,
+        workers,
+        warmup_s,
+        window_s,
+        stability_pct,
+        min_windows,
+        max_windows,
+        input_file,
+        max_outstanding,
+        on_progress,
+    )
     await runner.open()
 
     def meets_slo(result: LevelResult) -> bool:

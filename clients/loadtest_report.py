@@ -31,8 +31,16 @@ class LatencyStats(BaseModel):
         if values.size == 0:
             return cls(count=0, mean_ms=0, p50_ms=0, p90_ms=0, p95_ms=0, p99_ms=0, p999_ms=0, max_ms=0)
         p50, p90, p95, p99, p999 = np.percentile(values, [50, 90, 95, 99, 99.9])
-        return cls(count=int(values.size), mean_ms=float(values.mean()), p50_ms=float(p50), p90_ms=float(p90),
-                   p95_ms=float(p95), p99_ms=float(p99), p999_ms=float(p999), max_ms=float(values.max()))
+        return cls(
+            count=int(values.size),
+            mean_ms=float(values.mean()),
+            p50_ms=float(p50),
+            p90_ms=float(p90),
+            p95_ms=float(p95),
+            p99_ms=float(p99),
+            p999_ms=float(p999),
+            max_ms=float(values.max()),
+        )
 
 
 class ServerBreakdown(BaseModel):
@@ -153,26 +161,57 @@ class LoadTestReport(BaseModel):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         first = "Concurrency" if self.mode == "concurrency" else "Request Rate"
-        columns = [first, "Inferences/Second", "Client Send", "Network+Server Send/Recv", "Server Queue",
-                   "Server Compute Input", "Server Compute Infer", "Server Compute Output", "Client Recv",
-                   "p50 latency", "p90 latency", "p95 latency", "p99 latency", "Avg latency",
-                   "request/response", "response wait", "Avg Batch Size", "Errors"]
+        columns = [
+            first,
+            "Inferences/Second",
+            "Client Send",
+            "Network+Server Send/Recv",
+            "Server Queue",
+            "Server Compute Input",
+            "Server Compute Infer",
+            "Server Compute Output",
+            "Client Recv",
+            "p50 latency",
+            "p90 latency",
+            "p95 latency",
+            "p99 latency",
+            "Avg latency",
+            "request/response",
+            "response wait",
+            "Avg Batch Size",
+            "Errors",
+        ]
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(columns)
             for level in self.levels:
                 server = level.server
-                server_us = server.queue_us + server.compute_input_us + server.compute_infer_us + server.compute_output_us
+                server_us = (
+                    server.queue_us + server.compute_input_us + server.compute_infer_us + server.compute_output_us
+                )
                 mean_us = level.latency.mean_ms * 1e3
-                writer.writerow([
-                    level.concurrency if self.mode == "concurrency" else level.target_rate,
-                    round(level.throughput_infer_s, 2), "", round(max(mean_us - server_us, 0.0)),
-                    round(server.queue_us), round(server.compute_input_us), round(server.compute_infer_us),
-                    round(server.compute_output_us), "", round(level.latency.p50_ms * 1e3),
-                    round(level.latency.p90_ms * 1e3), round(level.latency.p95_ms * 1e3),
-                    round(level.latency.p99_ms * 1e3), round(mean_us), level.latency.count, "",
-                    round(server.avg_batch_size, 2), sum(level.errors.values()),
-                ])
+                writer.writerow(
+                    [
+                        level.concurrency if self.mode == "concurrency" else level.target_rate,
+                        round(level.throughput_infer_s, 2),
+                        "",
+                        round(max(mean_us - server_us, 0.0)),
+                        round(server.queue_us),
+                        round(server.compute_input_us),
+                        round(server.compute_infer_us),
+                        round(server.compute_output_us),
+                        "",
+                        round(level.latency.p50_ms * 1e3),
+                        round(level.latency.p90_ms * 1e3),
+                        round(level.latency.p95_ms * 1e3),
+                        round(level.latency.p99_ms * 1e3),
+                        round(mean_us),
+                        level.latency.count,
+                        "",
+                        round(server.avg_batch_size, 2),
+                        sum(level.errors.values()),
+                    ]
+                )
         return path
 
     def write_plot(self, path: Path) -> Path:
@@ -187,11 +226,11 @@ class LoadTestReport(BaseModel):
         throughput = [level.achieved_rate for level in self.levels]
         figure, axes = plt.subplots(figsize=(7, 4.5))
         for key, style in (("p50_ms", "o-"), ("p90_ms", "s--"), ("p99_ms", "^-")):
-            axes.plot(throughput, [getattr(level.latency, key) for level in self.levels], style,
-                      label=key.removesuffix("_ms"))
+            axes.plot(
+                throughput, [getattr(level.latency, key) for level in self.levels], style, label=key.removesuffix("_ms")
+            )
         for level, x in zip(self.levels, throughput):
-            axes.annotate(level.label, (x, level.latency.p99_ms), textcoords="offset points", xytext=(4, 4),
-                          fontsize=7)
+            axes.annotate(level.label, (x, level.latency.p99_ms), textcoords="offset points", xytext=(4, 4), fontsize=7)
         if self.slo_p99_ms is not None:
             axes.axhline(self.slo_p99_ms, color="red", linewidth=0.8, linestyle=":", label="p99 SLO")
         axes.set_xlabel("achieved requests/s")

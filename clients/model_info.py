@@ -17,9 +17,19 @@ from attnserve.errors import DTypeError, ShapeError, UserInputError
 
 # Triton datatype -> numpy dtype (BYTES travels as numpy object arrays of bytes).
 _NUMPY_DTYPES: dict[str, Any] = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
-    "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "BYTES": np.object_,
 }
 
 
@@ -132,9 +142,7 @@ class ModelInfo:
         """
         expected_names = {t.name for t in self.inputs}
         if set(inputs) != expected_names:
-            raise UserInputError(
-                f"model {self.name!r} takes inputs {sorted(expected_names)}, got {sorted(inputs)}"
-            )
+            raise UserInputError(f"model {self.name!r} takes inputs {sorted(expected_names)}, got {sorted(inputs)}")
         for tensor in self.inputs:
             array = inputs[tensor.name]
             if not isinstance(array, np.ndarray):
@@ -157,8 +165,13 @@ class ModelInfo:
 
 def _check_shape(info: ModelInfo, tensor: TensorInfo, shape: tuple[int, ...]) -> None:
     expected = tensor.shape
-    shown = "[" + ", ".join("N" if (i == 0 and info.max_batch_size > 0) else ("?" if d < 0 else str(d))
-                            for i, d in enumerate(expected)) + "]"
+    shown = (
+        "["
+        + ", ".join(
+            "N" if (i == 0 and info.max_batch_size > 0) else ("?" if d < 0 else str(d)) for i, d in enumerate(expected)
+        )
+        + "]"
+    )
     prefix = f"model {info.name!r} input {tensor.name!r}"
     if len(shape) != len(expected):
         raise ShapeError(f"{prefix}: expected shape {shown} (rank {len(expected)}), got {list(shape)}")

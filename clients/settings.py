@@ -27,7 +27,9 @@ class ClientSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ATTNSERVE_", extra="ignore", frozen=True, populate_by_name=True)
 
-    url: str = Field(default="", description="host:port of the server; empty = 127.0.0.1 and the protocol's default port")
+    url: str = Field(
+        default="", description="host:port of the server; empty = 127.0.0.1 and the protocol's default port"
+    )
     protocol: Protocol = "grpc"
     connect_timeout_s: PositiveFloat = 5.0
     timeout_s: PositiveFloat = 30.0

@@ -18,15 +18,23 @@ timeout: the client's deadline passed; failed: any other error (bad request, mod
 
 _UNAVAILABLE_STATUSES = frozenset({"StatusCode.UNAVAILABLE", "503", "UNAVAILABLE"})
 _TIMEOUT_STATUSES = frozenset({"StatusCode.DEADLINE_EXCEEDED", "504", "408"})
-_CONNECTION_HINTS = ("failed to connect", "connection refused", "connect call failed", "socket closed",
-                     "connection reset", "cannot connect", "connection closed")
+_CONNECTION_HINTS = (
+    "failed to connect",
+    "connection refused",
+    "connect call failed",
+    "socket closed",
+    "connection reset",
+    "cannot connect",
+    "connection closed",
+)
 
 
 class ServerUnavailableError(InferenceError):
     """The server could not be reached or refused the request for now (UNAVAILABLE); retrying may help."""
 
-    def __init__(self, message: str, status: str | None = None, model: str | None = None,
-                 kind: ErrorKind = "rejected") -> None:
+    def __init__(
+        self, message: str, status: str | None = None, model: str | None = None, kind: ErrorKind = "rejected"
+    ) -> None:
         self.kind = kind
         self.attempts = 1
         """How many attempts the client made before raising this."""
@@ -79,11 +87,11 @@ def to_inference_error(exc: BaseException, model: str | None, url: str) -> Infer
     kind = classify_exception(exc)
     where = f"model {model!r} at {url}" if model else f"server at {url}"
     if kind == "connection":
-        return ServerUnavailableError(f"cannot reach the {where}: {text}", status=status, model=model,
-                                      kind="connection")
+        return ServerUnavailableError(
+            f"cannot reach the {where}: {text}", status=status, model=model, kind="connection"
+        )
     if kind == "rejected":
-        return ServerUnavailableError(f"{where} is unavailable: {text}", status=status, model=model,
-                                      kind="rejected")
+        return ServerUnavailableError(f"{where} is unavailable: {text}", status=status, model=model, kind="rejected")
     if kind == "timeout":
         return InferenceError(f"request to {where} timed out: {text}", status=status or "timeout", model=model)
     return InferenceError(f"request to {where} failed: {text}", status=status, model=model)

@@ -25,16 +25,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("names", nargs="*", metavar="NAME", help="deployable names or run folders")
-    parser.add_argument("--hf", type=Path, action="append", default=[], metavar="PATH",
-                        help="a local Hugging Face save_pretrained folder or config.json (offline); repeatable")
+    parser.add_argument(
+        "--hf",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a local Hugging Face save_pretrained folder or config.json (offline); repeatable",
+    )
     parser.add_argument("--hf-name", default=None, help="deployable name for a single --hf model (default hf_<folder>)")
-    parser.add_argument("--opset", type=int, choices=(18, 23), default=23,
-                        help="23: fused ONNX Attention (default); 18: MatMul/Softmax for older runtimes")
+    parser.add_argument(
+        "--opset",
+        type=int,
+        choices=(18, 23),
+        default=23,
+        help="23: fused ONNX Attention (default); 18: MatMul/Softmax for older runtimes",
+    )
     parser.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (GPU hosts)")
     parser.add_argument("--no-explain", action="store_true", help="skip the NAME_explain model")
     parser.add_argument("--no-optimize", action="store_true", help="skip ONNX Runtime's offline optimisation")
-    parser.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=None,
-                        help="produce and verify the fp16 ONNX (default: with --tensorrt or when the spec lists fp16)")
+    parser.add_argument(
+        "--fp16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="produce and verify the fp16 ONNX (default: with --tensorrt or when the spec lists fp16)",
+    )
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run folders (default: runs)")
     parser.add_argument("--version", type=int, default=None, help="repository version folder (default: next free)")
@@ -48,11 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export every NAME and --hf PATH; print one line per stage; exit 1 when any stage failed."""
+    from attnserve.export.pipeline import export_hf, export_model
+    from attnserve.export.reports import StageResult
     from rich.console import Console
 
     from attnserve.errors import UserInputError
-    from attnserve.export.pipeline import export_hf, export_model
-    from attnserve.export.reports import StageResult
 
     console = Console()
     if not args.names and not args.hf:
@@ -63,15 +78,28 @@ def run_export(args: argparse.Namespace) -> int:
     def show(stage: StageResult) -> None:
         style = _STATUS_STYLE[stage.status]
         detail = stage.reason or ", ".join(f"{k}={v}" for k, v in stage.details.items() if k != "attempts")
-        console.print(f"  [{style}]{stage.status:>7}[/{style}] {stage.stage:<13} {stage.seconds:6.1f}s  {detail}",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"  [{style}]{stage.status:>7}[/{style}] {stage.stage:<13} {stage.seconds:6.1f}s  {detail}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
-    common = dict(repository=args.repository, runs_dir=args.runs_dir, opset=args.opset, tensorrt=args.tensorrt,
-                  optimize=not args.no_optimize, fp16=args.fp16, version=args.version, on_stage=show)
+    common = dict(
+        repository=args.repository,
+        runs_dir=args.runs_dir,
+        opset=args.opset,
+        tensorrt=args.tensorrt,
+        optimize=not args.no_optimize,
+        fp16=args.fp16,
+        version=args.version,
+        on_stage=show,
+    )
     all_ok = True
     jobs = [(str(name), lambda n=name: export_model(n, explain=not args.no_explain, **common)) for name in args.names]
-    jobs += [(str(path), lambda p=path: export_hf(p, name=args.hf_name, explain=not args.no_explain, **common))
-             for path in args.hf]
+    jobs += [
+        (str(path), lambda p=path: export_hf(p, name=args.hf_name, explain=not args.no_explain, **common))
+        for path in args.hf
+    ]
     for label, job in jobs:
         console.print(f"[bold]export {label}[/bold]")
         with console.status(f"exporting {label} ..."):

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from attnserve.serving.python_models.openvino_runtime import openvino_supports
 from pydantic import BaseModel, ConfigDict
 
 from attnserve.errors import ExportError, ShapeError, UserInputError
-from attnserve.serving.python_models.openvino_runtime import openvino_supports
 from attnserve.spec import INPUT_NAME, ModelSpec, Precision
 
 logger = logging.getLogger(__name__)
@@ -256,7 +256,9 @@ def quantize_int8_qdq(
                 calibrate_method=CalibrationMethod.MinMax,
             )
     except Exception as exc:
-        raise ExportError(f"static int8 (Q/DQ) quantisation of {fp32_onnx} failed: {type(exc).__name__}: {exc}") from exc
+        raise ExportError(
+            f"static int8 (Q/DQ) quantisation of {fp32_onnx} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     return out_path
 
 

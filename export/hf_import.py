@@ -55,7 +55,9 @@ class HFViTClassifier(HFImageClassifier):
     like the project's own ViTs. `forward` keeps SDPA, so the main graph stays fused.
     """
 
-    def __init__(self, hf_model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], grid: tuple[int, int]) -> None:
+    def __init__(
+        self, hf_model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], grid: tuple[int, int]
+    ) -> None:
         super().__init__(hf_model, mean, std)
         self.grid = grid
 
@@ -125,7 +127,9 @@ def _image_size(config: Any, preprocessor: dict[str, Any]) -> tuple[int, int]:
         return int(image_size[0]), int(image_size[1])
     if isinstance(image_size, int):
         return image_size, image_size
-    raise UserInputError("cannot tell the input size: no image_size in config.json and no size in preprocessor_config.json")
+    raise UserInputError(
+        "cannot tell the input size: no image_size in config.json and no size in preprocessor_config.json"
+    )
 
 
 def _classifier_class(config: Any) -> type[nn.Module]:

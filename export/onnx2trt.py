@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attnserve.export.reports import ParityReport, StageResult, _Report, short_error
 from pydantic import model_validator
 
-from attnserve.export.reports import ParityReport, StageResult, _Report, short_error
 from attnserve.spec import INPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,12 @@ def profile_for(spec: ModelSpec) -> TensorRTProfile:
 
 
 def trtexec_command(
-    onnx_path: Path, plan_path: Path, spec: ModelSpec, *, timing_cache: Path | None = None, layers_json: Path | None = None
+    onnx_path: Path,
+    plan_path: Path,
+    spec: ModelSpec,
+    *,
+    timing_cache: Path | None = None,
+    layers_json: Path | None = None,
 ) -> str:
     """The equivalent `trtexec` command line (for NVIDIA's container, e.g. the compose build step).
 
@@ -201,7 +206,9 @@ def build_engine(
             raise RuntimeError("engine differs from ONNX Runtime: " + "; ".join(parity.failures))
     except Exception as exc:  # noqa: BLE001 - every builder/parser failure becomes a failed stage with reason
         return TensorRTBuildReport(
-            stage=StageResult(stage="onnx2trt", status="failed", reason=short_error(exc), seconds=time.perf_counter() - started),
+            stage=StageResult(
+                stage="onnx2trt", status="failed", reason=short_error(exc), seconds=time.perf_counter() - started
+            ),
             onnx_path=onnx_path,
             profile=profile,
             trtexec=command,
@@ -229,7 +236,6 @@ def engine_parity(plan_path: Path, reference_onnx: Path, spec: ModelSpec) -> Par
     import numpy as np
     import tensorrt as trt
     import torch
-
     from attnserve.export.torch2onnx import example_pixels
     from attnserve.export.verify import compare_outputs, ort_session
 

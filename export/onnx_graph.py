@@ -30,7 +30,8 @@ def op_histogram(onnx_model: onnx.ModelProto | Path | str) -> dict[str, int]:
     """Count of each op type (`domain::Op` for non-standard domains), most frequent first."""
     model = load_graph(onnx_model)
     counts = Counter(
-        node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}" for node in _all_nodes(model)
+        node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        for node in _all_nodes(model)
     )
     return dict(counts.most_common())
 

@@ -29,9 +29,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
-
-from attnserve.errors import ExportError, UserInputError
 from attnserve.export.cpu_variants import (
     BASELINE_VARIANT,
     CPU_VARIANTS,
@@ -44,6 +41,9 @@ from attnserve.export.cpu_variants import (
 from attnserve.export.reports import StageStatus, _Report, short_error
 from attnserve.serving.python_models.openvino_runtime import PRECISION_PARAMETER
 from attnserve.serving.python_models.runtime import Session, intra_op_threads_for, open_session
+from pydantic import BaseModel, Field
+
+from attnserve.errors import ExportError, UserInputError
 from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,9 @@ def logits_parity(reference: np.ndarray, candidate: np.ndarray) -> dict[str, flo
         ShapeError-like UserInputError: the shapes differ.
     """
     if reference.shape != candidate.shape or reference.ndim != 2:
-        raise UserInputError(f"logits to compare must both be (N, classes); got {reference.shape} and {candidate.shape}")
+        raise UserInputError(
+            f"logits to compare must both be (N, classes); got {reference.shape} and {candidate.shape}"
+        )
     reference64 = reference.astype(np.float64)
     candidate64 = candidate.astype(np.float64)
     norms = np.linalg.norm(reference64, axis=1) * np.linalg.norm(candidate64, axis=1)
@@ -360,7 +362,9 @@ def optimize_variants(
         row.build_seconds = built.seconds
         load_started = time.perf_counter()
         try:
-            session = open_session(variant.runtime, built.path, intra_op_threads=threads, options=_session_options(variant))
+            session = open_session(
+                variant.runtime, built.path, intra_op_threads=threads, options=_session_options(variant)
+            )
         except Exception as exc:  # noqa: BLE001 - a runtime that cannot load a variant is a table row
             row.status, row.reason = "failed", f"loading in {variant.runtime}: {short_error(exc)}"
             continue
@@ -557,7 +561,11 @@ def serve_pick(spec: ModelSpec, report: OptimizeReport, repository: Path, *, ver
     entry_dir = fp32_target.parent.parent
     write_optimize_report(report, entry_dir)
     logger.info(
-        "%s now serves %s (%s, %s) from %s", spec.name, report.picked, report.picked_runtime, report.picked_precision,
+        "%s now serves %s (%s, %s) from %s",
+        spec.name,
+        report.picked,
+        report.picked_runtime,
+        report.picked_precision,
         fp32_target.parent,
     )
     return entry_dir
@@ -638,8 +646,14 @@ def optimize_deployable(
     # goes to a scratch folder; `serve_pick` writes the real one.
     with tempfile.TemporaryDirectory(prefix="attnserve-optimize-") as scratch:
         export_report = export_module(
-            model, spec, Path(scratch), work_dir=variants_dir / "fp32_export", explain=False, optimize=False,
-            fp16=False, tensorrt=False,
+            model,
+            spec,
+            Path(scratch),
+            work_dir=variants_dir / "fp32_export",
+            explain=False,
+            optimize=False,
+            fp16=False,
+            tensorrt=False,
         )
     if export_report.parity is None or not export_report.parity.ok:
         raise ExportError(f"the fp32 export of {spec.name!r} is not verified; see {export_report.work_dir}")

@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run folders (default: runs)")
     parser.add_argument("--reports-dir", type=Path, default=Path("reports/optimize"), help="where NAME.json/.md go")
     parser.add_argument(
-        "--budget-points", type=float, default=None,
+        "--budget-points",
+        type=float,
+        default=None,
         help="trained models: top-1 points a variant may lose against fp32 (default: the spec's, 0.5)",
     )
     parser.add_argument("--eval-samples", type=int, default=None, help="held-out samples (default: the whole split)")
@@ -39,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_optimize(args: argparse.Namespace) -> int:
     """Run `optimize` and print the table and the pick."""
-    from attnserve.errors import UserInputError
     from attnserve.export.optimize import optimize_deployable, render_markdown
+
+    from attnserve.errors import UserInputError
 
     if args.budget_points is not None and args.budget_points < 0:
         raise UserInputError(f"--budget-points must be >= 0, got {args.budget_points}")

@@ -22,10 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import computed_field
-from torch import nn
-
-from attnserve.errors import ExportError
 from attnserve.export.fp16 import Fp16Report, export_fp16, modelopt_available
 from attnserve.export.onnx2trt import TensorRTBuildReport, build_engine
 from attnserve.export.ort_optimize import OrtOptimizationReport, optimize_for_cpu
@@ -33,6 +29,10 @@ from attnserve.export.reports import OnnxExportReport, ParityReport, StageRecord
 from attnserve.export.repository import write_explain_entry, write_model_entry, write_trt_entry
 from attnserve.export.torch2onnx import example_pixels, export_onnx
 from attnserve.export.verify import verify_onnx
+from pydantic import computed_field
+from torch import nn
+
+from attnserve.errors import ExportError
 from attnserve.spec import ATTENTION_OUTPUT_NAME, OUTPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -324,11 +324,16 @@ def export_model(
     else:
         model, spec = resolve(name_or_run, runs_dir)
     spec = spec.model_copy(update={"opset": opset})
-    stage_options = dict(opset=opset, explain=explain, optimize=optimize, fp16=fp16, tensorrt=tensorrt,
-                         version=version, on_stage=on_stage)
-    return export_module(
-        model, spec, repository, work_dir=Path(runs_dir) / spec.name / "export", **stage_options
+    stage_options = dict(
+        opset=opset,
+        explain=explain,
+        optimize=optimize,
+        fp16=fp16,
+        tensorrt=tensorrt,
+        version=version,
+        on_stage=on_stage,
     )
+    return export_module(model, spec, repository, work_dir=Path(runs_dir) / spec.name / "export", **stage_options)
 
 
 def export_hf(
@@ -352,8 +357,13 @@ def export_hf(
     from attnserve.export.hf_import import load_hf_classifier
 
     model, spec = load_hf_classifier(path, name=name, opset=opset)
-    stage_options = dict(opset=opset, explain=explain, optimize=optimize, fp16=fp16, tensorrt=tensorrt,
-                         version=version, on_stage=on_stage)
-    return export_module(
-        model, spec, repository, work_dir=Path(runs_dir) / spec.name / "export", **stage_options
+    stage_options = dict(
+        opset=opset,
+        explain=explain,
+        optimize=optimize,
+        fp16=fp16,
+        tensorrt=tensorrt,
+        version=version,
+        on_stage=on_stage,
     )
+    return export_module(model, spec, repository, work_dir=Path(runs_dir) / spec.name / "export", **stage_options)

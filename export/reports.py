@@ -68,7 +68,9 @@ class StageRecorder:
                 )
             )
             raise
-        self.results.append(StageResult(stage=name, status="ok", seconds=time.perf_counter() - started, details=details))
+        self.results.append(
+            StageResult(stage=name, status="ok", seconds=time.perf_counter() - started, details=details)
+        )
 
     def skipped(self, name: str, reason: str, **details: Any) -> StageResult:
         result = StageResult(stage=name, status="skipped", reason=reason, details=details)

@@ -31,7 +31,6 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from attnserve.errors import UserInputError
 from attnserve.export.triton_config import (
     SPEC_PARAMETER,
     DynamicBatching,
@@ -41,6 +40,8 @@ from attnserve.export.triton_config import (
     QueuePolicy,
     TensorConfig,
 )
+
+from attnserve.errors import UserInputError
 from attnserve.spec import ATTENTION_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME, SPEC_FILENAME, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,9 @@ def pixels_input(spec: ModelSpec) -> TensorConfig:
 
 def logits_output(spec: ModelSpec) -> TensorConfig:
     """The fp32 `logits` output, with the labels file for Triton's classification extension."""
-    return TensorConfig(name=OUTPUT_NAME, data_type="TYPE_FP32", dims=(spec.num_classes,), label_filename=LABELS_FILENAME)
+    return TensorConfig(
+        name=OUTPUT_NAME, data_type="TYPE_FP32", dims=(spec.num_classes,), label_filename=LABELS_FILENAME
+    )
 
 
 def dynamic_batching_for(spec: ModelSpec) -> DynamicBatching | None:
@@ -78,7 +81,9 @@ def dynamic_batching_for(spec: ModelSpec) -> DynamicBatching | None:
     return DynamicBatching(
         preferred_batch_size=tuple(spec.preferred_batch_sizes),
         max_queue_delay_microseconds=spec.max_queue_delay_us,
-        default_queue_policy=None if not bounded else QueuePolicy(
+        default_queue_policy=None
+        if not bounded
+        else QueuePolicy(
             timeout_action="REJECT",
             default_timeout_microseconds=spec.queue_timeout_us,
             max_queue_size=spec.max_queue_size,

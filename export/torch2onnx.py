@@ -20,11 +20,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+from attnserve.export.onnx_graph import batch_dim_name, count_attention_nodes, op_histogram
+from attnserve.export.reports import OnnxExportReport, StageRecorder, short_error
 from torch import nn
 
 from attnserve.errors import ExportError, ShapeError
-from attnserve.export.onnx_graph import batch_dim_name, count_attention_nodes, op_histogram
-from attnserve.export.reports import OnnxExportReport, StageRecorder, short_error
 from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,9 @@ def export_onnx(
     exporter: str | None = None
     attempts = [("torch2onnx.dynamo", lambda: _export_dynamo(model, pixels, onnx_path, opset, output_names, max_batch))]
     if allow_fallback:
-        attempts.append(("torch2onnx.torchscript", lambda: _export_torchscript(model, pixels, onnx_path, opset, output_names)))
+        attempts.append(
+            ("torch2onnx.torchscript", lambda: _export_torchscript(model, pixels, onnx_path, opset, output_names))
+        )
     for stage_name, attempt in attempts:
         # The exporters print progress and warnings; keep them out of the CLI's output (logged at debug).
         captured = io.StringIO()

@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from torch import nn
-
 from attnserve.export.onnx_graph import batch_dim_name, value_info_dims
 from attnserve.export.reports import OutputParity, ParityReport, StageResult, short_error
 from attnserve.export.torch2onnx import example_pixels
+from torch import nn
+
 from attnserve.spec import INPUT_NAME, ModelSpec
 
 VACUOUS_FACTOR = 2.0
@@ -107,7 +107,9 @@ def check_graph(onnx_path: Path) -> StageResult:
     try:
         onnx.checker.check_model(str(onnx_path), full_check=True)
     except Exception as exc:  # noqa: BLE001 - the checker raises several types; all mean "invalid"
-        return StageResult(stage="onnx.checker", status="failed", reason=short_error(exc), seconds=time.perf_counter() - started)
+        return StageResult(
+            stage="onnx.checker", status="failed", reason=short_error(exc), seconds=time.perf_counter() - started
+        )
     return StageResult(stage="onnx.checker", status="ok", seconds=time.perf_counter() - started)
 
 
@@ -155,9 +157,13 @@ def verify_against(
         got = onnx.TensorProto.DataType.Name(inputs[0].type.tensor_type.elem_type)
         failures.append(f"input {INPUT_NAME!r}: expected dtype UINT8, got {got}")
     elif value_info_dims(inputs[0])[1:] != list(spec.input_shape):
-        failures.append(f"input {INPUT_NAME!r}: expected per-sample dims {list(spec.input_shape)}, got {value_info_dims(inputs[0])[1:]}")
+        failures.append(
+            f"input {INPUT_NAME!r}: expected per-sample dims {list(spec.input_shape)}, got {value_info_dims(inputs[0])[1:]}"
+        )
     if dim is None:
-        failures.append(f"input {INPUT_NAME!r}: batch dim is not symbolic, got dims {value_info_dims(graph.graph.input[0])}")
+        failures.append(
+            f"input {INPUT_NAME!r}: batch dim is not symbolic, got dims {value_info_dims(graph.graph.input[0])}"
+        )
     for output in graph.graph.output:
         if not value_info_dims(output) or isinstance(value_info_dims(output)[0], int):
             failures.append(f"output {output.name!r}: batch dim is not symbolic, got dims {value_info_dims(output)}")

@@ -58,10 +58,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from attnserve.models.deployables import TRAINABLE_NAMES
 
     models_parser = subparsers.add_parser(
-        "models", help="list deployable models and architectures", description="List the deployable models "
-        "(with their status: trained in the runs folder or not) and the registered architectures."
+        "models",
+        help="list deployable models and architectures",
+        description="List the deployable models "
+        "(with their status: trained in the runs folder or not) and the registered architectures.",
     )
-    models_parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="folder of training runs (default: runs)")
+    models_parser.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), help="folder of training runs (default: runs)"
+    )
     models_parser.set_defaults(func=_models)
 
     train_parser = subparsers.add_parser(
@@ -72,17 +76,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-minutes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    train_parser.add_argument("name", choices=TRAINABLE_NAMES, metavar="NAME", help=f"one of: {', '.join(TRAINABLE_NAMES)}")
+    train_parser.add_argument(
+        "name", choices=TRAINABLE_NAMES, metavar="NAME", help=f"one of: {', '.join(TRAINABLE_NAMES)}"
+    )
     train_parser.add_argument("--max-minutes", type=float, default=5.0, help="time budget of the training loop")
     train_parser.add_argument("--epochs", type=int, default=None, help="planned epochs; None: the model's recipe")
     train_parser.add_argument(
-        "--data", type=Path, default=None, metavar="DIR",
+        "--data",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="train on your own class folders (images, or videos for *_motion) instead of the built-in dataset",
     )
     train_parser.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and procedural data")
     train_parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent folder of the run folder")
     train_parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch threads; 1 is fastest for these small models on shared cores (measured 10x over 2 under load)",
     )
     train_parser.add_argument("--no-progress", action="store_true", help="no progress bar")

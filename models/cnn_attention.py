@@ -11,11 +11,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from attnserve.models.attention import CBAM, get_attn
 from attnserve.models.layers import PixelNormalize, normalize_map
 from attnserve.models.registry import register_model
+from torch import nn
 
 
 class AttentionConvBlock(nn.Module):
@@ -32,7 +31,9 @@ class AttentionConvBlock(nn.Module):
         self.shortcut = (
             nn.Identity()
             if in_channels == out_channels and stride == 1
-            else nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
+            else nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
         )
 
     def forward_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

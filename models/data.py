@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from attnserve.errors import DataError
 from attnserve.models.deployables import get_deployable
 from attnserve.models.folders import class_files, read_files, write_mp4, write_png
 from attnserve.models.synthetic import digits_arrays, motion_arrays, shapes_arrays
+
+from attnserve.errors import DataError
 
 HELD_OUT_SEED = 1_000_000
 DIGITS_SPLIT_SEED = 0
@@ -67,7 +67,9 @@ def _check_seed(seed: int) -> None:
         raise ValueError(f"seed must be in [0, {HELD_OUT_SEED}) so training never draws held-out data, got {seed}")
 
 
-def load_dataset(name: str, seed: int = 0, data_dir: Path | None = None, train_count: int | None = None) -> DatasetSplits:
+def load_dataset(
+    name: str, seed: int = 0, data_dir: Path | None = None, train_count: int | None = None
+) -> DatasetSplits:
     """Train/test splits for deployable `name`: its built-in dataset, or the class folders in `data_dir`.
 
     Args:
@@ -100,8 +102,12 @@ def load_dataset(name: str, seed: int = 0, data_dir: Path | None = None, train_c
     else:
         raise DataError(f"{name!r} has no built-in dataset (it is not trained here); pass a data folder")
     return DatasetSplits(
-        torch.from_numpy(train_x), torch.from_numpy(train_y), torch.from_numpy(test_x), torch.from_numpy(test_y),
-        tuple(labels), source,
+        torch.from_numpy(train_x),
+        torch.from_numpy(train_y),
+        torch.from_numpy(test_x),
+        torch.from_numpy(test_y),
+        tuple(labels),
+        source,
     )
 
 

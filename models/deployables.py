@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from attnserve.errors import UnknownModelError
 from attnserve.models.constants import IMAGENET_MEAN, IMAGENET_STD
+
+from attnserve.errors import UnknownModelError
 from attnserve.spec import Kind, Layout, ModelSpec
 
 DIGIT_LABELS = tuple(str(digit) for digit in range(10))
@@ -52,40 +53,89 @@ class Deployable:
 
 _IMAGE_SERVING = dict(max_batch_size=16, preferred_batch_sizes=(4, 8, 16))
 _VIDEO_SERVING = dict(max_batch_size=8, preferred_batch_sizes=(2, 4, 8), atol=5e-4, rtol=1e-3)
-_VIT_32 = dict(stem="conv", stem_depth=3, stem_width=32, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0, drop_rate=0.0)
+_VIT_32 = dict(
+    stem="conv", stem_depth=3, stem_width=32, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0, drop_rate=0.0
+)
 _VIDEO_ARGS = dict(embed_dim=48, depth=2, num_heads=4, mlp_ratio=2.0, first_stride=4, stem_depth=2, stem_width=32)
 
 DEPLOYABLES: dict[str, Deployable] = {
     "vit_digits": Deployable(
-        "vit_convstem_32", "digits", "image", (1, 32, 32), DIGIT_LABELS, DIGITS_MEAN, DIGITS_STD, dict(_VIT_32),
+        "vit_convstem_32",
+        "digits",
+        "image",
+        (1, 32, 32),
+        DIGIT_LABELS,
+        DIGITS_MEAN,
+        DIGITS_STD,
+        dict(_VIT_32),
         dict(_IMAGE_SERVING),
     ),
     "cnn_cbam_digits": Deployable(
-        "cnn_cbam_32", "digits", "image", (1, 32, 32), DIGIT_LABELS, DIGITS_MEAN, DIGITS_STD,
-        dict(widths=(16, 32, 64), attn="cbam", first_stride=2), dict(_IMAGE_SERVING, atol=5e-4),
+        "cnn_cbam_32",
+        "digits",
+        "image",
+        (1, 32, 32),
+        DIGIT_LABELS,
+        DIGITS_MEAN,
+        DIGITS_STD,
+        dict(widths=(16, 32, 64), attn="cbam", first_stride=2),
+        dict(_IMAGE_SERVING, atol=5e-4),
     ),
     "vit_shapes": Deployable(
-        "vit_convstem_32", "shapes", "image", (3, 32, 32), SHAPE_LABELS, SHAPES_MEAN, SHAPES_STD,
+        "vit_convstem_32",
+        "shapes",
+        "image",
+        (3, 32, 32),
+        SHAPE_LABELS,
+        SHAPES_MEAN,
+        SHAPES_STD,
         dict(_VIT_32, embed_dim=96, depth=3, num_heads=3),
         dict(_IMAGE_SERVING),
     ),
     "timesformer_motion": Deployable(
-        "timesformer_divided_8x32", "motion", "video", (8, 3, 32, 32), MOTION_LABELS, MOTION_MEAN, MOTION_STD,
-        dict(_VIDEO_ARGS, tubelet_size=3), dict(_VIDEO_SERVING),
+        "timesformer_divided_8x32",
+        "motion",
+        "video",
+        (8, 3, 32, 32),
+        MOTION_LABELS,
+        MOTION_MEAN,
+        MOTION_STD,
+        dict(_VIDEO_ARGS, tubelet_size=3),
+        dict(_VIDEO_SERVING),
     ),
     "temporal_motion": Deployable(
-        "temporal_transformer_8x32", "motion", "video", (8, 3, 32, 32), MOTION_LABELS, MOTION_MEAN, MOTION_STD,
+        "temporal_transformer_8x32",
+        "motion",
+        "video",
+        (8, 3, 32, 32),
+        MOTION_LABELS,
+        MOTION_MEAN,
+        MOTION_STD,
         # The 3-frame tubelet stem of timesformer_motion: with strictly per-frame tokens (tubelet_size=1) the
         # temporal-only model stayed at chance within 3-minute budgets (5 variants tried, see the issue note).
-        dict(_VIDEO_ARGS, tubelet_size=3), dict(_VIDEO_SERVING),
+        dict(_VIDEO_ARGS, tubelet_size=3),
+        dict(_VIDEO_SERVING),
     ),
     "spatial_motion": Deployable(
-        "spatial_transformer_8x32", "motion", "video", (8, 3, 32, 32), MOTION_LABELS, MOTION_MEAN, MOTION_STD,
-        dict(_VIDEO_ARGS, tubelet_size=1), dict(_VIDEO_SERVING),
+        "spatial_transformer_8x32",
+        "motion",
+        "video",
+        (8, 3, 32, 32),
+        MOTION_LABELS,
+        MOTION_MEAN,
+        MOTION_STD,
+        dict(_VIDEO_ARGS, tubelet_size=1),
+        dict(_VIDEO_SERVING),
     ),
     "vit_tiny_patch16_224": Deployable(
-        "vit_tiny_patch16_224", "none", "image", (3, 224, 224), tuple(f"class_{index}" for index in range(1000)),
-        IMAGENET_MEAN, IMAGENET_STD, dict(patch_size=16, embed_dim=192, depth=12, num_heads=3),
+        "vit_tiny_patch16_224",
+        "none",
+        "image",
+        (3, 224, 224),
+        tuple(f"class_{index}" for index in range(1000)),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        dict(patch_size=16, embed_dim=192, depth=12, num_heads=3),
         dict(_IMAGE_SERVING, precisions=("fp32", "fp16")),
     ),
 }
@@ -136,7 +186,9 @@ def default_spec(name: str, **arch_overrides: Any) -> ModelSpec:
     entry = get_deployable(name)
     input_facts = sorted(set(arch_overrides) & set(INPUT_FACT_ARGS))
     if input_facts:
-        raise ValueError(f"arch overrides {input_facts} are input facts fixed by the deployable {name!r}; only architecture arguments may be overridden")
+        raise ValueError(
+            f"arch overrides {input_facts} are input facts fixed by the deployable {name!r}; only architecture arguments may be overridden"
+        )
     arch_args = {**entry.arch_args, **arch_overrides}
     # JSON has no tuples: store lists so that a spec read back from spec.json compares equal.
     arch_args = {key: list(value) if isinstance(value, tuple) else value for key, value in arch_args.items()}

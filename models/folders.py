@@ -102,7 +102,8 @@ def write_mp4(clip: np.ndarray, path: Path, fps: int = 8) -> Path:
 def _list_class_files(root: Path, extensions: tuple[str, ...]) -> dict[str, list[Path]]:
     classes = sorted(folder for folder in root.iterdir() if folder.is_dir() and not folder.name.startswith("."))
     files = {
-        folder.name: sorted(path for path in folder.rglob("*") if path.suffix.lower() in extensions) for folder in classes
+        folder.name: sorted(path for path in folder.rglob("*") if path.suffix.lower() in extensions)
+        for folder in classes
     }
     return {name: paths for name, paths in files.items() if paths}
 
@@ -124,9 +125,14 @@ def class_files(root: Path, kind: str) -> tuple[tuple[str, ...], list[tuple[Path
         raise DataError(f"expected a folder of class folders, got {root} (not a folder)")
     test_root = next((root / split for split in ("test", "val") if (root / split).is_dir()), None)
     if (root / "train").is_dir() and test_root is not None:
-        train_files, test_files = _list_class_files(root / "train", extensions), _list_class_files(test_root, extensions)
+        train_files, test_files = (
+            _list_class_files(root / "train", extensions),
+            _list_class_files(test_root, extensions),
+        )
         if sorted(train_files) != sorted(test_files):
-            raise DataError(f"train classes {sorted(train_files)} differ from test classes {sorted(test_files)} in {root}")
+            raise DataError(
+                f"train classes {sorted(train_files)} differ from test classes {sorted(test_files)} in {root}"
+            )
         labels = tuple(sorted(train_files))
         train = [(path, labels.index(name)) for name in labels for path in train_files[name]]
         test = [(path, labels.index(name)) for name in labels for path in test_files[name]]

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from attnserve.models.attention import AttentionLayer
+from attnserve.models.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - re-exported
 from torch import nn
 
 from attnserve.errors import DTypeError, ShapeError
-from attnserve.models.attention import AttentionLayer
-from attnserve.models.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - re-exported
 
 
 def _per_channel(values: Sequence[float], channels: int, what: str) -> tuple[float, ...]:
@@ -158,7 +158,9 @@ class ConvStem(nn.Module):
         return self.stem(x)
 
 
-def make_embedding(stem: str, in_chans: int, embed_dim: int, patch_size: int, stem_depth: int, stem_width: int) -> nn.Module:
+def make_embedding(
+    stem: str, in_chans: int, embed_dim: int, patch_size: int, stem_depth: int, stem_width: int
+) -> nn.Module:
     """`stem='patch'` -> PatchEmbed(patch_size); `stem='conv'` -> ConvStem(stem_depth, stem_width)."""
     if stem == "patch":
         return PatchEmbed(in_chans, embed_dim, patch_size)

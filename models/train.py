@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from attnserve.errors import UserInputError
 from attnserve.models.checkpoint import build_model, save_run
 from attnserve.models.data import DatasetSplits, load_dataset
 from attnserve.models.deployables import TRAINABLE_NAMES, default_spec, get_deployable
+from torch import nn
+
+from attnserve.errors import UserInputError
 from attnserve.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,9 @@ def _random_shift(pixels: torch.Tensor, max_shift: int, generator: torch.Generat
 def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
     """Class predictions (N,) of a model (set to eval mode) on uint8 inputs (N, ...)."""
     model.eval()
-    predictions = [model(pixels[start : start + batch_size]).argmax(dim=1) for start in range(0, len(pixels), batch_size)]
+    predictions = [
+        model(pixels[start : start + batch_size]).argmax(dim=1) for start in range(0, len(pixels), batch_size)
+    ]
     return torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.int64)
 
 
@@ -178,7 +180,9 @@ def _train(
 
     entry = get_deployable(name)
     if name not in TRAINABLE_NAMES and data_dir is None:
-        raise UserInputError(f"{name!r} is not trained here (no built-in dataset); trainable: {', '.join(TRAINABLE_NAMES)}")
+        raise UserInputError(
+            f"{name!r} is not trained here (no built-in dataset); trainable: {', '.join(TRAINABLE_NAMES)}"
+        )
     if max_minutes <= 0:
         raise UserInputError(f"max_minutes must be > 0, got {max_minutes}")
     recipe = RECIPES.get(name, Recipe(epochs=10))
@@ -261,5 +265,11 @@ def _train(
         recipe=asdict(recipe),
     )
     save_run(Path(runs_dir) / name, model, spec, metrics)
-    logger.info("%s: test accuracy %.4f after %.1f epochs in %.0f s", name, metrics["test_accuracy"], metrics["epochs"], train_seconds)
+    logger.info(
+        "%s: test accuracy %.4f after %.1f epochs in %.0f s",
+        name,
+        metrics["test_accuracy"],
+        metrics["epochs"],
+        train_seconds,
+    )
     return metrics

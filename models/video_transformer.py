@@ -18,8 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
-
 from attnserve.models.attention import AttentionLayer, AttentionPool
 from attnserve.models.layers import (
     Mlp,
@@ -32,6 +30,7 @@ from attnserve.models.layers import (
     trunc_normal_init,
 )
 from attnserve.models.registry import register_model
+from torch import nn
 
 
 class VideoEmbed(nn.Module):
@@ -42,7 +41,12 @@ class VideoEmbed(nn.Module):
     """
 
     def __init__(
-        self, in_chans: int, embed_dim: int, tubelet_size: int = 3, stem_depth: int = 3, stem_width: int = 32,
+        self,
+        in_chans: int,
+        embed_dim: int,
+        tubelet_size: int = 3,
+        stem_depth: int = 3,
+        stem_width: int = 32,
         first_stride: int = 2,
     ) -> None:
         super().__init__()
@@ -61,8 +65,12 @@ class VideoEmbed(nn.Module):
             out_channels = min(stem_width * 2**index, embed_dim)
             layers += [
                 nn.Conv3d(
-                    channels, out_channels, (time_kernel, kernel, kernel), stride=(1, stride, stride),
-                    padding=(time_kernel // 2, padding, padding), bias=False,
+                    channels,
+                    out_channels,
+                    (time_kernel, kernel, kernel),
+                    stride=(1, stride, stride),
+                    padding=(time_kernel // 2, padding, padding),
+                    bias=False,
                 ),
                 nn.BatchNorm3d(out_channels),
                 nn.ReLU(inplace=True),
@@ -204,12 +212,25 @@ class TimeSformer(_VideoBase):
         first_stride: int = 2,
     ) -> None:
         super().__init__(
-            num_frames, img_size, in_chans, num_classes, embed_dim, tubelet_size, stem_depth, stem_width, drop_rate,
-            clip_standardize, mean, std, first_stride,
+            num_frames,
+            img_size,
+            in_chans,
+            num_classes,
+            embed_dim,
+            tubelet_size,
+            stem_depth,
+            stem_width,
+            drop_rate,
+            clip_standardize,
+            mean,
+            std,
+            first_stride,
         )
         self.pos_space = nn.Parameter(torch.zeros(1, 1, self.num_patches, embed_dim))
         self.pos_time = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim))
-        self.blocks = nn.ModuleList(DividedSpaceTimeBlock(embed_dim, num_heads, mlp_ratio, drop_rate) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            DividedSpaceTimeBlock(embed_dim, num_heads, mlp_ratio, drop_rate) for _ in range(depth)
+        )
         nn.init.trunc_normal_(self.pos_space, std=0.02)
         self.apply(trunc_normal_init)
         with torch.no_grad():  # frame order must be visible from the start (see sincos_embedding)
@@ -261,8 +282,19 @@ class TemporalTransformer(_VideoBase):
         frame_tokens: str = "position",
     ) -> None:
         super().__init__(
-            num_frames, img_size, in_chans, num_classes, embed_dim, tubelet_size, stem_depth, stem_width, drop_rate,
-            clip_standardize, mean, std, first_stride,
+            num_frames,
+            img_size,
+            in_chans,
+            num_classes,
+            embed_dim,
+            tubelet_size,
+            stem_depth,
+            stem_width,
+            drop_rate,
+            clip_standardize,
+            mean,
+            std,
+            first_stride,
         )
         if frame_tokens not in ("position", "frame", "keypoints"):
             raise ValueError(f"frame_tokens must be 'position', 'frame' or 'keypoints', got {frame_tokens!r}")
@@ -278,7 +310,9 @@ class TemporalTransformer(_VideoBase):
         self.register_buffer("circle_coords", circle, persistent=False)
         self.pos_space = nn.Parameter(torch.zeros(1, 1, self.num_patches, embed_dim))
         self.pos_time = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim))
-        self.blocks = nn.ModuleList(TransformerBlock(embed_dim, num_heads, mlp_ratio, drop=drop_rate) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(embed_dim, num_heads, mlp_ratio, drop=drop_rate) for _ in range(depth)
+        )
         nn.init.trunc_normal_(self.pos_space, std=0.02)
         self.apply(trunc_normal_init)
         with torch.no_grad():  # frame order must be visible from the start (see sincos_embedding)
@@ -337,12 +371,25 @@ class SpatialTransformer(_VideoBase):
         first_stride: int = 2,
     ) -> None:
         super().__init__(
-            num_frames, img_size, in_chans, num_classes, embed_dim, tubelet_size, stem_depth, stem_width, drop_rate,
-            clip_standardize, mean, std, first_stride,
+            num_frames,
+            img_size,
+            in_chans,
+            num_classes,
+            embed_dim,
+            tubelet_size,
+            stem_depth,
+            stem_width,
+            drop_rate,
+            clip_standardize,
+            mean,
+            std,
+            first_stride,
         )
         # Spatial positions only: a temporal position embedding would tell frames apart and leak order.
         self.pos_space = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim))
-        self.blocks = nn.ModuleList(TransformerBlock(embed_dim, num_heads, mlp_ratio, drop=drop_rate) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(embed_dim, num_heads, mlp_ratio, drop=drop_rate) for _ in range(depth)
+        )
         nn.init.trunc_normal_(self.pos_space, std=0.02)
         self.apply(trunc_normal_init)
 

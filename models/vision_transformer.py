@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
-
 from attnserve.models.layers import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -25,6 +23,7 @@ from attnserve.models.layers import (
     trunc_normal_init,
 )
 from attnserve.models.registry import register_model
+from torch import nn
 
 
 class VisionTransformer(nn.Module):
@@ -73,7 +72,9 @@ class VisionTransformer(nn.Module):
         num_patches = self.grid * self.grid
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
-        self.blocks = nn.ModuleList(TransformerBlock(embed_dim, num_heads, mlp_ratio, drop=drop_rate) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(embed_dim, num_heads, mlp_ratio, drop=drop_rate) for _ in range(depth)
+        )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes)
@@ -138,7 +139,17 @@ def vit_small_patch16_224(**overrides) -> VisionTransformer:
 def vit_patch4_32(**overrides) -> VisionTransformer:
     """Plain small ViT on 32x32 (4x4 patches, dim 128, depth 4, heads 4): the slow-to-train baseline."""
     return _vit(
-        dict(img_size=32, num_classes=10, patch_size=4, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0, mean=(0.5,) * 3, std=(0.25,) * 3),
+        dict(
+            img_size=32,
+            num_classes=10,
+            patch_size=4,
+            embed_dim=128,
+            depth=4,
+            num_heads=4,
+            mlp_ratio=2.0,
+            mean=(0.5,) * 3,
+            std=(0.25,) * 3,
+        ),
         overrides,
     )
 
@@ -148,8 +159,17 @@ def vit_convstem_32(**overrides) -> VisionTransformer:
     """Small ViT on 32x32 with a 3-conv stem (4x4 tokens, dim 128, depth 4, heads 4)."""
     return _vit(
         dict(
-            img_size=32, num_classes=10, stem="conv", stem_depth=3, stem_width=32, embed_dim=128, depth=4, num_heads=4,
-            mlp_ratio=2.0, mean=(0.5,) * 3, std=(0.25,) * 3,
+            img_size=32,
+            num_classes=10,
+            stem="conv",
+            stem_depth=3,
+            stem_width=32,
+            embed_dim=128,
+            depth=4,
+            num_heads=4,
+            mlp_ratio=2.0,
+            mean=(0.5,) * 3,
+            std=(0.25,) * 3,
         ),
         overrides,
     )

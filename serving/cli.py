@@ -10,8 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from attnserve.security import DEFAULT_BIND_ADDRESS
 from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
+
+from attnserve.security import DEFAULT_BIND_ADDRESS
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
     serve.add_argument("--models", default=None, help="comma-separated model names to load (default: all)")
-    serve.add_argument("--runtime", choices=("onnxruntime", "openvino"), default=None,
-                       help="CPU runtime for every ONNX model (default: each entry's own, else onnxruntime)")
+    serve.add_argument(
+        "--runtime",
+        choices=("onnxruntime", "openvino"),
+        default=None,
+        help="CPU runtime for every ONNX model (default: each entry's own, else onnxruntime)",
+    )
     serve.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
     serve.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
     serve.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT)
@@ -109,8 +114,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_pipelines(args: argparse.Namespace) -> int:
-    from attnserve.errors import UnknownModelError
     from attnserve.serving.pipelines import model_entry_specs, write_pipeline_entries
+
+    from attnserve.errors import UnknownModelError
 
     specs = model_entry_specs(args.repository)
     for name in args.names:

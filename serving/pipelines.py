@@ -15,7 +15,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from attnserve.errors import UserInputError
 from attnserve.export.repository import dynamic_batching_for, logits_output, pixels_input, write_labels
 from attnserve.export.triton_config import (
     SPEC_PARAMETER,
@@ -26,6 +25,8 @@ from attnserve.export.triton_config import (
     TensorConfig,
 )
 from attnserve.serving.python_models.preprocess import PreprocessTarget
+
+from attnserve.errors import UserInputError
 from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
 
 PREPROCESS_SHIM = Path(__file__).parent / "python_models" / "preprocess_model.py"
@@ -75,10 +76,13 @@ def pipeline_config(spec: ModelSpec) -> ModelConfig:
         ensemble_scheduling=EnsembleScheduling(
             step=(
                 EnsembleStep(
-                    model_name=spec.preprocess_name, input_map={input_name: input_name},
+                    model_name=spec.preprocess_name,
+                    input_map={input_name: input_name},
                     output_map={INPUT_NAME: INPUT_NAME},
                 ),
-                EnsembleStep(model_name=spec.name, input_map={INPUT_NAME: INPUT_NAME}, output_map={OUTPUT_NAME: OUTPUT_NAME}),
+                EnsembleStep(
+                    model_name=spec.name, input_map={INPUT_NAME: INPUT_NAME}, output_map={OUTPUT_NAME: OUTPUT_NAME}
+                ),
             )
         ),
         parameters={SPEC_PARAMETER: spec.model_dump_json()},

@@ -17,10 +17,6 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
-
-from attnserve.errors import UnknownModelError, UserInputError
 from attnserve.serving.python_models.runtime import (
     DEFAULT_RUNTIME,
     INTRA_OP_THREADS_PARAMETER,
@@ -29,6 +25,10 @@ from attnserve.serving.python_models.runtime import (
     RUNTIME_PARAMETER,
     intra_op_threads_for,
 )
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from attnserve.errors import UnknownModelError, UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +173,11 @@ def build_runtime_repository(
             continue
         if config.platform == ONNX_PLATFORM or config.backend == "onnxruntime":
             # `model_file` (relative to the version folder) names a CPU variant picked by `attnserve optimize`
-            chosen_file = config.parameters[MODEL_FILE_PARAMETER].string_value if MODEL_FILE_PARAMETER in config.parameters else ""
+            chosen_file = (
+                config.parameters[MODEL_FILE_PARAMETER].string_value
+                if MODEL_FILE_PARAMETER in config.parameters
+                else ""
+            )
             filename = chosen_file or config.default_model_filename or DEFAULT_ONNX_FILENAME
             version_dir = latest_version_dir(model_dir, filename)
             if version_dir is None:

@@ -33,8 +33,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from attnserve.errors import ServerError, UserInputError
-from attnserve.security import ADMIN_TOKEN_ENV, ADMIN_TOKEN_HEADER, DEFAULT_BIND_ADDRESS, GRPC_ADMIN_TOKEN_HEADER
 from attnserve.serving.flags import (
     DEFAULT_EXIT_TIMEOUT_S,
     DEFAULT_GRPC_PORT,
@@ -42,6 +40,9 @@ from attnserve.serving.flags import (
     DEFAULT_METRICS_PORT,
     triton_args,
 )
+
+from attnserve.errors import ServerError, UserInputError
+from attnserve.security import ADMIN_TOKEN_ENV, ADMIN_TOKEN_HEADER, DEFAULT_BIND_ADDRESS, GRPC_ADMIN_TOKEN_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -325,7 +326,9 @@ class TritonServer:
                 self._cleanup_after_exit()
                 raise ServerError(self._failure_message(message))
             if _http_ok(ready_url):
-                logger.info("Triton ready: http %s, grpc %s, metrics %s", self.http_url, self.grpc_url, self.metrics_url)
+                logger.info(
+                    "Triton ready: http %s, grpc %s, metrics %s", self.http_url, self.grpc_url, self.metrics_url
+                )
                 return
             if time.monotonic() > deadline:
                 message = f"Triton was not ready within {timeout:.0f} s"

@@ -55,8 +55,12 @@ def build_deployables_repository(
         for name in names or DEPLOYABLE_NAMES:
             overrides = tiny_arch_overrides(name) if tiny else {}
             report = export_model(
-                name, repository, runs_dir=Path(scratch) if tiny else Path(runs_dir), explain=explain,
-                optimize=optimize, **overrides,
+                name,
+                repository,
+                runs_dir=Path(scratch) if tiny else Path(runs_dir),
+                explain=explain,
+                optimize=optimize,
+                **overrides,
             )
             if not report.ok:
                 failed = [f"{s.stage}: {s.reason}" for s in report.stages if s.status == "failed"]

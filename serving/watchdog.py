@@ -80,8 +80,9 @@ class StubWatchdog:
         self._thread: threading.Thread | None = None
 
     def _request(self, path: str) -> str:
-        request = urllib.request.Request(f"http://{self.server.http_url}{path}", data=b"", method="POST",
-                                         headers=self.server.admin_headers)
+        request = urllib.request.Request(
+            f"http://{self.server.http_url}{path}", data=b"", method="POST", headers=self.server.admin_headers
+        )
         with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - the server we watch
             return response.read().decode()
 
@@ -145,6 +146,7 @@ class StubWatchdog:
     def __enter__(self) -> StubWatchdog:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.stop()

@@ -71,7 +71,12 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonFi
     specs, onnx_paths = build_deployables_repository(repository, FIXTURE_DEPLOYABLES, tiny=True)
     view, loaded, skipped = build_runtime_repository(repository, root / "runtime")
     server = TritonServer(
-        view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=root / "server",
+        view,
+        models=loaded,
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        work_dir=root / "server",
         exit_timeout_s=SERVER_EXIT_TIMEOUT_S,
     )
     with server:

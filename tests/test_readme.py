@@ -34,7 +34,9 @@ def _blocks(language: str) -> list[str]:
 
 def _block_containing(language: str, needle: str) -> str:
     matches = [block for block in _blocks(language) if needle in block]
-    assert len(matches) == 1, f"expected one ```{language} block containing {needle!r} in README.md, found {len(matches)}"
+    assert len(matches) == 1, (
+        f"expected one ```{language} block containing {needle!r} in README.md, found {len(matches)}"
+    )
     return matches[0]
 
 

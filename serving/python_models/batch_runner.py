@@ -59,8 +59,10 @@ class TensorSpec:
         sample_shape = tuple(array.shape[1:])
         fits = len(sample_shape) == len(self.dims) and all(d in (-1, s) for d, s in zip(self.dims, sample_shape))
         if array.ndim < 1 or not fits:
-            raise ShapeError(f"input {self.name!r}: expected shape (batch, {', '.join(map(str, self.dims))}), "
-                             f"got {tuple(array.shape)}")
+            raise ShapeError(
+                f"input {self.name!r}: expected shape (batch, {', '.join(map(str, self.dims))}), "
+                f"got {tuple(array.shape)}"
+            )
 
 
 RequestInputs = Mapping[str, np.ndarray] | AttnserveError

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-
 from attnserve.serving.python_models.runtime import require_inputs
 
 

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from attnserve.serving.python_models.runtime import require_inputs
 
 from attnserve.errors import UserInputError
-from attnserve.serving.python_models.runtime import require_inputs
 
 logger = logging.getLogger(__name__)
 

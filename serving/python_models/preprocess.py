@@ -54,8 +54,12 @@ class PreprocessTarget:
 
     def to_parameters(self) -> dict[str, str]:
         """As Triton config parameters (strings)."""
-        parameters = {"kind": self.kind, "channels": str(self.channels), "height": str(self.height),
-                      "width": str(self.width)}
+        parameters = {
+            "kind": self.kind,
+            "channels": str(self.channels),
+            "height": str(self.height),
+            "width": str(self.width),
+        }
         if self.frames is not None:
             parameters["frames"] = str(self.frames)
         return parameters
@@ -122,8 +126,14 @@ def decode_image(payload: bytes, target: PreprocessTarget) -> np.ndarray:
             image.load()  # decode now: truncated data fails here, not later
     except DataError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
-            Image.DecompressionBombError) as exc:  # Pillow raises the latter at 2x its own pixel limit
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+    ) as exc:  # Pillow raises the latter at 2x its own pixel limit
         raise DataError(f"cannot decode image ({len(payload)} bytes; expected JPEG or PNG): {exc}") from exc
     return fit_and_crop(image, target)
 

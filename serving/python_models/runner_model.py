@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
-
-from attnserve.errors import AttnserveError, UserInputError
 from attnserve.serving.python_models.batch_runner import TensorSpec, run_requests
 from attnserve.serving.python_models.runtime import (
     DEFAULT_RUNTIME,
@@ -22,6 +20,8 @@ from attnserve.serving.python_models.runtime import (
     intra_op_threads_for,
     open_session,
 )
+
+from attnserve.errors import AttnserveError, UserInputError
 
 
 class TritonPythonModel:

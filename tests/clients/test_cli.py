@@ -18,8 +18,22 @@ def test_infer_prints_top_k_and_writes_heatmap(triton_server: Any, tmp_path, cap
     image_path = tmp_path / "shape.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(image_path)
     heatmap = tmp_path / "explain.png"
-    code = main(["infer", "--model", "vit_shapes", str(image_path), "--url", triton_server.http_url,
-                 "--protocol", "http", "--top-k", "2", "--explain", str(heatmap)])
+    code = main(
+        [
+            "infer",
+            "--model",
+            "vit_shapes",
+            str(image_path),
+            "--url",
+            triton_server.http_url,
+            "--protocol",
+            "http",
+            "--top-k",
+            "2",
+            "--explain",
+            str(heatmap),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "shape.png" in printed and "latency ms" in printed
@@ -32,8 +46,18 @@ def test_infer_explains_a_video_as_a_strip(triton_server: Any, tmp_path) -> None
     video_path = tmp_path / "clip.gif"
     frames[0].save(video_path, save_all=True, append_images=frames[1:], duration=40)
     heatmap = tmp_path / "clip_explain.png"
-    code = main(["infer", "--model", "timesformer_motion", str(video_path), "--url", triton_server.grpc_url,
-                 "--explain", str(heatmap)])
+    code = main(
+        [
+            "infer",
+            "--model",
+            "timesformer_motion",
+            str(video_path),
+            "--url",
+            triton_server.grpc_url,
+            "--explain",
+            str(heatmap),
+        ]
+    )
     assert code == 0
     assert Image.open(heatmap).width > Image.open(heatmap).height  # one panel per frame, side by side
 
@@ -46,9 +70,29 @@ def test_infer_unknown_model_is_one_clear_line(triton_server: Any, tmp_path, cap
 
 
 def test_loadtest_command_writes_json_csv_png(triton_server: Any, tmp_path) -> None:
-    code = main(["loadtest", "--model", "cnn_cbam_digits", "--url", triton_server.grpc_url, "--concurrency", "2",
-                 "--warmup-s", "0.2", "--window-s", "0.4", "--min-windows", "2", "--max-windows", "2",
-                 "--out-dir", str(tmp_path), "--name", "run"])
+    code = main(
+        [
+            "loadtest",
+            "--model",
+            "cnn_cbam_digits",
+            "--url",
+            triton_server.grpc_url,
+            "--concurrency",
+            "2",
+            "--warmup-s",
+            "0.2",
+            "--window-s",
+            "0.4",
+            "--min-windows",
+            "2",
+            "--max-windows",
+            "2",
+            "--out-dir",
+            str(tmp_path),
+            "--name",
+            "run",
+        ]
+    )
     assert code == 0
     report = json.loads((tmp_path / "run.json").read_text())
     assert report["levels"][0]["client_success"] == report["levels"][0]["server_success"] > 0

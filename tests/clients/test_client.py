@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from PIL import Image
-
 from attnserve.clients.client import AsyncTritonClient, ModelNotFoundError, TritonClient
 from attnserve.clients.predictions import softmax
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import ServerUnavailableError
+from PIL import Image
+
 from attnserve.errors import DTypeError, InferenceError, ShapeError
 
 pytestmark = pytest.mark.triton
@@ -47,7 +47,11 @@ def test_infer_equals_in_process_onnxruntime(triton_server: Any, protocol: str) 
         served = client.infer(IMAGE_MODEL, {"pixels": pixels})["logits"]
         info = client.model_info(IMAGE_MODEL)
     np.testing.assert_allclose(served, reference(triton_server, IMAGE_MODEL, pixels)[0], rtol=1e-4, atol=1e-4)
-    assert info.max_batch_size == triton_server.specs[IMAGE_MODEL].max_batch_size and info.layout == "NCHW" and info.image_size == IMAGE_SHAPE[1:]
+    assert (
+        info.max_batch_size == triton_server.specs[IMAGE_MODEL].max_batch_size
+        and info.layout == "NCHW"
+        and info.image_size == IMAGE_SHAPE[1:]
+    )
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
@@ -61,7 +65,9 @@ def test_async_client_classifies_like_onnxruntime(triton_server: Any, protocol: 
     predictions = asyncio.run(classify())
     probabilities = softmax(reference(triton_server, IMAGE_MODEL, pixels)[0])
     assert [p.index for p in predictions] == list(probabilities.argmax(axis=1))
-    assert [p.label for p in predictions] == [triton_server.specs[IMAGE_MODEL].labels[i] for i in probabilities.argmax(axis=1)]
+    assert [p.label for p in predictions] == [
+        triton_server.specs[IMAGE_MODEL].labels[i] for i in probabilities.argmax(axis=1)
+    ]
     np.testing.assert_allclose([p.score for p in predictions], probabilities.max(axis=1), rtol=1e-4)
     assert all(len(p.top_k) == 3 and p.top_k[0].score >= p.top_k[2].score for p in predictions)
 
@@ -126,8 +132,14 @@ def unused_port() -> int:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_server_down_retries_then_fails_clearly(protocol: str) -> None:
-    settings = ClientSettings(url=f"127.0.0.1:{unused_port()}", protocol=protocol, retries=2, backoff_s=0.01,
-                              backoff_max_s=0.02, timeout_s=2.0)
+    settings = ClientSettings(
+        url=f"127.0.0.1:{unused_port()}",
+        protocol=protocol,
+        retries=2,
+        backoff_s=0.01,
+        backoff_max_s=0.02,
+        timeout_s=2.0,
+    )
     with TritonClient(settings) as client:
         with pytest.raises(ServerUnavailableError, match=r"cannot reach .*gave up after 3 attempt") as caught:
             client.model_info(IMAGE_MODEL)
@@ -136,8 +148,15 @@ def test_server_down_retries_then_fails_clearly(protocol: str) -> None:
 
 def test_retry_budget_bounds_the_attempts() -> None:
     """retries=100 but a 0.3 s budget: backoffs 0.05 + 0.1 fit, the next 0.2 would pass it -> 3 attempts."""
-    settings = ClientSettings(url=f"127.0.0.1:{unused_port()}", protocol="grpc", retries=100, backoff_s=0.05,
-                              backoff_max_s=1.0, retry_budget_s=0.3, timeout_s=2.0)
+    settings = ClientSettings(
+        url=f"127.0.0.1:{unused_port()}",
+        protocol="grpc",
+        retries=100,
+        backoff_s=0.05,
+        backoff_max_s=1.0,
+        retry_budget_s=0.3,
+        timeout_s=2.0,
+    )
 
     async def describe() -> None:
         async with AsyncTritonClient(settings) as client:
@@ -150,8 +169,11 @@ def test_retry_budget_bounds_the_attempts() -> None:
 
 def test_shared_memory_inputs_need_the_admin_token(triton_server: Any) -> None:
     pixels = random_pixels((4, *IMAGE_SHAPE), seed=9)
-    with TritonClient(settings_for(triton_server, "grpc", shared_memory=True, shared_memory_min_bytes=0,
-                                   admin_token=triton_server.admin_token)) as client:
+    with TritonClient(
+        settings_for(
+            triton_server, "grpc", shared_memory=True, shared_memory_min_bytes=0, admin_token=triton_server.admin_token
+        )
+    ) as client:
         served = client.infer(IMAGE_MODEL, {"pixels": pixels})["logits"]
     np.testing.assert_allclose(served, reference(triton_server, IMAGE_MODEL, pixels)[0], rtol=1e-4, atol=1e-4)
     with TritonClient(settings_for(triton_server, "http", shared_memory=True, shared_memory_min_bytes=0)) as client:

@@ -10,9 +10,9 @@ import json
 from typing import Any
 
 import pytest
-
 from attnserve.clients.loadtest import run_loadtest
 from attnserve.clients.settings import ClientSettings
+
 from attnserve.errors import UserInputError
 
 pytestmark = pytest.mark.triton
@@ -42,8 +42,9 @@ def test_closed_loop_success_count_equals_triton_delta(triton_server: Any, proto
 
 def test_open_loop_achieves_a_sustainable_rate(triton_server: Any) -> None:
     target = 200.0
-    report = run_loadtest(grpc_settings(triton_server), MODEL, rates=[target], warmup_s=0.3, window_s=1.0,
-                          min_windows=3, max_windows=3)
+    report = run_loadtest(
+        grpc_settings(triton_server), MODEL, rates=[target], warmup_s=0.3, window_s=1.0, min_windows=3, max_windows=3
+    )
     level = report.levels[0]
     assert level.errors == {}
     assert abs(level.achieved_rate - target) / target <= 0.02, level.window_rates

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from attnserve.clients.model_info import ModelInfo
+
 from attnserve.errors import DTypeError, ShapeError, UserInputError
 
-GRPC_METADATA = {"name": "vit", "versions": ["1"], "platform": "python",
-                 "inputs": [{"name": "pixels", "datatype": "UINT8", "shape": ["-1", "3", "32", "32"]}],
-                 "outputs": [{"name": "logits", "datatype": "FP32", "shape": ["-1", "10"]}]}
-GRPC_CONFIG = {"config": {"name": "vit", "max_batch_size": 8, "dynamic_batching": {},
-                          "input": [{"name": "pixels", "data_type": "TYPE_UINT8", "format": "FORMAT_NCHW",
-                                     "dims": ["3", "32", "32"]}],
-                          "output": [{"name": "logits", "data_type": "TYPE_FP32", "dims": ["10"],
-                                      "label_filename": "labels.txt"}]}}
+GRPC_METADATA = {
+    "name": "vit",
+    "versions": ["1"],
+    "platform": "python",
+    "inputs": [{"name": "pixels", "datatype": "UINT8", "shape": ["-1", "3", "32", "32"]}],
+    "outputs": [{"name": "logits", "datatype": "FP32", "shape": ["-1", "10"]}],
+}
+GRPC_CONFIG = {
+    "config": {
+        "name": "vit",
+        "max_batch_size": 8,
+        "dynamic_batching": {},
+        "input": [{"name": "pixels", "data_type": "TYPE_UINT8", "format": "FORMAT_NCHW", "dims": ["3", "32", "32"]}],
+        "output": [{"name": "logits", "data_type": "TYPE_FP32", "dims": ["10"], "label_filename": "labels.txt"}],
+    }
+}
 
 
 def test_grpc_json_is_parsed_into_shapes_layout_and_labels() -> None:
@@ -37,7 +45,11 @@ def test_video_layout_comes_from_rank() -> None:
     ("inputs", "error", "message"),
     [
         ({"pixels": np.zeros((1, 3, 32, 32), np.float32)}, DTypeError, r"expected dtype uint8 \(UINT8\), got float32"),
-        ({"pixels": np.zeros((1, 3, 16, 16), np.uint8)}, ShapeError, r"expected shape \[N, 3, 32, 32\], got \[1, 3, 16, 16\]"),
+        (
+            {"pixels": np.zeros((1, 3, 16, 16), np.uint8)},
+            ShapeError,
+            r"expected shape \[N, 3, 32, 32\], got \[1, 3, 16, 16\]",
+        ),
         ({"pixels": np.zeros((3, 32, 32), np.uint8)}, ShapeError, r"rank 4"),
         ({"pixels": np.zeros((9, 3, 32, 32), np.uint8)}, ShapeError, r"1\.\.8 \(max_batch_size\), got 9"),
         ({"image": np.zeros((1, 3, 32, 32), np.uint8)}, UserInputError, r"takes inputs \['pixels'\], got \['image'\]"),

@@ -10,8 +10,14 @@ from attnserve.spec import ModelSpec
 
 def _image_spec(**overrides) -> ModelSpec:
     fields = dict(
-        name="digits", arch="vit", kind="image", layout="NCHW", input_shape=(1, 32, 32),
-        mean=(0.5,), std=(0.25,), labels=tuple(str(d) for d in range(10)),
+        name="digits",
+        arch="vit",
+        kind="image",
+        layout="NCHW",
+        input_shape=(1, 32, 32),
+        mean=(0.5,),
+        std=(0.25,),
+        labels=tuple(str(d) for d in range(10)),
     )
     fields.update(overrides)
     return ModelSpec(**fields)
@@ -23,14 +29,22 @@ def test_derived_facts_and_entry_names() -> None:
     assert spec.num_classes == 10
     assert spec.opt_batch_size == 8
     assert (spec.explain_name, spec.trt_name, spec.pipeline_name) == (
-        "digits_explain", "digits_trt", "digits_pipeline",
+        "digits_explain",
+        "digits_trt",
+        "digits_pipeline",
     )
 
 
 def test_video_spec_frames() -> None:
     spec = ModelSpec(
-        name="motion", arch="timesformer", kind="video", layout="NTCHW", input_shape=(8, 3, 32, 32),
-        mean=(0.5,) * 3, std=(0.5,) * 3, labels=("left", "right", "up", "down"),
+        name="motion",
+        arch="timesformer",
+        kind="video",
+        layout="NTCHW",
+        input_shape=(8, 3, 32, 32),
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        labels=("left", "right", "up", "down"),
     )
     assert (spec.frames, spec.channels) == (8, 3)
 

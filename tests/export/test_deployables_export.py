@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from attnserve.export.onnx_graph import batch_dim_name
 from attnserve.export.pipeline import export_model
 from attnserve.export.triton_config import parse_pbtxt

@@ -8,21 +8,42 @@ import pytest
 
 transformers = pytest.importorskip("transformers", reason="the hf extra (transformers) is not installed")
 
-from attnserve.errors import UserInputError  # noqa: E402
 from attnserve.export.hf_import import load_hf_classifier  # noqa: E402
 from attnserve.export.torch2onnx import export_onnx  # noqa: E402
 from attnserve.export.verify import verify_onnx  # noqa: E402
 
+from attnserve.errors import UserInputError  # noqa: E402
+
 TINY_CONFIGS = {
-    "vit": lambda: transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                          intermediate_size=64, image_size=32, patch_size=8, num_labels=5),
-    "deit": lambda: transformers.DeiTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                                            intermediate_size=64, image_size=32, patch_size=8, num_labels=5),
-    "mobilevit": lambda: transformers.MobileViTConfig(image_size=32, num_labels=5, hidden_sizes=[16, 16, 16],
-                                                      neck_hidden_sizes=[8, 8, 8, 8, 8, 16, 32],
-                                                      num_attention_heads=2, mlp_ratio=1.0),
-    "swin": lambda: transformers.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
-                                            num_heads=[1, 2], window_size=4, num_labels=5),
+    "vit": lambda: transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=5,
+    ),
+    "deit": lambda: transformers.DeiTConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=5,
+    ),
+    "mobilevit": lambda: transformers.MobileViTConfig(
+        image_size=32,
+        num_labels=5,
+        hidden_sizes=[16, 16, 16],
+        neck_hidden_sizes=[8, 8, 8, 8, 8, 16, 32],
+        num_attention_heads=2,
+        mlp_ratio=1.0,
+    ),
+    "swin": lambda: transformers.SwinConfig(
+        image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=5
+    ),
 }
 # (expected exporter, expected number of fused ONNX Attention nodes)
 EXPECTED = {"vit": ("dynamo", 2), "deit": ("dynamo", 3), "mobilevit": ("dynamo", 0), "swin": ("torchscript", 0)}

@@ -16,9 +16,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from export_fixtures import tiny_spec
-
-from attnserve.errors import ShapeError, UserInputError
 from attnserve.export.cpu_variants import (
     BASELINE_VARIANT,
     CPU_VARIANTS,
@@ -39,6 +36,9 @@ from attnserve.export.optimize import (
 )
 from attnserve.serving.python_models.openvino_runtime import openvino_supports
 from attnserve.serving.python_models.runtime import open_session
+from export_fixtures import tiny_spec
+
+from attnserve.errors import ShapeError, UserInputError
 
 EVAL_SAMPLES = 256
 INT8_QDQ_VARIANTS = ("onnxruntime_int8_qdq", "openvino_int8_qdq")
@@ -167,9 +167,7 @@ def test_table_is_written_as_json_and_markdown(badly_calibrated: OptimizeReport)
     assert "shared machine" in markdown
 
 
-def test_serve_pick_writes_an_entry_the_runtime_view_serves(
-    badly_calibrated: OptimizeReport, tmp_path: Path
-) -> None:
+def test_serve_pick_writes_an_entry_the_runtime_view_serves(badly_calibrated: OptimizeReport, tmp_path: Path) -> None:
     from attnserve.export.repository import read_entry_spec
     from attnserve.serving.runtime_view import build_runtime_repository, read_config
 
@@ -177,8 +175,12 @@ def test_serve_pick_writes_an_entry_the_runtime_view_serves(
     report = badly_calibrated.model_copy(deep=True)
     qdq = variant_by_name("openvino_int8_qdq")  # serve a non-default file to see model_file travel
     report = report.model_copy(
-        update={"picked": qdq.name, "picked_runtime": qdq.runtime, "picked_precision": qdq.precision,
-                "picked_model_file": qdq.model_file}
+        update={
+            "picked": qdq.name,
+            "picked_runtime": qdq.runtime,
+            "picked_precision": qdq.precision,
+            "picked_model_file": qdq.model_file,
+        }
     )
     entry = serve_pick(spec, report, tmp_path / "repo")
     served = read_entry_spec(entry)
@@ -206,14 +208,32 @@ def test_variant_lookup() -> None:
 
 def test_bad_inputs_say_what_was_expected(tiny_onnx: Path, eval_pixels: np.ndarray, tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="one held-out label per evaluation sample"):
-        optimize_variants(tiny_spec(trained=True), tiny_onnx, tmp_path, calibration_pixels=eval_pixels[:4],
-                          eval_pixels=eval_pixels[:8], measure_speed=False)
+        optimize_variants(
+            tiny_spec(trained=True),
+            tiny_onnx,
+            tmp_path,
+            calibration_pixels=eval_pixels[:4],
+            eval_pixels=eval_pixels[:8],
+            measure_speed=False,
+        )
     with pytest.raises(ShapeError, match=r"shape \(N>=1, 3, 16, 16\)"):
-        optimize_variants(tiny_spec(), tiny_onnx, tmp_path, calibration_pixels=eval_pixels[:4],
-                          eval_pixels=np.zeros((4, 3, 8, 8), np.uint8), measure_speed=False)
+        optimize_variants(
+            tiny_spec(),
+            tiny_onnx,
+            tmp_path,
+            calibration_pixels=eval_pixels[:4],
+            eval_pixels=np.zeros((4, 3, 8, 8), np.uint8),
+            measure_speed=False,
+        )
     with pytest.raises(UserInputError, match="uint8"):
-        optimize_variants(tiny_spec(), tiny_onnx, tmp_path, calibration_pixels=eval_pixels[:4].astype(np.float32),
-                          eval_pixels=eval_pixels[:4], measure_speed=False)
+        optimize_variants(
+            tiny_spec(),
+            tiny_onnx,
+            tmp_path,
+            calibration_pixels=eval_pixels[:4].astype(np.float32),
+            eval_pixels=eval_pixels[:4],
+            measure_speed=False,
+        )
     with pytest.raises(UserInputError, match="does not exist"):
         quantize_int8_dynamic(tmp_path / "missing.onnx", tmp_path / "out.onnx")
     with pytest.raises(UserInputError, match=r"\(N, classes\)"):
@@ -222,14 +242,31 @@ def test_bad_inputs_say_what_was_expected(tiny_onnx: Path, eval_pixels: np.ndarr
 
 def test_optimize_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`attnserve optimize vit_digits`: export, variants, table in runs/ and reports/, the entry serves the pick."""
-    from attnserve.cli import main
     from attnserve.export.repository import read_entry_spec
 
+    from attnserve.cli import main
+
     runs, repository, reports = tmp_path / "runs", tmp_path / "repo", tmp_path / "reports"
-    exit_code = main([
-        "optimize", "vit_digits", "--runs-dir", str(runs), "--repository", str(repository), "--reports-dir",
-        str(reports), "--repeats", "1", "--min-seconds", "0.02", "--eval-samples", "16", "--calibration-samples", "8",
-    ])
+    exit_code = main(
+        [
+            "optimize",
+            "vit_digits",
+            "--runs-dir",
+            str(runs),
+            "--repository",
+            str(repository),
+            "--reports-dir",
+            str(reports),
+            "--repeats",
+            "1",
+            "--min-seconds",
+            "0.02",
+            "--eval-samples",
+            "16",
+            "--calibration-samples",
+            "8",
+        ]
+    )
     assert exit_code == 0
     table = OptimizeReport.model_validate_json((reports / "vit_digits.json").read_text())
     assert (runs / "vit_digits" / "cpu_variants" / "cpu_variants.json").is_file()

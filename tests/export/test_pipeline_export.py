@@ -7,15 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-from export_fixtures import TinySdpaClassifier, tiny_spec
-
-from attnserve.cli import main
 from attnserve.export.fp16 import modelopt_available
 from attnserve.export.onnx2trt import count_fused_attention_layers, profile_for, tensorrt_unavailable, trtexec_command
 from attnserve.export.pipeline import ExportReport, export_module
 from attnserve.export.repository import trt_config_for
 from attnserve.export.triton_config import parse_pbtxt
 from attnserve.export.verify import verify_onnx
+from export_fixtures import TinySdpaClassifier, tiny_spec
+
+from attnserve.cli import main
 
 MAX_BATCH = 6  # deliberately not a power of two: a mismatch anywhere would show
 
@@ -78,13 +78,18 @@ def test_one_value_drives_max_batch_onnx_axis_and_trt_profile(pipeline_report: E
 
 
 def test_engine_inspector_json_counts_mha_layers() -> None:
-    info = {"Layers": [
-        {"Name": "/blocks.0/attn/_gemm_mha_v2", "LayerType": "kgen", "TacticName": "sm90_xmma"},
-        {"Name": "/blocks.0/mlp/fc1", "LayerType": "CaskGemm", "TacticName": "sm90_gemm"},
-        "Reformatting CopyNode for Input Tensor 0 to fused_mha_1",
-        {"Name": "Reformatting CopyNode for Output Tensor 0 to /blocks.1/attn/_gemm_mha_v2", "LayerType": "Reformat"},
-        "/blocks.1/attn/fused_mha_1",
-    ]}
+    info = {
+        "Layers": [
+            {"Name": "/blocks.0/attn/_gemm_mha_v2", "LayerType": "kgen", "TacticName": "sm90_xmma"},
+            {"Name": "/blocks.0/mlp/fc1", "LayerType": "CaskGemm", "TacticName": "sm90_gemm"},
+            "Reformatting CopyNode for Input Tensor 0 to fused_mha_1",
+            {
+                "Name": "Reformatting CopyNode for Output Tensor 0 to /blocks.1/attn/_gemm_mha_v2",
+                "LayerType": "Reformat",
+            },
+            "/blocks.1/attn/fused_mha_1",
+        ]
+    }
     fused = count_fused_attention_layers(info)
     assert fused["fused_attention_layers"] == 2  # the two MHA kernels; the reformat copies next to them are not
     assert fused["fused_attention_names"] == ["/blocks.0/attn/_gemm_mha_v2", "/blocks.1/attn/fused_mha_1"]
@@ -99,10 +104,30 @@ def test_trtexec_line_takes_the_profile_from_the_spec() -> None:
 
 def test_cli_exports_a_local_hf_config(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                           image_size=16, patch_size=8, num_labels=3).save_pretrained(tmp_path / "tiny_vit")
-    code = main(["export", "--hf", str(tmp_path / "tiny_vit"), "--hf-name", "hf_tiny", "--no-optimize", "--no-explain",
-                 "--repository", str(tmp_path / "repo"), "--runs-dir", str(tmp_path / "runs")])
+    transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=16,
+        patch_size=8,
+        num_labels=3,
+    ).save_pretrained(tmp_path / "tiny_vit")
+    code = main(
+        [
+            "export",
+            "--hf",
+            str(tmp_path / "tiny_vit"),
+            "--hf-name",
+            "hf_tiny",
+            "--no-optimize",
+            "--no-explain",
+            "--repository",
+            str(tmp_path / "repo"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert code == 0
     config = parse_pbtxt((tmp_path / "repo" / "hf_tiny" / "config.pbtxt").read_text())
     assert list(config.input[0].dims) == [3, 16, 16] and list(config.output[0].dims) == [3]

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from attnserve.errors import UserInputError
 from attnserve.export.repository import (
     read_entry_spec,
     write_explain_entry,
@@ -14,8 +12,10 @@ from attnserve.export.repository import (
     write_trt_entry,
 )
 from attnserve.export.triton_config import parse_pbtxt
-from attnserve.spec import ModelSpec
 from export_fixtures import tiny_spec
+
+from attnserve.errors import UserInputError
+from attnserve.spec import ModelSpec
 
 
 def _parsed(entry: Path):  # noqa: ANN202 - a model_config_pb2.ModelConfig
@@ -31,7 +31,12 @@ def test_model_entry_follows_the_contract(tmp_path: Path, tiny_onnx: Path) -> No
     (pixels,) = config.input
     assert (pixels.name, pixels.data_type, pixels.format, list(pixels.dims)) == ("pixels", 2, 2, list(spec.input_shape))
     (logits,) = config.output
-    assert (logits.name, logits.data_type, list(logits.dims), logits.label_filename) == ("logits", 11, [4], "labels.txt")
+    assert (logits.name, logits.data_type, list(logits.dims), logits.label_filename) == (
+        "logits",
+        11,
+        [4],
+        "labels.txt",
+    )
     batching = config.dynamic_batching
     assert list(batching.preferred_batch_size) == list(spec.preferred_batch_sizes)
     assert batching.max_queue_delay_microseconds == 300

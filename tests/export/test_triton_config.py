@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from pydantic import ValidationError
-
 from attnserve.export.triton_config import (
     DynamicBatching,
     EnsembleScheduling,
@@ -20,6 +18,7 @@ from attnserve.export.triton_config import (
     parse_pbtxt,
     spec_json_from_pbtxt,
 )
+from pydantic import ValidationError
 
 PIXELS = TensorConfig(name="pixels", data_type="TYPE_UINT8", format="FORMAT_NCHW", dims=(3, 16, 16))
 LOGITS = TensorConfig(name="logits", data_type="TYPE_FP32", dims=(4,), label_filename="labels.txt")
@@ -51,7 +50,11 @@ def test_onnx_config_round_trips_through_triton_protobuf() -> None:
     assert list(parsed.dynamic_batching.preferred_batch_size) == [4, 8]
     assert parsed.dynamic_batching.max_queue_delay_microseconds == 500
     policy = parsed.dynamic_batching.default_queue_policy
-    assert (policy.max_queue_size, policy.default_timeout_microseconds, policy.timeout_action) == (32, 1000, 0)  # REJECT
+    assert (policy.max_queue_size, policy.default_timeout_microseconds, policy.timeout_action) == (
+        32,
+        1000,
+        0,
+    )  # REJECT
     assert parsed.instance_group[0].count == 2 and parsed.instance_group[0].kind == 0  # KIND_AUTO: unset
     assert parsed.parameters["note"].string_value == tricky
     assert parsed.version_policy.latest.num_versions == 2
@@ -90,8 +93,14 @@ def test_python_backend_and_ensemble_configs_parse() -> None:
 
 def test_spec_parameter_is_recoverable() -> None:
     spec_json = json.dumps({"name": "tiny", "labels": ["a", "b"]})
-    config = ModelConfig(name="tiny", platform="onnxruntime_onnx", max_batch_size=2, input=(PIXELS,),
-                         output=(LOGITS,), parameters={"attnserve_spec": spec_json})
+    config = ModelConfig(
+        name="tiny",
+        platform="onnxruntime_onnx",
+        max_batch_size=2,
+        input=(PIXELS,),
+        output=(LOGITS,),
+        parameters={"attnserve_spec": spec_json},
+    )
     assert spec_json_from_pbtxt(config.to_pbtxt()) == json.loads(spec_json)
 
 
@@ -101,7 +110,11 @@ def test_spec_parameter_is_recoverable() -> None:
         (dict(platform="onnxruntime_onnx", backend="python"), "exactly one of platform or backend"),
         (dict(platform="onnxruntime_onnx", max_batch_size=0, dynamic_batching=DynamicBatching()), "max_batch_size > 0"),
         (
-            dict(platform="onnxruntime_onnx", max_batch_size=4, dynamic_batching=DynamicBatching(preferred_batch_size=(8,))),
+            dict(
+                platform="onnxruntime_onnx",
+                max_batch_size=4,
+                dynamic_batching=DynamicBatching(preferred_batch_size=(8,)),
+            ),
             "exceed max_batch_size",
         ),
         (dict(platform="onnxruntime_onnx", output=(LOGITS, LOGITS)), "unique"),

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from attnserve.models.attention import CBAM, AdditiveAttention, AttentionLayer, AttentionPool, SqueezeExcite, get_attn
 
 

@@ -7,14 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from attnserve.errors import DataError, UnknownModelError
 from attnserve.models.checkpoint import build_model, load_run, resolve, save_run
 from attnserve.models.deployables import DEPLOYABLE_NAMES, default_spec, tiny_arch_overrides
+
+from attnserve.errors import DataError, UnknownModelError
 from attnserve.spec import ModelSpec
 
 EXPECTED_NAMES = {
-    "vit_digits", "cnn_cbam_digits", "vit_shapes", "timesformer_motion", "temporal_motion", "spatial_motion",
+    "vit_digits",
+    "cnn_cbam_digits",
+    "vit_shapes",
+    "timesformer_motion",
+    "temporal_motion",
+    "spatial_motion",
     "vit_tiny_patch16_224",
 }
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from attnserve.errors import DataError
 from attnserve.models.data import load_dataset, sample_inputs, write_samples
 from attnserve.models.deployables import DEPLOYABLE_NAMES, get_deployable
 from attnserve.models.folders import read_image, read_video, write_png
 from attnserve.models.synthetic import MOTION_OFFSETS, digits_arrays, motion_arrays, shapes_arrays
+
+from attnserve.errors import DataError
 
 
 @pytest.mark.parametrize("generate", [shapes_arrays, motion_arrays])
@@ -106,7 +106,9 @@ def test_sample_inputs_match_the_spec_and_are_deterministic(name: str) -> None:
 def test_sample_inputs_come_from_the_held_out_split() -> None:
     pixels, labels = sample_inputs("vit_shapes", 5, seed=0)
     dataset = load_dataset("vit_shapes", seed=0)
-    assert np.array_equal(pixels, dataset.test_pixels[:5].numpy()) and np.array_equal(labels, dataset.test_labels[:5].numpy())
+    assert np.array_equal(pixels, dataset.test_pixels[:5].numpy()) and np.array_equal(
+        labels, dataset.test_labels[:5].numpy()
+    )
 
 
 def test_write_samples_images_and_videos(tmp_path: Path) -> None:

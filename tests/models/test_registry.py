@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import torch
-
-from attnserve.errors import DTypeError, ShapeError, UnknownModelError
 from attnserve.models import create_model, list_models
 from attnserve.models.deployables import tiny_arch_overrides
+
+from attnserve.errors import DTypeError, ShapeError, UnknownModelError
 
 ARCHITECTURES = list_models()
 
@@ -107,7 +107,9 @@ def test_normalisation_uses_registered_buffers(tiny_model: torch.nn.Module) -> N
     assert "normalize.mean" in buffers and "normalize.std" in buffers
     zeros = torch.zeros((1, *tiny_model.input_shape), dtype=torch.uint8)
     normalised = tiny_model.normalize(zeros)
-    torch.testing.assert_close(normalised, (-buffers["normalize.mean"] / buffers["normalize.std"]).expand_as(normalised))
+    torch.testing.assert_close(
+        normalised, (-buffers["normalize.mean"] / buffers["normalize.std"]).expand_as(normalised)
+    )
 
 
 def test_backward_reaches_every_parameter(tiny_model: torch.nn.Module) -> None:

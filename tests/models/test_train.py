@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from attnserve.cli import main
-from attnserve.errors import UnknownModelError, UserInputError
 from attnserve.models.checkpoint import load_run
 from attnserve.models.deployables import tiny_arch_overrides
 from attnserve.models.folders import write_png
 from attnserve.models.synthetic import shapes_arrays
 from attnserve.models.train import evaluate, lr_factor, train
+
+from attnserve.cli import main
+from attnserve.errors import UnknownModelError, UserInputError
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
@@ -32,8 +32,13 @@ def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     runs_dir = tmp_path_factory.mktemp("runs")
     metrics = train(
-        "cnn_cbam_digits", max_minutes=2, epochs=1, seed=0, runs_dir=runs_dir,
-        arch_overrides=tiny_arch_overrides("cnn_cbam_digits"), progress=False,
+        "cnn_cbam_digits",
+        max_minutes=2,
+        epochs=1,
+        seed=0,
+        runs_dir=runs_dir,
+        arch_overrides=tiny_arch_overrides("cnn_cbam_digits"),
+        progress=False,
     )
     return metrics, runs_dir / "cnn_cbam_digits"
 
@@ -68,8 +73,13 @@ def test_train_on_a_user_folder(tmp_path: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         write_png(image, folder / f"{index}.png")
     metrics = train(
-        "vit_shapes", max_minutes=1, epochs=1, data_dir=tmp_path / "data", runs_dir=tmp_path / "runs",
-        arch_overrides=tiny_arch_overrides("vit_shapes"), progress=False,
+        "vit_shapes",
+        max_minutes=1,
+        epochs=1,
+        data_dir=tmp_path / "data",
+        runs_dir=tmp_path / "runs",
+        arch_overrides=tiny_arch_overrides("vit_shapes"),
+        progress=False,
     )
     model, spec = load_run(tmp_path / "runs" / "vit_shapes")
     assert spec.labels == ("circle", "not_circle") and metrics["labels"] == ["circle", "not_circle"]

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from attnserve.spec import ModelSpec
+
 from .helpers import heavy_onnx, linear_onnx
 
 LABELS = ("alpha", "beta", "gamma", "delta")
@@ -29,14 +30,34 @@ HEAVY_DEPTH = 12
 def reliability_specs() -> dict[str, ModelSpec]:
     """Specs of the battery's models (the queue policy of `rel_heavy` is the behaviour under test)."""
     heavy = ModelSpec(
-        name="rel_heavy", arch="synthetic_heavy", kind="image", layout="NCHW", input_shape=HEAVY_SHAPE,
-        mean=(0.5,), std=(0.5,), labels=LABELS, max_batch_size=4, preferred_batch_sizes=(4,),
-        max_queue_delay_us=1_000, max_queue_size=8, queue_timeout_us=250_000, opset=17,
+        name="rel_heavy",
+        arch="synthetic_heavy",
+        kind="image",
+        layout="NCHW",
+        input_shape=HEAVY_SHAPE,
+        mean=(0.5,),
+        std=(0.5,),
+        labels=LABELS,
+        max_batch_size=4,
+        preferred_batch_sizes=(4,),
+        max_queue_delay_us=1_000,
+        max_queue_size=8,
+        queue_timeout_us=250_000,
+        opset=17,
     )
     light = ModelSpec(
-        name="rel_light", arch="synthetic_linear", kind="image", layout="NCHW", input_shape=LIGHT_SHAPE,
-        mean=(0.5,) * 3, std=(0.5,) * 3, labels=LABELS, max_batch_size=8, preferred_batch_sizes=(4, 8),
-        max_queue_delay_us=500, opset=17,
+        name="rel_light",
+        arch="synthetic_linear",
+        kind="image",
+        layout="NCHW",
+        input_shape=LIGHT_SHAPE,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        labels=LABELS,
+        max_batch_size=8,
+        preferred_batch_sizes=(4, 8),
+        max_queue_delay_us=500,
+        opset=17,
     )
     broken = light.model_copy(update={"name": "rel_broken"})
     unbounded = heavy.model_copy(update={"name": "rel_heavy_unbounded", "max_queue_size": 0, "queue_timeout_us": 0})
@@ -93,7 +114,14 @@ def reliability_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rel
         write_model_entry(spec, onnx_path, source)
     view, _loaded, _skipped = build_runtime_repository(source, root / "runtime")
     onnx_paths["rel_heavy_unbounded"] = onnx_paths["rel_heavy"]
-    server = TritonServer(view, models=["rel_heavy", "rel_heavy_unbounded", "rel_light"], http_port=0, grpc_port=0, metrics_port=0,
-                          work_dir=root / "server", exit_timeout_s=5)
+    server = TritonServer(
+        view,
+        models=["rel_heavy", "rel_heavy_unbounded", "rel_light"],
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        work_dir=root / "server",
+        exit_timeout_s=5,
+    )
     with server:
         yield ReliabilityServer(server=server, specs=specs, onnx_paths=onnx_paths, repository=view)

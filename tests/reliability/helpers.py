@@ -28,10 +28,16 @@ def _head(rng: np.random.Generator, features: int, num_classes: int) -> list[onn
     return [numpy_helper.from_array(weight, "head_weight"), numpy_helper.from_array(bias, "head_bias")]
 
 
-def _save(nodes: list[onnx.NodeProto], initializers: list[onnx.TensorProto], sample_shape: tuple[int, ...],
-          num_classes: int, path: Path) -> Path:
+def _save(
+    nodes: list[onnx.NodeProto],
+    initializers: list[onnx.TensorProto],
+    sample_shape: tuple[int, ...],
+    num_classes: int,
+    path: Path,
+) -> Path:
     graph = helper.make_graph(
-        nodes, path.stem,
+        nodes,
+        path.stem,
         [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", *sample_shape])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_classes])],
         initializers,
@@ -118,8 +124,12 @@ def process_info(pid: int) -> ProcessInfo | None:
 
 def descendants(root_pid: int) -> list[ProcessInfo]:
     """Every live process whose ancestry reaches `root_pid` (children, grandchildren, ...)."""
-    infos = [info for entry in Path("/proc").iterdir() if entry.name.isdigit()
-             if (info := process_info(int(entry.name))) is not None]
+    infos = [
+        info
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+        if (info := process_info(int(entry.name))) is not None
+    ]
     children: dict[int, list[ProcessInfo]] = {}
     for info in infos:
         children.setdefault(info.ppid, []).append(info)
@@ -156,7 +166,7 @@ def _socket_inodes(pid: int) -> set[str]:
         except OSError:
             continue
         if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
+            inodes.add(target[len("socket:[") : -1])
     return inodes
 
 

@@ -43,10 +43,15 @@ HTTP_RESTRICTED_CALLS = [
 HTTP_OPEN_CALLS = [("GET", "/v2/health/ready"), ("GET", "/v2/models/rel_light"), ("GET", "/v2/models/rel_light/config")]
 
 
-def _http(url: str, method: str, path: str, headers: dict[str, str] | None = None,
-          body: bytes | None = None) -> tuple[int, str]:
-    request = urllib.request.Request(f"http://{url}{path}", method=method, headers=headers or {},
-                                     data=body if body is not None else (b"" if method == "POST" else None))
+def _http(
+    url: str, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, str]:
+    request = urllib.request.Request(
+        f"http://{url}{path}",
+        method=method,
+        headers=headers or {},
+        data=body if body is not None else (b"" if method == "POST" else None),
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback test server
             return int(response.status), response.read().decode(errors="replace")
@@ -59,8 +64,9 @@ def test_restricted_groups_cover_the_security_constant() -> None:
 
 
 @pytest.mark.parametrize(("group", "method", "path"), HTTP_RESTRICTED_CALLS, ids=lambda v: str(v))
-def test_http_restricted_api_needs_token(reliability_server: ReliabilityServer, group: str, method: str,
-                                         path: str) -> None:
+def test_http_restricted_api_needs_token(
+    reliability_server: ReliabilityServer, group: str, method: str, path: str
+) -> None:
     url = reliability_server.http_url
     status, body = _http(url, method, path)
     assert status == 403, f"{group} {path} without token: expected 403, got {status} {body}"
@@ -101,10 +107,14 @@ GRPC_RESTRICTED_CALLS: list[tuple[str, Callable[[grpcclient.InferenceServerClien
 ]
 
 
-@pytest.mark.parametrize(("group", "call"), GRPC_RESTRICTED_CALLS,
-                         ids=[f"{g}-{i}" for i, (g, _) in enumerate(GRPC_RESTRICTED_CALLS)])
-def test_grpc_restricted_api_needs_token(reliability_server: ReliabilityServer, group: str,
-                                         call: Callable[[grpcclient.InferenceServerClient, dict[str, str]], Any]) -> None:
+@pytest.mark.parametrize(
+    ("group", "call"), GRPC_RESTRICTED_CALLS, ids=[f"{g}-{i}" for i, (g, _) in enumerate(GRPC_RESTRICTED_CALLS)]
+)
+def test_grpc_restricted_api_needs_token(
+    reliability_server: ReliabilityServer,
+    group: str,
+    call: Callable[[grpcclient.InferenceServerClient, dict[str, str]], Any],
+) -> None:
     client = grpcclient.InferenceServerClient(reliability_server.grpc_url)
     try:
         token = reliability_server.server.admin_token  # type: ignore[attr-defined]
@@ -171,8 +181,11 @@ def test_compose_publishes_on_loopback_only() -> None:
     compose_path = REPO_ROOT / "docker-compose.yml"
     assert compose_path.is_file(), f"expected the GPU compose file at {compose_path}"
     compose = yaml.safe_load(compose_path.read_text())
-    mappings = [(name, host_ip, text) for name, service in (compose.get("services") or {}).items()
-                for host_ip, text in _published_ports(service or {})]
+    mappings = [
+        (name, host_ip, text)
+        for name, service in (compose.get("services") or {}).items()
+        for host_ip, text in _published_ports(service or {})
+    ]
     assert mappings, "expected the compose file to publish Triton's ports"
     exposed = [(name, text) for name, host_ip, text in mappings if host_ip != "127.0.0.1"]
     assert not exposed, f"ports published beyond 127.0.0.1: {exposed}"
@@ -186,6 +199,7 @@ def test_client_admin_token_unlocks_shared_memory(reliability_server: Reliabilit
     with the token (right answer), and is refused with a clear error without it."""
     from attnserve.clients.client import TritonClient
     from attnserve.clients.settings import ClientSettings
+
     from attnserve.errors import InferenceError
 
     url = reliability_server.http_url if protocol == "http" else reliability_server.grpc_url
@@ -204,13 +218,18 @@ def test_compose_restricts_admin_apis_and_requires_the_token() -> None:
     import yaml
 
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
-    commands = [service.get("command") or [] for service in (compose.get("services") or {}).values()
-                if "tritonserver" in (service.get("command") or [])]
+    commands = [
+        service.get("command") or []
+        for service in (compose.get("services") or {}).values()
+        if "tritonserver" in (service.get("command") or [])
+    ]
     assert len(commands) == 1, "expected exactly one tritonserver service"
     flags = dict(arg.split("=", 1) for arg in commands[0] if arg.startswith("--") and "=" in arg)
     groups = ",".join(RESTRICTED_APIS)
     for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
-        assert flags.get(flag, "").startswith(f"{groups}:{ADMIN_TOKEN_HEADER}=${{ATTNSERVE_ADMIN_TOKEN:?"), flags.get(flag)
+        assert flags.get(flag, "").startswith(f"{groups}:{ADMIN_TOKEN_HEADER}=${{ATTNSERVE_ADMIN_TOKEN:?"), flags.get(
+            flag
+        )
     assert flags.get("--model-control-mode") == "explicit"
 
 
@@ -221,6 +240,7 @@ def test_shared_server_is_loopback_and_restricted(triton_server: Any) -> None:
     assert listening and all(_is_loopback(address) for address, _ in listening), listening
     status, body = _http(triton_server.http_url, "POST", "/v2/repository/index")
     assert status == 403 and RESTRICTED_MESSAGE in body, (status, body)
-    status, _ = _http(triton_server.http_url, "POST", "/v2/repository/index",
-                      {ADMIN_TOKEN_HEADER: triton_server.admin_token})
+    status, _ = _http(
+        triton_server.http_url, "POST", "/v2/repository/index", {ADMIN_TOKEN_HEADER: triton_server.admin_token}
+    )
     assert status == 200

@@ -37,8 +37,16 @@ pytestmark = pytest.mark.triton
 PROTOCOLS = ("http", "grpc")
 INVALID = {"http": "400", "grpc": "StatusCode.INVALID_ARGUMENT"}
 NOT_FOUND = {"http": "404", "grpc": "StatusCode.NOT_FOUND"}
-CRASH_SIGNS = ("Segmentation fault", "Signal (11)", "Signal (6)", "core dumped", "is not healthy",
-               "Stub process", "Traceback (most recent call last)", "Aborted")
+CRASH_SIGNS = (
+    "Segmentation fault",
+    "Signal (11)",
+    "Signal (6)",
+    "core dumped",
+    "is not healthy",
+    "Stub process",
+    "Traceback (most recent call last)",
+    "Aborted",
+)
 TRITON_TYPES = {"TYPE_UINT8": "UINT8", "TYPE_STRING": "BYTES", "TYPE_FP32": "FP32"}
 
 
@@ -62,9 +70,16 @@ def _served_models(triton_server: Any) -> list[Served]:
             config = client.get_model_config(name)
             inputs = config["input"]
             assert len(inputs) == 1, f"{name}: the battery expects one input, got {[i['name'] for i in inputs]}"
-            found.append(Served(name, int(config.get("max_batch_size", 0)), inputs[0]["name"],
-                                TRITON_TYPES.get(inputs[0]["data_type"], inputs[0]["data_type"]),
-                                tuple(int(d) for d in inputs[0]["dims"]), config.get("platform") or config["backend"]))
+            found.append(
+                Served(
+                    name,
+                    int(config.get("max_batch_size", 0)),
+                    inputs[0]["name"],
+                    TRITON_TYPES.get(inputs[0]["data_type"], inputs[0]["data_type"]),
+                    tuple(int(d) for d in inputs[0]["dims"]),
+                    config.get("platform") or config["backend"],
+                )
+            )
         return found
     finally:
         client.close()
@@ -124,8 +139,9 @@ def test_no_model_takes_floats(served: list[Served]) -> None:
 def test_wrong_input_name(served: list[Served], client: Any, protocol: str) -> None:
     module = _module(protocol)
     for model in served:
-        error = _refusal(client, model.name, [_tensor(module, "not_" + model.input_name, _valid_array(model, 1),
-                                                      model.datatype)])
+        error = _refusal(
+            client, model.name, [_tensor(module, "not_" + model.input_name, _valid_array(model, 1), model.datatype)]
+        )
         assert error.status() == INVALID[protocol], (model.name, error)
         # Triton names the unexpected input and the model (not the expected name: metadata gives that)
         assert f"unexpected inference input 'not_{model.input_name}' for model '{model.name}'" in error.message()
@@ -145,8 +161,11 @@ def test_wrong_rank_and_shape(served: list[Served], client: Any, protocol: str) 
     module = _module(protocol)
     for model in served:
         for dims in (model.dims[:-1] or (2, 2), (*model.dims[:-1], model.dims[-1] + 1), (*model.dims, 1)):
-            array = (np.zeros((1, *dims), dtype=np.uint8) if model.datatype == "UINT8"
-                     else np.array([b"x"] * int(np.prod(dims)), dtype=np.object_).reshape(1, *dims))
+            array = (
+                np.zeros((1, *dims), dtype=np.uint8)
+                if model.datatype == "UINT8"
+                else np.array([b"x"] * int(np.prod(dims)), dtype=np.object_).reshape(1, *dims)
+            )
             error = _refusal(client, model.name, [_tensor(module, model.input_name, array, model.datatype)])
             assert error.status() == INVALID[protocol], (model.name, dims, error)
             expected = "[" + ",".join(str(d) for d in (-1, *model.dims)) + "]"
@@ -192,12 +211,25 @@ def test_oversized_http_body_is_refused(served: list[Served], triton_server: Any
     """A 64 MiB body behind a header that declares one sample: refused with 400 (Triton reads it all first)."""
     model = next(m for m in served if m.datatype == "UINT8")
     sample_bytes = int(np.prod(model.dims))
-    header = json.dumps({"inputs": [{"name": model.input_name, "shape": [1, *model.dims], "datatype": "UINT8",
-                                     "parameters": {"binary_data_size": sample_bytes}}]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": model.input_name,
+                    "shape": [1, *model.dims],
+                    "datatype": "UINT8",
+                    "parameters": {"binary_data_size": sample_bytes},
+                }
+            ]
+        }
+    ).encode()
     body = header + bytes(64 << 20)
     request = urllib.request.Request(
-        f"http://{triton_server.http_url}/v2/models/{model.name}/infer", data=body, method="POST",
-        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"})
+        f"http://{triton_server.http_url}/v2/models/{model.name}/infer",
+        data=body,
+        method="POST",
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=60)  # noqa: S310 - loopback test server
     assert refused.value.code == 400
@@ -237,8 +269,11 @@ def samples(triton_server: Any, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 
 def _pipelines(triton_server: Any) -> list[tuple[str, Any]]:
-    return [(spec.pipeline_name, spec) for spec in triton_server.specs.values()
-            if spec.pipeline_name in triton_server.loaded]
+    return [
+        (spec.pipeline_name, spec)
+        for spec in triton_server.specs.values()
+        if spec.pipeline_name in triton_server.loaded
+    ]
 
 
 def _bad_payloads(kind: str, good: bytes) -> dict[str, tuple[bytes, str]]:
@@ -265,8 +300,9 @@ def _send_payload(client: Any, protocol: str, pipeline: str, input_name: str, pa
     return client.infer(pipeline, [_tensor(module, input_name, array, "BYTES")])
 
 
-def test_bad_payloads_are_refused_per_request(triton_server: Any, samples: dict[str, bytes], client: Any,
-                                              protocol: str) -> None:
+def test_bad_payloads_are_refused_per_request(
+    triton_server: Any, samples: dict[str, bytes], client: Any, protocol: str
+) -> None:
     from attnserve.serving.pipelines import pipeline_input_name
 
     pipelines = _pipelines(triton_server)
@@ -335,8 +371,9 @@ def _reference_logits(onnx_path: Path, pixels: np.ndarray) -> np.ndarray:
     return session.run(["logits"], {"pixels": pixels})[0]
 
 
-def test_server_still_correct_after_the_battery(triton_server: Any, served: list[Served],
-                                                samples: dict[str, bytes]) -> None:
+def test_server_still_correct_after_the_battery(
+    triton_server: Any, served: list[Served], samples: dict[str, bytes]
+) -> None:
     """Runs last in this module: every model is READY, gives the in-process answer, and the log shows no crash."""
     from attnserve.serving.pipelines import pipeline_input_name, preprocess_target
     from attnserve.serving.python_models.preprocess import decode
@@ -355,8 +392,12 @@ def test_server_still_correct_after_the_battery(triton_server: Any, served: list
             if spec.pipeline_name in triton_server.loaded:
                 result = _send_payload(client, "grpc", spec.pipeline_name, pipeline_input_name(spec), samples[name])
                 decoded = decode(samples[name], preprocess_target(spec))[None]
-                np.testing.assert_allclose(result.as_numpy("logits"), _reference_logits(
-                    triton_server.onnx_paths[name], decoded), rtol=1e-3, atol=spec.atol)
+                np.testing.assert_allclose(
+                    result.as_numpy("logits"),
+                    _reference_logits(triton_server.onnx_paths[name], decoded),
+                    rtol=1e-3,
+                    atol=spec.atol,
+                )
     finally:
         client.close()
     log_text = triton_server.server.log_path.read_text(errors="replace")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from attnserve.errors import AttnserveError, DataError
 from attnserve.models.checkpoint import WEIGHTS_FILENAME, load_run, resolve
 from attnserve.models.deployables import default_spec, tiny_arch_overrides
+
+from attnserve.errors import AttnserveError, DataError
 
 PICKLE_NAMES = ("model.pt", "model.pth", "pytorch_model.bin", "checkpoint.pt")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,9 @@ def test_pickle_renamed_to_safetensors_is_refused(tmp_path: Path, writer: object
 
 def test_library_never_calls_unpickling_apis() -> None:
     """No library module calls `pickle.load(s)`, `torch.load` or `weights_only=False` (tests excepted)."""
-    pattern = re.compile(r"\b(pickle\.loads?|cPickle\.loads?|torch\.load|dill\.loads?|joblib\.load)\s*\(|weights_only\s*=\s*False")
+    pattern = re.compile(
+        r"\b(pickle\.loads?|cPickle\.loads?|torch\.load|dill\.loads?|joblib\.load)\s*\(|weights_only\s*=\s*False"
+    )
     offenders = []
     for folder in LIBRARY_DIRS:
         for source in sorted((REPO_ROOT / folder).rglob("*.py")):
@@ -111,13 +113,21 @@ def test_library_never_calls_unpickling_apis() -> None:
 def test_hf_folder_with_pickle_weights_is_refused(tmp_path: Path, filename: str) -> None:
     """A Hugging Face folder whose weights are a pickle (`*.bin`) is refused by the export's HF import."""
     transformers = pytest.importorskip("transformers")
-    from attnserve.errors import UserInputError
     from attnserve.export.hf_import import load_hf_classifier
+
+    from attnserve.errors import UserInputError
 
     folder = tmp_path / "hf_vit"
     folder.mkdir()
-    transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                           intermediate_size=32, num_labels=3).to_json_file(str(folder / "config.json"))
+    transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+    ).to_json_file(str(folder / "config.json"))
     marker = tmp_path / "pwned"
     _write_torch_zip(folder / filename, marker)
     with pytest.raises(UserInputError, match="pickle"):

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from attnserve.clients.client import TritonClient
 from attnserve.clients.settings import ClientSettings
+
 from attnserve.errors import InferenceError, ServerError
 
 from .conftest import ReliabilityServer
@@ -91,8 +91,11 @@ class LoadLoop:
             time.sleep(0.05)
 
     def summary(self) -> dict[str, object]:
-        return {"calls": len(self.outcomes), "ok": self.successes(),
-                "errors": sorted({str(e)[:160] for e in self.failures()})}
+        return {
+            "calls": len(self.outcomes),
+            "ok": self.successes(),
+            "errors": sorted({str(e)[:160] for e in self.failures()}),
+        }
 
     def assert_all_answers_right(self) -> None:
         answered = [(pixels, logits) for _, pixels, logits, error in self.outcomes if error is None]
@@ -103,8 +106,12 @@ class LoadLoop:
 
 
 def _load_model(server: ReliabilityServer, model: str) -> tuple[int, str]:
-    request = urllib.request.Request(f"http://{server.http_url}/v2/repository/models/{model}/load", data=b"",
-                                     method="POST", headers=server.admin_headers)
+    request = urllib.request.Request(
+        f"http://{server.http_url}/v2/repository/models/{model}/load",
+        data=b"",
+        method="POST",
+        headers=server.admin_headers,
+    )
     try:
         with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - loopback test server
             return int(response.status), response.read().decode()
@@ -118,8 +125,9 @@ def test_killed_stub_without_watchdog_fails_clearly_until_reloaded(reliability_s
     server_pid = reliability_server.server.pid  # type: ignore[attr-defined]
     stubs = stub_processes(server_pid, MODEL)
     assert len(stubs) == 1, f"expected one stub for {MODEL}, found {stubs}"
-    settings = ClientSettings(url=reliability_server.grpc_url, protocol="grpc", retries=1, retry_budget_s=0.5,
-                              timeout_s=20)
+    settings = ClientSettings(
+        url=reliability_server.grpc_url, protocol="grpc", retries=1, retry_budget_s=0.5, timeout_s=20
+    )
     loop = LoadLoop(settings, reliability_server).start()
     try:
         loop.wait_for("10 answers before the fault", lambda: loop.successes() >= 10, 30)
@@ -132,8 +140,11 @@ def test_killed_stub_without_watchdog_fails_clearly_until_reloaded(reliability_s
 
         StubWatchdog(reliability_server.server).reload(MODEL)  # type: ignore[arg-type]
         reloaded_at = time.monotonic()
-        loop.wait_for("10 answers after the reload",
-                      lambda: sum(1 for t, *_, e in loop.outcomes if e is None and t > reloaded_at) >= 10, 30)
+        loop.wait_for(
+            "10 answers after the reload",
+            lambda: sum(1 for t, *_, e in loop.outcomes if e is None and t > reloaded_at) >= 10,
+            30,
+        )
     finally:
         loop.stop()
 
@@ -161,8 +172,15 @@ def test_killed_stub_with_watchdog_is_bridged_by_client_retries(reliability_serv
     server_pid = reliability_server.server.pid  # type: ignore[attr-defined]
     stubs = stub_processes(server_pid, MODEL)
     assert len(stubs) == 1, f"expected one stub for {MODEL}, found {stubs}"
-    settings = ClientSettings(url=reliability_server.grpc_url, protocol="grpc", retries=20, backoff_s=0.05,
-                              backoff_max_s=0.5, retry_budget_s=30, timeout_s=20)
+    settings = ClientSettings(
+        url=reliability_server.grpc_url,
+        protocol="grpc",
+        retries=20,
+        backoff_s=0.05,
+        backoff_max_s=0.5,
+        retry_budget_s=30,
+        timeout_s=20,
+    )
     with StubWatchdog(reliability_server.server, interval_s=0.2) as watchdog:  # type: ignore[arg-type]
         loop = LoadLoop(settings, reliability_server).start()
         try:
@@ -170,8 +188,11 @@ def test_killed_stub_with_watchdog_is_bridged_by_client_retries(reliability_serv
             os.kill(stubs[0].pid, signal.SIGKILL)
             killed_at = time.monotonic()
             loop.wait_for("the watchdog to reload the model", lambda: watchdog.reloads == [MODEL], 30)
-            loop.wait_for("10 answers after the kill",
-                          lambda: sum(1 for t, *_, e in loop.outcomes if e is None and t > killed_at) >= 10, 30)
+            loop.wait_for(
+                "10 answers after the kill",
+                lambda: sum(1 for t, *_, e in loop.outcomes if e is None and t > killed_at) >= 10,
+                30,
+            )
         finally:
             loop.stop()
     new_stubs = stub_processes(server_pid, MODEL)
@@ -198,13 +219,19 @@ def test_corrupt_model_fails_to_load_while_others_serve(reliability_server: Reli
     print(f"\ncorrupt model load refused: {message[:300]}")  # noqa: T201
 
 
-def test_corrupt_model_at_startup_fails_fast_naming_it(reliability_server: ReliabilityServer,
-                                                       tmp_path: Path) -> None:
+def test_corrupt_model_at_startup_fails_fast_naming_it(reliability_server: ReliabilityServer, tmp_path: Path) -> None:
     """Start-up with a corrupt model listed: the server exits (exit-on-error) and the error names the model."""
     from attnserve.serving.server import TritonServer
 
-    server = TritonServer(reliability_server.repository, models=["rel_light", "rel_broken"], http_port=0,
-                          grpc_port=0, metrics_port=0, work_dir=tmp_path / "server", exit_timeout_s=2)
+    server = TritonServer(
+        reliability_server.repository,
+        models=["rel_light", "rel_broken"],
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        work_dir=tmp_path / "server",
+        exit_timeout_s=2,
+    )
     with pytest.raises(ServerError) as failed:
         with server:
             pass
@@ -220,10 +247,12 @@ def test_server_restart_is_bridged_by_client_retries(reliability_server: Reliabi
 
     server = reliability_server.server
     url = reliability_server.grpc_url if protocol == "grpc" else reliability_server.http_url
-    patient = ClientSettings(url=url, protocol=protocol, retries=100, backoff_s=0.05,
-                             backoff_max_s=0.5, retry_budget_s=60, timeout_s=20)
-    impatient = ClientSettings(url=url, protocol=protocol, retries=2, backoff_s=0.05,
-                               backoff_max_s=0.1, retry_budget_s=0.3, timeout_s=5)
+    patient = ClientSettings(
+        url=url, protocol=protocol, retries=100, backoff_s=0.05, backoff_max_s=0.5, retry_budget_s=60, timeout_s=20
+    )
+    impatient = ClientSettings(
+        url=url, protocol=protocol, retries=2, backoff_s=0.05, backoff_max_s=0.1, retry_budget_s=0.3, timeout_s=5
+    )
     loop = LoadLoop(patient, reliability_server).start()
     pixels = np.zeros((1, *reliability_server.specs[MODEL].input_shape), dtype=np.uint8)
     try:
@@ -235,8 +264,11 @@ def test_server_restart_is_bridged_by_client_retries(reliability_server: Reliabi
         server.start()  # type: ignore[attr-defined]
         server.wait_ready()  # type: ignore[attr-defined]
         ready_at = time.monotonic()
-        loop.wait_for("10 answers after the restart",
-                      lambda: sum(1 for t, *_, e in loop.outcomes if e is None and t > ready_at) >= 10, 60)
+        loop.wait_for(
+            "10 answers after the restart",
+            lambda: sum(1 for t, *_, e in loop.outcomes if e is None and t > ready_at) >= 10,
+            60,
+        )
     finally:
         loop.stop()
         if not server.is_running:  # type: ignore[attr-defined]
@@ -246,5 +278,7 @@ def test_server_restart_is_bridged_by_client_retries(reliability_server: Reliabi
     assert "gave up after" in str(gave_up.value) and gave_up.value.kind == "connection", gave_up.value
     assert not loop.failures(), f"the retry budget should bridge the restart: {loop.summary()}"
     loop.assert_all_answers_right()
-    print(f"\nrestart ({protocol}): downtime {ready_at - stopped_at:.1f} s; {loop.summary()}; "  # noqa: T201
-          f"impatient client: {gave_up.value}")
+    print(
+        f"\nrestart ({protocol}): downtime {ready_at - stopped_at:.1f} s; {loop.summary()}; "  # noqa: T201
+        f"impatient client: {gave_up.value}"
+    )

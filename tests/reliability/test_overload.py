@@ -58,8 +58,9 @@ def test_served_config_has_the_specs_queue_policy(reliability_server: Reliabilit
     assert int(policy["default_timeout_microseconds"]) == int(timeout_ms * 1e3)
 
 
-def test_open_loop_overload_is_rejected_not_queued(reliability_server: ReliabilityServer,
-                                                   record_property: Callable[[str, object], None]) -> None:
+def test_open_loop_overload_is_rejected_not_queued(
+    reliability_server: ReliabilityServer, record_property: Callable[[str, object], None]
+) -> None:
     """The load tester at several times capacity: rejections counted apart from failures; p99 stays bounded."""
     from attnserve.clients.loadtest import run_loadtest
     from attnserve.clients.settings import ClientSettings
@@ -69,14 +70,16 @@ def test_open_loop_overload_is_rejected_not_queued(reliability_server: Reliabili
 
     # Capacity is measured on the unbounded twin (same ONNX, same batching): on Triton 2.51 a bounded queue
     # policy stalls the batcher ~0.5 s now and then (ModelSpec.max_queue_size), which would understate it.
-    closed = run_loadtest(settings, UNBOUNDED_MODEL, concurrency=[4], warmup_s=0.3, window_s=1.0, min_windows=1,
-                          max_windows=2).levels[0]
+    closed = run_loadtest(
+        settings, UNBOUNDED_MODEL, concurrency=[4], warmup_s=0.3, window_s=1.0, min_windows=1, max_windows=2
+    ).levels[0]
     capacity = closed.achieved_rate
     assert capacity > 0, f"the closed loop (one batch in flight) served nothing: {closed.errors}"
 
     offered = min(max(OVERLOAD_FACTOR * capacity, MIN_OFFERED_RATE), MAX_OFFERED_RATE)
-    level = run_loadtest(settings, MODEL, rates=[offered], warmup_s=0.3, window_s=1.0, min_windows=2,
-                         max_windows=2).levels[0]
+    level = run_loadtest(
+        settings, MODEL, rates=[offered], warmup_s=0.3, window_s=1.0, min_windows=2, max_windows=2
+    ).levels[0]
     rejected = level.errors.get("rejected", 0)
     other_errors = {kind: count for kind, count in level.errors.items() if kind != "rejected"}
     figures: dict[str, object] = {
@@ -149,13 +152,20 @@ def test_burst_rejections_are_fast_and_accepted_answers_correct(reliability_serv
     statuses = Counter(status for _, status, _, _, _ in outcomes)
     messages = Counter(message.split("] ")[-1] for _, status, _, _, message in outcomes if status != "OK")
     accepted = [(i, logits) for i, status, _, logits, _ in outcomes if status == "OK"]
-    queue_full_ms = np.array([s * 1e3 for _, status, s, _, message in outcomes
-                              if status != "OK" and message.endswith("Exceeds maximum queue size")])
+    queue_full_ms = np.array(
+        [
+            s * 1e3
+            for _, status, s, _, message in outcomes
+            if status != "OK" and message.endswith("Exceeds maximum queue size")
+        ]
+    )
     accepted_ms = np.array([s * 1e3 for _, status, s, _, _ in outcomes if status == "OK"])
-    print(f"\nburst of {BURST_REQUESTS}: {dict(statuses)}; messages {dict(messages)}; queue-full rejection p50 "  # noqa: T201
-          f"{np.median(queue_full_ms) if queue_full_ms.size else float('nan'):.1f} ms; accepted max "
-          f"{accepted_ms.max() if accepted_ms.size else float('nan'):.1f} ms; unbounded queue: "
-          f"{unbounded_ms.size} accepted, max {unbounded_ms.max() if unbounded_ms.size else float('nan'):.1f} ms")
+    print(
+        f"\nburst of {BURST_REQUESTS}: {dict(statuses)}; messages {dict(messages)}; queue-full rejection p50 "  # noqa: T201
+        f"{np.median(queue_full_ms) if queue_full_ms.size else float('nan'):.1f} ms; accepted max "
+        f"{accepted_ms.max() if accepted_ms.size else float('nan'):.1f} ms; unbounded queue: "
+        f"{unbounded_ms.size} accepted, max {unbounded_ms.max() if unbounded_ms.size else float('nan'):.1f} ms"
+    )
 
     assert set(statuses) <= {"OK", "StatusCode.UNAVAILABLE"}, statuses
     assert statuses["StatusCode.UNAVAILABLE"] > 0 and accepted, statuses
@@ -163,7 +173,9 @@ def test_burst_rejections_are_fast_and_accepted_answers_correct(reliability_serv
     assert messages["Exceeds maximum queue size"] > 0, messages
     # fast rejection: a full queue refuses at once, without waiting for the queue timeout (requests refused by
     # the timeout itself have waited for it by definition, and Triton notices expired ones lazily)
-    assert float(np.median(queue_full_ms)) < timeout_ms, f"queue-full rejections are slow: {np.median(queue_full_ms):.0f} ms"
+    assert float(np.median(queue_full_ms)) < timeout_ms, (
+        f"queue-full rejections are slow: {np.median(queue_full_ms):.0f} ms"
+    )
     assert float(accepted_ms.max()) <= timeout_ms + COMPUTE_MARGIN_MS
     # without the bound every request is queued, and the last ones wait for the whole backlog
     assert unbounded_ms.size == UNBOUNDED_BURST, Counter(status for _, status, *_ in unbounded)
@@ -178,7 +190,6 @@ def test_every_served_model_has_its_specs_queue_policy(triton_server: object) ->
     queue policy its spec asks for: REJECT with the spec's bounds where the spec bounds the queue, none where it
     does not (the default; ModelSpec.max_queue_size says why). The CPU runtime view may not drop or add one."""
     import tritonclient.http as httpclient
-
     from attnserve.export.repository import read_entry_spec
 
     client = httpclient.InferenceServerClient(triton_server.http_url)  # type: ignore[attr-defined]
@@ -199,7 +210,8 @@ def test_every_served_model_has_its_specs_queue_policy(triton_server: object) ->
                 assert int(policy["default_timeout_microseconds"]) == spec.queue_timeout_us, (name, policy)
             else:
                 assert not policy or (
-                    int(policy.get("max_queue_size", 0)) == 0 and int(policy.get("default_timeout_microseconds", 0)) == 0
+                    int(policy.get("max_queue_size", 0)) == 0
+                    and int(policy.get("default_timeout_microseconds", 0)) == 0
                 ), (name, policy)
             checked.append(name)
     finally:

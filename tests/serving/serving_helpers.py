@@ -18,9 +18,21 @@ TINY_LABELS = ("red", "green", "blue")
 
 def tiny_spec(name: str = "tiny", **overrides: object) -> ModelSpec:
     values: dict[str, object] = dict(
-        name=name, arch="tiny_linear", kind="image", layout="NCHW", input_shape=TINY_SHAPE, mean=(0.5,) * 3,
-        std=(0.5,) * 3, labels=TINY_LABELS, max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=1000,
-        max_queue_size=256, queue_timeout_us=2_000_000, opset=17, instance_count=2,
+        name=name,
+        arch="tiny_linear",
+        kind="image",
+        layout="NCHW",
+        input_shape=TINY_SHAPE,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        labels=TINY_LABELS,
+        max_batch_size=8,
+        preferred_batch_sizes=(4, 8),
+        max_queue_delay_us=1000,
+        max_queue_size=256,
+        queue_timeout_us=2_000_000,
+        opset=17,
+        instance_count=2,
     )
     values.update(overrides)
     return ModelSpec(**values)  # type: ignore[arg-type]
@@ -44,8 +56,11 @@ def write_tiny_onnx(path: Path, seed: int = 0) -> Path:
         helper.make_node("Add", ["product", "bias"], ["logits"]),
     ]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", *TINY_SHAPE])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(TINY_LABELS)])], initializers,
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", *TINY_SHAPE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(TINY_LABELS)])],
+        initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from attnserve.serving.python_models.batch_runner import TensorSpec, run_requests
+from attnserve.serving.python_models.runtime import Session, intra_op_threads_for, open_session
 from serving_helpers import TINY_SHAPE
 
 from attnserve.errors import DataError, DTypeError, RuntimeFailure, ShapeError, UnknownModelError
-from attnserve.serving.python_models.batch_runner import TensorSpec, run_requests
-from attnserve.serving.python_models.runtime import Session, intra_op_threads_for, open_session
 
 INPUTS = [TensorSpec("pixels", np.dtype(np.uint8), TINY_SHAPE)]
 OUTPUTS = [TensorSpec("logits", np.dtype(np.float32), (3,))]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from attnserve.errors import UnknownModelError
 from attnserve.serving.python_models.runtime import MODEL_FILE_PARAMETER, RUNTIME_PARAMETER
 from attnserve.serving.runtime_view import build_runtime_repository, read_config
+
+from attnserve.errors import UnknownModelError
 
 
 def test_onnx_entry_keeps_name_io_batching_queue_and_instances(tiny_repository: Path, tmp_path: Path) -> None:
@@ -30,9 +30,12 @@ def test_onnx_entry_keeps_name_io_batching_queue_and_instances(tiny_repository: 
     assert not (view / "tiny_trt").exists()
 
 
-def test_requested_pipeline_pulls_in_its_steps_and_runtime_override_applies(tiny_repository: Path, tmp_path: Path) -> None:
-    view, loaded, skipped = build_runtime_repository(tiny_repository, tmp_path / "view", ["tiny_pipeline"],
-                                                     runtime="openvino")
+def test_requested_pipeline_pulls_in_its_steps_and_runtime_override_applies(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    view, loaded, skipped = build_runtime_repository(
+        tiny_repository, tmp_path / "view", ["tiny_pipeline"], runtime="openvino"
+    )
     assert sorted(loaded) == ["tiny", "tiny_pipeline", "tiny_preprocess"] and skipped == {}
     assert read_config(view / "tiny").parameters[RUNTIME_PARAMETER].string_value == "openvino"
 

@@ -8,11 +8,11 @@ import socket
 from pathlib import Path
 
 import pytest
+from attnserve.serving.runtime_view import build_runtime_repository
+from attnserve.serving.server import TritonServer, free_port
 from serving_helpers import tiny_spec
 
 from attnserve.errors import ServerError
-from attnserve.serving.runtime_view import build_runtime_repository
-from attnserve.serving.server import TritonServer, free_port
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -111,9 +111,24 @@ def test_serve_cli_runs_until_sigterm_and_leaves_nothing_behind(tmp_path: Path, 
     import sys
 
     work_dir = tmp_path / "serve"
-    command = [sys.executable, "-m", "attnserve.cli", "serve", "--repository", str(tiny_repository),
-               "--work-dir", str(work_dir), "--http-port", str(free_port()), "--grpc-port", str(free_port()),
-               "--metrics-port", str(free_port()), "--ready-timeout", "120"]
+    command = [
+        sys.executable,
+        "-m",
+        "attnserve.cli",
+        "serve",
+        "--repository",
+        str(tiny_repository),
+        "--work-dir",
+        str(work_dir),
+        "--http-port",
+        str(free_port()),
+        "--grpc-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+        "--ready-timeout",
+        "120",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -138,8 +153,13 @@ def test_relative_work_dir_and_repository_start(
     monkeypatch.chdir(tmp_path)
     view, loaded, _ = build_runtime_repository(tiny_repository, Path("view"), [tiny_spec().name])
     with TritonServer(
-        Path("view") / view.name, models=loaded, http_port=0, grpc_port=0, metrics_port=0,
-        work_dir=Path("server"), exit_timeout_s=5,
+        Path("view") / view.name,
+        models=loaded,
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        work_dir=Path("server"),
+        exit_timeout_s=5,
     ) as server:
         assert server.work_dir.is_absolute()
         assert server.is_running

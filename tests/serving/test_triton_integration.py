@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from serving_helpers import encoded_image, encoded_video
-from tritonclient.utils import InferenceServerException
-
 from attnserve.serving.pipelines import pipeline_input_name, preprocess_target
 from attnserve.serving.python_models.onnx_runner import OnnxRuntimeSession
 from attnserve.serving.python_models.preprocess import decode
+from serving_helpers import encoded_image, encoded_video
+from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.triton
 
@@ -118,7 +117,6 @@ def test_pipeline_returns_the_label_of_the_model_on_the_same_pixels(triton_serve
 
 def test_explain_returns_the_documented_map_shape(triton_server) -> None:  # noqa: ANN001
     import torch
-
     from attnserve.models.checkpoint import build_model
 
     client = httpclient.InferenceServerClient(triton_server.http_url)
@@ -135,8 +133,9 @@ def test_explain_returns_the_documented_map_shape(triton_server) -> None:  # noq
         served_shape = next(o["shape"] for o in metadata["outputs"] if o["name"] == "attention_map")
         assert served_shape == [-1, *reference_map.shape[1:]]
         np.testing.assert_allclose(attention_map.reshape(2, -1).max(axis=1), 1.0, rtol=1e-5)  # scaled to max 1
-        np.testing.assert_allclose(attention_map, _in_process(triton_server, spec.explain_name, pixels)["attention_map"],
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            attention_map, _in_process(triton_server, spec.explain_name, pixels)["attention_map"], rtol=1e-4, atol=1e-5
+        )
 
 
 def test_corrupt_image_in_a_concurrent_burst_fails_alone(triton_server) -> None:  # noqa: ANN001
