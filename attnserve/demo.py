@@ -289,7 +289,7 @@ def _optimize(runs_dir: Path, reports_dir: Path, echo: Callable[[str], None]) ->
 
 def _write_nobatch_entries(repository: Path, nobatch_repository: Path, exports: dict[str, Any]) -> None:
     """`NAME_nobatch`: the same ONNX and spec without dynamic batching, for the batching comparison."""
-    from attnserve.export.repository import read_entry_spec, write_model_entry
+    from attnserve.repository.entries import read_entry_spec, write_model_entry
 
     shutil.rmtree(nobatch_repository, ignore_errors=True)
     for name in BATCHING_MODELS:

@@ -36,7 +36,7 @@ NOBATCH_SUFFIX = "_nobatch"
 
 def export_pair(name: str, repository: Path, scratch: Path, tiny: bool) -> tuple[Any, Path]:
     """Export `name` once and write the batching and no-batching entries; returns (spec, onnx path)."""
-    from attnserve.export.repository import write_model_entry
+    from attnserve.repository.entries import write_model_entry
     from attnserve.export.torch2onnx import export_onnx
     from attnserve.models.checkpoint import build_model, resolve
     from attnserve.models.deployables import default_spec, tiny_arch_overrides
@@ -56,7 +56,7 @@ def export_pair(name: str, repository: Path, scratch: Path, tiny: bool) -> tuple
 
 def in_process_p50_ms(onnx_path: Path, spec: Any, repeats: int) -> float:
     """p50 of batch-1 runs of the ONNX file in the server's CPU runtime, with the server's thread count."""
-    from attnserve.serving.python_models.runtime import intra_op_threads_for, open_session
+    from attnserve.runtimes.session import intra_op_threads_for, open_session
 
     session = open_session(
         spec.cpu_runtime if spec.cpu_runtime != "auto" else "onnxruntime",

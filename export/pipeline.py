@@ -26,7 +26,7 @@ from attnserve.export.fp16 import Fp16Report, export_fp16, modelopt_available
 from attnserve.export.onnx2trt import TensorRTBuildReport, build_engine
 from attnserve.export.ort_optimize import OrtOptimizationReport, optimize_for_cpu
 from attnserve.export.reports import OnnxExportReport, ParityReport, StageRecorder, StageResult, _Report, short_error
-from attnserve.export.repository import write_explain_entry, write_model_entry, write_trt_entry
+from attnserve.repository.entries import write_explain_entry, write_model_entry, write_trt_entry
 from attnserve.export.torch2onnx import example_pixels, export_onnx
 from attnserve.export.verify import verify_onnx
 from pydantic import computed_field

@@ -114,7 +114,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_pipelines(args: argparse.Namespace) -> int:
-    from attnserve.serving.pipelines import model_entry_specs, write_pipeline_entries
+    from attnserve.repository.entries import model_entry_specs
+    from attnserve.serving.pipelines import write_pipeline_entries
 
     from attnserve.errors import UnknownModelError
 

@@ -1,12 +1,14 @@
-"""The pluggable CPU runtime behind the python-backend runner: one small session interface.
+"""The pluggable CPU runtimes: one small session interface, torch-free and Triton-free.
 
-A runtime is a module exposing
+Both the export (the CPU-variant choice times the very sessions the server runs) and the serving side (the
+python-backend runner) open models through `open_session`; neither imports the other. A runtime is a module
+exposing
 
     def open_session(model_path: Path, *, intra_op_threads: int, options: Mapping[str, str]) -> Session
 
-where `Session` satisfies the `Session` protocol below. The runner model picks the module by the entry's
-config parameter `runtime` (`RUNTIME_MODULES`); `options` are all of the entry's string parameters, so a
-runtime may read its own keys (e.g. a precision hint). Adding a runtime = adding a module and a line here.
+where `Session` satisfies the `Session` protocol below. The runner picks the module by the entry's runner
+parameter `runtime` (`RUNTIME_MODULES`); `options` are the entry's string parameters, so a runtime may read
+its own keys (`PRECISION_OPTION`). Adding a runtime = adding a module and a line here.
 """
 
 from __future__ import annotations
@@ -19,19 +21,23 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from attnserve.errors import ShapeError, UnknownModelError, UserInputError
+from attnserve.errors import ShapeError, UnknownRuntimeError, UserInputError
 
 DEFAULT_RUNTIME = "onnxruntime"
 RUNTIME_MODULES: dict[str, str] = {
-    "onnxruntime": "attnserve.serving.python_models.onnx_runner",
-    "openvino": "attnserve.serving.python_models.openvino_runtime",
+    "onnxruntime": "attnserve.runtimes.onnxruntime_session",
+    "openvino": "attnserve.runtimes.openvino_session",
 }
-"""Config parameter `runtime` value -> module that implements `open_session`."""
+"""Runtime name -> module that implements `open_session`."""
+PRECISION_OPTION = "precision"
+"""Session option naming the precision to run in (`fp32` when absent); runtimes without a choice ignore it."""
 
-# Config parameter keys of a runner entry (written by runtime_view, read by the runner model).
-RUNTIME_PARAMETER = "runtime"
-MODEL_FILE_PARAMETER = "model_file"
-INTRA_OP_THREADS_PARAMETER = "intra_op_threads"
+
+def check_runtime_name(runtime: str) -> str:
+    """`runtime` when it names a known runtime; else `UnknownRuntimeError` listing the known ones."""
+    if runtime not in RUNTIME_MODULES:
+        raise UnknownRuntimeError(runtime, list(RUNTIME_MODULES))
+    return runtime
 
 
 @runtime_checkable
@@ -82,11 +88,10 @@ def open_session(
     """Open `model_path` with the runtime named `runtime` (a key of `RUNTIME_MODULES`).
 
     Raises:
-        UnknownModelError: the runtime name is not known.
+        UnknownRuntimeError: the runtime name is not known.
         UserInputError: the model file does not exist.
     """
-    if runtime not in RUNTIME_MODULES:
-        raise UnknownModelError(runtime, list(RUNTIME_MODULES))
+    check_runtime_name(runtime)
     model_path = Path(model_path)
     if not model_path.is_file():
         raise UserInputError(f"model file for runtime {runtime!r} not found: expected {model_path}")

@@ -10,8 +10,8 @@ import pytest
 from attnserve.export.fp16 import modelopt_available
 from attnserve.export.onnx2trt import count_fused_attention_layers, profile_for, tensorrt_unavailable, trtexec_command
 from attnserve.export.pipeline import ExportReport, export_module
-from attnserve.export.repository import trt_config_for
-from attnserve.export.triton_config import parse_pbtxt
+from attnserve.repository.entries import trt_config_for
+from attnserve.repository.config import parse_pbtxt
 from attnserve.export.verify import verify_onnx
 from export_fixtures import TinySdpaClassifier, tiny_spec
 

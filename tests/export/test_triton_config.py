@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from attnserve.export.triton_config import (
+from attnserve.repository.config import (
     DynamicBatching,
     EnsembleScheduling,
     EnsembleStep,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from attnserve.serving.python_models.openvino_runtime import OpenVINOSession, openvino_supports
-from attnserve.serving.python_models.runtime import Session, open_session
+from attnserve.runtimes.openvino_session import OpenVINOSession, openvino_supports
+from attnserve.runtimes.session import Session, open_session
 from serving_helpers import TINY_SHAPE
 
 from attnserve.errors import ShapeError, UserInputError
@@ -85,8 +85,8 @@ def openvino_entry(triton_server, tmp_path: Path) -> Iterator[str]:  # noqa: ANN
     runtime view, loaded into the shared server through the admin API, then unloaded and removed again.
     """
     import tritonclient.http as http
-    from attnserve.export.repository import add_model, model_config_for
-    from attnserve.export.triton_config import ModelConfig
+    from attnserve.repository.entries import add_model, model_config_for
+    from attnserve.repository.config import ModelConfig
     from attnserve.serving.runtime_view import build_runtime_repository
 
     source = _source_model(triton_server)

@@ -11,7 +11,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from attnserve.serving.pipelines import pipeline_input_name, preprocess_target
-from attnserve.serving.python_models.onnx_runner import OnnxRuntimeSession
+from attnserve.runtimes.onnxruntime_session import OnnxRuntimeSession
 from attnserve.serving.python_models.preprocess import decode
 from serving_helpers import encoded_image, encoded_video
 from tritonclient.utils import InferenceServerException
