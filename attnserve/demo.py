@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from attnserve.spec import explain_name, nobatch_name, pipeline_name
+
 logger = logging.getLogger(__name__)
 
 DEMO_TRAINED: tuple[str, ...] = ("vit_digits", "cnn_cbam_digits", "timesformer_motion")
@@ -30,7 +32,6 @@ BENCH_MODEL = "vit_tiny_patch16_224"
 """The standard ViT-Tiny/16 architecture (untrained): the performance model."""
 BATCHING_MODELS: tuple[str, ...] = ("vit_digits", BENCH_MODEL)
 """Models measured with dynamic batching on and off."""
-NOBATCH_SUFFIX = "_nobatch"
 OPTIMIZE_MODEL = "vit_digits"
 """Model whose CPU variants (runtime x precision) the demo measures; trained, so the gate is on accuracy."""
 
@@ -143,11 +144,11 @@ def run_demo(
         report["optimize"] = _optimize(runs_dir, reports_dir, echo)
 
     served = [*DEMO_TRAINED, BENCH_MODEL]
-    serve_names = served + [f"{name}_explain" for name in served] + [f"{name}_pipeline" for name in DEMO_TRAINED]
+    serve_names = served + [explain_name(name) for name in served] + [pipeline_name(name) for name in DEMO_TRAINED]
     with _step("serve: start the embedded Triton", timings, echo):
         view, loaded, skipped = build_runtime_repository(repository, work_dir / "triton", serve_names)
         _add_entries(view, work_dir / "nobatch_repository", work_dir / "triton_nobatch")
-        loaded += [f"{name}{NOBATCH_SUFFIX}" for name in BATCHING_MODELS]
+        loaded += [nobatch_name(name) for name in BATCHING_MODELS]
         report["serving"] = {"loaded": sorted(loaded), "skipped": skipped}
         server = TritonServer(
             view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=work_dir / "server"
@@ -294,8 +295,7 @@ def _write_nobatch_entries(repository: Path, nobatch_repository: Path, exports: 
     shutil.rmtree(nobatch_repository, ignore_errors=True)
     for name in BATCHING_MODELS:
         spec = read_entry_spec(repository / name)
-        nobatch = spec.model_copy(update={"name": f"{name}{NOBATCH_SUFFIX}", "dynamic_batching": False})
-        write_model_entry(nobatch, Path(exports[name]["onnx_path"]), nobatch_repository, version=1)
+        write_model_entry(spec.without_batching(), Path(exports[name]["onnx_path"]), nobatch_repository, version=1)
 
 
 def _add_entries(view: Path, source: Path, work_dir: Path) -> None:
@@ -322,7 +322,7 @@ def _classify_samples(http: Any, grpc: Any, samples_dir: Path, echo: Callable[[s
         for protocol, settings in (("http", http), ("grpc", grpc)):
             with TritonClient(settings) as client:
                 predictions = client.classify(name, files, top_k=3)
-                pipeline = client.classify_encoded(f"{name}_pipeline", files, top_k=3)
+                pipeline = client.classify_encoded(pipeline_name(name), files, top_k=3)
             per_protocol[protocol] = {
                 "correct": sum(p.label == t for p, t in zip(predictions, truth)),
                 "pipeline_correct": sum(p.label == t for p, t in zip(pipeline, truth)),
@@ -345,7 +345,7 @@ def _write_heatmap(grpc: Any, samples_dir: Path, reports_dir: Path, echo: Callab
 
     image = sorted((samples_dir / "vit_digits").glob("*.png"))[0]
     with TritonClient(grpc) as client:
-        info = client.model_info("vit_digits_explain")
+        info = client.model_info(explain_name("vit_digits"))
         prediction, attention_map = client.explain("vit_digits", image)
         pixels = client.pixels_for(info, [image])[0]
     path = write_overlay(pixels, attention_map, prediction, reports_dir / "attention_vit_digits.png")
@@ -361,7 +361,7 @@ def _loadtest_batching(
     results: dict[str, Any] = {}
     for name in BATCHING_MODELS:
         per_mode: dict[str, Any] = {}
-        for mode, model in (("batching_on", name), ("batching_off", f"{name}{NOBATCH_SUFFIX}")):
+        for mode, model in (("batching_on", name), ("batching_off", nobatch_name(name))):
             load_report = run_loadtest(
                 grpc,
                 model,

@@ -29,10 +29,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, Field
+
+from attnserve.errors import ExportError, UserInputError
 from attnserve.export.cpu_variants import (
     BASELINE_VARIANT,
-    FP32_FILENAME,
     CPU_VARIANTS,
+    FP32_FILENAME,
     GPU_VARIANTS,
     CpuVariant,
     build_variant_files,
@@ -41,9 +44,6 @@ from attnserve.export.cpu_variants import (
 )
 from attnserve.export.reports import StageStatus, _Report, short_error
 from attnserve.runtimes.session import PRECISION_OPTION, Session, intra_op_threads_for, open_session
-from pydantic import BaseModel, Field
-
-from attnserve.errors import ExportError, UserInputError
 from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)

@@ -62,7 +62,9 @@ def runner_config(source: ModelConfig, model_path: Path, runtime: str | None = N
             **source.model_dump(exclude={"platform", "default_model_filename", "parameters", "instance_group"}),
             "backend": "python",
             # the python stub runs on the CPU: no GPU kind, no GPU ids
-            "instance_group": [group.model_copy(update={"kind": "KIND_CPU", "gpus": ()}) for group in source.instance_group],
+            "instance_group": [
+                group.model_copy(update={"kind": "KIND_CPU", "gpus": ()}) for group in source.instance_group
+            ],
             "parameters": {**parameters, **runner.to_parameters()},
         }
     )
@@ -125,7 +127,9 @@ def build_runtime_repository(
             logger.info("runtime view: leaving out %s (%s)", name, skipped[name])
             continue
         if is_onnx_entry(config):
-            model_path = served_file(model_dir, config)  # the runner's `model_file` (a picked CPU variant) or model.onnx
+            model_path = served_file(
+                model_dir, config
+            )  # the runner's `model_file` (a picked CPU variant) or model.onnx
             if model_path is None:
                 raise UserInputError(f"ONNX entry {name!r}: expected {model_dir}/<version>/<model file>; none found")
             shutil.copytree(model_dir, target_dir, ignore=_skip_version_dirs)

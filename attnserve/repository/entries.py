@@ -268,7 +268,9 @@ def read_entry_spec(model_dir: Path) -> ModelSpec:
         raise UserInputError(f"{model_dir} is not a model-repository entry: no {SPEC_FILENAME} or {CONFIG_FILENAME}")
     spec_json = read_config(model_dir).spec_json()
     if spec_json is None:
-        raise UserInputError(f"{model_dir / CONFIG_FILENAME} has no {SPEC_PARAMETER!r} parameter and no {SPEC_FILENAME}")
+        raise UserInputError(
+            f"{model_dir / CONFIG_FILENAME} has no {SPEC_PARAMETER!r} parameter and no {SPEC_FILENAME}"
+        )
     return ModelSpec.model_validate_json(spec_json)
 
 

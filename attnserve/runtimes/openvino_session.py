@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from attnserve.runtimes.session import PRECISION_OPTION, require_inputs
 
 from attnserve.errors import UserInputError
+from attnserve.runtimes.session import PRECISION_OPTION, require_inputs
 
 logger = logging.getLogger(__name__)
 

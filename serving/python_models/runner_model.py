@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
-from attnserve.serving.python_models.batch_runner import TensorSpec, run_requests
-from attnserve.repository.runner import RunnerParameters
-from attnserve.runtimes.session import intra_op_threads_for, open_session
 
 from attnserve.errors import AttnserveError, UserInputError
+from attnserve.repository.runner import RunnerParameters
+from attnserve.runtimes.session import intra_op_threads_for, open_session
+from attnserve.serving.python_models.batch_runner import TensorSpec, run_requests
 
 
 class TritonPythonModel:

@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from export_fixtures import tiny_spec
+
+from attnserve.errors import UserInputError
+from attnserve.repository.config import parse_pbtxt
 from attnserve.repository.entries import (
     read_entry_spec,
     write_explain_entry,
     write_model_entry,
     write_trt_entry,
 )
-from attnserve.repository.config import parse_pbtxt
-from export_fixtures import tiny_spec
-
-from attnserve.errors import UserInputError
 from attnserve.spec import ModelSpec
 
 

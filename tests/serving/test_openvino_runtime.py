@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from attnserve.runtimes.openvino_session import OpenVINOSession, openvino_supports
-from attnserve.runtimes.session import Session, open_session
 from serving_helpers import TINY_SHAPE
 
 from attnserve.errors import ShapeError, UserInputError
+from attnserve.runtimes.openvino_session import OpenVINOSession, openvino_supports
+from attnserve.runtimes.session import Session, open_session
 
 
 def _pixels(count: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -85,8 +85,9 @@ def openvino_entry(triton_server, tmp_path: Path) -> Iterator[str]:  # noqa: ANN
     runtime view, loaded into the shared server through the admin API, then unloaded and removed again.
     """
     import tritonclient.http as http
-    from attnserve.repository.entries import add_model, model_config_for
+
     from attnserve.repository.config import ModelConfig
+    from attnserve.repository.entries import add_model, model_config_for
     from attnserve.serving.runtime_view import build_runtime_repository
 
     source = _source_model(triton_server)
