@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "attnserve.export.cli",  # export, optimize
     "attnserve.serving.cli",  # serve
     "attnserve.clients.cli",  # infer, loadtest
+    "attnserve.tune.cli",  # tune
     "attnserve.demo",  # demo
 )
 

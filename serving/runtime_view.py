@@ -53,7 +53,8 @@ def runner_config(source: ModelConfig, model_path: Path, runtime: str | None = N
         update={
             "runtime": check_runtime_name(runtime or entry_runner.runtime),
             "model_file": str(model_path),
-            "intra_op_threads": intra_op_threads_for(instance_count),
+            # the entry's own thread count (a tuned one) stays; 0 shares the cores between the instances
+            "intra_op_threads": entry_runner.intra_op_threads or intra_op_threads_for(instance_count),
         }
     )
     parameters = {key: value.string_value for key, value in source.parameters.items()}

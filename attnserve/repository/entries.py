@@ -9,8 +9,9 @@ Entry contract (the serving side relies on it):
                                  from the spec (left out when spec.dynamic_batching is False),
                                  instance_group [{count}] (no kind: Triton picks GPU when present),
                                  parameters { key: "attnserve_spec" ... } = the ModelSpec JSON, and the
-                                 CPU runner's `runtime` / `precision` / `model_file` (`RunnerParameters`,
-                                 from the spec's `cpu_runtime` / `cpu_precision`)
+                                 CPU runner's `runtime` / `precision` / `model_file` / `intra_op_threads` /
+                                 `allow_spinning` (`RunnerParameters`, from the spec; NVIDIA's onnxruntime
+                                 backend ignores them)
       NAME/labels.txt            one label per line, in class order
       NAME/spec.json             the ModelSpec (same JSON as the parameter)
       NAME/<version>/model.onnx  new exports go to a new version folder; always the portable verified graph
@@ -120,7 +121,10 @@ def model_config_for(
         extra_outputs: outputs after `logits` (the explain model's `attention_map`).
         default_model_filename: a file name other than Triton's default (`model.onnx` / `model.plan`).
         extra_parameters: more `parameters` entries (e.g. the CPU runner's `model_file`).
+
+    ONNX entries carry the CPU runner's parameters from the spec (`RunnerParameters.for_spec`).
     """
+    runner = RunnerParameters.for_spec(spec).to_parameters() if platform == ONNX_PLATFORM else {}
     return ModelConfig(
         name=name or spec.name,
         platform=platform,
@@ -130,7 +134,7 @@ def model_config_for(
         dynamic_batching=dynamic_batching_for(spec),
         instance_group=(InstanceGroup(count=spec.instance_count),),
         default_model_filename=default_model_filename,
-        parameters={SPEC_PARAMETER: spec.model_dump_json(), **(extra_parameters or {})},
+        parameters={SPEC_PARAMETER: spec.model_dump_json(), **runner, **(extra_parameters or {})},
     )
 
 
@@ -230,7 +234,7 @@ def write_model_entry(
         The entry folder `repository/NAME`.
     """
     runner = RunnerParameters.for_spec(spec, ORT_OPTIMIZED_FILENAME if cpu_onnx_path is not None else ONNX_FILENAME)
-    config = model_config_for(spec, extra_parameters=runner.to_parameters())
+    config = model_config_for(spec, extra_parameters=runner.to_parameters())  # the main entry may serve model.ort.onnx
     target = add_model(repository, config, onnx_path, spec=spec, version=version)
     if cpu_onnx_path is not None:
         shutil.copyfile(cpu_onnx_path, target.parent / ORT_OPTIMIZED_FILENAME)

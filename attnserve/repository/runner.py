@@ -12,16 +12,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, NonNegativeInt, field_validator
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError, field_validator
 
+from attnserve.errors import UserInputError
 from attnserve.repository.layout import ONNX_FILENAME
-from attnserve.runtimes.session import DEFAULT_RUNTIME, PRECISION_OPTION, check_runtime_name
+from attnserve.runtimes.session import (
+    ALLOW_SPINNING_OPTION,
+    DEFAULT_RUNTIME,
+    PRECISION_OPTION,
+    check_runtime_name,
+    parse_allow_spinning,
+)
 from attnserve.spec import ModelSpec, Precision
 
 RUNTIME_PARAMETER = "runtime"
 MODEL_FILE_PARAMETER = "model_file"
 PRECISION_PARAMETER = PRECISION_OPTION
 INTRA_OP_THREADS_PARAMETER = "intra_op_threads"
+"""Threads per instance for one operator; 0 = cores // instance_count (resolved by the runtime view)."""
+ALLOW_SPINNING_PARAMETER = ALLOW_SPINNING_OPTION
 DEFAULT_PRECISION: Precision = "fp32"
 
 
@@ -37,6 +46,8 @@ class RunnerParameters(BaseModel):
     """File in the version folder (relative), or the absolute file the runtime view points the runner at."""
     intra_op_threads: NonNegativeInt = 0
     """Threads per session; 0 = the runner divides the cores among the entry's instances."""
+    allow_spinning: bool = True
+    """Whether idle intra-op threads spin-wait (ONNX Runtime's default: on)."""
 
     @field_validator("runtime")
     @classmethod
@@ -48,34 +59,49 @@ class RunnerParameters(BaseModel):
         """What the spec asks the CPU runner for (`auto` means the default runtime / fp32)."""
         runtime = DEFAULT_RUNTIME if spec.cpu_runtime == "auto" else spec.cpu_runtime
         precision = DEFAULT_PRECISION if spec.cpu_precision == "auto" else spec.cpu_precision
-        return cls(runtime=runtime, precision=precision, model_file=model_file)
+        return cls(
+            runtime=runtime,
+            precision=precision,
+            model_file=model_file,
+            intra_op_threads=spec.intra_op_threads,
+            allow_spinning=spec.allow_spinning,
+        )
 
     @classmethod
     def from_parameters(cls, parameters: Mapping[str, Any]) -> RunnerParameters:
         """Read the runner's keys from an entry's string parameters (other keys are ignored; missing = default).
 
         Values may be plain strings or `ModelParameter`s (anything with a `string_value`).
+
+        Raises:
+            UnknownRuntimeError: `runtime` names no runtime.
+            UserInputError: another value is malformed (the message names it).
         """
         values = {key: getattr(value, "string_value", value) for key, value in parameters.items()}
         fields = {
             "runtime": values.get(RUNTIME_PARAMETER),
             "precision": values.get(PRECISION_PARAMETER),
             "model_file": values.get(MODEL_FILE_PARAMETER),
-            "intra_op_threads": values.get(INTRA_OP_THREADS_PARAMETER),
+            "intra_op_threads": (values.get(INTRA_OP_THREADS_PARAMETER) or "").strip(),
+            "allow_spinning": parse_allow_spinning(values),
         }
-        return cls.model_validate({key: value for key, value in fields.items() if value})
+        try:
+            return cls.model_validate(
+                {key: value for key, value in fields.items() if value != "" and value is not None}
+            )
+        except ValidationError as exc:
+            raise UserInputError(f"CPU runner parameters {values} are malformed: {exc}") from exc
 
     def to_parameters(self) -> dict[str, str]:
-        """As config `parameters` (strings); `intra_op_threads` only when set."""
-        parameters = {
+        """As config `parameters` (strings)."""
+        return {
             RUNTIME_PARAMETER: self.runtime,
             PRECISION_PARAMETER: self.precision,
             MODEL_FILE_PARAMETER: self.model_file,
+            INTRA_OP_THREADS_PARAMETER: str(self.intra_op_threads),
+            ALLOW_SPINNING_PARAMETER: "1" if self.allow_spinning else "0",
         }
-        if self.intra_op_threads:
-            parameters[INTRA_OP_THREADS_PARAMETER] = str(self.intra_op_threads)
-        return parameters
 
     def session_options(self) -> dict[str, str]:
-        """The options a runtime session reads (its precision)."""
-        return {PRECISION_OPTION: self.precision}
+        """The options a runtime session reads (precision, spinning)."""
+        return {PRECISION_OPTION: self.precision, ALLOW_SPINNING_OPTION: "1" if self.allow_spinning else "0"}

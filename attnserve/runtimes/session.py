@@ -40,6 +40,11 @@ def check_runtime_name(runtime: str) -> str:
     return runtime
 
 
+ALLOW_SPINNING_OPTION = "allow_spinning"
+"""Session option `"1"` / `"0"`: whether idle intra-op threads spin-wait (ONNX Runtime
+`session.intra_op.allow_spinning`); absent = on, ONNX Runtime's default."""
+
+
 @runtime_checkable
 class Session(Protocol):
     """An inference session on one model file: named numpy arrays in, named numpy arrays out."""
@@ -80,6 +85,18 @@ def intra_op_threads_for(instance_count: int, cores: int | None = None) -> int:
     if instance_count < 1:
         raise UserInputError(f"instance_count must be >= 1, got {instance_count}")
     return max(1, (cores if cores is not None else available_cores()) // instance_count)
+
+
+def parse_allow_spinning(options: Mapping[str, str]) -> bool:
+    """The `allow_spinning` parameter as a bool (absent = on, ONNX Runtime's default).
+
+    Raises:
+        UserInputError: the value is not one of 1/0/true/false.
+    """
+    value = str(options.get(ALLOW_SPINNING_OPTION, "1")).strip().lower()
+    if value not in ("1", "0", "true", "false"):
+        raise UserInputError(f"parameter {ALLOW_SPINNING_OPTION!r} must be 1/0/true/false, got {value!r}")
+    return value in ("1", "true")
 
 
 def open_session(

@@ -2,7 +2,7 @@
 
 Copied as `1/model.py` into each runner entry of the runtime view. Its config parameters are the typed
 `attnserve.repository.runner.RunnerParameters` (set by `attnserve.serving.runtime_view`): `runtime`,
-`precision`, `model_file` (absolute, or relative to the version folder), `intra_op_threads`. The logic lives
+`precision`, `model_file` (absolute, or relative to the version folder), `intra_op_threads` (0 = cores // instances), `allow_spinning`. The logic lives
 in `batch_runner` and `attnserve.runtimes`, importable without Triton.
 """
 
