@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,9 +111,22 @@ def openvino_entry(triton_server, tmp_path: Path) -> Iterator[str]:  # noqa: ANN
     finally:
         try:
             client.unload_model(OPENVINO_ENTRY, headers=headers)
+            _wait_unloaded(client, OPENVINO_ENTRY, headers)
         finally:
             shutil.rmtree(target, ignore_errors=True)
             client.close()
+
+
+def _wait_unloaded(client, name: str, headers: dict[str, str], timeout_s: float = 60.0) -> None:  # noqa: ANN001
+    """Triton unloads in the background after answering the request: the next test of the shared server must
+    not see the entry half-unloaded (server not ready)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = {m["name"]: m.get("state") for m in client.get_model_repository_index(headers=headers)}
+        if states.get(name) != "UNLOADING" and client.is_server_ready():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} still unloading after {timeout_s} s: {states.get(name)}")
 
 
 @pytest.mark.triton
