@@ -100,14 +100,14 @@ def test_load_tester_success_count_equals_the_replicas_deltas(replica_set) -> No
 
 
 async def _unloaded_and_capacity(settings, pixels: np.ndarray) -> tuple[float, float]:
-    """Unloaded p99 (sequential, 150 requests) and capacity (closed loop, 2x the set's slots, 240 requests)."""
+    """Unloaded p99 (sequential, 40 requests) and capacity (closed loop on every admission slot, 80 requests)."""
     from attnserve.clients.client import AsyncTritonClient
 
     async with AsyncTritonClient(settings) as client:
-        await closed_loop(client, "rep_heavy", pixels, 20, 1)  # warm-up
-        sequential = await closed_loop(client, "rep_heavy", pixels, 150, 1)
+        await closed_loop(client, "rep_heavy", pixels, 8, 1)  # warm-up
+        sequential = await closed_loop(client, "rep_heavy", pixels, 40, 1)
         started = time.perf_counter()
-        loaded = await closed_loop(client, "rep_heavy", pixels, 240, 2 * 2 * MAXCONN_PER_REPLICA)
+        loaded = await closed_loop(client, "rep_heavy", pixels, 80, 2 * MAXCONN_PER_REPLICA)
         capacity = len(loaded) / (time.perf_counter() - started)
     assert all(o.kind is None for o in sequential + loaded)
     return float(np.percentile([o.latency_s for o in sequential], 99)), capacity
@@ -116,12 +116,15 @@ async def _unloaded_and_capacity(settings, pixels: np.ndarray) -> tuple[float, f
 async def _burst(url: str, pixels: np.ndarray, rate: float, seconds: float):
     from attnserve.clients.client import make_transport, transport_module
 
-    settings = _settings(url, "grpc")
-    transport = make_transport(settings, asynchronous=True)
+    transport = make_transport(_settings(url, "grpc"), asynchronous=True)
     try:
         return await open_loop(transport, transport_module("grpc", True), "rep_heavy", pixels, rate, seconds)
     finally:
         await transport.close()
+
+
+def _p(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q) * 1e3) if values else None
 
 
 def test_overload_is_rejected_fast_and_accepted_requests_stay_fast(replica_set, prometheus, tmp_path) -> None:
@@ -132,11 +135,11 @@ def test_overload_is_rejected_fast_and_accepted_requests_stay_fast(replica_set, 
     accepted = [o.latency_s for o in outcomes if o.kind is None]
     rejected = [o.latency_s for o in outcomes if o.kind == "rejected"]
     other = [o.kind for o in outcomes if o.kind not in (None, "rejected")]
-    # the same burst straight to one replica's unbounded queue, for contrast (recorded, not asserted)
-    direct, _ = asyncio.run(_burst(replica_set.servers[1].grpc_url, pixels, rate / 2, seconds=3.0))
-    direct_latencies = [o.latency_s for o in direct if o.kind is None]
     time.sleep(2.5)  # Prometheus's next scrapes see the burst's counters
     hpa = prometheus.query(hpa_query(prometheus.job))
+    # contrast: half the burst rate (the same load per replica) for 2 s straight to one replica's unbounded queue
+    direct, _ = asyncio.run(_burst(replica_set.servers[1].grpc_url, pixels, rate / 2, seconds=2.0))
+    direct_ok = [o.latency_s for o in direct if o.kind is None]
     record = {
         "capacity_rps": capacity,
         "offered_rps": rate,
@@ -145,17 +148,15 @@ def test_overload_is_rejected_fast_and_accepted_requests_stay_fast(replica_set, 
         "accepted": len(accepted),
         "rejected": len(rejected),
         "other_errors": other,
-        "median_rejection_ms": float(np.median(rejected) * 1e3) if rejected else None,
-        "accepted_p99_ms": float(np.percentile(accepted, 99) * 1e3) if accepted else None,
+        "median_rejection_ms": _p(rejected, 50),
+        "accepted_p99_ms": _p(accepted, 99),
         "unloaded_p99_ms": unloaded_p99 * 1e3,
-        "direct_unbounded_p99_ms": float(np.percentile(direct_latencies, 99) * 1e3) if direct_latencies else None,
-        "direct_unbounded_errors": sum(1 for o in direct if o.kind is not None),
+        "direct_unbounded": {"requests": len(direct), "ok": len(direct_ok), "p50_ms": _p(direct_ok, 50), "p99_ms": _p(direct_ok, 99)},
         "hpa_metric_us": hpa,
         "hpa_target_us": hpa_target_us(),
         "loadavg": os.getloadavg(),
     }
     log.warning("overload: %s", json.dumps(record))
-    (tmp_path / "overload.json").write_text(json.dumps(record, indent=2))
     assert send_rate >= 3 * capacity, record  # the client really offered >= 3x what the set can do
     assert not other, record
     assert rejected and accepted, record
@@ -174,7 +175,10 @@ def test_sigkilled_replica_loses_no_request_and_is_restarted(replica_set, replic
     requests = 2000
 
     async def run() -> list:
-        async with AsyncTritonClient(_settings(replica_set.grpc_url, "grpc")) as client:
+        # With one replica down, the admission limit rejects part of the closed loop's 8 requests in flight at
+        # once (503 / UNAVAILABLE, by design): the client retries them, with a budget long enough for that.
+        settings = _settings(replica_set.grpc_url, "grpc", retries=30, backoff_max_s=0.2, retry_budget_s=20)
+        async with AsyncTritonClient(settings) as client:
             load = asyncio.create_task(closed_loop(client, "rep_light", pixels, requests, 8))
             await asyncio.sleep(0.5)  # mid-run
             os.kill(old_pid, signal.SIGKILL)
