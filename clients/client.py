@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from tritonclient._plugin import InferenceServerClientPlugin
 from attnserve.clients.media import ImageSource, image_to_tensor, read_bytes, video_to_tensor
 from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.predictions import Prediction, parse_classification, predictions_from_logits, softmax
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import ServerUnavailableError, is_retryable, to_inference_error
+from tritonclient._plugin import InferenceServerClientPlugin
 
 from attnserve.errors import InferenceError, ShapeError, UserInputError
 from attnserve.security import API_KEY_HEADER
@@ -271,7 +271,7 @@ class TritonClient(_ClientCore):
                 return call()
             except (InferenceError, UserInputError):
                 raise
-            except Exception as exc:  # noqa: BLE001 - every transport error is classified below
+            except Exception as exc:
                 error, next_delay = self._next_delay(exc, model, attempt, started, delay)
                 if next_delay is None:
                     raise error from exc
@@ -420,7 +420,7 @@ class TritonClient(_ClientCore):
             shm.set_shared_memory_region(handle, [np.ascontiguousarray(array)])
             try:
                 self._transport.register_system_shared_memory(region, f"/{region}", array.nbytes, headers=headers)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self._release_shared_memory(regions, registered=False)
                 raise to_inference_error(exc, None, self.url) from exc
             infer_input.set_shared_memory(region, array.nbytes)
@@ -475,7 +475,7 @@ class AsyncTritonClient(_ClientCore):
                 return await call()
             except (InferenceError, UserInputError):
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 error, next_delay = self._next_delay(exc, model, attempt, started, delay)
                 if next_delay is None:
                     raise error from exc

@@ -64,8 +64,7 @@ class ClientSettings(BaseSettings):
         """`url` without scheme, with the protocol's default port filled in."""
         url = self.url.strip()
         for scheme in ("http://", "https://", "grpc://"):
-            if url.startswith(scheme):
-                url = url[len(scheme) :]
+            url = url.removeprefix(scheme)
         url = url.rstrip("/")
         if not url:
             return f"127.0.0.1:{DEFAULT_PORTS[self.protocol]}"

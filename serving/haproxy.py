@@ -37,6 +37,9 @@ API_KEY_ENV = "ATTNSERVE_EDGE_API_KEY"
 HEALTH_PATH = "/v2/health/ready"
 """Triton's readiness endpoint: HAProxy's health check and the path left open without the API key."""
 
+SYSTEM_BINARIES = ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
+"""Where Debian puts the binary (/usr/sbin is not on every user's PATH)."""
+
 _SERVER_CLOSED = ("conn-failure", "empty-response", "junk-response", "0rtt-rejected")
 """`retry-on` events: the replica failed before answering (a killed process); the request is sent again."""
 
@@ -106,9 +109,7 @@ def haproxy_binary() -> str:
     Raises:
         ServerError: not installed; the message names the Debian package.
     """
-    found = shutil.which("haproxy") or next(
-        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if Path(p).is_file()), None
-    )
+    found = shutil.which("haproxy") or next((p for p in SYSTEM_BINARIES if Path(p).is_file()), None)
     if found is None:
         raise ServerError(
             f"the replica set needs HAProxy in front of the replicas: install the Debian package "
@@ -132,10 +133,12 @@ def _edge_rules(settings: EdgeSettings) -> list[str]:
         return []
     return [
         f'    acl key_ok req.hdr({API_KEY_HEADER}) -m str "${{{API_KEY_ENV}}}"',
-        f"    acl health path_beg /v2/health/",
+        "    acl health path_beg /v2/health/",
         # 401 maps to gRPC UNAUTHENTICATED in every gRPC client (the HTTP-to-gRPC status table)
-        f'    http-request return status 401 content-type text/plain string "missing or wrong API key: send it in '
-        f'the {API_KEY_HEADER} header" hdr www-authenticate ApiKey if !key_ok !health',
+        (
+            f'    http-request return status 401 content-type text/plain string "missing or wrong API key: send it '
+            f'in the {API_KEY_HEADER} header" hdr www-authenticate ApiKey if !key_ok !health'
+        ),
     ]
 
 
@@ -173,9 +176,11 @@ def haproxy_config(settings: EdgeSettings, replicas: list[ReplicaPorts], http_po
         f"    retry-on {retry_on}",
         "    option redispatch 1",
         "    option http-buffer-request",
-        f"    default-server inter {settings.check_interval_ms}ms fastinter {settings.check_interval_ms}ms "
-        f"downinter {settings.check_interval_ms}ms fall {settings.check_fall} rise {settings.check_rise} "
-        f"maxconn {settings.maxconn_per_replica}",
+        (
+            f"    default-server inter {settings.check_interval_ms}ms fastinter {settings.check_interval_ms}ms "
+            f"downinter {settings.check_interval_ms}ms fall {settings.check_fall} rise {settings.check_rise} "
+            f"maxconn {settings.maxconn_per_replica}"
+        ),
         "",
         "frontend triton_http",
         _bind_line(settings, http_port, "http/1.1", ""),

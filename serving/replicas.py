@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from attnserve.errors import ServerError, UserInputError
 from attnserve.serving.haproxy import API_KEY_ENV, EdgeSettings, ReplicaPorts, haproxy_binary, haproxy_config
 from attnserve.serving.server import TritonServer, _die_with_parent, _http_ok, check_port_free, free_port
+
+from attnserve.errors import ServerError, UserInputError
 
 logger = logging.getLogger(__name__)
 
@@ -172,13 +173,17 @@ class ReplicaSet:
 
     def _start_haproxy(self, binary: str) -> None:
         self.config_path.write_text(haproxy_config(self.edge, self.ports(), self.http_port, self.grpc_port))
-        check = subprocess.run(  # noqa: S603 - fixed binary, argument list
-            [binary, "-c", "-q", "-f", str(self.config_path)], capture_output=True, text=True, env=self._env()
+        check = subprocess.run(
+            [binary, "-c", "-q", "-f", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            env=self._env(),
+            check=False,
         )
         if check.returncode != 0:
             raise ServerError(f"HAProxy refused {self.config_path}:\n{check.stdout}{check.stderr}")
         with open(self.work_dir / HAPROXY_LOG_FILENAME, "wb") as log_file:
-            self._haproxy = subprocess.Popen(  # noqa: S603
+            self._haproxy = subprocess.Popen(
                 [binary, "-db", "-f", str(self.config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -249,16 +254,15 @@ class ReplicaSet:
         if self._supervisor is not None:
             self._supervisor.join(timeout=self.ready_timeout_s + 30)
             self._supervisor = None
-        if self._haproxy is not None:
-            if self._haproxy.poll() is None:
+        if self._haproxy is not None and self._haproxy.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._haproxy.send_signal(signal.SIGTERM)  # hard stop: HAProxy closes every connection
+            try:
+                self._haproxy.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
-                    self._haproxy.send_signal(signal.SIGTERM)  # hard stop: HAProxy closes every connection
-                try:
-                    self._haproxy.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(self._haproxy.pid, signal.SIGKILL)
-                    self._haproxy.wait()
+                    os.killpg(self._haproxy.pid, signal.SIGKILL)
+                self._haproxy.wait()
         for server in self.servers:
             server.stop()
 

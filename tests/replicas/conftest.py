@@ -33,7 +33,9 @@ QUEUE_TIMEOUT_MS = 5
 
 def require_binary(name: str, package: str) -> str:
     """Path of `name`; skip when missing, but fail under CI (where `.ci/run` installs `package`)."""
-    found = shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if Path(p).is_file()), None)
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if Path(p).is_file()), None
+    )
     if found is None:
         message = f"`{name}` is not installed (Debian package `{package}`: apt-get install -y {package})"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):

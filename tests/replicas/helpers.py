@@ -83,7 +83,7 @@ class Prometheus:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         (self.work_dir / "prometheus.yml").write_text(yaml.safe_dump(config))
         with open(self.work_dir / "prometheus.log", "wb") as log:
-            self.process = subprocess.Popen(  # noqa: S603
+            self.process = subprocess.Popen(
                 [
                     self.binary,
                     f"--config.file={self.work_dir / 'prometheus.yml'}",
@@ -97,10 +97,9 @@ class Prometheus:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.process.poll() is None, (self.work_dir / "prometheus.log").read_text()[-2000:]
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
             time.sleep(0.2)
         raise AssertionError(f"Prometheus not ready in {timeout_s} s")
 

@@ -24,7 +24,7 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1: (HAProxy's PEM with certificate + key, the client's CA file)."""
     openssl = require_binary("openssl", "openssl")
     key, cert = folder / "key.pem", folder / "cert.pem"
-    subprocess.run(  # noqa: S603
+    subprocess.run(
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
          "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
         check=True,
@@ -107,9 +107,8 @@ def test_refused_requests_never_reach_the_replica(edge, protocol, case) -> None:
         "plain text": {"api_key": key},
     }[case]
     before = settled_counts([server.http_url], MODEL)
-    with pytest.raises(Exception) as refused:  # noqa: PT011 - the kind is checked below
-        with TritonClient(_client_settings(url, protocol, **options)) as client:
-            client.infer(MODEL, {"pixels": _pixels()})
+    with pytest.raises(Exception) as refused, TritonClient(_client_settings(url, protocol, **options)) as client:
+        client.infer(MODEL, {"pixels": _pixels()})
     message = str(refused.value)
     if case != "plain text":  # a clear status: HTTP 401 with HAProxy's text, gRPC UNAUTHENTICATED (401 mapped)
         assert ("API key" in message) if protocol == "http" else ("UNAUTHENTICATED" in message), message

@@ -151,7 +151,12 @@ def test_overload_is_rejected_fast_and_accepted_requests_stay_fast(replica_set, 
         "median_rejection_ms": _p(rejected, 50),
         "accepted_p99_ms": _p(accepted, 99),
         "unloaded_p99_ms": unloaded_p99 * 1e3,
-        "direct_unbounded": {"requests": len(direct), "ok": len(direct_ok), "p50_ms": _p(direct_ok, 50), "p99_ms": _p(direct_ok, 99)},
+        "direct_unbounded": {
+            "requests": len(direct),
+            "ok": len(direct_ok),
+            "p50_ms": _p(direct_ok, 50),
+            "p99_ms": _p(direct_ok, 99),
+        },
         "hpa_metric_us": hpa,
         "hpa_target_us": hpa_target_us(),
         "loadavg": os.getloadavg(),
@@ -195,7 +200,9 @@ def test_sigkilled_replica_loses_no_request_and_is_restarted(replica_set, replic
     ):
         time.sleep(0.2)
     restart = replica_set.restarts[-1]
-    log.warning("SIGKILL run: %d requests, %d ok; restart %.1f s", requests, len(outcomes) - len(failed), restart.seconds)
+    log.warning(
+        "SIGKILL run: %d requests, %d ok; restart %.1f s", requests, len(outcomes) - len(failed), restart.seconds
+    )
     assert restart.replica == 1 and restart.seconds is not None and restart.seconds <= 15, restart
     assert victim.pid != old_pid and victim.is_running
     with TritonClient(_settings(victim.grpc_url, "grpc")) as direct:
