@@ -240,6 +240,9 @@ class ReplicaSet:
             self.restarts.append(record)
         try:
             server.stop()  # reaps it and kills its leftover python-backend stubs
+            # No preexec_fn (PR_SET_PDEATHSIG) from this thread: running Python code between fork and exec in a
+            # process with gRPC/gevent threads crashed the child (seen in the tests). stop() still ends it.
+            server.die_with_parent = False
             server.start()
             server.wait_ready(timeout=self.ready_timeout_s)
             record.ready_at = time.monotonic()

@@ -81,6 +81,7 @@ class ReplicaRepository:
     """The CPU runtime view both replica sets serve, and the ONNX files behind it."""
 
     view: Path
+    source: Path
     specs: dict[str, ModelSpec]
     onnx_paths: dict[str, Path]
 
@@ -108,7 +109,7 @@ def replica_repository(tmp_path_factory: pytest.TempPathFactory) -> ReplicaRepos
         write_model_entry(spec, onnx_paths[name], root / "repository")
     view, loaded, skipped = build_runtime_repository(root / "repository", root / "runtime")
     assert sorted(loaded) == sorted(specs), f"runtime view left out {skipped}"
-    return ReplicaRepository(view=view, specs=specs, onnx_paths=onnx_paths)
+    return ReplicaRepository(view=view, source=root / "repository", specs=specs, onnx_paths=onnx_paths)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,11 @@ replica set leaving no process behind."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -99,3 +103,37 @@ def test_stop_leaves_no_process(replica_repository, tmp_path) -> None:
         pids += [child.pid for s in replica_set.servers for child in descendants(s.pid)]  # python-backend stubs
         assert len(pids) >= 3 and all(_alive(pid) for pid in pids)
     assert not [pid for pid in pids if _alive(pid)]
+
+
+@pytest.mark.triton
+def test_cli_serves_through_haproxy_and_sigterm_leaves_nothing(replica_repository, tmp_path) -> None:
+    from attnserve.serving.server import free_port
+    from reliability.helpers import descendants
+
+    require_binary("haproxy", "haproxy")
+    http_port, grpc_port = free_port(), free_port()
+    command = [str(Path(sys.executable).parent / "attnserve"), "replicas", "--replicas", "1"]
+    command += ["--repository", str(replica_repository.source), "--models", "rep_light"]
+    command += ["--http-port", str(http_port), "--grpc-port", str(grpc_port), "--work-dir", str(tmp_path / "w")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            line = process.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C to stop." in line:
+                break
+        assert process.poll() is None, "".join(lines)
+        assert f"127.0.0.1:{http_port}" in "".join(lines)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/rep_light/ready", timeout=5) as r:
+            assert r.status == 200
+        children = [child.pid for child in descendants(process.pid)]
+        assert len(children) >= 3  # HAProxy, tritonserver, its python-backend stub
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=90) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert not [pid for pid in children if _alive(pid)]
