@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "attnserve.serving.cli",  # serve
     "attnserve.serving.replicas_cli",  # replicas
     "attnserve.clients.cli",  # infer, loadtest
+    "attnserve.tune.cli",  # tune
     "attnserve.demo",  # demo
 )
 
