@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     def mean(key: str, field: str) -> float:
         return float(np.mean([r[field] for r in results[key]]))
 
-    summary = {
+    summary: dict[str, Any] = {
         "p50_c1_direct_ms": mean("direct_c1", "p50_ms"),
         "p50_c1_edge_ms": mean("edge_c1", "p50_ms"),
         "p50_c1_added_ms": mean("edge_c1", "p50_ms") - mean("direct_c1", "p50_ms"),
