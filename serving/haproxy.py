@@ -131,18 +131,32 @@ def _bind_line(settings: EdgeSettings, port: int, alpn: str, cleartext_proto: st
     return f"    bind {settings.host}:{port} ssl crt {certificate} alpn {alpn}"
 
 
-def _edge_rules(settings: EdgeSettings) -> list[str]:
-    """API-key check (health paths stay open: probes and load balancers carry no key)."""
+_GRPC_HEALTH = "/inference.GRPCInferenceService"
+_KEY_REFUSED = f"missing or wrong API key: send it in the {API_KEY_HEADER} header"
+
+
+def _edge_rules(settings: EdgeSettings, grpc: bool) -> list[str]:
+    """API-key check (health paths stay open: probes and load balancers carry no key).
+
+    HTTP gets 401 with Triton's JSON error shape (tritonclient shows the message as it is); gRPC gets a
+    trailers-only answer with status 16 UNAUTHENTICATED and the same message (grpc-status / grpc-message).
+    """
     if settings.api_key is None:
         return []
+    if grpc:
+        answer = (
+            "    http-request return status 200 content-type application/grpc hdr grpc-status 16 "
+            f'hdr grpc-message "{_KEY_REFUSED}" if !key_ok !health'
+        )
+    else:
+        answer = (
+            '    http-request return status 401 content-type application/json string "{\\"error\\":'
+            f'\\"{_KEY_REFUSED}\\"}}" hdr www-authenticate ApiKey if !key_ok !health'
+        )
     return [
         f'    acl key_ok req.hdr({API_KEY_HEADER}) -m str "${{{API_KEY_ENV}}}"',
-        "    acl health path_beg /v2/health/",
-        # 401 maps to gRPC UNAUTHENTICATED in every gRPC client (the HTTP-to-gRPC status table)
-        (
-            f'    http-request return status 401 content-type text/plain string "missing or wrong API key: send it '
-            f'in the {API_KEY_HEADER} header" hdr www-authenticate ApiKey if !key_ok !health'
-        ),
+        f"    acl health path_beg /v2/health/ {_GRPC_HEALTH}/ServerLive {_GRPC_HEALTH}/ServerReady",
+        answer,
     ]
 
 
@@ -213,12 +227,12 @@ def haproxy_config(settings: EdgeSettings, replicas: list[ReplicaPorts], http_po
         "",
         "frontend triton_http",
         _bind_line(settings, http_port, "http/1.1", ""),
-        *_edge_rules(settings),
+        *_edge_rules(settings, grpc=False),
         "    default_backend replicas_http",
         "",
         "frontend triton_grpc",
         _bind_line(settings, grpc_port, "h2", " proto h2"),
-        *_edge_rules(settings),
+        *_edge_rules(settings, grpc=True),
         "    default_backend replicas_grpc",
         "",
         *_backend("replicas_http", http_servers),
