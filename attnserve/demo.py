@@ -42,7 +42,7 @@ HANDPICKED_SERVING: dict[str, Any] = {
     "intra_op_threads": 0,
     "allow_spinning": True,
 }
-"""The configuration every model shipped with before `attnserve tune` chose the defaults (docs/tuning.md)."""
+"""The configuration every model shipped with before `attnserve tune` chose the defaults (`attnserve tune`, attnserve/tune/)."""
 NOBATCH_SERVING: dict[str, Any] = {**HANDPICKED_SERVING, "dynamic_batching": False}
 """Batching off, one instance on every core, the runtime's default spinning threads."""
 CONFIG_LABELS = {"batching_on": "tuned default", "batching_off": "batching off", "handpicked": "hand-picked 2 ms"}
@@ -154,7 +154,7 @@ def run_demo(
         report["export"] = _export_all(runs_dir, repository, echo)
         _write_nobatch_entries(repository, work_dir / "nobatch_repository", report["export"])
 
-    with _step(f"optimize: CPU variants of {OPTIMIZE_MODEL} behind the accuracy gate", timings, echo):
+    with _step(f"cpu-variants: CPU variants of {OPTIMIZE_MODEL} behind the accuracy gate", timings, echo):
         report["optimize"] = _optimize(runs_dir, reports_dir, echo)
 
     served = [*DEMO_TRAINED, BENCH_MODEL]
@@ -268,9 +268,9 @@ def _export_summary(export_report: Any) -> dict[str, Any]:
 def _optimize(runs_dir: Path, reports_dir: Path, echo: Callable[[str], None]) -> dict[str, Any]:
     """The CPU fast-path table for one trained model (not served here: the demo serves fp32 everywhere so
     batching on/off compare like with like)."""
-    from attnserve.export.optimize import optimize_deployable
+    from attnserve.export.cpu_choice import choose_for_deployable
 
-    optimize_report = optimize_deployable(
+    optimize_report = choose_for_deployable(
         OPTIMIZE_MODEL,
         runs_dir=runs_dir,
         repository=None,

@@ -1,8 +1,8 @@
 """CPU fast path: the runtime x precision table behind the accuracy gate, then the pick served against fp32.
 
-1. For `vit_tiny_patch16_224` and every trained run found in `runs/`: `optimize_deployable` (export through
+1. For `vit_tiny_patch16_224` and every trained run found in `runs/`: `choose_for_deployable` (export through
    the export pipeline, variants, parity, held-out accuracy, in-process batch-1 latency and batch-16
-   throughput, the gate and the pick). Tables go to `reports/optimize/NAME.{json,md}`.
+   throughput, the gate and the pick). Tables go to `reports/cpu_variants/NAME.{json,md}`.
 2. Served comparison (one model, default `vit_tiny_patch16_224`): one real Triton (embedded, CPU runner)
    serves `NAME` (the pick, written by `serve_pick`) and `NAME_fp32` (the fp32 ONNX Runtime entry) from the
    same export; the project's load tester drives each in turn, closed loop at concurrency 16 (batch-1
@@ -52,7 +52,7 @@ def trained_runs(runs_dir: Path) -> list[str]:
 def in_process_meter(runtime: str, precision: str, model_path: Path, spec: Any, seconds: float) -> Any:
     """A callable `measure(batch_size=largest preferred) -> img/s` through the runner's session class with the
     server's thread count (opened once, measured in every round)."""
-    from attnserve.export.optimize import time_calls
+    from attnserve.export.cpu_choice import time_calls
     from attnserve.runtimes.session import intra_op_threads_for, open_session
 
     session = open_session(
@@ -76,8 +76,8 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
     """Serve the pick and the fp32 entry from one Triton; load each in turn; ratios measured in this run."""
     from attnserve.clients.loadtest import run_loadtest
     from attnserve.clients.settings import ClientSettings
+    from attnserve.export.cpu_choice import serve_pick
     from attnserve.export.cpu_variants import FP32_FILENAME
-    from attnserve.export.optimize import serve_pick
     from attnserve.repository.entries import write_model_entry
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma list of deployables (default: {DEFAULT_MODEL} + every trained run in runs/)",
     )
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports/optimize"))
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports/cpu_variants"))
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds of the table")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="least seconds per throughput measurement")
     parser.add_argument("--served-model", default=DEFAULT_MODEL, help="model of the served comparison")
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     for logger_name in ("bench", "attnserve"):  # our progress lines, not the exporter's per-initializer chatter
         logging.getLogger(logger_name).setLevel(logging.INFO)
 
-    from attnserve.export.optimize import machine_facts, optimize_deployable, render_markdown
+    from attnserve.export.cpu_choice import choose_for_deployable, machine_facts, render_markdown
     from attnserve.models.checkpoint import resolve
 
     names = (
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     reports = {}
     for name in names:
         log.info("optimizing %s", name)
-        report = optimize_deployable(
+        report = choose_for_deployable(
             name,
             runs_dir=args.runs_dir,
             reports_dir=args.reports_dir,

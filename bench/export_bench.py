@@ -6,7 +6,7 @@ The model is exported and verified with the project's own pipeline functions (`e
 `verify_onnx`); ONNX Runtime runs the verified graph with all its graph optimisations on (what the CPU
 runner does). Both runtimes run in this process on the same cores, interleaved round by round, and the
 median of each is kept: compare the ratios, which are measured in one run, not absolute figures across
-machines (DESIGN.md).
+machines (docs/measured.md#ort-fusion).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 For each model, one real Triton serves, from one ONNX file, entries that differ only in their serving knobs:
 
-- `NAME`            the deployable's default configuration (`default_spec(NAME)`: what tune found, docs/tuning.md);
+- `NAME`            the deployable's default configuration (`default_spec(NAME)`: what tune found, attnserve/tune/);
 - `NAME_nobatch`    dynamic batching off, one instance, threads = cores, spinning on (the runtime's defaults);
 - `NAME_handpicked` the hand-picked configuration the project shipped before: 2 ms delay, preferred 4/8/16;
 - `NAME_best16`     the candidate with the highest throughput at concurrency 16 in the tune report
@@ -11,7 +11,7 @@ For each model, one real Triton serves, from one ONNX file, entries that differ 
 The load tester sweeps each entry over the same concurrencies (pairs measured in the same server run). Also
 measured: the in-process ONNX Runtime p50 at batch 1 with the default configuration's threads and spinning (what
 the server adds to one request), and, for `vit_tiny_patch16_224` served with its picked CPU variant
-(`runs/NAME/cpu_variants`, from `attnserve optimize`), the in-process throughput of that variant at the batch
+(`runs/NAME/cpu_variants`, from `attnserve cpu-variants`), the in-process throughput of that variant at the batch
 size Triton formed at concurrency 16.
 
     python -m bench.tuned_defaults                              # vit_digits, cnn_cbam_digits (trained runs)
@@ -66,7 +66,7 @@ def _entries(name: str, spec: Any, tune_report: Path) -> dict[str, Any]:
 
 
 def _variant(name: str, runs_dir: Path) -> Any | None:
-    """The picked CPU variant of `attnserve optimize` (None when the model was not optimised)."""
+    """The picked CPU variant of `attnserve cpu-variants` (None when the model was not optimised)."""
     table = runs_dir / name / "cpu_variants" / "cpu_variants.json"
     if not table.is_file():
         return None

@@ -1,4 +1,4 @@
-"""`attnserve export NAME...` (and, from the fast-path package, `attnserve optimize`).
+"""`attnserve export NAME...` (and, from the CPU fast path, `attnserve cpu-variants`).
 
 Heavy imports (torch, onnx) happen inside `run_export`, so `attnserve --help` stays fast.
 """
@@ -56,10 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--version", type=int, default=None, help="repository version folder (default: next free)")
     parser.set_defaults(func=run_export)
     try:
-        from attnserve.export import optimize_cli
+        from attnserve.export import cpu_choice_cli
     except ModuleNotFoundError:  # the fast-path package is optional
         return
-    optimize_cli.register(subparsers)
+    cpu_choice_cli.register(subparsers)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -68,7 +68,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     from attnserve.errors import UserInputError
     from attnserve.export.pipeline import export_hf, export_model
-    from attnserve.export.reports import StageResult
+    from attnserve.export.stages import StageResult
 
     console = Console()
     if not args.names and not args.hf:
@@ -78,7 +78,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     def show(stage: StageResult) -> None:
         style = _STATUS_STYLE[stage.status]
-        detail = stage.reason or ", ".join(f"{k}={v}" for k, v in stage.details.items() if k != "attempts")
+        detail = stage.reason or stage.summary
         console.print(
             f"  [{style}]{stage.status:>7}[/{style}] {stage.stage:<13} {stage.seconds:6.1f}s  {detail}",
             highlight=False,

@@ -14,7 +14,7 @@ parameters `runtime`, `precision` and `model_file`:
 | `tensorrt_fp16`, `tensorrt_int8` | tensorrt     | (GPU)     | built on a GPU host        |
 
 int8 quantises only `MatMul` and `Gemm`: ONNX Runtime's quantiser otherwise rewrites the opset-23
-`Attention` node into a `com.microsoft.QAttention` that ONNX Runtime then refuses to load (DESIGN.md).
+`Attention` node into a `com.microsoft.QAttention` that ONNX Runtime then refuses to load (docs/measured.md#int8-qattention).
 The static variant is a Q/DQ graph (the format TensorRT's explicit quantisation also builds from),
 calibrated on training images; the held-out split is only ever used to evaluate.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from attnserve.errors import ExportError, ShapeError, UserInputError
+from attnserve.export.stages import Stage, StageRunner
 from attnserve.repository.layout import ONNX_FILENAME, PLAN_FILENAME
 from attnserve.runtimes.openvino_session import openvino_supports
 from attnserve.spec import INPUT_NAME, ModelSpec, Precision
@@ -47,7 +47,7 @@ FP32_FILENAME = ONNX_FILENAME
 INT8_DYNAMIC_FILENAME = "model.int8_dynamic.onnx"
 INT8_QDQ_FILENAME = "model.int8_qdq.onnx"
 QUANTIZED_OP_TYPES: tuple[str, ...] = ("MatMul", "Gemm")
-"""The only op types int8 quantisation touches (the `Attention` -> `QAttention` trap, DESIGN.md)."""
+"""The only op types int8 quantisation touches (the `Attention` -> `QAttention` trap, docs/measured.md#int8-qattention)."""
 CALIBRATION_BATCH_SIZE = 8
 
 
@@ -300,12 +300,8 @@ def build_variant_files(
         INT8_DYNAMIC_FILENAME: lambda path: quantize_int8_dynamic(fp32_copy, path),
         INT8_QDQ_FILENAME: lambda path: quantize_int8_qdq(fp32_copy, path, calibration_pixels),
     }
+    runner = StageRunner()
     for model_file in sorted({v.model_file for v in variants if v.runtime != "tensorrt"} - {FP32_FILENAME}):
-        started = time.perf_counter()
-        try:
-            path, error = builders[model_file](out_dir / model_file), None
-        except ExportError as exc:
-            logger.warning("%s", exc)
-            path, error = None, str(exc)
-        built[model_file] = BuiltFile(model_file, path, error, round(time.perf_counter() - started, 3))
+        path = runner.run(Stage(f"build {model_file}", lambda f=model_file: builders[f](out_dir / f)))
+        built[model_file] = BuiltFile(model_file, path, runner.last.reason, round(runner.last.seconds, 3))
     return built

@@ -19,7 +19,8 @@ import onnx
 
 from attnserve.errors import ExportError
 from attnserve.export.onnx_graph import count_attention_nodes
-from attnserve.export.reports import ParityReport, _Report
+from attnserve.export.reports import ParityReport
+from attnserve.export.stages import _Report
 from attnserve.export.torch2onnx import example_pixels
 from attnserve.export.verify import ort_session, verify_against
 from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec

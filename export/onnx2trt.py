@@ -3,7 +3,7 @@
 The profile is min 1 / opt `spec.opt_batch_size` / max `spec.max_batch_size`: the same value that sets the
 ONNX export's batch bound and `max_batch_size` in `config.pbtxt`, so the three cannot disagree (the most
 reported Triton + TensorRT failure). Where `import tensorrt` fails or no CUDA GPU exists (always on the CPU
-machines of this project: DESIGN.md), `build_engine` returns a `skipped` stage with that reason.
+machines of this project: docs/measured.md#tensorrt), `build_engine` returns a `skipped` stage with that reason.
 
 TensorRT API used (TensorRT 10 / 11 Python API, docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/
 python-api-docs.html): `Builder`, `create_network`, `OnnxParser.parse_from_file`,
@@ -28,7 +28,9 @@ from typing import Any
 
 from pydantic import model_validator
 
-from attnserve.export.reports import ParityReport, StageResult, _Report, short_error
+from attnserve.errors import ParityError
+from attnserve.export.reports import ParityReport
+from attnserve.export.stages import Stage, StageResult, StageRunner, _Report
 from attnserve.spec import INPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -189,41 +191,35 @@ def build_engine(
     layers_json = plan_path.with_suffix(".layers.json")
     profile = profile_for(spec)
     command = trtexec_command(onnx_path, plan_path, spec, timing_cache=timing_cache, layers_json=layers_json)
-    reason = tensorrt_unavailable()
-    if reason is not None:
-        logger.info("TensorRT build of %s skipped: %s", spec.name, reason)
-        return TensorRTBuildReport(
-            stage=StageResult(stage="onnx2trt", status="skipped", reason=reason),
-            onnx_path=onnx_path,
-            profile=profile,
-            trtexec=command,
-        )
-    started = time.perf_counter()
-    try:
+    runner = StageRunner()
+
+    def build() -> tuple[dict[str, Any], ParityReport]:
         facts = _build(onnx_path, profile, plan_path, timing_cache, layers_json)
         parity = engine_parity(plan_path, Path(reference_onnx or onnx_path), spec)
         if not parity.ok:
-            raise RuntimeError("engine differs from ONNX Runtime: " + "; ".join(parity.failures))
-    except Exception as exc:  # noqa: BLE001 - every builder/parser failure becomes a failed stage with reason
-        return TensorRTBuildReport(
-            stage=StageResult(
-                stage="onnx2trt", status="failed", reason=short_error(exc), seconds=time.perf_counter() - started
-            ),
-            onnx_path=onnx_path,
-            profile=profile,
-            trtexec=command,
-        )
-    return TensorRTBuildReport(
-        stage=StageResult(stage="onnx2trt", status="ok", seconds=time.perf_counter() - started, details=facts),
-        onnx_path=onnx_path,
-        plan_path=plan_path,
-        profile=profile,
-        trtexec=command,
-        tensorrt_version=facts["tensorrt_version"],
-        layers_json=layers_json,
-        fused_attention_layers=facts["fused_attention_layers"],
-        layers=facts["layers"],
-        parity=parity,
+            raise ParityError("engine differs from ONNX Runtime: " + "; ".join(parity.failures))
+        return facts, parity
+
+    stage = Stage(
+        "onnx2trt",
+        build,
+        skip=tensorrt_unavailable(),
+        summary=lambda built: f"fused attention layers {built[0]['fused_attention_layers']}/{built[0]['layers']}",
+    )
+    built = runner.run(stage)
+    report = TensorRTBuildReport(stage=runner.last, onnx_path=onnx_path, profile=profile, trtexec=command)
+    if built is None:
+        return report
+    facts, parity = built
+    return report.model_copy(
+        update={
+            "plan_path": plan_path,
+            "tensorrt_version": facts["tensorrt_version"],
+            "layers_json": layers_json,
+            "fused_attention_layers": facts["fused_attention_layers"],
+            "layers": facts["layers"],
+            "parity": parity,
+        }
     )
 
 

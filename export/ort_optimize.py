@@ -5,7 +5,7 @@ ORT's extended graph optimisations (`ORT_ENABLE_EXTENDED`: constant folding, nod
 rewritten graph saved. Extended (not "all") keeps the file portable: layout rewrites of `ORT_ENABLE_ALL`
 are tied to the machine that ran them. The rewritten graph is verified against the original in ONNX
 Runtime, and both are timed in the same run (a few interleaved iterations: CPU is scarce here).
-DESIGN.md records that ORT's fusions gave no speed-up on these CPUs: measure, do not assume.
+docs/measured.md#ort-fusion records that ORT's fusions gave no speed-up on these CPUs: measure, do not assume.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from attnserve.export.onnx_graph import op_histogram
-from attnserve.export.reports import ParityReport, _Report
+from attnserve.export.reports import ParityReport
+from attnserve.export.stages import _Report
 from attnserve.export.torch2onnx import example_pixels
 from attnserve.export.verify import verify_against
 from attnserve.spec import INPUT_NAME, ModelSpec

@@ -18,18 +18,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import computed_field
+from pydantic import BaseModel, ConfigDict, computed_field
 from torch import nn
 
-from attnserve.errors import ExportError
 from attnserve.export.fp16 import Fp16Report, export_fp16, modelopt_available
 from attnserve.export.onnx2trt import TensorRTBuildReport, build_engine
 from attnserve.export.ort_optimize import OrtOptimizationReport, optimize_for_cpu
-from attnserve.export.reports import OnnxExportReport, ParityReport, StageRecorder, StageResult, _Report, short_error
+from attnserve.export.reports import OnnxExportReport, ParityReport
+from attnserve.export.stages import Stage, StageResult, StageRunner, _Report
 from attnserve.export.torch2onnx import example_pixels, export_onnx
 from attnserve.export.verify import verify_onnx
 from attnserve.repository.entries import write_explain_entry, write_model_entry, write_trt_entry
@@ -83,30 +84,199 @@ class ExplainModel(nn.Module):
         return self.model.forward_with_attention(pixels)
 
 
-class _Run:
-    """One pipeline run: a stage recorder that also reports each finished stage to a callback."""
+class ExportOptions(BaseModel):
+    """Which optional stages run and how (the CLI's flags; `export_model` / `export_hf` / `export_module`)."""
 
-    def __init__(self, on_stage: StageCallback | None) -> None:
-        self.recorder = StageRecorder()
-        self.on_stage = on_stage
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def emit(self) -> None:
-        if self.on_stage is not None:
-            self.on_stage(self.recorder.results[-1])
+    opset: int | None = None
+    """ONNX opset; None = the spec's. An explicit one is written into the exported spec."""
+    explain: bool = True
+    """Export `NAME_explain` when the model has `forward_with_attention`."""
+    optimize: bool = True
+    """ONNX Runtime's offline graph optimisation (kept only with parity and a measured gain)."""
+    fp16: bool | None = None
+    """The fp16 ONNX; None = with `tensorrt` or when "fp16" is in `spec.precisions`."""
+    tensorrt: bool = False
+    """Build a TensorRT engine (skipped with the reason without TensorRT and a GPU)."""
+    version: int | None = None
+    """Repository version folder (default: the next free one)."""
 
-    def ok(self, name: str, started: float, **details: Any) -> None:
-        self.recorder.results.append(
-            StageResult(stage=name, status="ok", seconds=time.perf_counter() - started, details=details)
+
+@dataclass(frozen=True)
+class _ExplainExport:
+    """The typed result of the explain stage."""
+
+    onnx: OnnxExportReport
+    parity: ParityReport
+    attention_dims: tuple[int, ...]
+
+    @property
+    def path(self) -> Path:
+        return self.onnx.onnx_path
+
+
+def _parity_failure(parity: ParityReport) -> str | None:
+    return None if parity.ok else "; ".join(parity.failures)
+
+
+class _ExportRun:
+    """One run of the pipeline: the stages in order, each recorded by one `StageRunner`."""
+
+    def __init__(
+        self, model: nn.Module, spec: ModelSpec, repository: Path, work_dir: Path, options: ExportOptions
+    ) -> None:
+        self.model, self.spec, self.options = model.eval(), spec, options
+        self.work_dir, self.repository = work_dir, repository
+        self.onnx_path = work_dir / "model.onnx"
+        self.runner = StageRunner()
+        self.report = ExportReport(name=spec.name, spec=spec, work_dir=work_dir, repository=repository, stages=[])
+        self.started = time.perf_counter()
+
+    def finish(self) -> ExportReport:
+        self.report.stages = self.runner.results
+        self.report.seconds = time.perf_counter() - self.started
+        self.report.write_json(self.work_dir / REPORT_FILENAME)
+        return self.report
+
+    def run(self) -> ExportReport:
+        """All stages; the ONNX export and its verification must succeed, the others record why not."""
+        try:
+            self.export_onnx()
+            self.verify()
+        except Exception:
+            self.finish()
+            raise
+        cpu_graph = self.ort_optimize()
+        explained = self.explain()
+        self.tensorrt(self.fp16())
+        self.write_entries(cpu_graph, explained)
+        return self.finish()
+
+    def export_onnx(self) -> None:
+        """torch -> ONNX (dynamo, TorchScript fallback): both attempts land in the report."""
+        self.report.onnx = self.runner.run(
+            Stage(
+                "onnx",
+                lambda: export_onnx(self.model, self.spec, self.onnx_path),
+                summary=lambda r: f"exporter={r.exporter}, opset={r.opset}, attention_nodes={r.attention_nodes}",
+                required=True,
+            )
         )
-        self.emit()
 
-    def failed(self, name: str, started: float, reason: str, **details: Any) -> None:
-        self.recorder.failed(name, reason, time.perf_counter() - started, **details)
-        self.emit()
+    def verify(self) -> None:
+        """Checker, symbolic batch, parity at 1, 2 and max; a mismatch raises `ParityError` (nothing written)."""
+        parity = self.runner.run(
+            Stage(
+                "verify",
+                lambda: verify_onnx(self.onnx_path, self.model, self.spec),
+                failure=_parity_failure,
+                summary=lambda p: f"batch_sizes={p.batch_sizes}, max_abs_diff={p.max_abs_diff():.3g}",
+                required=True,
+            )
+        )
+        self.report.parity = parity
+        if parity is not None:
+            parity.raise_on_failure()
 
-    def skipped(self, name: str, reason: str) -> None:
-        self.recorder.skipped(name, reason)
-        self.emit()
+    def ort_optimize(self) -> Path | None:
+        """ORT offline optimisation, kept only with parity and a measured gain; returns the kept graph."""
+        self.report.ort = self.runner.run(
+            Stage(
+                "ort_optimize",
+                lambda: optimize_for_cpu(self.onnx_path, self.spec),
+                skip=None if self.options.optimize else "not requested",
+                summary=lambda r: f"kept={r.kept} ({r.reason}), speedup={r.speedup:.3f}, fused_ops={r.fused_ops}",
+            )
+        )
+        return self.report.ort.optimized_path if self.report.ort is not None and self.report.ort.kept else None
+
+    def _explain_skip(self) -> str | None:
+        if not self.options.explain:
+            return "not requested (--no-explain)"
+        if not callable(getattr(self.model, "forward_with_attention", None)):
+            return f"{type(self.model).__name__} has no forward_with_attention(pixels) -> (logits, map)"
+        return None
+
+    def _export_explain(self) -> _ExplainExport:
+        explain_model = ExplainModel(self.model).eval()
+        with torch.inference_mode():
+            _, attention_map = explain_model(example_pixels(self.spec, 2))
+        path = self.work_dir / "explain.onnx"
+        onnx_report = export_onnx(explain_model, self.spec, path, output_names=(OUTPUT_NAME, ATTENTION_OUTPUT_NAME))
+        parity = verify_onnx(path, explain_model, self.spec)
+        return _ExplainExport(onnx_report, parity, tuple(int(d) for d in attention_map.shape[1:]))
+
+    def explain(self) -> _ExplainExport | None:
+        """The explain model, the only graph that materialises attention probabilities (None when not served)."""
+        explained = self.runner.run(
+            Stage(
+                "explain",
+                self._export_explain,
+                skip=self._explain_skip(),
+                failure=lambda e: _parity_failure(e.parity),
+                summary=lambda e: f"attention_dims={list(e.attention_dims)}, exporter={e.onnx.exporter}",
+            )
+        )
+        if explained is not None:
+            self.report.explain_onnx, self.report.explain_parity = explained.onnx, explained.parity
+        return explained if self.runner.last.ok else None
+
+    def _fp16_skip(self) -> str | None:
+        fp16, tensorrt = self.options.fp16, self.options.tensorrt
+        if not (fp16 if fp16 is not None else (tensorrt or "fp16" in self.spec.precisions)):
+            return "not requested (neither --tensorrt nor 'fp16' in spec.precisions)"
+        return modelopt_available()
+
+    def fp16(self) -> Path:
+        """fp16 ONNX (the TensorRT input), verified against fp32 in ORT; returns the graph TensorRT builds."""
+        self.report.fp16 = self.runner.run(
+            Stage(
+                "fp16",
+                lambda: export_fp16(self.onnx_path, self.spec),
+                skip=self._fp16_skip(),
+                failure=lambda r: _parity_failure(r.parity),
+                summary=lambda r: f"max_abs_diff={r.max_abs_diff:.3g}, top1_agreement={r.top1_agreement:.3f}",
+            )
+        )
+        return self.report.fp16.fp16_path if self.report.fp16 is not None and self.runner.last.ok else self.onnx_path
+
+    def tensorrt(self, source: Path) -> None:
+        """TensorRT engine on GPU hosts; its own stage says skipped and why elsewhere."""
+        if not self.options.tensorrt:
+            self.runner.skip("onnx2trt", "not requested (--tensorrt)")
+            return
+        self.report.tensorrt = build_engine(
+            source, self.spec, self.work_dir / "model.plan", reference_onnx=self.onnx_path
+        )
+        self.runner.record(self.report.tensorrt.stage)
+
+    def _write(self, cpu_graph: Path | None, explained: _ExplainExport | None) -> dict[str, Path]:
+        spec, repository, version = self.spec, self.repository, self.options.version
+        entries = {
+            spec.name: write_model_entry(spec, self.onnx_path, repository, version=version, cpu_onnx_path=cpu_graph)
+        }
+        if explained is not None:
+            entries[spec.explain_name] = write_explain_entry(
+                spec, explained.path, repository, explained.attention_dims, version=version
+            )
+        trt = self.report.tensorrt
+        if trt is not None and trt.plan_path is not None:
+            entries[spec.trt_name] = write_trt_entry(spec, trt.plan_path, repository, version=version)
+        return entries
+
+    def write_entries(self, cpu_graph: Path | None, explained: _ExplainExport | None) -> None:
+        """Repository entries: only verified artefacts get here."""
+        cpu_file = (cpu_graph or self.onnx_path).name
+        entries = self.runner.run(
+            Stage(
+                "repository",
+                lambda: self._write(cpu_graph, explained),
+                summary=lambda e: f"entries={sorted(e)}, cpu_runner_graph={cpu_file}",
+                required=True,
+            )
+        )
+        self.report.entries = entries or {}
 
 
 def export_module(
@@ -131,12 +301,7 @@ def export_module(
         spec: its ModelSpec (input shape, labels, batching, tolerances).
         repository: the Triton model repository to write entries into.
         work_dir: artefacts and reports (default `runs/NAME/export`).
-        opset: ONNX opset; None (default) = `spec.opset`. An explicit one is written into the exported spec.
-        explain: also export `NAME_explain` when the model has `forward_with_attention`.
-        optimize: run ORT's offline optimisation (kept only with parity and a measured gain).
-        fp16: produce and verify the fp16 ONNX (default: when `--tensorrt` or "fp16" in `spec.precisions`).
-        tensorrt: build a TensorRT engine (skipped with the reason without TensorRT and a GPU).
-        version: repository version folder (default: the next free one).
+        opset, explain, optimize, fp16, tensorrt, version: see `ExportOptions`.
         on_stage: called with each finished stage.
 
     Returns:
@@ -146,141 +311,27 @@ def export_module(
         ExportError: the ONNX export failed (both exporters).
         ParityError: the exported graph does not match the model; nothing is written to the repository.
     """
-    started_all = time.perf_counter()
-    if opset is not None and opset != spec.opset:  # an explicit choice overrides the spec, and says so in it
-        spec = spec.model_copy(update={"opset": opset})
-    model = model.eval()
+    options = ExportOptions(
+        opset=opset, explain=explain, optimize=optimize, fp16=fp16, tensorrt=tensorrt, version=version
+    )
+    return _export(model, spec, Path(repository), work_dir, options, on_stage)
+
+
+def _export(
+    model: nn.Module,
+    spec: ModelSpec,
+    repository: Path,
+    work_dir: Path | None,
+    options: ExportOptions,
+    on_stage: StageCallback | None,
+) -> ExportReport:
+    if options.opset is not None and options.opset != spec.opset:  # an explicit choice wins, and says so
+        spec = spec.model_copy(update={"opset": options.opset})
     work_dir = Path(work_dir or Path("runs") / spec.name / "export")
     work_dir.mkdir(parents=True, exist_ok=True)
-    repository = Path(repository)
-    run = _Run(on_stage)
-    report = ExportReport(name=spec.name, spec=spec, work_dir=work_dir, repository=repository, stages=[])
-
-    def finish() -> ExportReport:
-        report.stages = run.recorder.results
-        report.seconds = time.perf_counter() - started_all
-        report.write_json(work_dir / REPORT_FILENAME)
-        return report
-
-    # 1. torch -> ONNX (dynamo, TorchScript fallback): both attempts land in the report
-    started = time.perf_counter()
-    onnx_path = work_dir / "model.onnx"
-    try:
-        report.onnx = export_onnx(model, spec, onnx_path)
-    except ExportError as exc:
-        run.failed("onnx", started, str(exc))
-        finish()
-        raise
-    run.ok(
-        "onnx",
-        started,
-        exporter=report.onnx.exporter,
-        opset=report.onnx.opset,
-        attention_nodes=report.onnx.attention_nodes,
-        attempts=[f"{s.stage}: {s.status}" + (f" ({s.reason})" if s.reason else "") for s in report.onnx.stages],
-    )
-
-    # 2. verification: checker, symbolic batch, parity at 1, 2, max
-    started = time.perf_counter()
-    report.parity = verify_onnx(onnx_path, model, spec)
-    if not report.parity.ok:
-        run.failed("verify", started, "; ".join(report.parity.failures))
-        finish()
-        report.parity.raise_on_failure()
-    run.ok("verify", started, batch_sizes=report.parity.batch_sizes, max_abs_diff=report.parity.max_abs_diff())
-
-    # 3. ORT offline optimisation (kept only if parity holds and it is measurably faster)
-    cpu_graph: Path | None = None  # the ORT-optimised graph, when kept, for the embedded CPU runner
-    if optimize:
-        started = time.perf_counter()
-        try:
-            report.ort = optimize_for_cpu(onnx_path, spec)
-        except Exception as exc:  # noqa: BLE001 - optional stage: record and serve the verified graph
-            run.failed("ort_optimize", started, short_error(exc))
-        else:
-            if report.ort.kept:
-                cpu_graph = report.ort.optimized_path
-            run.ok(
-                "ort_optimize",
-                started,
-                kept=report.ort.kept,
-                reason=report.ort.reason,
-                speedup=round(report.ort.speedup, 3),
-                fused_ops=report.ort.fused_ops,
-            )
-    else:
-        run.skipped("ort_optimize", "not requested")
-
-    # 4. explain model: the only graph that materialises attention probabilities
-    explain_path: Path | None = None
-    attention_dims: tuple[int, ...] = ()
-    if not explain:
-        run.skipped("explain", "not requested (--no-explain)")
-    elif not callable(getattr(model, "forward_with_attention", None)):
-        run.skipped("explain", f"{type(model).__name__} has no forward_with_attention(pixels) -> (logits, map)")
-    else:
-        started = time.perf_counter()
-        explain_model = ExplainModel(model).eval()
-        try:
-            with torch.inference_mode():
-                _, attention_map = explain_model(example_pixels(spec, 2))
-            attention_dims = tuple(int(d) for d in attention_map.shape[1:])
-            explain_path = work_dir / "explain.onnx"
-            report.explain_onnx = export_onnx(
-                explain_model, spec, explain_path, output_names=(OUTPUT_NAME, ATTENTION_OUTPUT_NAME)
-            )
-            report.explain_parity = verify_onnx(explain_path, explain_model, spec)
-        except Exception as exc:  # noqa: BLE001 - the main model is still served; the report says why
-            explain_path = None
-            run.failed("explain", started, short_error(exc))
-        else:
-            if report.explain_parity.ok:
-                run.ok("explain", started, attention_dims=list(attention_dims), exporter=report.explain_onnx.exporter)
-            else:
-                explain_path = None
-                run.failed("explain", started, "; ".join(report.explain_parity.failures))
-
-    # 5. fp16 ONNX (the TensorRT input), verified against fp32 in ORT
-    want_fp16 = fp16 if fp16 is not None else (tensorrt or "fp16" in spec.precisions)
-    trt_source = onnx_path
-    if not want_fp16:
-        run.skipped("fp16", "not requested (neither --tensorrt nor 'fp16' in spec.precisions)")
-    elif (missing := modelopt_available()) is not None:
-        run.skipped("fp16", missing)
-    else:
-        started = time.perf_counter()
-        try:
-            report.fp16 = export_fp16(onnx_path, spec)
-        except Exception as exc:  # noqa: BLE001
-            run.failed("fp16", started, short_error(exc))
-        else:
-            details = dict(max_abs_diff=report.fp16.max_abs_diff, top1_agreement=report.fp16.top1_agreement)
-            if report.fp16.ok:
-                trt_source = report.fp16.fp16_path
-                run.ok("fp16", started, **details)
-            else:
-                run.failed("fp16", started, "; ".join(report.fp16.parity.failures), **details)
-
-    # 6. TensorRT engine (GPU hosts); skipped with the reason elsewhere
-    if tensorrt:
-        report.tensorrt = build_engine(trt_source, spec, work_dir / "model.plan", reference_onnx=onnx_path)
-        run.recorder.results.append(report.tensorrt.stage)
-        run.emit()
-    else:
-        run.skipped("onnx2trt", "not requested (--tensorrt)")
-
-    # 7. repository entries (only verified artefacts get here)
-    started = time.perf_counter()
-    report.entries[spec.name] = write_model_entry(spec, onnx_path, repository, version=version, cpu_onnx_path=cpu_graph)
-    if explain_path is not None:
-        report.entries[spec.explain_name] = write_explain_entry(
-            spec, explain_path, repository, attention_dims, version=version
-        )
-    if report.tensorrt is not None and report.tensorrt.plan_path is not None:
-        report.entries[spec.trt_name] = write_trt_entry(spec, report.tensorrt.plan_path, repository, version=version)
-    cpu_file = cpu_graph.name if cpu_graph is not None else onnx_path.name
-    run.ok("repository", started, entries=sorted(report.entries), cpu_runner_graph=cpu_file)
-    return finish()
+    run = _ExportRun(model, spec, repository, work_dir, options)
+    run.runner.on_stage = on_stage
+    return run.run()
 
 
 def export_model(
@@ -325,16 +376,10 @@ def export_model(
             model = build_model(spec)
     else:
         model, spec = resolve(name_or_run, runs_dir)
-    stage_options = dict(
-        opset=opset,
-        explain=explain,
-        optimize=optimize,
-        fp16=fp16,
-        tensorrt=tensorrt,
-        version=version,
-        on_stage=on_stage,
+    options = ExportOptions(
+        opset=opset, explain=explain, optimize=optimize, fp16=fp16, tensorrt=tensorrt, version=version
     )
-    return export_module(model, spec, repository, work_dir=Path(runs_dir) / spec.name / "export", **stage_options)
+    return _export(model, spec, Path(repository), Path(runs_dir) / spec.name / "export", options, on_stage)
 
 
 def export_hf(
@@ -358,13 +403,7 @@ def export_hf(
     from attnserve.export.hf_import import load_hf_classifier
 
     model, spec = load_hf_classifier(path, name=name)
-    stage_options = dict(
-        opset=opset,
-        explain=explain,
-        optimize=optimize,
-        fp16=fp16,
-        tensorrt=tensorrt,
-        version=version,
-        on_stage=on_stage,
+    options = ExportOptions(
+        opset=opset, explain=explain, optimize=optimize, fp16=fp16, tensorrt=tensorrt, version=version
     )
-    return export_module(model, spec, repository, work_dir=Path(runs_dir) / spec.name / "export", **stage_options)
+    return _export(model, spec, Path(repository), Path(runs_dir) / spec.name / "export", options, on_stage)

@@ -1,104 +1,19 @@
 """Typed results of the export stages, written as JSON beside the artefacts.
 
-Every stage returns a status (`ok` / `skipped` / `failed`), a reason when it is not `ok`, and its timing
-(NVIDIA Model Navigator's habit), so a CPU-only run is a complete, honest record: the TensorRT stage says
-`skipped` and why.
+Every stage is recorded by `export.stages` with a status (`ok` / `skipped` / `failed`), a reason when it is
+not `ok`, and its timing (NVIDIA Model Navigator's habit), so a CPU-only run is a complete, honest record: the
+TensorRT stage says `skipped` and why. The typed results of the stages are these reports.
 """
 
 from __future__ import annotations
 
-import re
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import computed_field
 
 from attnserve.errors import ParityError
-
-StageStatus = Literal["ok", "skipped", "failed"]
-
-
-class _Report(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    def write_json(self, path: Path) -> Path:
-        """Write the report as indented JSON (creating the folder) and return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.model_dump_json(indent=2) + "\n")
-        return path
-
-
-class StageResult(_Report):
-    """One stage of the pipeline: what ran, whether it worked, why not, how long it took."""
-
-    stage: str
-    status: StageStatus
-    reason: str | None = None
-    seconds: float = 0.0
-    details: dict[str, Any] = Field(default_factory=dict)
-
-
-class StageRecorder:
-    """Collects `StageResult`s; `with recorder.stage("name") as details:` times one stage.
-
-    An exception inside the block records the stage as failed (with the error as reason) and re-raises.
-    """
-
-    def __init__(self) -> None:
-        self.results: list[StageResult] = []
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[dict[str, Any]]:
-        details: dict[str, Any] = {}
-        started = time.perf_counter()
-        try:
-            yield details
-        except Exception as exc:
-            self.results.append(
-                StageResult(
-                    stage=name,
-                    status="failed",
-                    reason=short_error(exc),
-                    seconds=time.perf_counter() - started,
-                    details=details,
-                )
-            )
-            raise
-        self.results.append(
-            StageResult(stage=name, status="ok", seconds=time.perf_counter() - started, details=details)
-        )
-
-    def skipped(self, name: str, reason: str, **details: Any) -> StageResult:
-        result = StageResult(stage=name, status="skipped", reason=reason, details=details)
-        self.results.append(result)
-        return result
-
-    def failed(self, name: str, reason: str, seconds: float = 0.0, **details: Any) -> StageResult:
-        result = StageResult(stage=name, status="failed", reason=reason, seconds=seconds, details=details)
-        self.results.append(result)
-        return result
-
-
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def short_error(exc: BaseException, limit: int = 800) -> str:
-    """`Type: message` without colour codes, cut to `limit` characters (exporter errors can be pages long).
-
-    The dynamo exporter's errors start with generic advice and put the cause under "## Exception summary";
-    that cause is kept after the first line.
-    """
-    message = _ANSI_ESCAPE.sub("", str(exc)).strip()
-    if "## Exception summary" in message:
-        headline = message.splitlines()[0]
-        cause = message.split("## Exception summary", 1)[1].strip()
-        message = f"{headline} Cause: {cause}"
-    text = f"{type(exc).__name__}: {message}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+from attnserve.export.stages import StageResult, _Report
 
 
 class OnnxExportReport(_Report):

@@ -2,7 +2,7 @@
 
 The dynamo exporter (`torch.onnx.export(..., dynamo=True)`) at opset 23 turns SDPA into the standard ONNX
 `Attention` operator. Some architectures fail in it (Hugging Face Swin with a symbolic batch fails in the
-decomposition step: DESIGN.md); then the TorchScript-based exporter (`dynamo=False`, at most opset 20) is
+decomposition step: docs/measured.md#dynamo-fallback); then the TorchScript-based exporter (`dynamo=False`, at most opset 20) is
 tried, and the report keeps both attempts with their reasons. If both fail, `ExportError` carries both.
 
 The exported graph takes `pixels` (uint8, `(B, *spec.input_shape)`) and returns `logits` (and, for
@@ -16,7 +16,8 @@ import io
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,7 +25,8 @@ from torch import nn
 
 from attnserve.errors import ExportError, ShapeError
 from attnserve.export.onnx_graph import batch_dim_name, count_attention_nodes, op_histogram
-from attnserve.export.reports import OnnxExportReport, StageRecorder, short_error
+from attnserve.export.reports import OnnxExportReport
+from attnserve.export.stages import Stage, StageRunner
 from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ def _check_example_output(model: nn.Module, pixels: torch.Tensor, output_names: 
 
 @contextlib.contextmanager
 def _quiet_torchvision_notice() -> Iterator[None]:
-    """The dynamo exporter warns once per torchvision op that torchvision is absent (it is, here: DESIGN.md)."""
+    """The dynamo exporter warns once per torchvision op that torchvision is absent (it is, here: docs/measured.md#timm)."""
     registration_logger = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration_logger.level
     registration_logger.setLevel(logging.ERROR)
@@ -109,6 +111,24 @@ def _export_torchscript(
     )
 
 
+def _attempt(export: Callable[[], object], onnx_path: Path) -> str:
+    """Run one exporter quietly and return the saved graph's symbolic batch dim (ExportError when fixed).
+
+    The exporters print progress and warnings; they are kept out of the CLI's output (logged at debug).
+    """
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            export()
+    finally:
+        logger.debug("exporter output:\n%s", captured.getvalue())
+    dim = batch_dim_name(onnx_path)
+    if dim is None:
+        raise ExportError(f"the exported batch dim is fixed, expected symbolic {BATCH_DIM!r}")
+    return dim
+
+
 def export_onnx(
     model: nn.Module,
     spec: ModelSpec,
@@ -149,7 +169,7 @@ def export_onnx(
     _check_example_output(model, pixels, output_names)
     max_batch = max(spec.max_batch_size, example_batch)
 
-    recorder = StageRecorder()
+    runner = StageRunner()
     started = time.perf_counter()
     exporter: str | None = None
     attempts = [("torch2onnx.dynamo", lambda: _export_dynamo(model, pixels, onnx_path, opset, output_names, max_batch))]
@@ -158,29 +178,17 @@ def export_onnx(
             ("torch2onnx.torchscript", lambda: _export_torchscript(model, pixels, onnx_path, opset, output_names))
         )
     for stage_name, attempt in attempts:
-        # The exporters print progress and warnings; keep them out of the CLI's output (logged at debug).
-        captured = io.StringIO()
-        try:
-            with (
-                recorder.stage(stage_name) as details,
-                contextlib.redirect_stdout(captured),
-                warnings.catch_warnings(),
-            ):
-                warnings.simplefilter("ignore")
-                attempt()
-                dim = batch_dim_name(onnx_path)
-                details["batch_dim"] = dim
-                if dim is None:
-                    raise ExportError(f"the exported batch dim is fixed, expected symbolic {BATCH_DIM!r}")
-        except Exception as exc:  # noqa: BLE001 - every exporter failure is recorded, then the next is tried
-            logger.info("%s failed: %s", stage_name, short_error(exc))
-            logger.debug("exporter output:\n%s", captured.getvalue())
-            continue
-        exporter = stage_name.rsplit(".", 1)[1]
-        break
+        # an attempt that fails is recorded (and logged at info with its traceback), then the next is tried
+        stage = Stage(
+            stage_name, partial(_attempt, attempt, onnx_path), summary="batch_dim={}".format, log_level=logging.INFO
+        )
+        runner.run(stage)
+        if runner.last.ok:
+            exporter = stage_name.rsplit(".", 1)[1]
+            break
 
     if exporter is None:
-        reasons = "; ".join(f"{r.stage}: {r.reason}" for r in recorder.results)
+        reasons = "; ".join(f"{r.stage}: {r.reason}" for r in runner.results)
         raise ExportError(f"could not export {spec.name!r} to ONNX: {reasons}")
 
     graph_opset = opset if exporter == "dynamo" else min(opset, TORCHSCRIPT_MAX_OPSET)
@@ -194,7 +202,7 @@ def export_onnx(
         batch_dim=batch_dim_name(onnx_path),
         op_histogram=op_histogram(onnx_path),
         attention_nodes=count_attention_nodes(onnx_path),
-        stages=recorder.results,
+        stages=runner.results,
         seconds=time.perf_counter() - started,
     )
     report.write_json(onnx_path.with_suffix(".export.json"))

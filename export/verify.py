@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from attnserve.export.onnx_graph import batch_dim_name, value_info_dims
-from attnserve.export.reports import OutputParity, ParityReport, StageResult, short_error
+from attnserve.export.reports import OutputParity, ParityReport
+from attnserve.export.stages import StageResult, short_error
 from attnserve.export.torch2onnx import example_pixels
 from attnserve.spec import INPUT_NAME, ModelSpec
 

@@ -135,7 +135,7 @@ class ConvStem(nn.Module):
     """`depth` 3x3 stride-2 convs (BN + ReLU), then a 1x1 projection: (B, C, H, W) -> (B, D, H/2^depth, W/2^depth).
 
     Xiao et al., "Early Convolutions Help Transformers See Better" (2021): a small conv stem instead of
-    large patches makes small ViTs train much faster (DESIGN.md: 98.5% vs 63% on shapes).
+    large patches makes small ViTs train much faster (docs/measured.md#small-vit-training: 98.5% vs 63% on shapes).
     """
 
     def __init__(self, in_chans: int, embed_dim: int, depth: int = 3, width: int = 32) -> None:

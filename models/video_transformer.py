@@ -9,7 +9,7 @@
   see motion (no temporal position embedding, no cross-frame mixing, order-invariant mean over frames).
 
 All three normalise with mean/std, then standardise each clip (zero mean, unit std: what made the video
-transformer learn motion, DESIGN.md), and read out through additive attention pooling, whose weights are
+transformer learn motion, docs/measured.md#video-motion), and read out through additive attention pooling, whose weights are
 the explain map of `forward_with_attention`.
 """
 

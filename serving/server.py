@@ -1,6 +1,6 @@
 """The embedded Triton server: NVIDIA's real `tritonserver` binary from the `nvidia-pytriton` wheel.
 
-How it runs without Docker (DESIGN.md): the wheel's `pytriton/tritonserver` folder is copied to a work
+How it runs without Docker (docs/measured.md#embedded-triton): the wheel's `pytriton/tritonserver` folder is copied to a work
 folder, the python-backend stub built for the running Python is copied into `backends/python/`,
 `LD_LIBRARY_PATH` points at the wheel's `nvidia_pytriton.libs` and the virtual environment's `bin` goes
 first on `PATH` (the stub imports numpy, onnxruntime and attnserve from there).

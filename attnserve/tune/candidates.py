@@ -2,7 +2,7 @@
 
 Knobs: dynamic batching on/off, `max_queue_delay_us` (0 included), preferred batch sizes, `max_batch_size`,
 `instance_count` with the CPU runtime's intra-op threads per instance and whether its idle threads spin, and
-the CPU variant (runtime x precision, among those that passed `attnserve optimize`'s accuracy gate).
+the CPU variant (runtime x precision, among those that passed `attnserve cpu-variants`'s accuracy gate).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class Candidate(BaseModel):
 
 
 def gated_variants(variants_dir: Path) -> list[Variant]:
-    """Variants of `attnserve optimize`'s table (`variants_dir/cpu_variants.json`) that passed its gate.
+    """Variants of `attnserve cpu-variants`'s table (`variants_dir/cpu_variants.json`) that passed its gate.
 
     Returns an empty list when the table does not exist (the model was not optimised).
     """

@@ -11,7 +11,7 @@ HELP = """Search serving configurations of a model on a real Triton and apply th
 
 Knobs: dynamic batching on/off, max_queue_delay_us (0 included), preferred batch sizes, max_batch_size,
 instance_count x intra-op threads per instance, whether idle runtime threads spin, and the CPU variant among
-those that passed `attnserve optimize`'s accuracy gate. Each candidate is loaded through model control and
+those that passed `attnserve cpu-variants`'s accuracy gate. Each candidate is loaded through model control and
 measured with the project's load tester. The winner is the candidate whose p99 meets the SLO at every
 traffic level with the highest throughput (geometric mean over the levels); it is written into the model's
 repository entry (config.pbtxt and spec.json, through the generator), so `attnserve serve` serves it. When

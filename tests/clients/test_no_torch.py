@@ -1,4 +1,4 @@
-"""clients/ must never import torch (DESIGN.md): a client install stays small and starts fast."""
+"""clients/ must never import torch (docs/architecture.md): a client install stays small and starts fast."""
 
 from __future__ import annotations
 

@@ -56,7 +56,9 @@ def test_hf_classifier_exports_and_verifies(arch: str, tmp_path: Path) -> None:
     report = export_onnx(model, spec, tmp_path / f"{arch}.onnx")
     exporter, attention_nodes = EXPECTED[arch]
     assert (report.exporter, report.attention_nodes) == (exporter, attention_nodes)
-    if exporter == "torchscript":  # Swin: the dynamo exporter fails with a symbolic batch (DESIGN.md)
+    if (
+        exporter == "torchscript"
+    ):  # Swin: the dynamo exporter fails with a symbolic batch (docs/measured.md#dynamo-fallback)
         assert report.stages[0].status == "failed" and report.stages[0].reason
     parity = verify_onnx(report.onnx_path, model, spec)
     assert parity.ok, parity.failures

@@ -75,7 +75,7 @@ def test_one_value_drives_max_batch_onnx_axis_and_trt_profile(pipeline_report: E
     # the exported batch bound is the spec's max: the graph runs there, and one past it is outside the spec
     assert verify_onnx(pipeline_report.onnx.onnx_path, TinySdpaClassifier().eval(), spec, (MAX_BATCH,)).ok
     export_details = pipeline_report.onnx.stages[-1]
-    assert export_details.status == "ok" and export_details.details["batch_dim"] == "batch"
+    assert export_details.status == "ok" and export_details.summary == "batch_dim=batch"
 
 
 def test_engine_inspector_json_counts_mha_layers() -> None:

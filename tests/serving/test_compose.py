@@ -1,5 +1,5 @@
 """docker-compose.yml (GPU host): valid against the Compose schema, files it names exist, flags shared with
-`attnserve serve`, loopback-only ports, GPU reservation, health check. No Docker engine here (DESIGN.md)."""
+`attnserve serve`, loopback-only ports, GPU reservation, health check. No Docker engine here (docs/measured.md#no-docker)."""
 
 from __future__ import annotations
 

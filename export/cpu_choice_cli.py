@@ -1,6 +1,7 @@
-"""`attnserve optimize NAME`: the CPU fast path (runtime x precision picked behind an accuracy gate).
+"""`attnserve cpu-variants NAME`: the CPU fast path (runtime x precision picked behind an accuracy gate).
 
-Registered by `attnserve.export.cli`; heavy imports happen inside `run_optimize`.
+Registered by `attnserve.export.cli`; heavy imports happen inside `run_cpu_variants`. `attnserve optimize`
+is the command's former name, kept as an alias ("optimize" now means only ONNX Runtime's graph optimisation).
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `optimize` subcommand."""
+    """Add the `cpu-variants` subcommand (alias `optimize`)."""
     parser = subparsers.add_parser(
-        "optimize",
+        "cpu-variants",
+        aliases=["optimize"],
         help="build CPU variants (bf16, int8, OpenVINO), measure them, serve the fastest within the accuracy gate",
         description=(
             "Export and verify the fp32 ONNX of NAME, build its CPU variants (ONNX Runtime int8 dynamic and "
@@ -25,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository to update")
     parser.add_argument("--no-serve", action="store_true", help="only build and measure; leave the repository alone")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run folders (default: runs)")
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports/optimize"), help="where NAME.json/.md go")
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports/cpu_variants"), help="where NAME.json/.md go")
     parser.add_argument(
         "--budget-points",
         type=float,
@@ -36,17 +38,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibration-samples", type=int, default=128, help="training samples for int8 calibration")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds (median kept)")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="least seconds per throughput measurement")
-    parser.set_defaults(func=run_optimize)
+    parser.set_defaults(func=run_cpu_variants)
 
 
-def run_optimize(args: argparse.Namespace) -> int:
-    """Run `optimize` and print the table and the pick."""
+def run_cpu_variants(args: argparse.Namespace) -> int:
+    """Run `cpu-variants` and print the table and the pick."""
     from attnserve.errors import UserInputError
-    from attnserve.export.optimize import optimize_deployable, render_markdown
+    from attnserve.export.cpu_choice import choose_for_deployable, render_markdown
 
     if args.budget_points is not None and args.budget_points < 0:
         raise UserInputError(f"--budget-points must be >= 0, got {args.budget_points}")
-    report = optimize_deployable(
+    report = choose_for_deployable(
         args.name,
         runs_dir=args.runs_dir,
         repository=None if args.no_serve else args.repository,

@@ -1,4 +1,5 @@
-"""`optimize`: build every CPU variant of a model, measure it, pick the fastest behind an accuracy gate.
+"""The CPU-variant choice (`attnserve cpu-variants`): build every CPU variant of a model, measure it, pick the
+fastest behind an accuracy gate.
 
 For each variant of `cpu_variants.CPU_VARIANTS` (runtime x precision) the table records:
 - parity against the fp32 ONNX Runtime baseline on the evaluation inputs: max abs diff of the logits,
@@ -25,6 +26,7 @@ import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,12 +39,13 @@ from attnserve.export.cpu_variants import (
     CPU_VARIANTS,
     FP32_FILENAME,
     GPU_VARIANTS,
+    BuiltFile,
     CpuVariant,
     build_variant_files,
     check_pixels,
     unavailable_reason,
 )
-from attnserve.export.reports import StageStatus, _Report, short_error
+from attnserve.export.stages import Stage, StageRunner, StageStatus, _Report
 from attnserve.runtimes.session import PRECISION_OPTION, Session, intra_op_threads_for, open_session
 from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
 
@@ -94,7 +97,7 @@ class VariantRow(BaseModel):
     why: str = ""
 
 
-class OptimizeReport(_Report):
+class CpuChoiceReport(_Report):
     """The whole table, the gate, the pick and how it was measured (written beside the artefacts)."""
 
     model: str
@@ -272,7 +275,7 @@ def _session_options(variant: CpuVariant) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------------------
 # the whole table
 # ---------------------------------------------------------------------------------------------------------
-def optimize_variants(
+def choose_cpu_variant(
     spec: ModelSpec,
     fp32_onnx: Path,
     variants_dir: Path,
@@ -287,7 +290,7 @@ def optimize_variants(
     min_seconds: float = 1.0,
     measure_speed: bool = True,
     data_source: str = "given by the caller",
-) -> OptimizeReport:
+) -> CpuChoiceReport:
     """Build, check and time every variant of a verified fp32 ONNX model; pick the fastest within the gate.
 
     Args:
@@ -318,132 +321,26 @@ def optimize_variants(
         raise UserInputError(f"repeats must be >= 1, got {repeats}")
     eval_pixels = check_pixels(eval_pixels, spec, "evaluation pixels")
     calibration_pixels = check_pixels(calibration_pixels, spec, "calibration pixels")
-    gate: GateKind = "accuracy" if spec.trained else "cosine"
-    if gate == "accuracy":
-        if eval_labels is None or len(eval_labels) != len(eval_pixels):
-            got = "none" if eval_labels is None else len(eval_labels)
-            raise UserInputError(
-                f"a trained model's gate needs one held-out label per evaluation sample: {len(eval_pixels)} expected, got {got}"
-            )
-        budget = spec.accuracy_budget_points if budget_points is None else budget_points
-        gate_rule = f"top-1 accuracy at most {budget:g} points below fp32 on {len(eval_pixels)} held-out samples"
-    else:
-        budget = spec.cosine_budget if cosine_budget is None else cosine_budget
-        gate_rule = (
-            f"untrained model: mean cosine similarity of logits to fp32 >= {budget:g} on {len(eval_pixels)} samples"
-        )
-    threads = intra_op_threads_for(spec.instance_count)
-    batch_size = spec.opt_batch_size
-    machine = machine_facts()
-
+    gate = _gate_for(spec, eval_labels, len(eval_pixels), budget_points, cosine_budget)
+    threads, batch_size, machine = intra_op_threads_for(spec.instance_count), spec.opt_batch_size, machine_facts()
     variants_dir = Path(variants_dir)
     built_files = build_variant_files(fp32_onnx, variants_dir, calibration_pixels, variants)
-
-    rows: list[VariantRow] = []
-    sessions: dict[str, Session] = {}
-    for variant in variants:
-        row = VariantRow(
-            variant=variant.name,
-            runtime=variant.runtime,
-            precision=variant.precision,
-            quantization=variant.quantization,
-            model_file=variant.model_file,
-            status="ok",
-        )
-        rows.append(row)
-        reason = unavailable_reason(variant)
-        built = built_files.get(variant.model_file)
-        if reason is not None:
-            row.status, row.reason = "skipped", reason
-            continue
-        if built is None or built.path is None:
-            row.status, row.reason = "failed", built.error if built else "model file was not built"
-            continue
-        row.build_seconds = built.seconds
-        load_started = time.perf_counter()
-        try:
-            session = open_session(
-                variant.runtime, built.path, intra_op_threads=threads, options=_session_options(variant)
-            )
-        except Exception as exc:  # noqa: BLE001 - a runtime that cannot load a variant is a table row
-            row.status, row.reason = "failed", f"loading in {variant.runtime}: {short_error(exc)}"
-            continue
-        row.load_seconds = round(time.perf_counter() - load_started, 3)
-        sessions[variant.name] = session
-        row.execution_precision = getattr(session, "execution_precision", None)
-    for variant in GPU_VARIANTS:
-        rows.append(
-            VariantRow(
-                variant=variant.name,
-                runtime=variant.runtime,
-                precision=variant.precision,
-                quantization=variant.quantization,
-                model_file=variant.model_file,
-                status="skipped",
-                reason=unavailable_reason(variant),
-            )
-        )
+    runner = StageRunner()
+    rows, sessions = _open_sessions(variants, built_files, threads, runner)
     by_name = {row.variant: row for row in rows}
     if BASELINE_VARIANT.name not in sessions:
         raise UserInputError(f"the fp32 baseline did not load: {by_name[BASELINE_VARIANT.name].reason}")
-
-    # parity and accuracy
-    reference_logits = run_logits(sessions[BASELINE_VARIANT.name], eval_pixels, batch_size)
-    fp32_accuracy: float | None = None
-    if eval_labels is not None and len(eval_labels) == len(eval_pixels):
-        fp32_accuracy = 100.0 * float(np.mean(reference_logits.argmax(axis=1) == np.asarray(eval_labels)))
-    for name, session in list(sessions.items()):
-        row = by_name[name]
-        try:
-            logits = run_logits(session, eval_pixels, batch_size)
-        except Exception as exc:  # noqa: BLE001 - a variant that fails to run is a table row
-            row.status, row.reason = "failed", f"running in {row.runtime}: {short_error(exc)}"
-            del sessions[name]
-            continue
-        for key, value in logits_parity(reference_logits, logits).items():
-            setattr(row, key, value)
-        if fp32_accuracy is not None:
-            row.accuracy_percent = 100.0 * float(np.mean(logits.argmax(axis=1) == np.asarray(eval_labels)))
-            row.accuracy_drop_points = fp32_accuracy - row.accuracy_percent
-
-    # speed: interleaved rounds, order rotated each round
+    fp32_accuracy = _measure_parity(by_name, sessions, eval_pixels, eval_labels, batch_size, runner)
     if measure_speed:
-        one_image = np.ascontiguousarray(eval_pixels[:1])
-        batch_pixels = np.ascontiguousarray(np.resize(eval_pixels, (batch_size, *eval_pixels.shape[1:])))
-        names = list(sessions)
-        for session in sessions.values():  # warm-up: first calls compile / allocate
-            session.run({INPUT_NAME: batch_pixels})
-            session.run({INPUT_NAME: one_image})
-        for round_index in range(repeats):
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
-                session, row = sessions[name], by_name[name]
-                latencies = time_calls(
-                    lambda s=session: s.run({INPUT_NAME: one_image}), min_seconds=min_seconds / 4, min_calls=5
-                )
-                batch_times = time_calls(
-                    lambda s=session: s.run({INPUT_NAME: batch_pixels}), min_seconds=min_seconds, min_calls=2
-                )
-                row.latency_b1_ms_rounds.append(round(1000.0 * statistics.median(latencies), 3))
-                row.throughput_img_s_rounds.append(round(batch_size * len(batch_times) / sum(batch_times), 2))
-        for name in names:
-            row = by_name[name]
-            row.latency_b1_ms = statistics.median(row.latency_b1_ms_rounds)
-            row.throughput_img_s = statistics.median(row.throughput_img_s_rounds)
-        baseline_throughput = by_name[BASELINE_VARIANT.name].throughput_img_s
-        for name in names:
-            row = by_name[name]
-            if baseline_throughput and row.throughput_img_s:
-                row.speedup_vs_fp32 = round(row.throughput_img_s / baseline_throughput, 3)
-
-    picked = pick_fastest(rows, gate, budget)
+        _measure_speed(by_name, sessions, eval_pixels, batch_size, repeats=repeats, min_seconds=min_seconds)
+    picked = pick_fastest(rows, gate.kind, gate.budget)
     machine["load_average_1min_after"] = _load_average()
-    report = OptimizeReport(
+    report = CpuChoiceReport(
         model=spec.name,
         trained=spec.trained,
-        gate=gate,
-        gate_rule=gate_rule,
-        budget=budget,
+        gate=gate.kind,
+        gate_rule=gate.rule,
+        budget=gate.budget,
         batch_size=batch_size,
         intra_op_threads=threads,
         repeats=repeats if measure_speed else 0,
@@ -460,8 +357,157 @@ def optimize_variants(
         machine=machine,
         seconds=round(time.perf_counter() - started, 1),
     )
-    write_optimize_report(report, variants_dir)
+    write_choice_report(report, variants_dir)
     return report
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The accuracy gate of one run: its kind, budget and the rule in words."""
+
+    kind: GateKind
+    budget: float
+    rule: str
+
+
+def _gate_for(
+    spec: ModelSpec,
+    eval_labels: np.ndarray | None,
+    eval_samples: int,
+    budget_points: float | None,
+    cosine_budget: float | None,
+) -> Gate:
+    """Trained models: top-1 points against fp32 on held-out labels; untrained: cosine similarity of logits."""
+    if not spec.trained:
+        budget = spec.cosine_budget if cosine_budget is None else cosine_budget
+        rule = f"untrained model: mean cosine similarity of logits to fp32 >= {budget:g} on {eval_samples} samples"
+        return Gate("cosine", budget, rule)
+    if eval_labels is None or len(eval_labels) != eval_samples:
+        got = "none" if eval_labels is None else len(eval_labels)
+        raise UserInputError(
+            f"a trained model's gate needs one held-out label per evaluation sample: {eval_samples} expected, got {got}"
+        )
+    budget = spec.accuracy_budget_points if budget_points is None else budget_points
+    return Gate(
+        "accuracy", budget, f"top-1 accuracy at most {budget:g} points below fp32 on {eval_samples} held-out samples"
+    )
+
+
+def _row(variant: CpuVariant, status: StageStatus = "ok", reason: str | None = None) -> VariantRow:
+    return VariantRow(
+        variant=variant.name,
+        runtime=variant.runtime,
+        precision=variant.precision,
+        quantization=variant.quantization,
+        model_file=variant.model_file,
+        status=status,
+        reason=reason,
+    )
+
+
+def _open_sessions(
+    variants: Sequence[CpuVariant], built_files: dict[str, BuiltFile], threads: int, runner: StageRunner
+) -> tuple[list[VariantRow], dict[str, Session]]:
+    """One row per variant (GPU rows skipped with the reason) and a session for each variant that loads."""
+    rows: list[VariantRow] = []
+    sessions: dict[str, Session] = {}
+    for variant in variants:
+        built = built_files.get(variant.model_file)
+        row = _row(variant)
+        rows.append(row)
+        if (reason := unavailable_reason(variant)) is not None:
+            row.status, row.reason = "skipped", reason
+            continue
+        if built is None or built.path is None:
+            row.status, row.reason = "failed", built.error if built else "model file was not built"
+            continue
+        path = built.path
+        session = runner.run(
+            Stage(
+                f"load {variant.name}",
+                lambda v=variant, p=path: open_session(
+                    v.runtime, p, intra_op_threads=threads, options=_session_options(v)
+                ),
+            )
+        )
+        row.build_seconds = built.seconds
+        if session is None:  # a runtime that cannot load a variant is a table row
+            row.status, row.reason = "failed", f"loading in {variant.runtime}: {runner.last.reason}"
+            continue
+        row.load_seconds = round(runner.last.seconds, 3)
+        row.execution_precision = getattr(session, "execution_precision", None)
+        sessions[variant.name] = session
+    rows += [_row(variant, "skipped", unavailable_reason(variant)) for variant in GPU_VARIANTS]
+    return rows, sessions
+
+
+def _measure_parity(
+    by_name: dict[str, VariantRow],
+    sessions: dict[str, Session],
+    eval_pixels: np.ndarray,
+    eval_labels: np.ndarray | None,
+    batch_size: int,
+    runner: StageRunner,
+) -> float | None:
+    """Parity (and accuracy) of every loaded variant against the fp32 baseline; returns fp32's accuracy.
+
+    A variant that fails to run is a failed row and leaves `sessions`.
+    """
+    reference_logits = run_logits(sessions[BASELINE_VARIANT.name], eval_pixels, batch_size)
+    labels = None if eval_labels is None or len(eval_labels) != len(eval_pixels) else np.asarray(eval_labels)
+    fp32_accuracy = None if labels is None else 100.0 * float(np.mean(reference_logits.argmax(axis=1) == labels))
+    for name, session in list(sessions.items()):
+        row = by_name[name]
+        logits = runner.run(Stage(f"run {name}", lambda s=session: run_logits(s, eval_pixels, batch_size)))
+        if logits is None:
+            row.status, row.reason = "failed", f"running in {row.runtime}: {runner.last.reason}"
+            del sessions[name]
+            continue
+        for key, value in logits_parity(reference_logits, logits).items():
+            setattr(row, key, value)
+        if fp32_accuracy is not None:
+            row.accuracy_percent = 100.0 * float(np.mean(logits.argmax(axis=1) == labels))
+            row.accuracy_drop_points = fp32_accuracy - row.accuracy_percent
+    return fp32_accuracy
+
+
+def _measure_speed(
+    by_name: dict[str, VariantRow],
+    sessions: dict[str, Session],
+    eval_pixels: np.ndarray,
+    batch_size: int,
+    *,
+    repeats: int,
+    min_seconds: float,
+) -> None:
+    """Batch-1 latency and batch throughput per session: interleaved rounds, order rotated, median kept."""
+    one_image = np.ascontiguousarray(eval_pixels[:1])
+    batch_pixels = np.ascontiguousarray(np.resize(eval_pixels, (batch_size, *eval_pixels.shape[1:])))
+    names = list(sessions)
+    for session in sessions.values():  # warm-up: first calls compile / allocate
+        session.run({INPUT_NAME: batch_pixels})
+        session.run({INPUT_NAME: one_image})
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            session, row = sessions[name], by_name[name]
+            latencies = time_calls(
+                lambda s=session: s.run({INPUT_NAME: one_image}), min_seconds=min_seconds / 4, min_calls=5
+            )
+            batch_times = time_calls(
+                lambda s=session: s.run({INPUT_NAME: batch_pixels}), min_seconds=min_seconds, min_calls=2
+            )
+            row.latency_b1_ms_rounds.append(round(1000.0 * statistics.median(latencies), 3))
+            row.throughput_img_s_rounds.append(round(batch_size * len(batch_times) / sum(batch_times), 2))
+    for name in names:
+        row = by_name[name]
+        row.latency_b1_ms = statistics.median(row.latency_b1_ms_rounds)
+        row.throughput_img_s = statistics.median(row.throughput_img_s_rounds)
+    baseline = by_name[BASELINE_VARIANT.name].throughput_img_s
+    for name in names:
+        row = by_name[name]
+        if baseline and row.throughput_img_s:
+            row.speedup_vs_fp32 = round(row.throughput_img_s / baseline, 3)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -471,7 +517,7 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def render_markdown(report: OptimizeReport) -> str:
+def render_markdown(report: CpuChoiceReport) -> str:
     """The table as Markdown: one row per variant, the gate, the pick and the machine it was measured on."""
     lines = [
         f"### CPU variants of `{report.model}` ({'trained' if report.trained else 'untrained'})",
@@ -506,7 +552,7 @@ def render_markdown(report: OptimizeReport) -> str:
     return "\n".join(lines)
 
 
-def write_optimize_report(report: OptimizeReport, out_dir: Path) -> tuple[Path, Path]:
+def write_choice_report(report: CpuChoiceReport, out_dir: Path) -> tuple[Path, Path]:
     """Write `cpu_variants.json` and `cpu_variants.md` into `out_dir`; returns both paths."""
     out_dir = Path(out_dir)
     json_path = report.write_json(out_dir / TABLE_FILENAME)
@@ -518,7 +564,7 @@ def write_optimize_report(report: OptimizeReport, out_dir: Path) -> tuple[Path, 
 # ---------------------------------------------------------------------------------------------------------
 # serving the pick
 # ---------------------------------------------------------------------------------------------------------
-def picked_spec(spec: ModelSpec, report: OptimizeReport) -> ModelSpec:
+def picked_spec(spec: ModelSpec, report: CpuChoiceReport) -> ModelSpec:
     """`spec` with `cpu_runtime` / `cpu_precision` set to the report's pick."""
     if report.model != spec.name:
         raise UserInputError(f"the table is for {report.model!r}, the spec for {spec.name!r}")
@@ -527,7 +573,7 @@ def picked_spec(spec: ModelSpec, report: OptimizeReport) -> ModelSpec:
     )
 
 
-def serve_pick(spec: ModelSpec, report: OptimizeReport, repository: Path, *, version: int | None = None) -> Path:
+def serve_pick(spec: ModelSpec, report: CpuChoiceReport, repository: Path, *, version: int | None = None) -> Path:
     """Make `repository/NAME` serve the picked variant on the CPU runner; returns the entry folder.
 
     The new version folder holds the fp32 `model.onnx` (what NVIDIA's container serves on a GPU host) and
@@ -549,7 +595,7 @@ def serve_pick(spec: ModelSpec, report: OptimizeReport, repository: Path, *, ver
     if report.picked_model_file != FP32_FILENAME:
         shutil.copyfile(picked_path, fp32_target.parent / report.picked_model_file)
     entry_dir = fp32_target.parent.parent
-    write_optimize_report(report, entry_dir)
+    write_choice_report(report, entry_dir)
     logger.info(
         "%s now serves %s (%s, %s) from %s",
         spec.name,
@@ -562,9 +608,9 @@ def serve_pick(spec: ModelSpec, report: OptimizeReport, repository: Path, *, ver
 
 
 # ---------------------------------------------------------------------------------------------------------
-# one deployable, end to end (what `attnserve optimize NAME` and the bench run)
+# one deployable, end to end (what `attnserve cpu-variants NAME` and the bench run)
 # ---------------------------------------------------------------------------------------------------------
-def optimization_data(
+def choice_data(
     spec: ModelSpec, *, eval_samples: int | None = None, calibration_samples: int = 128, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Calibration pixels, evaluation pixels and (trained models) held-out labels for a deployable.
@@ -598,7 +644,7 @@ def optimization_data(
     return calibration_pixels, eval_pixels, None
 
 
-def optimize_deployable(
+def choose_for_deployable(
     name: str,
     *,
     runs_dir: Path = Path("runs"),
@@ -609,7 +655,7 @@ def optimize_deployable(
     calibration_samples: int = 128,
     repeats: int = 3,
     min_seconds: float = 1.0,
-) -> OptimizeReport:
+) -> CpuChoiceReport:
     """Export and verify the fp32 ONNX of a deployable, build and measure its CPU variants, serve the pick.
 
     Args:
@@ -618,7 +664,7 @@ def optimize_deployable(
         repository: when given, `repository/NAME` is rewritten (new version) to serve the pick.
         reports_dir: when given, the table is also written as `reports_dir/NAME.json` and `.md`.
         budget_points: accuracy budget override (default: the spec's).
-        eval_samples, calibration_samples: see `optimization_data`.
+        eval_samples, calibration_samples: see `choice_data`.
         repeats, min_seconds: timing rounds and the least seconds per throughput measurement.
 
     Raises:
@@ -634,7 +680,7 @@ def optimize_deployable(
     # The project's export pipeline (dynamo -> verified ONNX), reduced to the fp32 graph: its own work folder,
     # so a full export's artefacts and report under runs/NAME/export stay as they are. Its repository entry
     # goes to a scratch folder; `serve_pick` writes the real one.
-    with tempfile.TemporaryDirectory(prefix="attnserve-optimize-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="attnserve-cpu-variants-") as scratch:
         export_report = export_module(
             model,
             spec,
@@ -649,10 +695,10 @@ def optimize_deployable(
         raise ExportError(f"the fp32 export of {spec.name!r} is not verified; see {export_report.work_dir}")
     fp32_onnx = export_report.onnx.onnx_path if export_report.onnx else variants_dir / "fp32_export" / FP32_FILENAME
     del model  # the PyTorch model is not needed for timing; free its memory before the sessions load
-    calibration_pixels, eval_pixels, eval_labels = optimization_data(
+    calibration_pixels, eval_pixels, eval_labels = choice_data(
         spec, eval_samples=eval_samples, calibration_samples=calibration_samples
     )
-    report = optimize_variants(
+    report = choose_cpu_variant(
         spec,
         fp32_onnx,
         variants_dir,

@@ -19,6 +19,15 @@ import pytest
 from export_fixtures import tiny_spec
 
 from attnserve.errors import ShapeError, UserInputError
+from attnserve.export.cpu_choice import (
+    CpuChoiceReport,
+    VariantRow,
+    choose_cpu_variant,
+    logits_parity,
+    pick_fastest,
+    render_markdown,
+    serve_pick,
+)
 from attnserve.export.cpu_variants import (
     BASELINE_VARIANT,
     CPU_VARIANTS,
@@ -27,15 +36,6 @@ from attnserve.export.cpu_variants import (
     quantize_int8_dynamic,
     variant_by_name,
     variant_for,
-)
-from attnserve.export.optimize import (
-    OptimizeReport,
-    VariantRow,
-    logits_parity,
-    optimize_variants,
-    pick_fastest,
-    render_markdown,
-    serve_pick,
 )
 from attnserve.runtimes.openvino_session import openvino_supports
 from attnserve.runtimes.session import open_session
@@ -58,10 +58,10 @@ def teacher_labels(tiny_onnx: Path, eval_pixels: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def badly_calibrated(
     tiny_onnx: Path, eval_pixels: np.ndarray, teacher_labels: np.ndarray, tmp_path_factory: pytest.TempPathFactory
-) -> OptimizeReport:
+) -> CpuChoiceReport:
     """The whole table for a 'trained' tiny model whose Q/DQ variants were calibrated on black images."""
     black = np.zeros((8, *tiny_spec().input_shape), dtype=np.uint8)
-    return optimize_variants(
+    return choose_cpu_variant(
         tiny_spec(trained=True),
         tiny_onnx,
         tmp_path_factory.mktemp("variants"),
@@ -73,11 +73,11 @@ def badly_calibrated(
     )
 
 
-def _copy_rows(report: OptimizeReport) -> list[VariantRow]:
+def _copy_rows(report: CpuChoiceReport) -> list[VariantRow]:
     return [row.model_copy(deep=True) for row in report.rows]
 
 
-def test_every_cpu_variant_builds_loads_and_keeps_parity(badly_calibrated: OptimizeReport) -> None:
+def test_every_cpu_variant_builds_loads_and_keeps_parity(badly_calibrated: CpuChoiceReport) -> None:
     report = badly_calibrated
     for variant in CPU_VARIANTS:
         row = report.row(variant.name)
@@ -97,7 +97,7 @@ def test_every_cpu_variant_builds_loads_and_keeps_parity(badly_calibrated: Optim
         assert report.row(name).status == "skipped" and report.row(name).reason
 
 
-def test_int8_files_quantise_matmul_only_and_keep_attention(badly_calibrated: OptimizeReport, tiny_onnx: Path) -> None:
+def test_int8_files_quantise_matmul_only_and_keep_attention(badly_calibrated: CpuChoiceReport, tiny_onnx: Path) -> None:
     fp32_ops = {node.op_type for node in onnx.load(str(tiny_onnx)).graph.node}
     assert "Attention" in fp32_ops  # opset 23 fused attention: the op the QAttention trap rewrites
     for model_file, quantised_op in ((INT8_DYNAMIC_FILENAME, "MatMulInteger"), (INT8_QDQ_FILENAME, "QuantizeLinear")):
@@ -107,7 +107,7 @@ def test_int8_files_quantise_matmul_only_and_keep_attention(badly_calibrated: Op
         assert "Attention" in ops and "QAttention" not in ops
 
 
-def test_accuracy_gate_rejects_the_badly_calibrated_variant(badly_calibrated: OptimizeReport) -> None:
+def test_accuracy_gate_rejects_the_badly_calibrated_variant(badly_calibrated: CpuChoiceReport) -> None:
     report = badly_calibrated
     budget = report.budget
     assert report.gate == "accuracy" and budget == tiny_spec().accuracy_budget_points
@@ -122,7 +122,7 @@ def test_accuracy_gate_rejects_the_badly_calibrated_variant(badly_calibrated: Op
     assert picked.throughput_img_s == max(row.throughput_img_s for row in within)
 
 
-def test_zero_budget_rejects_every_variant_that_loses_a_sample(badly_calibrated: OptimizeReport) -> None:
+def test_zero_budget_rejects_every_variant_that_loses_a_sample(badly_calibrated: CpuChoiceReport) -> None:
     rows = _copy_rows(badly_calibrated)
     picked = pick_fastest(rows, "accuracy", 0.0)
     losers = [row for row in rows if row.status == "ok" and row.accuracy_drop_points > 0]
@@ -136,7 +136,7 @@ def test_cosine_gate_of_an_untrained_model(
 ) -> None:
     """Untrained: no labels; a cosine budget of 1.0 cannot be met by int8, a loose one admits it."""
     calibration = np.random.default_rng(1).integers(0, 256, (16, *tiny_spec().input_shape), dtype=np.uint8)
-    report = optimize_variants(
+    report = choose_cpu_variant(
         tiny_spec(cosine_budget=1.0),
         tiny_onnx,
         tmp_path_factory.mktemp("untrained"),
@@ -156,9 +156,9 @@ def test_cosine_gate_of_an_untrained_model(
     assert all(row.within_gate for row in loose if row.status == "ok")
 
 
-def test_table_is_written_as_json_and_markdown(badly_calibrated: OptimizeReport) -> None:
+def test_table_is_written_as_json_and_markdown(badly_calibrated: CpuChoiceReport) -> None:
     variants_dir = Path(badly_calibrated.variants_dir)
-    table = OptimizeReport.model_validate(json.loads((variants_dir / "cpu_variants.json").read_text()))
+    table = CpuChoiceReport.model_validate(json.loads((variants_dir / "cpu_variants.json").read_text()))
     assert table.picked == badly_calibrated.picked and len(table.rows) == len(badly_calibrated.rows)
     markdown = (variants_dir / "cpu_variants.md").read_text()
     assert markdown == render_markdown(badly_calibrated)
@@ -167,7 +167,7 @@ def test_table_is_written_as_json_and_markdown(badly_calibrated: OptimizeReport)
     assert "shared machine" in markdown
 
 
-def test_serve_pick_writes_an_entry_the_runtime_view_serves(badly_calibrated: OptimizeReport, tmp_path: Path) -> None:
+def test_serve_pick_writes_an_entry_the_runtime_view_serves(badly_calibrated: CpuChoiceReport, tmp_path: Path) -> None:
     from attnserve.repository.config import read_config
     from attnserve.repository.entries import read_entry_spec
     from attnserve.serving.runtime_view import build_runtime_repository
@@ -209,7 +209,7 @@ def test_variant_lookup() -> None:
 
 def test_bad_inputs_say_what_was_expected(tiny_onnx: Path, eval_pixels: np.ndarray, tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="one held-out label per evaluation sample"):
-        optimize_variants(
+        choose_cpu_variant(
             tiny_spec(trained=True),
             tiny_onnx,
             tmp_path,
@@ -218,7 +218,7 @@ def test_bad_inputs_say_what_was_expected(tiny_onnx: Path, eval_pixels: np.ndarr
             measure_speed=False,
         )
     with pytest.raises(ShapeError, match=r"shape \(N>=1, 3, 16, 16\)"):
-        optimize_variants(
+        choose_cpu_variant(
             tiny_spec(),
             tiny_onnx,
             tmp_path,
@@ -227,7 +227,7 @@ def test_bad_inputs_say_what_was_expected(tiny_onnx: Path, eval_pixels: np.ndarr
             measure_speed=False,
         )
     with pytest.raises(UserInputError, match="uint8"):
-        optimize_variants(
+        choose_cpu_variant(
             tiny_spec(),
             tiny_onnx,
             tmp_path,
@@ -268,7 +268,7 @@ def test_optimize_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtu
         ]
     )
     assert exit_code == 0
-    table = OptimizeReport.model_validate_json((reports / "vit_digits.json").read_text())
+    table = CpuChoiceReport.model_validate_json((reports / "vit_digits.json").read_text())
     assert (runs / "vit_digits" / "cpu_variants" / "cpu_variants.json").is_file()
     served = read_entry_spec(repository / "vit_digits")
     assert (served.cpu_runtime, served.cpu_precision) == (table.picked_runtime, table.picked_precision)
