@@ -63,6 +63,10 @@ class ServerError(RuntimeFailure):
     """The Triton server could not be started, became unready, or failed to stop."""
 
 
+class WorkerError(RuntimeFailure):
+    """A worker process (e.g. a load-test worker) failed while doing correct work; its traceback is logged."""
+
+
 class InferenceError(AttnserveError):
     """A request to the server failed; keeps Triton's status (e.g. 'StatusCode.INVALID_ARGUMENT', '400')."""
 

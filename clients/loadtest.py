@@ -30,11 +30,12 @@ import asyncio
 import logging
 import multiprocessing
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -44,7 +45,7 @@ from attnserve.clients.media import read_bytes
 from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import classify_exception
-from attnserve.errors import UserInputError
+from attnserve.errors import UserInputError, WorkerError
 
 log = logging.getLogger(__name__)
 
@@ -323,10 +324,32 @@ async def _worker_loop(
 
                 totals = await generator.measure(*arguments, decide=decide)
                 connection.send(("measured", totals))
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        connection.send(("error", f"{type(exc).__name__}: {exc}"))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which logs the traceback and raises
+        connection.send(("error", WorkerFailure.from_exception(exc)))
     finally:
         await generator.close()
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    """What a worker sends when it fails: the exception's type and message, whether it is the caller's
+    mistake (a `UserInputError`, e.g. a batch size the model cannot take), and its traceback."""
+
+    error_type: str
+    message: str
+    user_error: bool
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> WorkerFailure:
+        return cls(type(exc).__name__, str(exc), isinstance(exc, UserInputError), traceback.format_exc())
+
+    def raise_(self) -> NoReturn:
+        """Log the worker's traceback and raise: `UserInputError` for the caller's mistake, else `WorkerError`."""
+        log.error("load-test worker failed with %s: %s\n%s", self.error_type, self.message, self.traceback)
+        if self.user_error:
+            raise UserInputError(self.message)
+        raise WorkerError(f"load-test worker failed: {self.error_type}: {self.message}")
 
 
 class _WorkerProcess:
@@ -362,7 +385,7 @@ class _WorkerProcess:
     async def receive(self, expected: str) -> Any:
         kind, payload = await asyncio.get_running_loop().run_in_executor(None, self.connection.recv)
         if kind == "error":
-            raise UserInputError(f"load-test worker failed: {payload}")
+            payload.raise_()
         if kind != expected:
             raise RuntimeError(f"load-test worker protocol: expected {expected!r}, got {kind!r}")
         return payload
@@ -528,7 +551,11 @@ class _Runner:
             )
             for i in range(self.workers)
         ]
-        await asyncio.gather(*(p.receive("ready") for p in self.processes))
+        try:
+            await asyncio.gather(*(p.receive("ready") for p in self.processes))
+        except BaseException:  # a worker that failed to start: stop the others before raising
+            await self.close()
+            raise
 
     async def close(self) -> None:
         if self.local is not None:
@@ -607,7 +634,7 @@ class _Runner:
             elif kind == "measured":
                 return payload
             elif kind == "error":
-                raise UserInputError(f"load-test worker failed: {payload}")
+                payload.raise_()
 
     def _result(
         self, level: float, stability: _Stability, totals: Sequence[PhaseTotals], server: ServerBreakdown

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from attnserve.runtimes.session import parse_allow_spinning, require_inputs
+from attnserve.runtimes.session import parse_allow_spinning, per_sample_dims, require_inputs
 
 
 class OnnxRuntimeSession:
@@ -36,6 +36,7 @@ class OnnxRuntimeSession:
             str(self.model_path), sess_options=session_options, providers=["CPUExecutionProvider"]
         )
         self._input_names = tuple(i.name for i in self._session.get_inputs())
+        self._input_dims = {i.name: per_sample_dims(i.shape) for i in self._session.get_inputs()}
         self._output_names = tuple(o.name for o in self._session.get_outputs())
 
     @property
@@ -45,6 +46,10 @@ class OnnxRuntimeSession:
     @property
     def output_names(self) -> tuple[str, ...]:
         return self._output_names
+
+    @property
+    def input_dims(self) -> dict[str, tuple[int, ...]]:
+        return dict(self._input_dims)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self._session.run(list(self._output_names), require_inputs(self._input_names, inputs))

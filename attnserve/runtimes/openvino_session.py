@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from attnserve.errors import UserInputError
-from attnserve.runtimes.session import PRECISION_OPTION, require_inputs
+from attnserve.runtimes.session import PRECISION_OPTION, per_sample_dims, require_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,12 @@ class OpenVINOSession:
         self._request = self._compiled.create_infer_request()
         self._lock = threading.Lock()
         self._input_names = tuple(port.get_any_name() for port in self._compiled.inputs)
+        self._input_dims = {
+            port.get_any_name(): per_sample_dims(
+                [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
+            )
+            for port in self._compiled.inputs
+        }
         self._output_names = tuple(port.get_any_name() for port in self._compiled.outputs)
         self.execution_precision: str = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         """The precision OpenVINO compiled for (`bf16`, `f32`, ...), read back, not assumed."""
@@ -101,6 +107,10 @@ class OpenVINOSession:
     @property
     def output_names(self) -> tuple[str, ...]:
         return self._output_names
+
+    @property
+    def input_dims(self) -> dict[str, tuple[int, ...]]:
+        return dict(self._input_dims)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch: `{input name: (B, ...)}` -> `{output name: (B, ...)}`, arrays the caller owns."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -59,6 +59,11 @@ class Session(Protocol):
         """Names of the model's outputs, in model order."""
         ...
 
+    @property
+    def input_dims(self) -> dict[str, tuple[int, ...]]:
+        """Per-sample dims of each input as the model declares them (no batch dim; -1 = variable)."""
+        ...
+
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch: `{input name: array (B, ...)}` -> `{output name: array (B, ...)}` (every output)."""
         ...
@@ -70,6 +75,11 @@ def require_inputs(expected: tuple[str, ...], inputs: Mapping[str, np.ndarray]) 
     if missing:
         raise ShapeError(f"missing inputs {missing}; the model expects {list(expected)}, got {sorted(inputs)}")
     return {name: inputs[name] for name in expected}
+
+
+def per_sample_dims(shape: Sequence[object]) -> tuple[int, ...]:
+    """A model input's declared shape without its batch dim; symbolic or unknown dims become -1."""
+    return tuple(d if isinstance(d, int) and d > 0 else -1 for d in list(shape)[1:])
 
 
 def available_cores() -> int:

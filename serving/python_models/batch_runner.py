@@ -7,12 +7,15 @@ concatenated along the batch axis, run in one session call, and split back per r
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from attnserve.errors import AttnserveError, DTypeError, RuntimeFailure, ShapeError
+
+logger = logging.getLogger(__name__)
 
 TRITON_TO_NUMPY: dict[str, np.dtype] = {
     "TYPE_BOOL": np.dtype(np.bool_),
@@ -51,6 +54,13 @@ class TensorSpec:
             dtype=TRITON_TO_NUMPY[data_type],
             dims=tuple(int(d) for d in (dims or tensor["dims"])),  # type: ignore[union-attr]
         )
+
+    def narrowed(self, model_dims: Sequence[int] | None) -> TensorSpec:
+        """This tensor with the config's variable dims (-1) fixed where the model fixes them (-1 = variable)."""
+        if model_dims is None or len(model_dims) != len(self.dims):
+            return self
+        dims = tuple(m if d == -1 else d for d, m in zip(self.dims, model_dims, strict=True))
+        return TensorSpec(self.name, self.dtype, dims)
 
     def check(self, array: np.ndarray) -> None:
         """Raise ShapeError / DTypeError when `array` (B, *dims) does not fit this tensor."""
@@ -109,6 +119,7 @@ def run_requests(
             produced = session_run(batch)  # type: ignore[operator]
             merged = {t.name: np.asarray(produced[t.name]).astype(t.dtype, copy=False) for t in outputs}
         except Exception as exc:  # noqa: BLE001 - the runtime's own error becomes every request's error
+            logger.exception("inference of a batch of %d request(s) failed", len(good))
             failure = RuntimeFailure(f"inference failed: {type(exc).__name__}: {exc}")
             for position in good:
                 results[position] = failure

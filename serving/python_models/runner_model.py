@@ -2,8 +2,10 @@
 
 Copied as `1/model.py` into each runner entry of the runtime view. Its config parameters are the typed
 `attnserve.repository.runner.RunnerParameters` (set by `attnserve.serving.runtime_view`): `runtime`,
-`precision`, `model_file` (absolute, or relative to the version folder), `intra_op_threads` (0 = cores // instances), `allow_spinning`. The logic lives
-in `batch_runner` and `attnserve.runtimes`, importable without Triton.
+`precision`, `model_file` (absolute, or relative to the version folder), `intra_op_threads` (0 = cores //
+instances), `allow_spinning`. The logic lives in `batch_runner` and `attnserve.runtimes`, importable without
+Triton. A request that does not fit the model fails alone with INVALID_ARG (HTTP 400 / gRPC INVALID_ARGUMENT);
+a failed run fails its batch with INTERNAL, logged with its traceback.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ class TritonPythonModel:
         self.session = open_session(
             runner.runtime, model_path, intra_op_threads=threads, options={**parameters, **runner.session_options()}
         )
-        self.inputs = [TensorSpec.from_config(tensor) for tensor in config["input"]]
+        # a dim the config leaves variable (-1) but the model fixes is checked against the model: a request
+        # that does not fit is the caller's error (INVALID_ARG), not a failure of the batch (INTERNAL)
+        model_dims = self.session.input_dims
+        self.inputs = [TensorSpec.from_config(t).narrowed(model_dims.get(t["name"])) for t in config["input"]]
         self.outputs = [TensorSpec.from_config(tensor) for tensor in config["output"]]
 
     def execute(self, requests: list) -> list:
@@ -48,7 +53,13 @@ class TritonPythonModel:
         responses = []
         for result in run_requests(self.session.run, request_inputs, self.inputs, self.outputs):
             if isinstance(result, AttnserveError):
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result))))
+                # the caller's mistake is INVALID_ARG (HTTP 400 / gRPC INVALID_ARGUMENT); a failed run INTERNAL
+                code = (
+                    pb_utils.TritonError.INVALID_ARG
+                    if isinstance(result, UserInputError)
+                    else pb_utils.TritonError.INTERNAL
+                )
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(result), code)))
             else:
                 tensors = [pb_utils.Tensor(name, array) for name, array in result.items()]
                 responses.append(pb_utils.InferenceResponse(output_tensors=tensors))

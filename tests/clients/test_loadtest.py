@@ -80,3 +80,18 @@ def test_bad_options_are_refused_before_any_load(triton_server: Any) -> None:
         run_loadtest(grpc_settings(triton_server), MODEL, concurrency=[1], rates=[10.0])
     with pytest.raises(UserInputError, match=r"batch size must be 1\.\.16"):
         run_loadtest(grpc_settings(triton_server), MODEL, concurrency=[1], batch_size=99, **SHORT)
+
+
+def test_a_failing_worker_is_not_a_user_error(triton_server: Any) -> None:
+    """Regression: any failure of a spawned worker surfaced as `UserInputError` ("you got it wrong")."""
+    from attnserve.errors import WorkerError
+    from attnserve.serving.server import free_port
+
+    # the caller's mistake, found inside the workers, stays the caller's mistake
+    with pytest.raises(UserInputError, match=r"batch size must be 1\.\.16"):
+        run_loadtest(grpc_settings(triton_server), MODEL, concurrency=[2], batch_size=99, workers=2, **SHORT)
+    # a server that is not there is a failure of the run, not of the request
+    nowhere = ClientSettings(url=f"127.0.0.1:{free_port()}", protocol="grpc", retries=0, retry_budget_s=0.5)
+    with pytest.raises(WorkerError, match="load-test worker failed") as failed:
+        run_loadtest(nowhere, MODEL, concurrency=[2], workers=2, **SHORT)
+    assert not isinstance(failed.value, UserInputError)

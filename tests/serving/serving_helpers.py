@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +14,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from attnserve.repository.config import ModelConfig
 from attnserve.spec import ModelSpec
 
 TINY_SHAPE = (3, 8, 8)
@@ -95,3 +100,58 @@ def encoded_video(frames: int = 12, height: int = 48, width: int = 64, seed: int
         for packet in stream.encode():
             container.mux(packet)
     return buffer.getvalue()
+
+
+def image_model_of(triton_server) -> str:  # noqa: ANN001 - tests/conftest.TritonFixture
+    """A ViT of the shared server (a real attention graph), else whatever image model it serves."""
+    names = sorted(triton_server.specs, key=lambda name: (not name.startswith("vit"), name))
+    return next(name for name in names if triton_server.specs[name].kind == "image")
+
+
+@contextmanager
+def extra_entry(
+    triton_server,  # noqa: ANN001 - tests/conftest.TritonFixture
+    work_dir: Path,
+    name: str,
+    change: Callable[[ModelConfig], ModelConfig],
+) -> Iterator[str]:
+    """Serve one more entry on the shared server: the image model's exported ONNX under `name`, its config
+    changed by `change`, turned into a runner entry by the runtime view, loaded through the admin API, and
+    unloaded (waiting until Triton has finished) and removed afterwards."""
+    import tritonclient.http as http
+
+    from attnserve.repository.entries import add_model, model_config_for
+    from attnserve.serving.runtime_view import build_runtime_repository
+
+    source = image_model_of(triton_server)
+    spec = triton_server.specs[source]
+    add_model(work_dir / "repo", change(model_config_for(spec, name=name)), triton_server.onnx_paths[source], spec=spec)
+    view, loaded, _ = build_runtime_repository(work_dir / "repo", work_dir / "work")
+    assert loaded == [name]
+    target = Path(triton_server.runtime_repository) / name
+    shutil.copytree(view / name, target)
+    client = http.InferenceServerClient(triton_server.http_url)
+    headers = triton_server.server.admin_headers
+    try:
+        client.load_model(name, headers=headers)
+        yield name
+    finally:
+        try:
+            client.unload_model(name, headers=headers)
+            _wait_unloaded(client, name, headers)
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
+            client.close()
+
+
+def _wait_unloaded(client, name: str, headers: dict[str, str], timeout_s: float = 60.0) -> None:  # noqa: ANN001
+    """Triton unloads in the background after answering the request: the next test of the shared server must
+    not see the entry half-unloaded (server not ready)."""
+    deadline = time.monotonic() + timeout_s
+    state = None
+    while time.monotonic() < deadline:
+        state = {m["name"]: m.get("state") for m in client.get_model_repository_index(headers=headers)}.get(name)
+        if state != "UNLOADING" and client.is_server_ready():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} still unloading after {timeout_s} s: {state}")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from serving_helpers import TINY_SHAPE
+from serving_helpers import TINY_SHAPE, extra_entry, image_model_of
 
 from attnserve.errors import ShapeError, UserInputError
+from attnserve.repository.config import ModelConfig
 from attnserve.runtimes.openvino_session import OpenVINOSession, openvino_supports
 from attnserve.runtimes.session import Session, open_session
 
@@ -72,68 +71,26 @@ def test_bad_requests_say_what_was_expected(tiny_onnx_path: Path, tmp_path: Path
 OPENVINO_ENTRY = "openvino_probe"
 
 
-def _source_model(triton_server) -> str:  # noqa: ANN001
-    """A ViT of the shared server (a real attention graph), else whatever image model it serves."""
-    names = sorted(triton_server.specs, key=lambda name: (not name.startswith("vit"), name))
-    return next(name for name in names if triton_server.specs[name].kind == "image")
-
-
 @pytest.fixture()
 def openvino_entry(triton_server, tmp_path: Path) -> Iterator[str]:  # noqa: ANN001 - tests/conftest.TritonFixture
-    """A tiny ViT of the shared server as an extra entry served with runtime `openvino`.
-
-    Written like any exported entry (parameters `runtime`, `precision`), turned into a runner entry by the
-    runtime view, loaded into the shared server through the admin API, then unloaded and removed again.
-    """
-    import tritonclient.http as http
-
-    from attnserve.repository.config import ModelConfig
-    from attnserve.repository.entries import add_model, model_config_for
-    from attnserve.serving.runtime_view import build_runtime_repository
-
-    source = _source_model(triton_server)
-    spec = triton_server.specs[source]
-    base = model_config_for(spec, name=OPENVINO_ENTRY)
+    """A tiny ViT of the shared server as an extra entry served with runtime `openvino` (parameters `runtime`,
+    `precision` written like any exported entry's)."""
     precision = "bf16" if openvino_supports("bf16") else "fp32"
-    parameters = {key: value.string_value for key, value in base.parameters.items()}
-    parameters.update({"runtime": "openvino", "precision": precision})
-    config = ModelConfig.model_validate({**base.model_dump(exclude={"parameters"}), "parameters": parameters})
-    add_model(tmp_path / "repo", config, triton_server.onnx_paths[source], spec=spec)
-    view, loaded, _ = build_runtime_repository(tmp_path / "repo", tmp_path / "work")
-    assert loaded == [OPENVINO_ENTRY]
-    target = Path(triton_server.runtime_repository) / OPENVINO_ENTRY
-    shutil.copytree(view / OPENVINO_ENTRY, target)
-    client = http.InferenceServerClient(triton_server.http_url)
-    headers = triton_server.server.admin_headers
-    try:
-        client.load_model(OPENVINO_ENTRY, headers=headers)
-        yield OPENVINO_ENTRY
-    finally:
-        try:
-            client.unload_model(OPENVINO_ENTRY, headers=headers)
-            _wait_unloaded(client, OPENVINO_ENTRY, headers)
-        finally:
-            shutil.rmtree(target, ignore_errors=True)
-            client.close()
 
+    def to_openvino(config: ModelConfig) -> ModelConfig:
+        parameters = {key: value.string_value for key, value in config.parameters.items()}
+        parameters.update({"runtime": "openvino", "precision": precision})
+        return ModelConfig.model_validate({**config.model_dump(exclude={"parameters"}), "parameters": parameters})
 
-def _wait_unloaded(client, name: str, headers: dict[str, str], timeout_s: float = 60.0) -> None:  # noqa: ANN001
-    """Triton unloads in the background after answering the request: the next test of the shared server must
-    not see the entry half-unloaded (server not ready)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        states = {m["name"]: m.get("state") for m in client.get_model_repository_index(headers=headers)}
-        if states.get(name) != "UNLOADING" and client.is_server_ready():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{name} still unloading after {timeout_s} s: {states.get(name)}")
+    with extra_entry(triton_server, tmp_path, OPENVINO_ENTRY, to_openvino) as name:
+        yield name
 
 
 @pytest.mark.triton
 def test_openvino_runtime_serves_behind_the_runner(triton_server, openvino_entry: str) -> None:  # noqa: ANN001
     import tritonclient.http as http
 
-    source = _source_model(triton_server)
+    source = image_model_of(triton_server)
     spec = triton_server.specs[source]
     pixels = _pixels(3, spec.input_shape, seed=7)
     client = http.InferenceServerClient(triton_server.http_url)
