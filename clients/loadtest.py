@@ -32,10 +32,10 @@ import multiprocessing
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
@@ -48,6 +48,7 @@ from attnserve.clients.status import classify_exception
 from attnserve.errors import UserInputError, WorkerError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _SETTLE_MAX_S = 0.5
 """Load runs this long (at most) after the statistics snapshot before the first window opens."""
@@ -214,13 +215,16 @@ class LoadGenerator:
         start_at += settle_s
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         cut, sent_cut, index = len(self._records), self._sent, 0
+        cut_at = time.monotonic()
         while True:
             await asyncio.sleep(max(0.0, start_at + (index + 1) * window_s - time.monotonic()))
+            # a loaded machine wakes this task late: a window lasts from one cut to the next, as measured
             records, cut = self._records[cut:], len(self._records)
             sent, sent_cut = self._sent - sent_cut, self._sent
+            window_started, cut_at = cut_at, time.monotonic()
             sample = WindowSample(
                 index=index,
-                duration_s=window_s,
+                duration_s=cut_at - window_started,
                 sent=sent,
                 latencies_s=np.fromiter((lat for lat, kind in records if kind is None), dtype=np.float64),
                 errors=dict(Counter(kind for _, kind in records if kind is not None)),
@@ -441,7 +445,7 @@ class _Stability:
             errors.update(sample.errors)
         merged = WindowSample(
             index=samples[0].index,
-            duration_s=samples[0].duration_s,
+            duration_s=float(np.mean([sample.duration_s for sample in samples])),
             sent=sum(s.sent for s in samples),
             latencies_s=np.concatenate([s.latencies_s for s in samples]),
             errors=dict(errors),
@@ -501,6 +505,29 @@ def _model_stats(statistics: dict[str, Any], model: str) -> dict[str, Any]:
             slot["count"] += int(values.get("count", 0))
             slot["ns"] += int(values.get("ns", 0))
     return total
+
+
+async def settled_reading(
+    read: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool] = lambda reading: True,
+    *,
+    timeout_s: float = _COUNTER_SETTLE_S,
+    poll_s: float = 0.05,
+) -> T:
+    """Read Triton's statistics (or any reading) until two readings in a row agree and `done` holds for them.
+
+    Triton updates its counters after it has sent the response (docs/measured.md#stats-settle): read at once,
+    the last requests can be missing. Gives up after `timeout_s` and returns the last reading.
+    """
+    deadline = time.monotonic() + timeout_s
+    reading = await read()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(poll_s)
+        latest = await read()
+        if latest == reading and done(latest):
+            return latest
+        reading = latest
+    return reading
 
 
 class _Runner:
@@ -569,31 +596,14 @@ class _Runner:
 
     async def _settled_statistics(self, before: dict[str, Any], expected_success: int) -> dict[str, Any]:
         """Statistics after Triton has counted the last responses (it updates them after replying)."""
-        deadline = time.monotonic() + _COUNTER_SETTLE_S
-        after = await self._statistics()
-        unchanged = 0
-        while time.monotonic() < deadline:
-            success = ServerBreakdown.from_delta(before, after).success_count
-            if success >= expected_success and unchanged >= 1:
-                break
-            await asyncio.sleep(0.05)
-            latest = await self._statistics()
-            unchanged = unchanged + 1 if latest == after else 0
-            after = latest
-        return after
+        return await settled_reading(
+            self._statistics, lambda after: ServerBreakdown.from_delta(before, after).success_count >= expected_success
+        )
 
     async def _quiescent_statistics(self) -> dict[str, Any]:
         """Statistics once they stop changing: after the warm-up drained, Triton may still be counting its last
         responses (it updates the counters after replying), which would otherwise land in the measured delta."""
-        deadline = time.monotonic() + _COUNTER_SETTLE_S
-        before = await self._statistics()
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            latest = await self._statistics()
-            if latest == before:
-                break
-            before = latest
-        return before
+        return await settled_reading(self._statistics)
 
     async def run_level(self, level: float) -> LevelResult:
         label = f"c={int(level)}" if self.mode == "concurrency" else f"{level:g}/s"

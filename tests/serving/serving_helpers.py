@@ -102,7 +102,7 @@ def encoded_video(frames: int = 12, height: int = 48, width: int = 64, seed: int
     return buffer.getvalue()
 
 
-def image_model_of(triton_server) -> str:  # noqa: ANN001 - tests/conftest.TritonFixture
+def image_model_of(triton_server) -> str:
     """A ViT of the shared server (a real attention graph), else whatever image model it serves."""
     names = sorted(triton_server.specs, key=lambda name: (not name.startswith("vit"), name))
     return next(name for name in names if triton_server.specs[name].kind == "image")
@@ -110,7 +110,7 @@ def image_model_of(triton_server) -> str:  # noqa: ANN001 - tests/conftest.Trito
 
 @contextmanager
 def extra_entry(
-    triton_server,  # noqa: ANN001 - tests/conftest.TritonFixture
+    triton_server,
     work_dir: Path,
     name: str,
     change: Callable[[ModelConfig], ModelConfig],
@@ -144,7 +144,7 @@ def extra_entry(
             client.close()
 
 
-def _wait_unloaded(client, name: str, headers: dict[str, str], timeout_s: float = 60.0) -> None:  # noqa: ANN001
+def _wait_unloaded(client, name: str, headers: dict[str, str], timeout_s: float = 60.0) -> None:
     """Triton unloads in the background after answering the request: the next test of the shared server must
     not see the entry half-unloaded (server not ready)."""
     deadline = time.monotonic() + timeout_s

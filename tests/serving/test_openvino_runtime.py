@@ -72,7 +72,7 @@ OPENVINO_ENTRY = "openvino_probe"
 
 
 @pytest.fixture()
-def openvino_entry(triton_server, tmp_path: Path) -> Iterator[str]:  # noqa: ANN001 - tests/conftest.TritonFixture
+def openvino_entry(triton_server, tmp_path: Path) -> Iterator[str]:
     """A tiny ViT of the shared server as an extra entry served with runtime `openvino` (parameters `runtime`,
     `precision` written like any exported entry's)."""
     precision = "bf16" if openvino_supports("bf16") else "fp32"
@@ -87,7 +87,7 @@ def openvino_entry(triton_server, tmp_path: Path) -> Iterator[str]:  # noqa: ANN
 
 
 @pytest.mark.triton
-def test_openvino_runtime_serves_behind_the_runner(triton_server, openvino_entry: str) -> None:  # noqa: ANN001
+def test_openvino_runtime_serves_behind_the_runner(triton_server, openvino_entry: str) -> None:
     import tritonclient.http as http
 
     source = image_model_of(triton_server)
