@@ -53,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run folders (default: runs)")
     parser.add_argument("--version", type=int, default=None, help="repository version folder (default: next free)")
+    parser.add_argument(
+        "--untrained",
+        action="store_true",
+        help="export random weights when a trainable NAME has no checkpoint in --runs-dir (refused otherwise); "
+        "the served entry is marked untrained",
+    )
     parser.set_defaults(func=run_export)
     try:
         from attnserve.export import optimize_cli
@@ -95,7 +101,10 @@ def run_export(args: argparse.Namespace) -> int:
         on_stage=show,
     )
     all_ok = True
-    jobs = [(str(name), lambda n=name: export_model(n, explain=not args.no_explain, **common)) for name in args.names]
+    jobs = [
+        (str(name), lambda n=name: export_model(n, explain=not args.no_explain, untrained=args.untrained, **common))
+        for name in args.names
+    ]
     jobs += [
         (str(path), lambda p=path: export_hf(p, name=args.hf_name, explain=not args.no_explain, **common))
         for path in args.hf

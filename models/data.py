@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from attnserve.models.deployables import get_deployable
+from attnserve.models.deployables import default_spec, get_deployable
 from attnserve.models.folders import class_files, read_files, write_mp4, write_png
 from attnserve.models.synthetic import digits_arrays, motion_arrays, shapes_arrays
 
@@ -88,8 +88,9 @@ def load_dataset(
         labels, train_items, test_items = class_files(Path(data_dir), entry.kind)
         if not test_items:
             raise DataError(f"expected at least 2 files per class in {data_dir} to hold some out for testing")
-        train_x, train_y = read_files(train_items, entry.kind, entry.input_shape)
-        test_x, test_y = read_files(test_items, entry.kind, entry.input_shape)
+        preprocessing = default_spec(name).preprocessing  # the spec's declared transform, as served
+        train_x, train_y = read_files(train_items, entry.kind, entry.input_shape, preprocessing)
+        test_x, test_y = read_files(test_items, entry.kind, entry.input_shape, preprocessing)
         source = f"folder:{Path(data_dir).resolve()}"
     elif entry.dataset == "digits":
         train_x, train_y, test_x, test_y = _digits_split()
