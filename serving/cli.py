@@ -35,13 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="CPU runtime for every ONNX model (default: each entry's own, else onnxruntime)",
     )
-    serve.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
-    serve.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
-    serve.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT)
+    serve.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT, help="HTTP/REST port (0: a free one)")
+    serve.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port (0: a free one)")
+    serve.add_argument(
+        "--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="Prometheus metrics port (0: a free one)"
+    )
     serve.add_argument("--host", default=DEFAULT_BIND_ADDRESS, help="bind address of HTTP, gRPC and metrics")
     serve.add_argument("--work-dir", type=Path, default=None, help="runtime view, log and token (default: temporary)")
     serve.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for all models READY")
-    serve.add_argument("--log-verbose", type=int, nargs="?", const=1, default=0, help="Triton's verbose log level")
+    serve.add_argument(
+        "--log-verbose", type=int, nargs="?", const=1, default=0, help="Triton's verbose log level (bare flag: 1)"
+    )
     serve.set_defaults(func=run_serve)
 
     pipelines = subparsers.add_parser(
