@@ -67,19 +67,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     optimize_cli.register(subparsers)
 
 
+def check_names(names: list[str], runs_dir: Path, untrained: bool) -> None:
+    """Refuse unknown names, and trainable deployables without a checkpoint (unless `untrained`), up front.
+
+    Raises:
+        UnknownModelError: A name that is neither a run folder nor a deployable.
+        MissingCheckpointError: A trainable deployable without `runs_dir/NAME/` and not `untrained`.
+    """
+    from attnserve.models.checkpoint import has_checkpoint, missing_checkpoint
+    from attnserve.models.deployables import DEPLOYABLE_NAMES, TRAINABLE_NAMES
+
+    from attnserve.errors import UnknownModelError
+
+    for name in names:
+        if Path(name).is_dir() and has_checkpoint(Path(name)):
+            continue
+        if name not in DEPLOYABLE_NAMES:
+            raise UnknownModelError(name, DEPLOYABLE_NAMES)
+        if name in TRAINABLE_NAMES and not untrained and not has_checkpoint(Path(runs_dir) / name):
+            raise missing_checkpoint(name, Path(runs_dir) / name)
+
+
 def run_export(args: argparse.Namespace) -> int:
     """Export every NAME and --hf PATH; print one line per stage; exit 1 when any stage failed."""
     from attnserve.export.pipeline import export_hf, export_model
     from attnserve.export.reports import StageResult
-    from rich.console import Console
 
+    from attnserve.console import make_console, status
     from attnserve.errors import UserInputError
 
-    console = Console()
+    console = make_console()
     if not args.names and not args.hf:
         raise UserInputError("give at least one deployable NAME or --hf PATH")
     if args.hf_name and len(args.hf) != 1:
         raise UserInputError(f"--hf-name names a single --hf model, got {len(args.hf)} --hf paths")
+    check_names(args.names, args.runs_dir, args.untrained)  # before any work: no half-done batch
 
     def show(stage: StageResult) -> None:
         style = _STATUS_STYLE[stage.status]
@@ -111,9 +133,11 @@ def run_export(args: argparse.Namespace) -> int:
     ]
     for label, job in jobs:
         console.print(f"[bold]export {label}[/bold]")
-        with console.status(f"exporting {label} ..."):
+        with status(console, f"exporting {label} ..."):
             report = job()
         all_ok = all_ok and report.ok
         entries = ", ".join(str(path) for path in report.entries.values())
         console.print(f"  -> {entries}  (report: {report.work_dir / 'export_report.json'})", highlight=False)
+        if not report.spec.trained:
+            console.print(f"  note: {report.spec.name} has UNTRAINED (random) weights; its entry says trained=false")
     return 0 if all_ok else 1

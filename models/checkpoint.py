@@ -116,6 +116,16 @@ class MissingCheckpointError(DataError):
     """A trainable deployable was asked for without its checkpoint, and random weights were not allowed."""
 
 
+def missing_checkpoint(name: str, run_dir: Path) -> MissingCheckpointError:
+    """The error for a trainable deployable without its checkpoint: names the path looked in and what to do."""
+    run_dir = Path(run_dir)
+    return MissingCheckpointError(
+        f"no checkpoint for {name!r}: expected {run_dir / WEIGHTS_FILENAME} and {run_dir / SPEC_FILENAME} "
+        f"(looked in {run_dir.resolve()}); run `attnserve train {name}` first, check --runs-dir, "
+        "or pass --untrained to export random weights on purpose"
+    )
+
+
 def resolve(
     name_or_path: str | Path, runs_dir: Path = Path("runs"), *, allow_untrained: bool = False
 ) -> tuple[nn.Module, ModelSpec]:
@@ -139,11 +149,7 @@ def resolve(
     if has_checkpoint(run_dir):
         return load_run(run_dir)
     if name in TRAINABLE_NAMES and not allow_untrained:
-        raise MissingCheckpointError(
-            f"no checkpoint for {name!r}: expected {run_dir / WEIGHTS_FILENAME} and {run_dir / SPEC_FILENAME} "
-            f"(looked in {run_dir.resolve()}); run `attnserve train {name}` first, check --runs-dir, "
-            "or pass --untrained to export random weights on purpose"
-        )
+        raise missing_checkpoint(name, run_dir)
     logger.warning("no checkpoint in %s: using UNTRAINED %s (random weights; marked trained=false)", run_dir, name)
     spec = default_spec(name)
     with torch.random.fork_rng():

@@ -107,13 +107,33 @@ def write_mp4(clip: np.ndarray, path: Path, fps: int = 8) -> Path:
     return Path(path)
 
 
-def _list_class_files(root: Path, extensions: tuple[str, ...]) -> dict[str, list[Path]]:
+def _all_class_files(root: Path, extensions: tuple[str, ...]) -> dict[str, list[Path]]:
+    """Every class folder of `root` with its files (empty folders included, with no files)."""
     classes = sorted(folder for folder in root.iterdir() if folder.is_dir() and not folder.name.startswith("."))
-    files = {
+    return {
         folder.name: sorted(path for path in folder.rglob("*") if path.suffix.lower() in extensions)
         for folder in classes
     }
-    return {name: paths for name, paths in files.items() if paths}
+
+
+def _list_class_files(root: Path, extensions: tuple[str, ...]) -> dict[str, list[Path]]:
+    return {name: paths for name, paths in _all_class_files(root, extensions).items() if paths}
+
+
+def empty_class_folders(root: Path, kind: str) -> list[str]:
+    """Class folders of a dataset (`root`, or its `train/` and `test/`) that hold no file of `kind`.
+
+    `class_files` leaves them out of the labels; the caller says so (a model cannot learn a class it never saw).
+    """
+    root = Path(root)
+    extensions = IMAGE_EXTENSIONS if kind == "image" else VIDEO_EXTENSIONS
+    splits = [root / split for split in ("train", "test", "val") if (root / split).is_dir()]
+    if not (root / "train").is_dir():
+        splits = [root]
+    empty: set[str] = set()
+    for split in splits:
+        empty |= {name for name, paths in _all_class_files(split, extensions).items() if not paths}
+    return sorted(empty)
 
 
 def class_files(root: Path, kind: str) -> tuple[tuple[str, ...], list[tuple[Path, int]], list[tuple[Path, int]]]:
@@ -161,19 +181,56 @@ def class_files(root: Path, kind: str) -> tuple[tuple[str, ...], list[tuple[Path
     return labels, train, test
 
 
+def decode_items(
+    items: list[tuple[Path, int]],
+    kind: str,
+    input_shape: tuple[int, ...],
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+    strict: bool = True,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode (path, label) items to uint8 (N, *input_shape) pixels and int64 labels.
+
+    Args:
+        items: Files and their class indices.
+        kind: `"image"` or `"video"`.
+        input_shape: The model's per-sample shape (C, H, W) or (T, C, H, W).
+        preprocessing: The model's declared preprocessing.
+        strict: Raise on the first unreadable file; otherwise skip it.
+
+    Returns:
+        `(pixels, labels, skipped)`: skipped holds one `"path: reason"` per unreadable file (empty when strict).
+
+    Raises:
+        DataError: An unreadable file when `strict`.
+    """
+    height, width = input_shape[-2], input_shape[-1]
+    arrays, labels, skipped = [], [], []
+    for path, label in items:
+        try:
+            if kind == "image":
+                arrays.append(read_image(path, input_shape[0], height, width, preprocessing))
+            else:
+                arrays.append(read_video(path, input_shape[0], input_shape[1], height, width, preprocessing))
+        except DataError as exc:
+            if strict:
+                raise
+            skipped.append(f"{path}: {exc}")
+            continue
+        labels.append(label)
+    pixels = np.stack(arrays) if arrays else np.zeros((0, *input_shape), dtype=np.uint8)
+    return pixels, np.array(labels, dtype=np.int64), skipped
+
+
 def read_files(
     items: list[tuple[Path, int]],
     kind: str,
     input_shape: tuple[int, ...],
     preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode (path, label) items to uint8 arrays of the model's per-sample `input_shape` and int64 labels."""
-    height, width = input_shape[-2], input_shape[-1]
-    if kind == "image":
-        channels = input_shape[0]
-        arrays = [read_image(path, channels, height, width, preprocessing) for path, _ in items]
-    else:
-        frames, channels = input_shape[0], input_shape[1]
-        arrays = [read_video(path, frames, channels, height, width, preprocessing) for path, _ in items]
-    pixels = np.stack(arrays) if arrays else np.zeros((0, *input_shape), dtype=np.uint8)
-    return pixels, np.array([label for _, label in items], dtype=np.int64)
+    """Decode (path, label) items to uint8 arrays of the model's per-sample `input_shape` and int64 labels.
+
+    Raises:
+        DataError: For the first file that cannot be read.
+    """
+    pixels, labels, _ = decode_items(items, kind, input_shape, preprocessing, strict=True)
+    return pixels, labels
