@@ -19,7 +19,7 @@ SUBCOMMANDS = sorted(_subcommands())
 
 
 def test_the_subcommands_are_found() -> None:
-    assert {"models", "train", "export", "serve", "pipelines", "infer", "loadtest", "demo"} <= set(SUBCOMMANDS)
+    assert {"models", "train", "export", "serve", "pipelines", "load", "infer", "loadtest", "demo"} <= set(SUBCOMMANDS)
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
