@@ -234,7 +234,7 @@ def _window_counts(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def run_loadtest_command(args: argparse.Namespace) -> int:
-    from attnserve.clients.loadtest import WindowProgress, run_loadtest
+    from attnserve.clients.loadtest import WindowProgress
     from attnserve.clients.loadtest_report import LevelResult
 
     from attnserve.console import make_console, print_json, status
@@ -262,7 +262,7 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
                 f"{'stable' if level.stable else 'not stable'} after {level.windows} windows"
             )
 
-        report = run_loadtest(
+        report = _run_loadtest_or_explain(
             settings,
             args.model,
             **levels,
@@ -291,6 +291,18 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
         _print_loadtest_table(console, report)
     console.print("wrote " + ", ".join(str(path) for path in paths))
     return 0
+
+
+def _run_loadtest_or_explain(settings: Any, model: str, **options: Any) -> Any:
+    """`run_loadtest`; an unknown model's error lists the served ones."""
+    from attnserve.clients.client import ModelNotFoundError, TritonClient
+    from attnserve.clients.loadtest import run_loadtest
+
+    try:
+        return run_loadtest(settings, model, **options)
+    except ModelNotFoundError as exc:
+        with TritonClient(settings) as client:
+            raise _with_served_models(client, exc) from exc
 
 
 def _level_row(level: Any) -> list[str]:

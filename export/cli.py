@@ -6,6 +6,7 @@ Heavy imports (torch, onnx) happen inside `run_export`, so `attnserve --help` st
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 _STATUS_STYLE = {"ok": "green", "skipped": "yellow", "failed": "red"}
@@ -102,6 +103,12 @@ def run_export(args: argparse.Namespace) -> int:
     if args.hf_name and len(args.hf) != 1:
         raise UserInputError(f"--hf-name names a single --hf model, got {len(args.hf)} --hf paths")
     check_names(args.names, args.runs_dir, args.untrained)  # before any work: no half-done batch
+    if args.hf_name is not None and not re.fullmatch(r"[a-z][a-z0-9_]*", args.hf_name):
+        suggestion = re.sub(r"[^a-z0-9_]+", "_", args.hf_name.lower()).strip("_")
+        raise UserInputError(
+            f"--hf-name must be lowercase letters, digits and _ starting with a letter (it is the Triton model "
+            f"name), got {args.hf_name!r}; try {suggestion!r}"
+        )
 
     def show(stage: StageResult) -> None:
         style = _STATUS_STYLE[stage.status]

@@ -104,15 +104,6 @@ def _random_shift(pixels: torch.Tensor, max_shift: int, generator: torch.Generat
     )
 
 
-def _augment(pixels: torch.Tensor, plan: _Plan, generator: torch.Generator) -> torch.Tensor:
-    """Random shifts and (when the plan says so) horizontal flips of a uint8 image batch (B, C, H, W)."""
-    pixels = _random_shift(pixels, plan.shift, generator)
-    if plan.flip:
-        flipped = torch.rand(pixels.shape[0], generator=generator) < 0.5
-        pixels = torch.where(flipped[:, None, None, None], pixels.flip(-1), pixels)
-    return pixels
-
-
 @torch.inference_mode()
 def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
     """Class predictions (N,) of a model (set to eval mode) on uint8 inputs (N, ...)."""
@@ -190,8 +181,6 @@ FOLDER_SAMPLES_TARGET = 200_000
 recipe's ~14 epochs, sized for 12,000 procedural samples, and stop after a second of its budget)."""
 FOLDER_SHIFT = 2
 """Class folders: random translation (pixels) of training images; small data needs the augmentation."""
-FOLDER_FLIP = False
-"""Class folders: random horizontal flips of training images."""
 VALIDATION_FRACTION = 0.15
 """Class folders: share of each class's training files held out to pick the best weights."""
 VALIDATE_EVERY_S = 1.0
@@ -219,7 +208,6 @@ class _Plan:
     steps: int
     shift: int
     budget_seconds: float
-    flip: bool = False
 
 
 def _plan(options: _Options, recipe: Recipe, kind: str, train_count: int) -> _Plan:
@@ -233,8 +221,7 @@ def _plan(options: _Options, recipe: Recipe, kind: str, train_count: int) -> _Pl
     batch_size = min(recipe.batch_size, max(16, train_count // 4)) if folder else recipe.batch_size
     shift = (max(recipe.max_shift, FOLDER_SHIFT) if folder else recipe.max_shift) if kind == "image" else 0
     steps = epochs * max(1, math.ceil(train_count / batch_size))
-    flip = folder and kind == "image" and FOLDER_FLIP
-    return _Plan(epochs, batch_size, steps, shift, options.max_minutes * 60.0, flip)
+    return _Plan(epochs, batch_size, steps, shift, options.max_minutes * 60.0)
 
 
 def _validation_split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,7 +289,7 @@ def _fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], recipe: Reci
             for group in optimizer.param_groups:
                 group["lr"] = recipe.lr * lr_factor(run_progress, recipe.warmup_fraction)
             batch_index = order[start : start + plan.batch_size]
-            logits = model(_augment(pixels_all[batch_index], plan, generator))
+            logits = model(_random_shift(pixels_all[batch_index], plan.shift, generator))
             loss = F.cross_entropy(logits, labels_all[batch_index], label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

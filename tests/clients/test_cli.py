@@ -142,3 +142,15 @@ def test_loadtest_json_parses_and_a_lone_max_windows_is_enough(triton_server: An
     assert main(arguments) == 0  # --max-windows 2 alone: --min-windows follows it down
     report = json.loads(capsys.readouterr().out)
     assert report["model"] == "cnn_cbam_digits" and report["levels"][0]["windows"] <= 2
+
+
+def test_loadtest_of_an_unknown_model_over_http_is_one_line_without_unclosed_sessions(triton_server: Any) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "attnserve.cli", "loadtest", "--model", "nope", "--protocol", "http"]
+    command += ["--url", triton_server.http_url, "--concurrency", "1", "--warmup-s", "0.1", "--window-s", "0.2"]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Unclosed" not in result.stderr and "served models:" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -34,3 +34,10 @@ def test_untrained_opt_in_exports_and_the_entry_says_untrained(tmp_path: Path) -
     arguments += ["--repository", str(repository), "--no-optimize", "--no-explain", "--no-fp16"]
     assert main(arguments) == 0
     assert read_entry_spec(repository / "vit_shapes").trained is False  # what the served config carries
+
+
+def test_a_bad_hf_name_is_refused_before_loading_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["export", "--hf", str(tmp_path / "missing"), "--hf-name", "MyVit", "--repository", str(tmp_path)])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert "'MyVit'" in error and "'myvit'" in error and "Traceback" not in error
