@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 HAPROXY_CONFIG_FILENAME = "haproxy.cfg"
 HAPROXY_LOG_FILENAME = "haproxy.log"
 _SUPERVISE_PERIOD_S = 0.2
+_RESTART_BACKOFF_MAX_S = 30.0
 
 
 @dataclass
@@ -226,14 +227,23 @@ class ReplicaSet:
         return "\n".join(text.splitlines()[-lines:])
 
     def _supervise(self) -> None:
-        """Restart replicas whose process died (same ports: HAProxy's checks put them back in rotation)."""
+        """Restart replicas whose process died (same ports: HAProxy's checks put them back in rotation).
+
+        A replica whose restart failed is tried again after a backoff that doubles up to `_RESTART_BACKOFF_MAX_S`.
+        """
+        not_before = [0.0] * len(self.servers)
+        backoff = [_SUPERVISE_PERIOD_S] * len(self.servers)
         while not self._stopping.wait(_SUPERVISE_PERIOD_S):
             for index, server in enumerate(self.servers):
-                if self._stopping.is_set() or server.is_running:
+                if self._stopping.is_set() or server.is_running or time.monotonic() < not_before[index]:
                     continue
-                self._restart(index, server)
+                if self._restart(index, server):
+                    backoff[index] = _SUPERVISE_PERIOD_S
+                else:
+                    backoff[index] = min(backoff[index] * 2, _RESTART_BACKOFF_MAX_S)
+                    not_before[index] = time.monotonic() + backoff[index]
 
-    def _restart(self, index: int, server: TritonServer) -> None:
+    def _restart(self, index: int, server: TritonServer) -> bool:
         record = Restart(index, time.monotonic())
         logger.warning("replica %d (pid %s) died; restarting it", index, server.pid)
         with self._lock:
@@ -247,9 +257,11 @@ class ReplicaSet:
             server.wait_ready(timeout=self.ready_timeout_s)
             record.ready_at = time.monotonic()
             logger.warning("replica %d ready again after %.1f s", index, record.seconds)
+            return True
         except ServerError as exc:
             record.error = str(exc)
             logger.error("replica %d failed to restart: %s", index, exc)
+            return False
 
     def stop(self) -> None:
         """Stop the supervisor, HAProxy, then every replica (process groups included)."""

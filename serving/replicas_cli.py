@@ -45,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--queue-timeout-ms", type=int, default=10, help="longest wait for a free replica before 503 (default 10)"
     )
+    parser.add_argument(
+        "--buffer-kb",
+        type=int,
+        default=64,
+        help="HAProxy's buffer in KiB: a request must fit to be retried elsewhere (default 64; 256 for 224px RGB)",
+    )
     parser.add_argument("--tls-cert", type=Path, default=None, help="PEM with certificate + key: the edge speaks TLS")
     parser.add_argument(
         "--require-api-key",
@@ -73,6 +79,7 @@ def run_replicas(args: argparse.Namespace) -> int:
             grpc_port=args.grpc_port,
             maxconn_per_replica=args.maxconn,
             queue_timeout_ms=args.queue_timeout_ms,
+            buffer_kb=args.buffer_kb,
             tls_certificate=args.tls_cert,
             api_key=api_key,
         )
