@@ -117,13 +117,13 @@ def _register_loadtest(subparsers: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------------------------------------
 def run_infer(args: argparse.Namespace) -> int:
     from attnserve.clients.client import ModelNotFoundError, TritonClient
-
     from attnserve.console import make_console, print_json
+    from attnserve.spec import pipeline_name
 
     console = make_console()
     settings = _settings(args)
     with TritonClient(settings) as client:
-        model = f"{args.model}_pipeline" if args.pipeline and not args.model.endswith("_pipeline") else args.model
+        model = pipeline_name(args.model) if args.pipeline else args.model
         try:
             if args.pipeline:
                 predictions = client.classify_encoded(model, args.files, top_k=args.top_k)
@@ -147,7 +147,6 @@ def run_infer(args: argparse.Namespace) -> int:
 def _with_served_models(client: Any, error: Exception) -> Exception:
     """The not-found error, with the names the server does serve (from its statistics, not a restricted API)."""
     from attnserve.clients.client import ModelNotFoundError
-
     from attnserve.errors import AttnserveError
 
     try:
@@ -188,10 +187,11 @@ def _print_predictions(console: Any, title: str, predictions: list[Any]) -> None
 def _write_explain(client: Any, args: argparse.Namespace, console: Any) -> None:
     from attnserve.clients.heatmap import write_overlay
     from attnserve.clients.media import is_video_path
+    from attnserve.spec import explain_name
 
     first = args.files[0]
     prediction, attention_map = client.explain(args.model, first)
-    info = client.model_info(f"{args.model}_explain")
+    info = client.model_info(explain_name(args.model))
     pixels = client.pixels_for(info, [first])[0]
     write_overlay(pixels, attention_map, prediction, args.explain)
     kind = "video frames" if is_video_path(first) else "image"
@@ -236,7 +236,6 @@ def _window_counts(args: argparse.Namespace) -> tuple[int, int]:
 def run_loadtest_command(args: argparse.Namespace) -> int:
     from attnserve.clients.loadtest import WindowProgress
     from attnserve.clients.loadtest_report import LevelResult
-
     from attnserve.console import make_console, print_json, status
 
     console = make_console(stderr=args.json)  # with --json, stdout carries only the JSON

@@ -16,9 +16,7 @@ import numpy as np
 
 from attnserve.errors import DTypeError, ShapeError, UserInputError
 from attnserve.preprocessing import Preprocessing
-
-SPEC_PARAMETER = "attnserve_spec"
-"""Config parameter holding the entry's ModelSpec JSON (written by the export; `export.triton_config`)."""
+from attnserve.repository.config import SPEC_PARAMETER
 
 # Triton datatype -> numpy dtype (BYTES travels as numpy object arrays of bytes).
 _NUMPY_DTYPES: dict[str, Any] = {

@@ -39,8 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--opset",
         type=int,
         choices=(18, 23),
-        default=23,
-        help="23: fused ONNX Attention (default); 18: MatMul/Softmax for older runtimes",
+        default=None,
+        help="23: fused ONNX Attention; 18: MatMul/Softmax for older runtimes (default: the spec's opset, 23 "
+        "unless the run's spec.json says otherwise)",
     )
     parser.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (GPU hosts)")
     parser.add_argument("--no-explain", action="store_true", help="skip the NAME_explain model")
@@ -75,10 +76,9 @@ def check_names(names: list[str], runs_dir: Path, untrained: bool) -> None:
         UnknownModelError: A name that is neither a run folder nor a deployable.
         MissingCheckpointError: A trainable deployable without `runs_dir/NAME/` and not `untrained`.
     """
+    from attnserve.errors import UnknownModelError
     from attnserve.models.checkpoint import has_checkpoint, missing_checkpoint
     from attnserve.models.deployables import DEPLOYABLE_NAMES, TRAINABLE_NAMES
-
-    from attnserve.errors import UnknownModelError
 
     for name in names:
         if Path(name).is_dir() and has_checkpoint(Path(name)):
@@ -91,11 +91,11 @@ def check_names(names: list[str], runs_dir: Path, untrained: bool) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export every NAME and --hf PATH; print one line per stage; exit 1 when any stage failed."""
-    from attnserve.export.pipeline import export_hf, export_model
-    from attnserve.export.reports import StageResult
 
     from attnserve.console import make_console, status
     from attnserve.errors import UserInputError
+    from attnserve.export.pipeline import export_hf, export_model
+    from attnserve.export.reports import StageResult
 
     console = make_console()
     if not args.names and not args.hf:

@@ -11,9 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
-
 from attnserve.security import DEFAULT_BIND_ADDRESS
+from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
 
 logger = logging.getLogger(__name__)
 
@@ -92,10 +91,9 @@ def run_load(args: argparse.Namespace) -> int:
     """Refresh the view's entries and load them; print what is READY."""
     import os
 
-    from attnserve.serving.live import ServeState, load_models, refresh_view
-
     from attnserve.errors import UserInputError
     from attnserve.security import ADMIN_TOKEN_ENV
+    from attnserve.serving.live import ServeState, load_models, refresh_view
 
     state = None if (args.url and args.view) else ServeState.read(args.repository)
     url = args.url or state.http_url
@@ -183,9 +181,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_pipelines(args: argparse.Namespace) -> int:
-    from attnserve.serving.pipelines import model_entry_specs, write_pipeline_entries
-
     from attnserve.errors import UnknownModelError
+    from attnserve.repository.entries import model_entry_specs
+    from attnserve.serving.pipelines import write_pipeline_entries
 
     specs = model_entry_specs(args.repository)
     for name in args.names:

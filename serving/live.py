@@ -95,7 +95,8 @@ def add_pipeline_entries(repository: Path | str, view: Path | str, names: Sequen
     Returns:
         The entry names written into the view (preprocess before pipeline).
     """
-    from attnserve.serving.pipelines import model_entry_specs, write_pipeline_entries
+    from attnserve.repository.entries import model_entry_specs
+    from attnserve.serving.pipelines import write_pipeline_entries
 
     specs = model_entry_specs(repository)
     written: list[str] = []
@@ -110,14 +111,15 @@ def add_pipeline_entries(repository: Path | str, view: Path | str, names: Sequen
 
 def _entries_for(repository: Path, names: Sequence[str]) -> list[str]:
     """`names` and their siblings in the source (`NAME_explain`, `NAME_preprocess`, `NAME_pipeline`)."""
-    from attnserve.serving.runtime_view import repository_entries
+    from attnserve.repository.layout import repository_entries
+    from attnserve.spec import explain_name, pipeline_name, preprocess_name
 
     entries = repository_entries(repository)
     wanted: list[str] = []
     for name in names:
         if name not in entries:
             raise UnknownModelError(name, list(entries))
-        siblings = (name, f"{name}_explain", f"{name}_preprocess", f"{name}_pipeline")
+        siblings = (name, explain_name(name), preprocess_name(name), pipeline_name(name))
         wanted += [entry for entry in siblings if entry in entries and entry not in wanted]
     return wanted
 

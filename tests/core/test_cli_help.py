@@ -11,7 +11,7 @@ from attnserve.cli import build_parser, main
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
     parser = build_parser()
-    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]  # noqa: SLF001
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     return dict(actions[0].choices)
 
 
@@ -31,11 +31,11 @@ def test_help_runs_and_every_option_is_explained(command: str, capsys: pytest.Ca
     subparser = _subcommands()[command]
     assert subparser.description and len(subparser.description) > 40, f"`attnserve {command}` has no description"
     assert "This module" not in text, "help shows an internal note"
-    for action in subparser._actions:  # noqa: SLF001
-        if isinstance(action, argparse._HelpAction):  # noqa: SLF001
+    for action in subparser._actions:
+        if isinstance(action, argparse._HelpAction):
             continue
         name = "/".join(action.option_strings) or action.dest
         assert action.help and action.help.strip(), f"`attnserve {command}` option {name} has no help text"
         shows_default = action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
         if shows_default:
-            assert "default" in subparser.formatter_class(command)._get_help_string(action).lower(), name  # noqa: SLF001
+            assert "default" in subparser.formatter_class(command)._get_help_string(action).lower(), name

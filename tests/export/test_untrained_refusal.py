@@ -27,7 +27,7 @@ def test_names_are_checked_before_any_export(tmp_path: Path, capsys: pytest.Capt
 
 @pytest.mark.slow
 def test_untrained_opt_in_exports_and_the_entry_says_untrained(tmp_path: Path) -> None:
-    from attnserve.export.repository import read_entry_spec
+    from attnserve.repository.entries import read_entry_spec
 
     repository = tmp_path / "repo"
     arguments = ["export", "vit_shapes", "--untrained", "--runs-dir", str(tmp_path / "runs")]

@@ -6,6 +6,11 @@ import io
 
 import numpy as np
 import pytest
+from PIL import Image
+from serving_helpers import encoded_image, encoded_video
+
+from attnserve.errors import DataError, UserInputError
+from attnserve.preprocessing import Preprocessing
 from attnserve.serving.python_models.preprocess import (
     PreprocessTarget,
     decode,
@@ -14,11 +19,6 @@ from attnserve.serving.python_models.preprocess import (
     sample_indices,
     to_pixels,
 )
-from PIL import Image
-from serving_helpers import encoded_image, encoded_video
-
-from attnserve.errors import DataError, UserInputError
-from attnserve.preprocessing import Preprocessing
 
 RGB_32 = PreprocessTarget(kind="image", channels=3, height=32, width=32)
 
