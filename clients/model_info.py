@@ -16,7 +16,10 @@ import numpy as np
 
 from attnserve.errors import DTypeError, ShapeError, UserInputError
 from attnserve.preprocessing import Preprocessing
-from attnserve.repository.config import SPEC_PARAMETER
+
+SPEC_PARAMETER = "attnserve_spec"
+"""Config parameter holding the entry's ModelSpec JSON; the repository layer's name (clients import only the
+core, so it is repeated here; `tests/clients/test_model_info.py` checks the two agree)."""
 
 # Triton datatype -> numpy dtype (BYTES travels as numpy object arrays of bytes).
 _NUMPY_DTYPES: dict[str, Any] = {
