@@ -73,7 +73,7 @@ class Candidate(BaseModel):
             preferred = "/".join(map(str, self.preferred_batch_sizes)) or "-"
             batching = f"dyn d={self.max_queue_delay_us}us pref={preferred} max={self.max_batch_size}"
         else:
-            batching = "batching off"
+            batching = f"batching off max={self.max_batch_size}"
         threads = f"{self.intra_op_threads}t" if self.intra_op_threads else "auto-t"
         spin = "spin" if self.allow_spinning else "nospin"
         variant = f" | {self.variant.name}" if self.variant is not None else ""
@@ -144,10 +144,11 @@ class Grid(BaseModel):
 
     def dimensions(self) -> dict[str, Sequence[object]]:
         """Knob name -> its values, in the order hill climbing visits them."""
+        # instances x threads first: on a few shared cores it moves throughput the most
         return {
+            "layout": self.layouts,
             "dynamic_batching": self.dynamic_batching,
             "max_queue_delay_us": self.max_queue_delay_us,
-            "layout": self.layouts,
             "allow_spinning": self.allow_spinning,
             "preferred_batch_sizes": self.preferred_batch_sizes,
             "max_batch_size": self.max_batch_size,
@@ -179,6 +180,21 @@ def build(knobs: dict[str, object]) -> Candidate | None:
         return Candidate.model_validate(values).normalized()
     except ValueError:
         return None
+
+
+def parse_preferred(text: str) -> tuple[tuple[int, ...], ...]:
+    """`"4/8/16,none"` -> ((4, 8, 16), ()): preferred batch size sets, `none` for no preference.
+
+    Raises:
+        UserInputError: a set is not `A/B/...` of positive integers or `none`.
+    """
+    sets = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        sizes = () if item == "none" else tuple(item.split("/"))
+        if not all(size.isdigit() and int(size) > 0 for size in sizes):
+            raise UserInputError(f"expected preferred batch sets such as 4/8/16,none; got {item!r}")
+        sets.append(tuple(int(size) for size in sizes))
+    return tuple(sets)
 
 
 def parse_layouts(text: str) -> tuple[tuple[int, int], ...]:
