@@ -84,7 +84,7 @@ class TuneReport(BaseModel):
             scatter = axis.scatter(xs, ys, marker=markers[position % len(markers)], alpha=0.45, label=label)
             front = pareto_front(list(zip(xs, ys)))
             if front:
-                axis.plot(*zip(*front), color=scatter.get_facecolor()[0], alpha=0.9, lw=1.5)
+                axis.plot(*zip(*front), color=scatter.get_facecolor()[0], alpha=0.9, lw=1.5, marker="*", ms=11)
             winner = [f for r, f in points if r.name == self.winner]
             if winner:
                 axis.scatter([winner[0].throughput], [winner[0].p99_ms], s=160, facecolors="none", edgecolors="k")
@@ -92,7 +92,7 @@ class TuneReport(BaseModel):
         axis.set_xlabel("throughput (inferences/s)")
         axis.set_ylabel("p99 latency (ms)")
         axis.set_yscale("log")
-        title = f"attnserve tune {self.model}: {len(self.candidates)} candidates; lines = Pareto front"
+        title = f"attnserve tune {self.model}: {len(self.candidates)} candidates; lines and stars = Pareto front"
         axis.set_title(title + ("; circled = winner" if self.winner else "; no candidate met the SLO"), fontsize=9)
         axis.legend(fontsize=8)
         figure.tight_layout()
