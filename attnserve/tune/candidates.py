@@ -11,6 +11,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt, model_validator
 
@@ -168,14 +169,11 @@ class Grid(BaseModel):
 
 def build(knobs: dict[str, object]) -> Candidate | None:
     """A candidate from grid-dimension values (`layout` = (instances, threads)); None when invalid."""
-    values = dict(knobs)
-    instances, threads = values.pop("layout")  # type: ignore[misc]
-    values.update(instance_count=instances, intra_op_threads=threads)
-    values["preferred_batch_sizes"] = tuple(  # preferred sizes above the max are dropped, not an error
-        b
-        for b in values["preferred_batch_sizes"]  # type: ignore[attr-defined]
-        if b <= values["max_batch_size"]  # type: ignore[operator]
-    )
+    values: dict[str, Any] = dict(knobs)
+    layout: tuple[int, int] = values.pop("layout")
+    values.update(instance_count=layout[0], intra_op_threads=layout[1])
+    # preferred sizes above the max are dropped, not an error
+    values["preferred_batch_sizes"] = tuple(b for b in values["preferred_batch_sizes"] if b <= values["max_batch_size"])
     try:
         return Candidate.model_validate(values).normalized()
     except ValueError:
