@@ -52,9 +52,8 @@ def _linear_onnx(path: Path) -> Path:
 
 
 def _repository(root: Path) -> tuple[Path, str]:
-    from attnserve.export.repository import write_model_entry
+    from attnserve.repository.entries import write_model_entry
     from attnserve.serving.runtime_view import build_runtime_repository
-
     from attnserve.spec import ModelSpec
 
     spec = ModelSpec(

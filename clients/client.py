@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from tritonclient._plugin import InferenceServerClientPlugin
+
 from attnserve.clients.media import ImageSource, image_to_tensor, read_bytes, video_to_tensor
 from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.predictions import Prediction, parse_classification, predictions_from_logits, softmax
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import ServerUnavailableError, is_retryable, to_inference_error
-from tritonclient._plugin import InferenceServerClientPlugin
-
 from attnserve.errors import InferenceError, ShapeError, UserInputError
 from attnserve.security import API_KEY_HEADER
-from attnserve.spec import ATTENTION_OUTPUT_NAME, OUTPUT_NAME
+from attnserve.spec import ATTENTION_OUTPUT_NAME, OUTPUT_NAME, explain_name
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ class TritonClient(_ClientCore):
 
     def explain(self, model: str, image: ImageSource) -> tuple[Prediction, np.ndarray]:
         """Prediction and attention map of one image/video, from `NAME_explain` (`model` may name either)."""
-        explain_model = model if model.endswith("_explain") else f"{model}_explain"
+        explain_model = explain_name(model)
         info = self.model_info(explain_model)
         pixels = self.pixels_for(info, [image])
         started = time.perf_counter()
@@ -567,7 +567,7 @@ class AsyncTritonClient(_ClientCore):
 
     async def explain(self, model: str, image: ImageSource) -> tuple[Prediction, np.ndarray]:
         """See `TritonClient.explain`."""
-        explain_model = model if model.endswith("_explain") else f"{model}_explain"
+        explain_model = explain_name(model)
         info = await self.model_info(explain_model)
         pixels = self.pixels_for(info, [image])
         started = time.perf_counter()

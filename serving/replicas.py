@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from attnserve.errors import ServerError, UserInputError
 from attnserve.serving.haproxy import API_KEY_ENV, EdgeSettings, ReplicaPorts, haproxy_binary, haproxy_config
 from attnserve.serving.server import TritonServer, _die_with_parent, _http_ok, check_port_free, free_port
-
-from attnserve.errors import ServerError, UserInputError
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
-
 from attnserve.security import DEFAULT_BIND_ADDRESS
+from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_replicas(args: argparse.Namespace) -> int:
+    from attnserve.errors import UserInputError
     from attnserve.serving.haproxy import EdgeSettings
     from attnserve.serving.replicas import ReplicaSet
     from attnserve.serving.runtime_view import build_runtime_repository
-
-    from attnserve.errors import UserInputError
 
     api_key = os.environ.get(API_KEY_FROM_ENV) if args.require_api_key else None
     if args.require_api_key and not api_key:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from attnserve.clients.settings import ClientSettings
 from pydantic import ValidationError
 
+from attnserve.clients.settings import ClientSettings
 from attnserve.security import ADMIN_TOKEN_ENV, ADMIN_TOKEN_HEADER
 
 
