@@ -80,17 +80,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------------------------------------------
 def run_infer(args: argparse.Namespace) -> int:
-    from attnserve.clients.client import TritonClient
-    from attnserve.clients.media import is_video_path
     from rich.console import Console
     from rich.table import Table
+
+    from attnserve.clients.client import TritonClient
+    from attnserve.clients.media import is_video_path
+    from attnserve.spec import explain_name, pipeline_name
 
     console = Console()
     settings = _settings(args)
     with TritonClient(settings) as client:
         if args.pipeline:
             predictions = client.classify_encoded(
-                f"{args.model}_pipeline" if not args.model.endswith("_pipeline") else args.model,
+                pipeline_name(args.model),
                 args.files,
                 top_k=args.top_k,
             )
@@ -113,7 +115,7 @@ def run_infer(args: argparse.Namespace) -> int:
 
             first = args.files[0]
             prediction, attention_map = client.explain(args.model, first)
-            info = client.model_info(f"{args.model}_explain")
+            info = client.model_info(explain_name(args.model))
             pixels = client.pixels_for(info, [first])[0]
             write_overlay(pixels, attention_map, prediction, args.explain)
             kind = "video frames" if is_video_path(first) else "image"
@@ -122,10 +124,11 @@ def run_infer(args: argparse.Namespace) -> int:
 
 
 def run_loadtest_command(args: argparse.Namespace) -> int:
-    from attnserve.clients.loadtest import WindowProgress, run_loadtest
-    from attnserve.clients.loadtest_report import LevelResult
     from rich.console import Console
     from rich.table import Table
+
+    from attnserve.clients.loadtest import WindowProgress, run_loadtest
+    from attnserve.clients.loadtest_report import LevelResult
 
     console = Console()
     settings = _settings(args)

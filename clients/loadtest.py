@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from attnserve.clients.client import AsyncTritonClient, build_request, call_kwargs
 from attnserve.clients.loadtest_report import LatencyStats, LevelResult, LoadMode, LoadTestReport, ServerBreakdown
 from attnserve.clients.media import read_bytes
 from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import classify_exception
-
 from attnserve.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,9 @@ class LoadGenerator:
 
     # phases -----------------------------------------------------------------------------------------------
     async def warmup(self, mode: LoadMode, level: float, poisson: bool, seconds: float) -> None:
-        """Load for `seconds`, then drain; nothing is recorded."""
+        """Load for `seconds`, then drain; nothing is recorded (no warm-up at all when `seconds` is 0)."""
+        if seconds <= 0:
+            return
         loops = self._start(mode, level, poisson)
         await asyncio.sleep(seconds)
         await self._stop(loops)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from attnserve.errors import UserInputError
-from attnserve.spec import ModelSpec
+from attnserve.spec import ModelSpec, preferred_batch_sizes_up_to
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def load_hf_classifier(
     id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
     labels = tuple(id2label[i] for i in sorted(id2label))
 
-    defaults: dict[str, Any] = {"preferred_batch_sizes": tuple(b for b in (4, 8, 16) if b <= max_batch_size)}
+    defaults: dict[str, Any] = {"preferred_batch_sizes": preferred_batch_sizes_up_to(max_batch_size)}
     spec = ModelSpec(
         name=name or _spec_name(folder),
         arch=f"hf:{config.model_type}",

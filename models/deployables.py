@@ -13,10 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from attnserve.models.constants import IMAGENET_MEAN, IMAGENET_STD
-
 from attnserve.errors import UnknownModelError
-from attnserve.spec import Kind, Layout, ModelSpec
+from attnserve.models.constants import IMAGENET_MEAN, IMAGENET_STD
+from attnserve.spec import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_PREFERRED_BATCH_SIZES,
+    Kind,
+    Layout,
+    ModelSpec,
+)
 
 DIGIT_LABELS = tuple(str(digit) for digit in range(10))
 SHAPE_LABELS = ("circle", "square", "triangle", "cross")
@@ -51,12 +56,18 @@ class Deployable:
         return "NCHW" if self.kind == "image" else "NTCHW"
 
 
-# Serving defaults chosen by `attnserve tune` on the project's 2-core machine (docs/tuning.md has the runs and the
-# command that reproduces them): queue delay 0 (a lone request never waits; under load requests still meet in the
-# queue while the instance computes), and for the small 32x32 models one instance on ONE intra-op thread without
-# spinning (their operators are microseconds long: a second thread only adds hand-offs, and a spinning pool took a
-# core from Triton and the client).
-_IMAGE_SERVING = dict(max_batch_size=16, preferred_batch_sizes=(4, 8, 16), max_queue_delay_us=0)
+# Serving knobs of the deployables: images take the project's batch sizes with the queue delay and threads that
+# `attnserve tune` chose on the project's 2-core machine (docs/tuning.md has the runs and the command that reproduces
+# them): delay 0 (a lone request never waits; under load requests still meet in the queue while the instance
+# computes), and for the small 32x32 models one instance on ONE intra-op thread without spinning (their operators are
+# microseconds long: a second thread only adds hand-offs, and a spinning pool took a core from Triton and the client).
+# Videos keep smaller batches and the spec's defaults (not tuned).
+TUNED_MAX_QUEUE_DELAY_US = 0
+_IMAGE_SERVING = dict(
+    max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+    preferred_batch_sizes=DEFAULT_PREFERRED_BATCH_SIZES,
+    max_queue_delay_us=TUNED_MAX_QUEUE_DELAY_US,
+)
 _SMALL_MODEL_THREADS = dict(intra_op_threads=1, allow_spinning=False)
 _VIDEO_SERVING = dict(max_batch_size=8, preferred_batch_sizes=(2, 4, 8), atol=5e-4, rtol=1e-3)
 _VIT_32 = dict(

@@ -7,7 +7,7 @@ For a spec `NAME`, `write_pipeline_entries` writes two entries beside the model'
     NAME_pipeline    ensemble: NAME_preprocess -> NAME; output `logits` with `labels.txt`, so a client asks
                      for top-k labels through Triton's classification extension (`class_count=k`)
 
-Configs are built with the export package's typed `ModelConfig` objects (one writer for every config).
+Configs are built with the repository layer's typed `ModelConfig` objects (one writer for every config).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from attnserve.export.repository import dynamic_batching_for, logits_output, pixels_input, write_labels
-from attnserve.export.triton_config import (
+from attnserve.repository.config import (
     SPEC_PARAMETER,
     EnsembleScheduling,
     EnsembleStep,
@@ -24,10 +23,16 @@ from attnserve.export.triton_config import (
     ModelConfig,
     TensorConfig,
 )
+from attnserve.repository.entries import (
+    ENSEMBLE_PLATFORM,
+    dynamic_batching_for,
+    logits_output,
+    pixels_input,
+    write_labels,
+)
+from attnserve.repository.layout import PYTHON_MODEL_FILENAME
 from attnserve.serving.python_models.preprocess import PreprocessTarget
-
-from attnserve.errors import UserInputError
-from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
+from attnserve.spec import INPUT_NAME, OUTPUT_NAME, SPEC_FILENAME, ModelSpec
 
 PREPROCESS_SHIM = Path(__file__).parent / "python_models" / "preprocess_model.py"
 
@@ -69,7 +74,7 @@ def pipeline_config(spec: ModelSpec) -> ModelConfig:
     input_name = pipeline_input_name(spec)
     return ModelConfig(
         name=spec.pipeline_name,
-        platform="ensemble",
+        platform=ENSEMBLE_PLATFORM,
         max_batch_size=spec.max_batch_size,
         input=(encoded_input(spec),),
         output=(logits_output(spec),),
@@ -89,23 +94,6 @@ def pipeline_config(spec: ModelSpec) -> ModelConfig:
     )
 
 
-def model_entry_specs(repository: Path | str) -> dict[str, ModelSpec]:
-    """Spec of every exported model entry of `repository` (entries whose spec names them: not explain/trt)."""
-    from attnserve.export.repository import read_entry_spec
-
-    specs: dict[str, ModelSpec] = {}
-    for model_dir in sorted(Path(repository).iterdir()):
-        if not (model_dir / "config.pbtxt").is_file() or model_dir.name.endswith(("_pipeline", "_preprocess")):
-            continue
-        try:
-            spec = read_entry_spec(model_dir)
-        except UserInputError:
-            continue  # not an attnserve export (no spec): nothing to pre-process for
-        if spec.name == model_dir.name:
-            specs[spec.name] = spec
-    return specs
-
-
 def write_pipeline_entries(spec: ModelSpec, repository: Path | str) -> tuple[Path, Path]:
     """Write `NAME_preprocess` and `NAME_pipeline` into `repository` (replacing earlier ones).
 
@@ -120,7 +108,7 @@ def write_pipeline_entries(spec: ModelSpec, repository: Path | str) -> tuple[Pat
         shutil.rmtree(preprocess_dir)
     preprocess_config(spec).write(preprocess_dir)
     (preprocess_dir / "1").mkdir()
-    shutil.copy2(PREPROCESS_SHIM, preprocess_dir / "1" / "model.py")
+    shutil.copy2(PREPROCESS_SHIM, preprocess_dir / "1" / PYTHON_MODEL_FILENAME)
 
     pipeline_dir = repository / spec.pipeline_name
     if pipeline_dir.exists():
@@ -128,5 +116,5 @@ def write_pipeline_entries(spec: ModelSpec, repository: Path | str) -> tuple[Pat
     pipeline_config(spec).write(pipeline_dir)
     (pipeline_dir / "1").mkdir()  # Triton needs a version folder, even an empty one, for an ensemble
     write_labels(spec, pipeline_dir)
-    spec.save(pipeline_dir / "spec.json")
+    spec.save(pipeline_dir / SPEC_FILENAME)
     return preprocess_dir, pipeline_dir
