@@ -42,7 +42,7 @@ HANDPICKED_SERVING: dict[str, Any] = {
     "intra_op_threads": 0,
     "allow_spinning": True,
 }
-"""The configuration every model shipped with before `attnserve tune` chose the defaults (`attnserve tune`, attnserve/tune/)."""
+"""The configuration every model shipped with before `attnserve tune` chose the defaults (docs/tuning.md)."""
 NOBATCH_SERVING: dict[str, Any] = {**HANDPICKED_SERVING, "dynamic_batching": False}
 """Batching off, one instance on every core, the runtime's default spinning threads."""
 CONFIG_LABELS = {"batching_on": "tuned default", "batching_off": "batching off", "handpicked": "hand-picked 2 ms"}
@@ -57,8 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="train -> export -> serve -> infer -> load test, end to end on CPU; writes reports/demo.md",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "The whole product end to end on a CPU: train the demo models (unless RUNS_DIR has their checkpoints), "
+            "export them (verified ONNX, explain, fp16; TensorRT skipped without a GPU), serve them with the real "
+            "embedded Triton, classify sample images and a video over HTTP and gRPC, write an attention heatmap, "
+            "load-test with dynamic batching on and off, stop the server and write REPORTS_DIR/demo.md (+ demo.json, "
+            "PNG plots). Only REPORTS_DIR, RUNS_DIR and the repository are written; README.md only with "
+            "--update-readme."
+        ),
     )
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="training runs (default: runs/)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
@@ -70,10 +76,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--retrain", action="store_true", help="train even when runs/ has a checkpoint")
     parser.add_argument(
-        "--readme",
+        "--update-readme",
         type=Path,
-        default=Path("README.md"),
-        help="README whose results block is regenerated from this run (skipped when the file has no block)",
+        nargs="?",
+        const=Path("README.md"),
+        default=None,
+        metavar="README",
+        help="also regenerate the results block of this README from the run (bare flag: README.md; "
+        "default: leave every tracked file alone)",
     )
     parser.set_defaults(func=_run_from_args)
 
@@ -88,7 +98,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
         window_s=args.window_s,
         concurrency=concurrency,
         retrain=args.retrain,
-        readme=args.readme,
+        readme=args.update_readme,
         echo=print,
     )
     print(f"\nreport: {args.reports_dir / 'demo.md'} (and demo.json, PNG plots beside it)")
@@ -134,8 +144,6 @@ def run_demo(
         The report as a dict (also written as JSON).
     """
     from attnserve.clients.settings import ClientSettings
-    from attnserve.serving.runtime_view import build_runtime_repository
-    from attnserve.serving.server import TritonServer
 
     started = time.perf_counter()
     runs_dir, repository, reports_dir = Path(runs_dir), Path(repository), Path(reports_dir)
@@ -148,7 +156,7 @@ def run_demo(
         "timings_s": timings,
     }
 
-    with _step("train (reusing checkpoints in runs/)", timings, echo):
+    with _step(_train_title(runs_dir, retrain), timings, echo):
         report["training"] = _train_all(runs_dir, train_minutes, retrain, echo)
     with _step("export: verified ONNX, explain, pipelines, fp16, TensorRT", timings, echo):
         report["export"] = _export_all(runs_dir, repository, echo)
@@ -157,22 +165,8 @@ def run_demo(
     with _step(f"cpu-variants: CPU variants of {OPTIMIZE_MODEL} behind the accuracy gate", timings, echo):
         report["optimize"] = _optimize(runs_dir, reports_dir, echo)
 
-    served = [*DEMO_TRAINED, BENCH_MODEL]
-    serve_names = served + [explain_name(name) for name in served] + [pipeline_name(name) for name in DEMO_TRAINED]
     with _step("serve: start the embedded Triton", timings, echo):
-        view, loaded, skipped = build_runtime_repository(repository, work_dir / "triton", serve_names)
-        _add_entries(view, work_dir / "nobatch_repository", work_dir / "triton_nobatch")
-        loaded += [twin for name in BATCHING_MODELS for twin in (nobatch_name(name), f"{name}{HANDPICKED_SUFFIX}")]
-        report["serving"] = {"loaded": sorted(loaded), "skipped": skipped}
-        server = TritonServer(
-            view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=work_dir / "server"
-        )
-        server.start()
-        try:
-            server.wait_ready(timeout=180)
-        except BaseException:
-            server.stop()
-            raise
+        server, report["serving"] = _start_server(repository, work_dir)
     report["serving"]["ready_s"] = timings["serve: start the embedded Triton"]
     try:
         http = ClientSettings(url=server.http_url, protocol="http")
@@ -187,17 +181,54 @@ def run_demo(
         with _step("stop the server", timings, echo):
             server.stop()
     report["seconds"] = round(time.perf_counter() - started, 1)
-    (reports_dir / "demo.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    markdown = render_markdown(report)
-    (reports_dir / "demo.md").write_text(markdown)
-    if readme is not None and Path(readme).is_file():
-        update_readme(Path(readme), render_results_table(report))
+    _write_reports(report, reports_dir, readme)
     return report
 
 
 # ------------------------------------------------------------------------------------------------------
 # steps
 # ------------------------------------------------------------------------------------------------------
+def _train_title(runs_dir: Path, retrain: bool) -> str:
+    """Says what the training step will do: reuse the checkpoints it finds, train the others."""
+    from attnserve.models.checkpoint import has_checkpoint
+
+    reused = [] if retrain else [name for name in DEMO_TRAINED if has_checkpoint(runs_dir / name)]
+    if not reused:
+        return f"train {', '.join(DEMO_TRAINED)}"
+    if len(reused) == len(DEMO_TRAINED):
+        return f"train: reusing every checkpoint in {runs_dir}/"
+    return f"train: reusing {', '.join(reused)} from {runs_dir}/, training the others"
+
+
+def _start_server(repository: Path, work_dir: Path) -> tuple[Any, dict[str, Any]]:
+    """The embedded Triton on the runtime view of the demo's models, their explain and pipeline entries and
+    the batching twins; returns the ready server and what it loaded / left out."""
+    from attnserve.serving.runtime_view import build_runtime_repository
+    from attnserve.serving.server import TritonServer
+
+    served = [*DEMO_TRAINED, BENCH_MODEL]
+    serve_names = served + [explain_name(name) for name in served] + [pipeline_name(name) for name in DEMO_TRAINED]
+    view, loaded, skipped = build_runtime_repository(repository, work_dir / "triton", serve_names)
+    _add_entries(view, work_dir / "nobatch_repository", work_dir / "triton_nobatch")
+    loaded += [twin for name in BATCHING_MODELS for twin in (nobatch_name(name), f"{name}{HANDPICKED_SUFFIX}")]
+    server = TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=work_dir / "server")
+    server.start()
+    try:
+        server.wait_ready(timeout=180)
+    except BaseException:
+        server.stop()
+        raise
+    return server, {"loaded": sorted(loaded), "skipped": skipped}
+
+
+def _write_reports(report: dict[str, Any], reports_dir: Path, readme: Path | None) -> None:
+    """`demo.json`, `demo.md` and (when given) the README's generated results block."""
+    (reports_dir / "demo.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (reports_dir / "demo.md").write_text(render_markdown(report))
+    if readme is not None and Path(readme).is_file():
+        update_readme(Path(readme), render_results_table(report))
+
+
 def _train_all(runs_dir: Path, train_minutes: float, retrain: bool, echo: Callable[[str], None]) -> dict[str, Any]:
     from attnserve.models.checkpoint import has_checkpoint, load_metrics
     from attnserve.models.train import train

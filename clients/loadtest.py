@@ -704,18 +704,8 @@ async def run_loadtest_async(
     on_level: Callable[[LevelResult], None] | None = None,
 ) -> LoadTestReport:
     """Asyncio form of `run_loadtest` (same arguments)."""
-    if (concurrency is None) == (rates is None):
-        raise UserInputError("give exactly one of concurrency (closed loop) or rates (open loop)")
-    mode: LoadMode = "concurrency" if concurrency is not None else "rate"
-    levels = sorted(float(v) for v in (concurrency if concurrency is not None else rates or []))
-    if not levels or min(levels) <= 0:
-        raise UserInputError(f"levels must be positive numbers, got {levels}")
-    if workers < 1 or min_windows < 1 or max_windows < min_windows or window_s <= 0 or warmup_s < 0:
-        raise UserInputError(
-            f"expected workers >= 1, 1 <= min_windows <= max_windows, window_s > 0, warmup_s >= 0; got "
-            f"workers={workers}, min_windows={min_windows}, max_windows={max_windows}, window_s={window_s}, "
-            f"warmup_s={warmup_s}"
-        )
+    mode, levels = _levels(concurrency, rates)
+    _check_run_options(workers, min_windows, max_windows, window_s, warmup_s)
     report = LoadTestReport(
         model=model,
         protocol=settings.protocol,
@@ -745,12 +735,12 @@ async def run_loadtest_async(
         max_outstanding,
         on_progress,
     )
-    await runner.open()
 
     def meets_slo(result: LevelResult) -> bool:
         return slo_p99_ms is not None and result.latency.p99_ms <= slo_p99_ms and not result.errors
 
     try:
+        await runner.open()  # inside the try: a failed open (unknown model) still closes the HTTP sessions
         first_miss: float | None = None
         for level in levels:
             result = await runner.run_level(level)
@@ -779,6 +769,62 @@ async def run_loadtest_async(
     finally:
         await runner.close()
     return report
+
+
+def _levels(concurrency: Sequence[int] | None, rates: Sequence[float] | None) -> tuple[LoadMode, list[float]]:
+    """The load mode and its sorted levels (UserInputError unless exactly one of the two is given, all > 0)."""
+    if (concurrency is None) == (rates is None):
+        raise UserInputError("give exactly one of concurrency (closed loop) or rates (open loop)")
+    mode: LoadMode = "concurrency" if concurrency is not None else "rate"
+    levels = sorted(float(v) for v in (concurrency if concurrency is not None else rates or []))
+    if not levels or min(levels) <= 0:
+        raise UserInputError(f"levels must be positive numbers, got {levels}")
+    return mode, levels
+
+
+def _check_run_options(workers: int, min_windows: int, max_windows: int, window_s: float, warmup_s: float) -> None:
+    if workers < 1 or min_windows < 1 or max_windows < min_windows or window_s <= 0 or warmup_s < 0:
+        raise UserInputError(
+            f"expected workers >= 1, 1 <= min_windows <= max_windows, window_s > 0, warmup_s >= 0; got "
+            f"workers={workers}, min_windows={min_windows}, max_windows={max_windows}, window_s={window_s}, "
+            f"warmup_s={warmup_s}"
+        )
+
+
+async def _sweep(
+    runner: _Runner,
+    report: LoadTestReport,
+    levels: list[float],
+    slo_p99_ms: float | None,
+    slo_refine_steps: int,
+    on_level: Callable[[LevelResult], None] | None,
+) -> None:
+    """Run the levels in order (stopping at the first SLO miss); an open-loop SLO search then bisects."""
+
+    async def run(level: float) -> bool:
+        result = await runner.run_level(level)
+        report.levels.append(result)
+        if on_level is not None:
+            on_level(result)
+        return slo_p99_ms is not None and result.latency.p99_ms <= slo_p99_ms and not result.errors
+
+    first_miss: float | None = None
+    for level in levels:
+        meets = await run(level)
+        if slo_p99_ms is not None:
+            if not meets:
+                first_miss = level
+                break
+            report.slo_best_level = level
+    if report.mode == "rate" and slo_p99_ms is not None and first_miss is not None:
+        low, high = report.slo_best_level or 0.0, first_miss
+        for _ in range(slo_refine_steps):  # bisect between the last rate that held and the first that did not
+            middle = (low + high) / 2 if low else high / 2
+            if await run(middle):
+                low = report.slo_best_level = middle
+            else:
+                high = middle
+    report.levels.sort(key=lambda r: r.concurrency if report.mode == "concurrency" else r.target_rate or 0.0)
 
 
 def run_loadtest(settings: ClientSettings, model: str, **options: Any) -> LoadTestReport:

@@ -16,9 +16,12 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,7 @@ from types import TracebackType
 
 from attnserve.errors import ServerError, UserInputError
 from attnserve.serving.haproxy import API_KEY_ENV, EdgeSettings, ReplicaPorts, haproxy_binary, haproxy_config
-from attnserve.serving.server import TritonServer, _die_with_parent, _http_ok, check_port_free, free_port
+from attnserve.serving.server import TritonServer, _die_with_parent, check_port_free, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +177,7 @@ class ReplicaSet:
     def _start_haproxy(self, binary: str) -> None:
         self.config_path.write_text(haproxy_config(self.edge, self.ports(), self.http_port, self.grpc_port))
         check = subprocess.run(
-            [binary, "-c", "-q", "-f", str(self.config_path)],
+            [binary, "-c", "-f", str(self.config_path)],
             capture_output=True,
             text=True,
             env=self._env(),
@@ -202,18 +205,15 @@ class ReplicaSet:
         return env
 
     def _wait_edge_ready(self, timeout: float = 20.0) -> None:
-        """Until every replica is UP behind HAProxy: the ready URL answers through it `2 x replicas` times."""
+        """Until the readiness URL answers 200 through HAProxy once per replica (round-robin: each one UP)."""
         assert self._haproxy is not None
-        scheme = "https" if self.edge.tls else "http"
+        url = f"{'https' if self.edge.tls else 'http'}://{self.http_url}/v2/health/ready"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._haproxy.poll() is not None:
                 raise ServerError(f"HAProxy exited with code {self._haproxy.returncode}:\n{self.haproxy_log()}")
-            if scheme == "http" and all(_http_ok(f"http://{self.http_url}/v2/health/ready") for _ in self.servers):
+            if all(_edge_ok(url) for _ in self.servers):
                 time.sleep(self.edge.check_interval_ms / 1000)  # first health checks of every server done
-                return
-            if scheme == "https" and _port_open(self._connect_host, self.http_port):
-                time.sleep(self.edge.check_interval_ms / 1000)
                 return
             time.sleep(0.1)
         raise ServerError(f"HAProxy did not answer on {self.http_url} within {timeout:.0f} s:\n{self.haproxy_log()}")
@@ -293,9 +293,11 @@ class ReplicaSet:
         return f"ReplicaSet({len(self.servers)} replicas, http={self.http_url}, grpc={self.grpc_url})"
 
 
-def _port_open(host: str, port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex((host, port)) == 0
+def _edge_ok(url: str) -> bool:
+    """GET `url` on our own loopback edge; the certificate is not verified (this probe only asks "is it up")."""
+    context = ssl._create_unverified_context() if url.startswith("https") else None
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False

@@ -99,21 +99,9 @@ def build_runtime_repository(
     configs = {name: read_config(model_dir) for name, model_dir in entries.items()}
     if runtime is not None:
         check_runtime_name(runtime)
-
-    wanted = list(entries) if models is None else list(dict.fromkeys(models))
-    for name in wanted:
-        if name not in entries:
-            raise UnknownModelError(name, list(entries))
-    # ensembles need their steps' models loaded too
-    queue = list(wanted)
-    while queue:
-        for dependency in ensemble_dependencies(configs[queue.pop()]):
-            if dependency not in entries:
-                raise UserInputError(f"ensemble step model {dependency!r} is not in {source_repo}")
-            if dependency not in wanted:
-                wanted.append(dependency)
-                queue.append(dependency)
-
+    wanted = _with_ensemble_steps(
+        list(entries) if models is None else list(dict.fromkeys(models)), configs, source_repo
+    )
     view = Path(work_dir) / "model_repository"
     if view.exists():
         shutil.rmtree(view)
@@ -121,30 +109,12 @@ def build_runtime_repository(
     loaded: list[str] = []
     skipped: dict[str, str] = {}
     for name in wanted:
-        config, model_dir = configs[name], entries[name]
-        target_dir = view / name
-        if config.platform == TENSORRT_PLATFORM or config.backend == "tensorrt":
-            skipped[name] = "TensorRT plan: needs a GPU and NVIDIA's container (docker compose); not served on CPU"
-            logger.info("runtime view: leaving out %s (%s)", name, skipped[name])
-            continue
-        if is_onnx_entry(config):
-            model_path = served_file(
-                model_dir, config
-            )  # the runner's `model_file` (a picked CPU variant) or model.onnx
-            if model_path is None:
-                raise UserInputError(f"ONNX entry {name!r}: expected {model_dir}/<version>/<model file>; none found")
-            shutil.copytree(model_dir, target_dir, ignore=_skip_version_dirs)
-            runner_config(config, model_path, runtime).write(target_dir)
-            (target_dir / "1").mkdir()
-            shutil.copy2(RUNNER_SHIM, target_dir / "1" / PYTHON_MODEL_FILENAME)
-        elif config.backend == "python" or config.platform == ENSEMBLE_PLATFORM:
-            shutil.copytree(model_dir, target_dir, ignore=shutil.ignore_patterns("__pycache__"))
+        reason = _write_view_entry(view / name, configs[name], entries[name], runtime)
+        if reason is None:
+            loaded.append(name)
         else:
-            skipped[name] = f"platform {config.platform or config.backend!r} has no CPU runner in the embedded server"
-            logger.info("runtime view: leaving out %s (%s)", name, skipped[name])
-            continue
-        loaded.append(name)
-
+            skipped[name] = reason
+            logger.info("runtime view: leaving out %s (%s)", name, reason)
     for name in list(loaded):  # an ensemble whose step was left out cannot load
         missing = [d for d in ensemble_dependencies(configs[name]) if d not in loaded]
         if missing:
@@ -153,6 +123,41 @@ def build_runtime_repository(
             skipped[name] = f"ensemble step models not served: {missing}"
             logger.info("runtime view: leaving out %s (%s)", name, skipped[name])
     return view, loaded, skipped
+
+
+def _with_ensemble_steps(wanted: list[str], configs: dict[str, ModelConfig], source_repo: Path) -> list[str]:
+    """The requested names plus every model their ensembles' steps call (UnknownModelError for a bad name)."""
+    for name in wanted:
+        if name not in configs:
+            raise UnknownModelError(name, list(configs))
+    queue = list(wanted)
+    while queue:
+        for dependency in ensemble_dependencies(configs[queue.pop()]):
+            if dependency not in configs:
+                raise UserInputError(f"ensemble step model {dependency!r} is not in {source_repo}")
+            if dependency not in wanted:
+                wanted.append(dependency)
+                queue.append(dependency)
+    return wanted
+
+
+def _write_view_entry(target_dir: Path, config: ModelConfig, model_dir: Path, runtime: str | None) -> str | None:
+    """Write one entry of the view; returns why it was left out (None when written)."""
+    if config.platform == TENSORRT_PLATFORM or config.backend == "tensorrt":
+        return "TensorRT plan: needs a GPU and NVIDIA's container (docker compose); not served on CPU"
+    if is_onnx_entry(config):
+        model_path = served_file(model_dir, config)  # the runner's `model_file` (a picked CPU variant) or model.onnx
+        if model_path is None:
+            raise UserInputError(f"ONNX entry {config.name!r}: expected {model_dir}/<version>/<model file>; none found")
+        shutil.copytree(model_dir, target_dir, ignore=_skip_version_dirs)
+        runner_config(config, model_path, runtime).write(target_dir)
+        (target_dir / "1").mkdir()
+        shutil.copy2(RUNNER_SHIM, target_dir / "1" / PYTHON_MODEL_FILENAME)
+        return None
+    if config.backend == "python" or config.platform == ENSEMBLE_PLATFORM:
+        shutil.copytree(model_dir, target_dir, ignore=shutil.ignore_patterns("__pycache__"))
+        return None
+    return f"platform {config.platform or config.backend!r} has no CPU runner in the embedded server"
 
 
 def _skip_version_dirs(directory: str, names: list[str]) -> list[str]:
