@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.attnserve-installed
 EXTRAS := serve,hf,openvino,fp16,test
 
-.PHONY: setup demo test bench clean-runs
+.PHONY: setup demo lint test bench clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,18 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/attnserve demo
 
-test: $(STAMP)
+# Lint, format check and type check (config in pyproject.toml), then the suite. mypy reads the package through a
+# tree of links laid out as it installs (`attnserve.models` = models/, ...): package-dir mappings are invisible to it.
+TYPECHECK := .typecheck
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)/attnserve
+	@for f in attnserve/*; do ln -s "$(CURDIR)/$$f" $(TYPECHECK)/attnserve/; done
+	@for p in models export serving clients; do ln -s "$(CURDIR)/$$p" $(TYPECHECK)/attnserve/$$p; done
+	cd $(TYPECHECK) && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/pyproject.toml" -p attnserve
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         str(args.timeout),
     ]
     launched = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # noqa: S603
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     ready_s = None
     ready_line = ""
     assert process.stdout is not None

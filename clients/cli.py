@@ -174,7 +174,7 @@ def _print_predictions(console: Any, title: str, predictions: list[Any]) -> None
 
     table = Table(title=title)
     for column, justify in (("file", "left"), ("label", "left"), ("probability", "right")):
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
     table.add_column("top-k (label probability)")
     table.add_column("latency (ms)", justify="right")
     for prediction in predictions:

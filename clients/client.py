@@ -67,7 +67,9 @@ def make_transport(settings: ClientSettings, asynchronous: bool, concurrency: in
     module = transport_module(settings.protocol, asynchronous)
     url = settings.resolved_url
     if settings.protocol == "grpc":
-        tls = {"ssl": True, "root_certificates": str(settings.tls_ca_file or "") or None} if settings.tls else {}
+        tls: dict[str, Any] = (
+            {"ssl": True, "root_certificates": str(settings.tls_ca_file or "") or None} if settings.tls else {}
+        )
         client = module.InferenceServerClient(url=url, **tls)
     elif asynchronous:
         tls = {"ssl": True, "ssl_context": ssl_context(settings)} if settings.tls else {}

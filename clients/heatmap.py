@@ -32,7 +32,7 @@ def upsample(grid: np.ndarray, height: int, width: int) -> np.ndarray:
 
     low, high = float(grid.min()), float(grid.max())
     scaled = (grid - low) / (high - low) if high > low else np.zeros_like(grid)
-    image = Image.fromarray(scaled.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR)
+    image = Image.fromarray(scaled.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(image)
 
 

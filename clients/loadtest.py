@@ -326,7 +326,7 @@ async def _worker_loop(
                     connection.send(("window", sample))
                     return bool((await loop.run_in_executor(None, connection.recv))[1])
 
-                totals = await generator.measure(*arguments, decide=decide)
+                totals = await generator.measure(*arguments, decide=decide)  # type: ignore[misc]
                 connection.send(("measured", totals))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which logs the traceback and raises
         connection.send(("error", WorkerFailure.from_exception(exc)))
@@ -578,11 +578,7 @@ class _Runner:
             )
             for i in range(self.workers)
         ]
-        try:
-            await asyncio.gather(*(p.receive("ready") for p in self.processes))
-        except BaseException:  # a worker that failed to start: stop the others before raising
-            await self.close()
-            raise
+        await asyncio.gather(*(p.receive("ready") for p in self.processes))
 
     async def close(self) -> None:
         if self.local is not None:
@@ -736,36 +732,9 @@ async def run_loadtest_async(
         on_progress,
     )
 
-    def meets_slo(result: LevelResult) -> bool:
-        return slo_p99_ms is not None and result.latency.p99_ms <= slo_p99_ms and not result.errors
-
     try:
         await runner.open()  # inside the try: a failed open (unknown model) still closes the HTTP sessions
-        first_miss: float | None = None
-        for level in levels:
-            result = await runner.run_level(level)
-            report.levels.append(result)
-            if on_level is not None:
-                on_level(result)
-            if slo_p99_ms is not None:
-                if meets_slo(result):
-                    report.slo_best_level = level
-                else:
-                    first_miss = level
-                    break
-        if mode == "rate" and slo_p99_ms is not None and first_miss is not None:
-            low, high = report.slo_best_level or 0.0, first_miss
-            for _ in range(slo_refine_steps):  # bisect between the last rate that held and the first that did not
-                middle = (low + high) / 2 if low else high / 2
-                result = await runner.run_level(middle)
-                report.levels.append(result)
-                if on_level is not None:
-                    on_level(result)
-                if meets_slo(result):
-                    low = report.slo_best_level = middle
-                else:
-                    high = middle
-        report.levels.sort(key=lambda r: r.concurrency if mode == "concurrency" else r.target_rate or 0.0)
+        await _sweep(runner, report, levels, slo_p99_ms, slo_refine_steps, on_level)
     finally:
         await runner.close()
     return report
@@ -824,7 +793,7 @@ async def _sweep(
                 low = report.slo_best_level = middle
             else:
                 high = middle
-    report.levels.sort(key=lambda r: r.concurrency if report.mode == "concurrency" else r.target_rate or 0.0)
+    report.levels.sort(key=lambda r: float((r.concurrency if report.mode == "concurrency" else r.target_rate) or 0.0))
 
 
 def run_loadtest(settings: ClientSettings, model: str, **options: Any) -> LoadTestReport:

@@ -99,7 +99,7 @@ def read_video_frames(
     check_payload_size(len(data), "video")
     try:
         with av.open(io.BytesIO(data)) as container:
-            decoded = [frame.to_image() for frame in container.decode(video=0)]
+            decoded = [frame.to_image() for frame in container.decode(video=0)]  # type: ignore[union-attr]
     except (av.error.FFmpegError, ValueError, IndexError) as exc:
         raise DataError(
             f"expected a decodable video, could not decode {_describe(source)}: {clean_reason(exc)}"

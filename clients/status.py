@@ -50,10 +50,11 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     """Sort an exception raised by a request into one of the `ErrorKind`s."""
     if isinstance(exc, ServerUnavailableError):
         return exc.kind
+    status: str
     if isinstance(exc, InferenceError):
         status = exc.status or ""
     else:
-        status = _status_of(exc)
+        status = _status_of(exc) or ""
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) or status in _TIMEOUT_STATUSES:
         return "timeout"
     message = str(exc).lower()

@@ -27,6 +27,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -315,10 +316,8 @@ def choose_cpu_variant(
         UserInputError: bad inputs (shape, dtype, missing labels for a trained model, no baseline).
     """
     started = time.perf_counter()
-    if BASELINE_VARIANT not in variants:
-        raise UserInputError(f"variants must include the baseline {BASELINE_VARIANT.name}")
-    if repeats < 1:
-        raise UserInputError(f"repeats must be >= 1, got {repeats}")
+    if BASELINE_VARIANT not in variants or repeats < 1:
+        raise UserInputError(f"variants must include the baseline {BASELINE_VARIANT.name} and repeats be >= 1")
     eval_pixels = check_pixels(eval_pixels, spec, "evaluation pixels")
     calibration_pixels = check_pixels(calibration_pixels, spec, "calibration pixels")
     gate = _gate_for(spec, eval_labels, len(eval_pixels), budget_points, cosine_budget)
@@ -425,8 +424,8 @@ def _open_sessions(
         session = runner.run(
             Stage(
                 f"load {variant.name}",
-                lambda v=variant, p=path: open_session(
-                    v.runtime, p, intra_op_threads=threads, options=_session_options(v)
+                partial(
+                    open_session, variant.runtime, path, intra_op_threads=threads, options=_session_options(variant)
                 ),
             )
         )
@@ -458,7 +457,7 @@ def _measure_parity(
     fp32_accuracy = None if labels is None else 100.0 * float(np.mean(reference_logits.argmax(axis=1) == labels))
     for name, session in list(sessions.items()):
         row = by_name[name]
-        logits = runner.run(Stage(f"run {name}", lambda s=session: run_logits(s, eval_pixels, batch_size)))
+        logits = runner.run(Stage(f"run {name}", partial(run_logits, session, eval_pixels, batch_size)))
         if logits is None:
             row.status, row.reason = "failed", f"running in {row.runtime}: {runner.last.reason}"
             del sessions[name]
@@ -492,10 +491,10 @@ def _measure_speed(
         for name in names[shift:] + names[:shift]:
             session, row = sessions[name], by_name[name]
             latencies = time_calls(
-                lambda s=session: s.run({INPUT_NAME: one_image}), min_seconds=min_seconds / 4, min_calls=5
+                partial(session.run, {INPUT_NAME: one_image}), min_seconds=min_seconds / 4, min_calls=5
             )
             batch_times = time_calls(
-                lambda s=session: s.run({INPUT_NAME: batch_pixels}), min_seconds=min_seconds, min_calls=2
+                partial(session.run, {INPUT_NAME: batch_pixels}), min_seconds=min_seconds, min_calls=2
             )
             row.latency_b1_ms_rounds.append(round(1000.0 * statistics.median(latencies), 3))
             row.throughput_img_s_rounds.append(round(batch_size * len(batch_times) / sum(batch_times), 2))
@@ -644,6 +643,12 @@ def choice_data(
     return calibration_pixels, eval_pixels, None
 
 
+def _data_source(spec: ModelSpec) -> str:
+    if spec.trained:
+        return "calibration: training split; evaluation: held-out split"
+    return "untrained model, no training split: calibration and evaluation are disjoint generator draws"
+
+
 def choose_for_deployable(
     name: str,
     *,
@@ -709,11 +714,7 @@ def choose_for_deployable(
         budget_points=budget_points,
         repeats=repeats,
         min_seconds=min_seconds,
-        data_source=(
-            "calibration: training split; evaluation: held-out split"
-            if spec.trained
-            else "untrained model, no training split: calibration and evaluation are disjoint generator draws"
-        ),
+        data_source=_data_source(spec),
     )
     if reports_dir is not None:
         report.write_json(Path(reports_dir) / f"{spec.name}.json")

@@ -26,6 +26,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -302,6 +303,6 @@ def build_variant_files(
     }
     runner = StageRunner()
     for model_file in sorted({v.model_file for v in variants if v.runtime != "tensorrt"} - {FP32_FILENAME}):
-        path = runner.run(Stage(f"build {model_file}", lambda f=model_file: builders[f](out_dir / f)))
+        path = runner.run(Stage(f"build {model_file}", partial(builders[model_file], out_dir / model_file)))
         built[model_file] = BuiltFile(model_file, path, runner.last.reason, round(runner.last.seconds, 3))
     return built

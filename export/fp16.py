@@ -87,7 +87,7 @@ def convert_to_fp16(onnx_path: Path, spec: ModelSpec, fp16_path: Path | None = N
             keep_io_types=True,
             calibration_data=str(calibration_path),
         )
-    except Exception as exc:  # noqa: BLE001 - a third-party converter: report its failure as an export failure
+    except Exception as exc:
         raise ExportError(f"ModelOpt fp16 conversion of {onnx_path.name} failed: {type(exc).__name__}: {exc}") from exc
     onnx.save(converted, str(fp16_path))
     return fp16_path

@@ -189,6 +189,34 @@ def make_random_weights_nondegenerate(model: nn.Module, example: torch.Tensor, *
     model.eval()
 
 
+def _build_hf_model(config: Any, folder: Path, weights: list[Path], attn_implementation: str | None) -> nn.Module:
+    """The transformers classifier of `config` (its safetensors weights when present, else seeded random ones),
+    with the first attention implementation it accepts (`sdpa` first: the fused ONNX `Attention`)."""
+    model_class = _classifier_class(config)
+
+    def build(implementation: str) -> nn.Module:
+        if weights:
+            return model_class.from_pretrained(
+                str(folder), local_files_only=True, use_safetensors=True, attn_implementation=implementation
+            )
+        return model_class._from_config(config, attn_implementation=implementation)
+
+    implementations = [attn_implementation] if attn_implementation else ["sdpa", SDPA_UNSUPPORTED_HINT]
+    hf_model: nn.Module | None = None
+    errors: list[str] = []
+    for implementation in implementations:
+        try:
+            with torch.random.fork_rng():
+                torch.manual_seed(0)  # random weights: the same every time (reproducible exports and tests)
+                hf_model = build(implementation)
+            break
+        except (ValueError, ImportError) as exc:  # transformers raises ValueError for an unsupported attention
+            errors.append(f"{implementation}: {exc}")
+    if hf_model is None:
+        raise UserInputError(f"cannot build {config.model_type!r} from {folder}: {'; '.join(errors)}")
+    return hf_model
+
+
 def load_hf_classifier(
     path: Path,
     *,
@@ -227,28 +255,7 @@ def load_hf_classifier(
     if path.is_dir() and not weights and any(folder.glob("*.bin")):
         raise UserInputError(f"{folder} holds only pickle (*.bin) weights; save them as safetensors first")
 
-    model_class = _classifier_class(config)
-
-    def build(implementation: str) -> nn.Module:
-        if weights:
-            return model_class.from_pretrained(
-                str(folder), local_files_only=True, use_safetensors=True, attn_implementation=implementation
-            )
-        return model_class._from_config(config, attn_implementation=implementation)
-
-    implementations = [attn_implementation] if attn_implementation else ["sdpa", SDPA_UNSUPPORTED_HINT]
-    hf_model: nn.Module | None = None
-    errors: list[str] = []
-    for implementation in implementations:
-        try:
-            with torch.random.fork_rng():
-                torch.manual_seed(0)  # random weights: the same every time (reproducible exports and tests)
-                hf_model = build(implementation)
-            break
-        except (ValueError, ImportError) as exc:  # transformers raises ValueError for an unsupported attention
-            errors.append(f"{implementation}: {exc}")
-    if hf_model is None:
-        raise UserInputError(f"cannot build {config.model_type!r} from {folder}: {'; '.join(errors)}")
+    hf_model = _build_hf_model(config, folder, weights, attn_implementation)
     logger.info("built %s with attn_implementation=%s", type(hf_model).__name__, hf_model.config._attn_implementation)
 
     preprocessor = _read_json(folder / "preprocessor_config.json")

@@ -52,7 +52,7 @@ class OrtOptimizationReport(_Report):
     reason: str
 
 
-def _session(onnx_path: Path, *, optimize_to: Path | None = None, threads: int | None = None):  # noqa: ANN202
+def _session(onnx_path: Path, *, optimize_to: Path | None = None, threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -68,7 +68,7 @@ def _session(onnx_path: Path, *, optimize_to: Path | None = None, threads: int |
     return ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def _interleaved_ms(sessions: list, pixels: np.ndarray, iterations: int) -> list[float]:  # noqa: ANN001
+def _interleaved_ms(sessions: list, pixels: np.ndarray, iterations: int) -> list[float]:
     """Median ms per run of each session, alternating them so machine noise hits both alike."""
     feeds = {INPUT_NAME: pixels}
     for session in sessions:

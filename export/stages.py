@@ -128,12 +128,12 @@ class StageRunner:
             if stage.required:
                 raise
             return None
-        reason = stage.failure(result)
+        failure = stage.failure(result)
         self.record(
             StageResult(
                 stage=stage.name,
-                status="ok" if reason is None else "failed",
-                reason=reason,
+                status="ok" if failure is None else "failed",
+                reason=failure,
                 seconds=time.perf_counter() - started,
                 summary=stage.summary(result),
             )

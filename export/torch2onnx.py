@@ -91,6 +91,8 @@ def _export_dynamo(
             optimize=True,
             verbose=False,
         )
+    if program is None:
+        raise ExportError("the dynamo exporter returned no program")
     program.save(str(onnx_path), external_data=_parameter_bytes(model) > _EXTERNAL_DATA_BYTES)
 
 

@@ -27,7 +27,7 @@ VACUOUS_FACTOR = 2.0
 answer would pass the check, and the factor keeps a margin above that."""
 
 
-def ort_session(onnx_path: Path, *, threads: int | None = None, optimized: bool = False):  # noqa: ANN201
+def ort_session(onnx_path: Path, *, threads: int | None = None, optimized: bool = False):
     """An ONNX Runtime CPU session (graph optimisations off by default: verify the graph as written).
 
     Returns:
@@ -114,6 +114,30 @@ def check_graph(onnx_path: Path) -> StageResult:
     return StageResult(stage="onnx.checker", status="ok", seconds=time.perf_counter() - started)
 
 
+def _interface_failures(graph: onnx.ModelProto, spec: ModelSpec, dim: str | None) -> list[str]:
+    """What is wrong with the graph's interface: one uint8 `pixels` input of the spec's shape, symbolic batch."""
+    failures: list[str] = []
+    inputs = [i for i in graph.graph.input if i.name not in {init.name for init in graph.graph.initializer}]
+    if [i.name for i in inputs] != [INPUT_NAME]:
+        failures.append(f"graph inputs: expected [{INPUT_NAME!r}], got {[i.name for i in inputs]}")
+    elif inputs[0].type.tensor_type.elem_type != onnx.TensorProto.UINT8:
+        got = onnx.TensorProto.DataType.Name(inputs[0].type.tensor_type.elem_type)
+        failures.append(f"input {INPUT_NAME!r}: expected dtype UINT8, got {got}")
+    elif value_info_dims(inputs[0])[1:] != list(spec.input_shape):
+        failures.append(
+            f"input {INPUT_NAME!r}: expected per-sample dims {list(spec.input_shape)}, got {value_info_dims(inputs[0])[1:]}"
+        )
+    if dim is None:
+        failures.append(
+            f"input {INPUT_NAME!r}: batch dim is not symbolic, got dims {value_info_dims(graph.graph.input[0])}"
+        )
+    for output in graph.graph.output:
+        if not value_info_dims(output) or isinstance(value_info_dims(output)[0], int):
+            failures.append(f"output {output.name!r}: batch dim is not symbolic, got dims {value_info_dims(output)}")
+
+    return failures
+
+
 def verify_against(
     onnx_path: Path,
     reference: Callable[[np.ndarray], list[np.ndarray]],
@@ -122,7 +146,7 @@ def verify_against(
     *,
     atol: float | None = None,
     rtol: float | None = None,
-    session=None,  # noqa: ANN001 - an onnxruntime.InferenceSession
+    session=None,
 ) -> ParityReport:
     """Verify `onnx_path` against any reference function (a torch model, another ONNX graph, ...).
 
@@ -151,23 +175,7 @@ def verify_against(
 
     graph = onnx.load(str(onnx_path), load_external_data=False)
     dim = batch_dim_name(graph)
-    inputs = [i for i in graph.graph.input if i.name not in {init.name for init in graph.graph.initializer}]
-    if [i.name for i in inputs] != [INPUT_NAME]:
-        failures.append(f"graph inputs: expected [{INPUT_NAME!r}], got {[i.name for i in inputs]}")
-    elif inputs[0].type.tensor_type.elem_type != onnx.TensorProto.UINT8:
-        got = onnx.TensorProto.DataType.Name(inputs[0].type.tensor_type.elem_type)
-        failures.append(f"input {INPUT_NAME!r}: expected dtype UINT8, got {got}")
-    elif value_info_dims(inputs[0])[1:] != list(spec.input_shape):
-        failures.append(
-            f"input {INPUT_NAME!r}: expected per-sample dims {list(spec.input_shape)}, got {value_info_dims(inputs[0])[1:]}"
-        )
-    if dim is None:
-        failures.append(
-            f"input {INPUT_NAME!r}: batch dim is not symbolic, got dims {value_info_dims(graph.graph.input[0])}"
-        )
-    for output in graph.graph.output:
-        if not value_info_dims(output) or isinstance(value_info_dims(output)[0], int):
-            failures.append(f"output {output.name!r}: batch dim is not symbolic, got dims {value_info_dims(output)}")
+    failures += _interface_failures(graph, spec, dim)
 
     parity: list[OutputParity] = []
     if not failures:

@@ -136,7 +136,9 @@ def _folder_dataset(name: str, data_dir: Path, strict: bool) -> DatasetSplits:
     counts = np.bincount(train_y, minlength=len(labels))
     tiny = tuple(label for label, count in zip(labels, counts) if count < TINY_CLASS_FILES)
     if any(count == 0 for count in counts):
-        raise DataError(f"no readable training file left for classes {[l for l, c in zip(labels, counts) if c == 0]}")
+        raise DataError(
+            f"no readable training file left for classes {[label for label, c in zip(labels, counts) if c == 0]}"
+        )
     for label in tiny:
         logger.warning(
             "class %r has only %d training file(s): too few to learn it reliably", label, counts[labels.index(label)]

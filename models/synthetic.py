@@ -88,7 +88,7 @@ first n samples of a set do not depend on its size, and a few samples are cheap 
 def _chunked(generate_chunk, count: int, seed: int, size: int, **kwargs) -> tuple[np.ndarray, np.ndarray]:
     chunk_size = max(4, CHUNK_SIZE * 32 * 32 // (size * size))  # same pixels per chunk at any image size
     pixel_chunks, label_chunks = [], []
-    for chunk_index, start in enumerate(range(0, max(count, 0), chunk_size)):
+    for chunk_index, _start in enumerate(range(0, max(count, 0), chunk_size)):
         rng = np.random.default_rng([seed, chunk_index])
         pixels, labels = generate_chunk(rng, chunk_size, size=size, **kwargs)  # whole chunks, trimmed below
         pixel_chunks.append(pixels)

@@ -241,7 +241,7 @@ class TimeSformer(_VideoBase):
         x = self._embed(pixels) + self.pos_space + self.pos_time  # (B, T, N, D)
         for block in self.blocks:
             x = block(x)
-        frames, tokens = x.shape[1], x.shape[2]
+        frames = x.shape[1]
         x = self.norm(x.flatten(1, 2))  # (B, T*N, D)
         pooled, weights = self.pool(x)  # (B, D), (B, T*N)
         return pooled, weights.reshape(-1, frames, self.grid, self.grid)  # (B, T, gh, gw)

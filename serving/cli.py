@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from attnserve.security import DEFAULT_BIND_ADDRESS
 from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
@@ -96,8 +97,8 @@ def run_load(args: argparse.Namespace) -> int:
     from attnserve.serving.live import ServeState, load_models, refresh_view
 
     state = None if (args.url and args.view) else ServeState.read(args.repository)
-    url = args.url or state.http_url
-    view = args.view or Path(state.view)
+    url = args.url or state.http_url  # type: ignore[union-attr]
+    view = args.view or Path(state.view)  # type: ignore[union-attr]
     token = os.environ.get(ADMIN_TOKEN_ENV, "")
     token_file = Path(state.work_dir) / "admin_token" if state is not None else None
     if not token and token_file is not None and token_file.is_file():
@@ -112,6 +113,15 @@ def run_load(args: argparse.Namespace) -> int:
         print(f"not READY: {', '.join(not_ready)} (see the server log)", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_ready(server: Any, loaded: list[str], seconds: float, work_dir: Path) -> None:
+    """The READY banner: models, endpoints, log and where the admin token is."""
+    print(f"Triton READY in {seconds:.1f} s with {len(loaded)} models: {', '.join(loaded)}")
+    print(f"  HTTP    {server.http_url}\n  gRPC    {server.grpc_url}\n  metrics {server.metrics_url}")
+    print(f"  log     {server.log_path}")
+    token_note = "generated for this run" if server.admin_token_generated else "from $ATTNSERVE_ADMIN_TOKEN"
+    print(f"  admin token ({token_note}) in {work_dir / 'admin_token'}")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -155,11 +165,7 @@ def run_serve(args: argparse.Namespace) -> int:
         server.start()
         server.wait_ready(timeout=args.ready_timeout)
         watchdog.start()
-        print(f"Triton READY in {time.monotonic() - started:.1f} s with {len(loaded)} models: {', '.join(loaded)}")
-        print(f"  HTTP    {server.http_url}\n  gRPC    {server.grpc_url}\n  metrics {server.metrics_url}")
-        print(f"  log     {server.log_path}")
-        token_note = "generated for this run" if server.admin_token_generated else "from $ATTNSERVE_ADMIN_TOKEN"
-        print(f"  admin token ({token_note}) in {work_dir / 'admin_token'}")
+        _print_ready(server, loaded, time.monotonic() - started, work_dir)
         state = ServeState(
             server.http_url, server.grpc_url, str(view), str(work_dir), str(args.repository), os.getpid(), args.runtime
         )

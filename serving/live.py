@@ -98,7 +98,7 @@ def add_pipeline_entries(repository: Path | str, view: Path | str, names: Sequen
     from attnserve.repository.entries import model_entry_specs
     from attnserve.serving.pipelines import write_pipeline_entries
 
-    specs = model_entry_specs(repository)
+    specs = model_entry_specs(Path(repository))
     written: list[str] = []
     for name in names:
         spec = specs.get(name)

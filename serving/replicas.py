@@ -193,7 +193,7 @@ class ReplicaSet:
                 stderr=subprocess.STDOUT,
                 env=self._env(),
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no orphan HAProxy if this process dies
+                preexec_fn=_die_with_parent,
             )
         self._wait_edge_ready()
 

@@ -296,7 +296,7 @@ class TritonServer:
         command = self.command(server_dir)
         logger.info("starting Triton: %s", " ".join(c for c in command if "restricted" not in c))
         with open(self.log_path, "wb") as log_file:
-            self._process = subprocess.Popen(  # noqa: S603 - fixed binary, argument list
+            self._process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -304,7 +304,7 @@ class TritonServer:
                 env=server_environment(self.extra_env),
                 cwd=self.work_dir,
                 start_new_session=True,  # own process group: stop() ends the stubs with it
-                preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
 
     def wait_ready(self, timeout: float = 120.0) -> None:
@@ -418,7 +418,7 @@ class TritonServer:
 
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL we built
+        with urllib.request.urlopen(url, timeout=2) as response:
             return int(response.status) == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False

@@ -83,7 +83,7 @@ class StubWatchdog:
         request = urllib.request.Request(
             f"http://{self.server.http_url}{path}", data=b"", method="POST", headers=self.server.admin_headers
         )
-        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - the server we watch
+        with urllib.request.urlopen(request, timeout=120) as response:
             return response.read().decode()
 
     def reload(self, model: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class TensorSpec:
     dims: tuple[int, ...]
 
     @classmethod
-    def from_config(cls, tensor: Mapping[str, object]) -> TensorSpec:
+    def from_config(cls, tensor: Mapping[str, Any]) -> TensorSpec:
         """From one `input`/`output` entry of Triton's JSON model config (`args["model_config"]`)."""
         data_type = str(tensor["data_type"])
         if data_type not in TRITON_TO_NUMPY:
@@ -118,7 +119,7 @@ def run_requests(
         try:
             produced = session_run(batch)  # type: ignore[operator]
             merged = {t.name: np.asarray(produced[t.name]).astype(t.dtype, copy=False) for t in outputs}
-        except Exception as exc:  # noqa: BLE001 - the runtime's own error becomes every request's error
+        except Exception as exc:
             logger.exception("inference of a batch of %d request(s) failed", len(good))
             failure = RuntimeFailure(f"inference failed: {type(exc).__name__}: {exc}")
             for position in good:

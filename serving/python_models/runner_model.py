@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
 from attnserve.errors import AttnserveError, UserInputError
 from attnserve.repository.runner import RunnerParameters
 from attnserve.runtimes.session import intra_op_threads_for, open_session
-from attnserve.serving.python_models.batch_runner import TensorSpec, run_requests
+from attnserve.serving.python_models.batch_runner import RequestInputs, TensorSpec, run_requests
 
 
 class TritonPythonModel:
@@ -40,16 +41,17 @@ class TritonPythonModel:
         self.outputs = [TensorSpec.from_config(tensor) for tensor in config["output"]]
 
     def execute(self, requests: list) -> list:
-        request_inputs = []
+        request_inputs: list[RequestInputs] = []
         for request in requests:
-            arrays = {}
+            arrays: dict[str, Any] = {}
+            missing: UserInputError | None = None
             for tensor in self.inputs:
                 triton_tensor = pb_utils.get_input_tensor_by_name(request, tensor.name)
                 if triton_tensor is None:
-                    arrays = UserInputError(f"missing input {tensor.name!r}")
+                    missing = UserInputError(f"missing input {tensor.name!r}")
                     break
                 arrays[tensor.name] = triton_tensor.as_numpy()
-            request_inputs.append(arrays)
+            request_inputs.append(arrays if missing is None else missing)
         responses = []
         for result in run_requests(self.session.run, request_inputs, self.inputs, self.outputs):
             if isinstance(result, AttnserveError):
@@ -66,4 +68,4 @@ class TritonPythonModel:
         return responses
 
     def finalize(self) -> None:
-        self.session = None
+        self.session = None  # type: ignore[assignment]

@@ -18,7 +18,7 @@ from attnserve.repository.entries import (
 from attnserve.spec import ModelSpec
 
 
-def _parsed(entry: Path):  # noqa: ANN202 - a model_config_pb2.ModelConfig
+def _parsed(entry: Path):
     return parse_pbtxt((entry / "config.pbtxt").read_text())
 
 

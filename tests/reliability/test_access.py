@@ -53,7 +53,7 @@ def _http(
         data=body if body is not None else (b"" if method == "POST" else None),
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback test server
+        with urllib.request.urlopen(request, timeout=10) as response:
             return int(response.status), response.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read().decode(errors="replace")

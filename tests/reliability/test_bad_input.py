@@ -231,7 +231,7 @@ def test_oversized_http_body_is_refused(served: list[Served], triton_server: Any
         headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=60)  # noqa: S310 - loopback test server
+        urllib.request.urlopen(request, timeout=60)
     assert refused.value.code == 400
     assert f"unexpected additional input data for model '{model.name}'" in refused.value.read().decode()
 

@@ -113,7 +113,7 @@ def _load_model(server: ReliabilityServer, model: str) -> tuple[int, str]:
         headers=server.admin_headers,
     )
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310 - loopback test server
+        with urllib.request.urlopen(request, timeout=120) as response:
             return int(response.status), response.read().decode()
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read().decode()
@@ -161,7 +161,7 @@ def test_killed_stub_without_watchdog_fails_clearly_until_reloaded(reliability_s
     assert min(failed_at) >= killed_at and max(failed_at) <= reloaded_at + 2.0, "failures outside the fault window"
     assert all(e is None for *_, e in loop.outcomes[-10:]), loop.summary()
     loop.assert_all_answers_right()
-    print(f"\nstub kill without watchdog: {loop.summary()}")  # noqa: T201
+    print(f"\nstub kill without watchdog: {loop.summary()}")
 
 
 def test_killed_stub_with_watchdog_is_bridged_by_client_retries(reliability_server: ReliabilityServer) -> None:
@@ -199,7 +199,7 @@ def test_killed_stub_with_watchdog_is_bridged_by_client_retries(reliability_serv
     assert len(new_stubs) == 1 and new_stubs[0].pid != stubs[0].pid, (stubs, new_stubs)
     assert not loop.failures(), f"the client's retries should bridge the reload: {loop.summary()}"
     loop.assert_all_answers_right()
-    print(f"\nstub kill with watchdog: {loop.summary()}; reloads {watchdog.reloads}")  # noqa: T201
+    print(f"\nstub kill with watchdog: {loop.summary()}; reloads {watchdog.reloads}")
 
 
 def test_corrupt_model_fails_to_load_while_others_serve(reliability_server: ReliabilityServer) -> None:
@@ -216,7 +216,7 @@ def test_corrupt_model_fails_to_load_while_others_serve(reliability_server: Reli
             np.testing.assert_allclose(logits, reliability_server.reference(model, pixels), rtol=1e-4, atol=1e-5)
         with pytest.raises(InferenceError, match="rel_broken"):
             client.infer("rel_broken", {"pixels": pixels})
-    print(f"\ncorrupt model load refused: {message[:300]}")  # noqa: T201
+    print(f"\ncorrupt model load refused: {message[:300]}")
 
 
 def test_corrupt_model_at_startup_fails_fast_naming_it(reliability_server: ReliabilityServer, tmp_path: Path) -> None:
@@ -279,6 +279,6 @@ def test_server_restart_is_bridged_by_client_retries(reliability_server: Reliabi
     assert not loop.failures(), f"the retry budget should bridge the restart: {loop.summary()}"
     loop.assert_all_answers_right()
     print(
-        f"\nrestart ({protocol}): downtime {ready_at - stopped_at:.1f} s; {loop.summary()}; "  # noqa: T201
+        f"\nrestart ({protocol}): downtime {ready_at - stopped_at:.1f} s; {loop.summary()}; "
         f"impatient client: {gave_up.value}"
     )

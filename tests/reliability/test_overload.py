@@ -100,7 +100,7 @@ def test_open_loop_overload_is_rejected_not_queued(
     for key, value in figures.items():
         record_property(key, value)
 
-    print(f"\noverload figures: {figures}")  # noqa: T201 - the figures are the point of this test
+    print(f"\noverload figures: {figures}")
 
     assert rejected > 0, f"offered {offered:.0f}/s against ~{capacity:.0f}/s and nothing was rejected: {figures}"
     assert not other_errors, f"overload must be answered with rejections only, got {other_errors}"
@@ -161,7 +161,7 @@ def test_burst_rejections_are_fast_and_accepted_answers_correct(reliability_serv
     )
     accepted_ms = np.array([s * 1e3 for _, status, s, _, _ in outcomes if status == "OK"])
     print(
-        f"\nburst of {BURST_REQUESTS}: {dict(statuses)}; messages {dict(messages)}; queue-full rejection p50 "  # noqa: T201
+        f"\nburst of {BURST_REQUESTS}: {dict(statuses)}; messages {dict(messages)}; queue-full rejection p50 "
         f"{np.median(queue_full_ms) if queue_full_ms.size else float('nan'):.1f} ms; accepted max "
         f"{accepted_ms.max() if accepted_ms.size else float('nan'):.1f} ms; unbounded queue: "
         f"{unbounded_ms.size} accepted, max {unbounded_ms.max() if unbounded_ms.size else float('nan'):.1f} ms"
