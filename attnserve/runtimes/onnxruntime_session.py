@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from attnserve.runtimes.session import parse_allow_spinning, per_sample_dims, require_inputs
+from attnserve.runtimes.session import NamedIO, parse_allow_spinning, per_sample_dims, require_inputs
 
 
-class OnnxRuntimeSession:
+class OnnxRuntimeSession(NamedIO):
     """An ONNX Runtime CPU session behind the `Session` interface.
 
     Args:
@@ -38,18 +38,6 @@ class OnnxRuntimeSession:
         self._input_names = tuple(i.name for i in self._session.get_inputs())
         self._input_dims = {i.name: per_sample_dims(i.shape) for i in self._session.get_inputs()}
         self._output_names = tuple(o.name for o in self._session.get_outputs())
-
-    @property
-    def input_names(self) -> tuple[str, ...]:
-        return self._input_names
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return self._output_names
-
-    @property
-    def input_dims(self) -> dict[str, tuple[int, ...]]:
-        return dict(self._input_dims)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self._session.run(list(self._output_names), require_inputs(self._input_names, inputs))

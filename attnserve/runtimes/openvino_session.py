@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from attnserve.errors import UserInputError
-from attnserve.runtimes.session import PRECISION_OPTION, per_sample_dims, require_inputs
+from attnserve.runtimes.session import PRECISION_OPTION, NamedIO, per_sample_dims, require_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def openvino_supports(precision: str) -> bool:
     return capability is None or capability in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-class OpenVINOSession:
+class OpenVINOSession(NamedIO):
     """An OpenVINO CPU model behind the `Session` interface (named arrays in, named arrays out).
 
     One compiled model, one infer request, one stream (`PERFORMANCE_HINT=LATENCY`) using every thread it
@@ -99,18 +99,6 @@ class OpenVINOSession:
             self.execution_precision,
             intra_op_threads,
         )
-
-    @property
-    def input_names(self) -> tuple[str, ...]:
-        return self._input_names
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return self._output_names
-
-    @property
-    def input_dims(self) -> dict[str, tuple[int, ...]]:
-        return dict(self._input_dims)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch: `{input name: (B, ...)}` -> `{output name: (B, ...)}`, arrays the caller owns."""

@@ -69,6 +69,26 @@ class Session(Protocol):
         ...
 
 
+class NamedIO:
+    """The `Session` properties every runtime shares: names and per-sample dims, set once by the subclass."""
+
+    _input_names: tuple[str, ...]
+    _output_names: tuple[str, ...]
+    _input_dims: dict[str, tuple[int, ...]]
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return self._input_names
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self._output_names
+
+    @property
+    def input_dims(self) -> dict[str, tuple[int, ...]]:
+        return dict(self._input_dims)
+
+
 def require_inputs(expected: tuple[str, ...], inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The arrays of `expected`, in model order; a missing one raises `ShapeError` naming both sides."""
     missing = [name for name in expected if name not in inputs]
