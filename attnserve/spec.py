@@ -38,6 +38,8 @@ Precision = Literal["fp32", "fp16", "bf16", "int8"]
 CpuRuntime = Literal["auto", "onnxruntime", "openvino"]
 
 SPEC_FILENAME = "spec.json"
+SPEC_PARAMETER = "attnserve_spec"
+"""`config.pbtxt` parameter holding the ModelSpec JSON, so a server-side reader (and a client) can recover it."""
 
 # Default batching of image models: the one place to change it (deployables and imported models use it).
 DEFAULT_MAX_BATCH_SIZE = 16

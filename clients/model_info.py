@@ -14,29 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from attnserve.dtypes import TRITON_TO_NUMPY
 from attnserve.errors import DTypeError, ShapeError, UserInputError
 from attnserve.preprocessing import Preprocessing
+from attnserve.spec import SPEC_PARAMETER
 
-SPEC_PARAMETER = "attnserve_spec"
-"""Config parameter holding the entry's ModelSpec JSON; the repository layer's name (clients import only the
-core, so it is repeated here; `tests/clients/test_model_info.py` checks the two agree)."""
-
-# Triton datatype -> numpy dtype (BYTES travels as numpy object arrays of bytes).
-_NUMPY_DTYPES: dict[str, Any] = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "BYTES": np.object_,
-}
+_NUMPY_DTYPES = TRITON_TO_NUMPY  # Triton datatype -> numpy dtype (`attnserve.dtypes`, the one table)
 
 
 @dataclass(frozen=True)

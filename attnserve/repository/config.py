@@ -36,6 +36,7 @@ from pydantic import (
 
 from attnserve.errors import UserInputError
 from attnserve.repository.layout import CONFIG_FILENAME
+from attnserve.spec import SPEC_PARAMETER
 
 DataType = Literal[
     "TYPE_BOOL",
@@ -57,24 +58,6 @@ TensorFormat = Literal["FORMAT_NONE", "FORMAT_NHWC", "FORMAT_NCHW"]
 InstanceKind = Literal["KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"]
 TimeoutAction = Literal["REJECT", "DELAY"]
 Platform = Literal["onnxruntime_onnx", "tensorrt_plan", "pytorch_libtorch", "tensorflow_savedmodel", "ensemble"]
-
-NUMPY_TO_TRITON: dict[str, DataType] = {
-    "bool": "TYPE_BOOL",
-    "uint8": "TYPE_UINT8",
-    "uint16": "TYPE_UINT16",
-    "uint32": "TYPE_UINT32",
-    "uint64": "TYPE_UINT64",
-    "int8": "TYPE_INT8",
-    "int16": "TYPE_INT16",
-    "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64",
-    "float16": "TYPE_FP16",
-    "float32": "TYPE_FP32",
-    "float64": "TYPE_FP64",
-    "object": "TYPE_STRING",
-    "bfloat16": "TYPE_BF16",
-}
-"""numpy dtype name -> Triton data type."""
 
 
 class _ProtoMessage(BaseModel):
@@ -393,10 +376,6 @@ class ModelConfig(_ProtoMessage):
         """The `attnserve_spec` parameter (the ModelSpec JSON) when present."""
         parameter = self.parameters.get(SPEC_PARAMETER)
         return parameter.string_value if parameter else None
-
-
-SPEC_PARAMETER = "attnserve_spec"
-"""`parameters` key holding the ModelSpec JSON, so a server-side reader can recover the spec."""
 
 
 def parse_pbtxt(text: str) -> Any:

@@ -18,9 +18,9 @@ from typing import Any
 
 from attnserve.errors import ServerError
 from attnserve.security import ADMIN_TOKEN_HEADER
+from attnserve.spec import SPEC_PARAMETER
 from attnserve.tune.candidates import Candidate
 
-SPEC_PARAMETER = "attnserve_spec"
 RUNNER_PARAMETERS = {"runtime", "precision", "model_file", "intra_op_threads", "allow_spinning"}
 LOAD_TIMEOUT_S = 180.0
 

@@ -14,25 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from attnserve.dtypes import CONFIG_TO_NUMPY
 from attnserve.errors import AttnserveError, DTypeError, RuntimeFailure, ShapeError
 
 logger = logging.getLogger(__name__)
 
-TRITON_TO_NUMPY: dict[str, np.dtype] = {
-    "TYPE_BOOL": np.dtype(np.bool_),
-    "TYPE_UINT8": np.dtype(np.uint8),
-    "TYPE_UINT16": np.dtype(np.uint16),
-    "TYPE_UINT32": np.dtype(np.uint32),
-    "TYPE_UINT64": np.dtype(np.uint64),
-    "TYPE_INT8": np.dtype(np.int8),
-    "TYPE_INT16": np.dtype(np.int16),
-    "TYPE_INT32": np.dtype(np.int32),
-    "TYPE_INT64": np.dtype(np.int64),
-    "TYPE_FP16": np.dtype(np.float16),
-    "TYPE_FP32": np.dtype(np.float32),
-    "TYPE_FP64": np.dtype(np.float64),
-    "TYPE_STRING": np.dtype(np.object_),
-}
+TRITON_TO_NUMPY = CONFIG_TO_NUMPY
+"""`config.pbtxt` data type -> numpy dtype (`attnserve.dtypes`, the one table)."""
 
 
 @dataclass(frozen=True)
