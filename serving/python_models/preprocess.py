@@ -3,38 +3,45 @@
 Plain functions, importable without Triton: the `preprocess_model` shim calls them per request, and tests
 call them in-process to check that the server's pipeline gives the label the model gives on the same pixels.
 
-Resizing: scale so the image covers `height x width` (aspect kept, bilinear), then crop the centre.
-Videos: decode every frame (at most `MAX_VIDEO_FRAMES`), take `frames` indices spread evenly over them
-(first and last included), and treat each like an image. Output layouts: image (C, H, W), video (T, C, H, W).
+Resizing, channel order and frame sampling are the model's declared `Preprocessing`, applied by
+`attnserve.preprocessing.to_chw` (the one transform training and the client use too). Videos: decode every
+frame (at most `MAX_VIDEO_FRAMES`), sample `frames` of them, treat each like an image. Output layouts: image
+(C, H, W), video (T, C, H, W). Size limits are `attnserve.preprocessing`'s, shared with the client.
 """
 
 from __future__ import annotations
 
 import io
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from attnserve.errors import DataError, UserInputError
+from attnserve.preprocessing import (
+    Preprocessing,
+    check_payload_size,
+    clean_reason,
+    open_image_bytes,
+    sample_frame_indices,
+    to_chw,
+)
 
 IMAGE_FORMATS = ("JPEG", "PNG")
-MAX_IMAGE_PIXELS = 40_000_000
-"""Larger images are refused before decoding (decompression bombs)."""
 MAX_VIDEO_FRAMES = 2_000
-MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class PreprocessTarget:
-    """What one model wants: `kind` image|video, channels (1 = grey, 3 = RGB), size, and frames for video."""
+    """What one model wants: `kind` image|video, channels (1 = grey, 3 = RGB), size, frames for video, and
+    the model's declared `preprocessing`."""
 
     kind: str
     channels: int
     height: int
     width: int
     frames: int | None = None
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
     def __post_init__(self) -> None:
         if self.kind not in ("image", "video"):
@@ -62,7 +69,7 @@ class PreprocessTarget:
         }
         if self.frames is not None:
             parameters["frames"] = str(self.frames)
-        return parameters
+        return {**parameters, **self.preprocessing.to_parameters()}
 
     @classmethod
     def from_parameters(cls, parameters: dict[str, str]) -> PreprocessTarget:
@@ -74,6 +81,7 @@ class PreprocessTarget:
                 height=int(parameters["height"]),
                 width=int(parameters["width"]),
                 frames=int(parameters["frames"]) if "frames" in parameters else None,
+                preprocessing=Preprocessing.from_parameters(parameters),
             )
         except (KeyError, ValueError) as exc:
             raise UserInputError(
@@ -81,22 +89,9 @@ class PreprocessTarget:
             ) from exc
 
 
-def fit_and_crop(image: Image.Image, target: PreprocessTarget) -> np.ndarray:
-    """Resize to cover the target (aspect kept) and crop the centre: uint8 (C, H, W)."""
-    image = image.convert("L" if target.channels == 1 else "RGB")
-    scale = max(target.height / image.height, target.width / image.width)
-    resized_size = (max(target.width, round(image.width * scale)), max(target.height, round(image.height * scale)))
-    if resized_size != image.size:
-        image = image.resize(resized_size, Image.Resampling.BILINEAR)
-    left = (image.width - target.width) // 2
-    top = (image.height - target.height) // 2
-    image = image.crop((left, top, left + target.width, top + target.height))
-    pixels = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, C)
-    if pixels.ndim == 2:
-        pixels = pixels[None]  # (1, H, W)
-    else:
-        pixels = pixels.transpose(2, 0, 1)  # (C, H, W)
-    return np.ascontiguousarray(pixels)
+def to_pixels(image: Image.Image, target: PreprocessTarget) -> np.ndarray:
+    """A decoded image or frame -> uint8 (C, H, W) for `target`, by the model's declared preprocessing."""
+    return to_chw(image, target.channels, target.height, target.width, target.preprocessing)
 
 
 def _check_payload(payload: bytes, what: str) -> None:
@@ -104,8 +99,7 @@ def _check_payload(payload: bytes, what: str) -> None:
         raise DataError(f"expected encoded {what} bytes, got {type(payload).__name__}")
     if len(payload) == 0:
         raise DataError(f"empty {what} payload: expected encoded {what} bytes")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise DataError(f"{what} payload of {len(payload)} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}")
+    check_payload_size(len(payload), what)
 
 
 def decode_image(payload: bytes, target: PreprocessTarget) -> np.ndarray:
@@ -115,34 +109,12 @@ def decode_image(payload: bytes, target: PreprocessTarget) -> np.ndarray:
         DataError: empty, undecodable, truncated, too large, or not JPEG/PNG (the message names which).
     """
     _check_payload(payload, "image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(bytes(payload)))
-            if image.format not in IMAGE_FORMATS:
-                raise DataError(f"unsupported image format {image.format!r}: expected one of {list(IMAGE_FORMATS)}")
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise DataError(f"image of {image.width}x{image.height} pixels exceeds the limit of {MAX_IMAGE_PIXELS}")
-            image.load()  # decode now: truncated data fails here, not later
-    except DataError:
-        raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombWarning,
-        Image.DecompressionBombError,
-    ) as exc:  # Pillow raises the latter at 2x its own pixel limit
-        raise DataError(f"cannot decode image ({len(payload)} bytes; expected JPEG or PNG): {exc}") from exc
-    return fit_and_crop(image, target)
+    return to_pixels(open_image_bytes(bytes(payload), IMAGE_FORMATS), target)
 
 
 def sample_indices(available: int, wanted: int) -> np.ndarray:
     """`wanted` frame indices spread evenly over `available` frames (first and last included; repeats if short)."""
-    if available < 1:
-        raise DataError("the video holds no decodable frames")
-    return np.linspace(0, available - 1, wanted).round().astype(np.int64)
+    return sample_frame_indices(available, wanted)
 
 
 def decode_video(payload: bytes, target: PreprocessTarget) -> np.ndarray:
@@ -168,9 +140,9 @@ def decode_video(payload: bytes, target: PreprocessTarget) -> np.ndarray:
     except DataError:
         raise
     except (av.error.FFmpegError, ValueError, IndexError, OSError) as exc:
-        raise DataError(f"cannot decode video ({len(payload)} bytes): {exc}") from exc
-    chosen = sample_indices(len(frames), target.frames)
-    return np.stack([fit_and_crop(frames[index], target) for index in chosen])  # (T, C, H, W)
+        raise DataError(f"cannot decode video ({len(payload)} bytes): {clean_reason(exc)}") from exc
+    chosen = sample_frame_indices(len(frames), target.frames, target.preprocessing)
+    return np.stack([to_pixels(frames[index], target) for index in chosen])  # (T, C, H, W)
 
 
 def decode(payload: bytes, target: PreprocessTarget) -> np.ndarray:
