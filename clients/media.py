@@ -1,7 +1,8 @@
 """Client-side media decoding: images and videos to the uint8 tensors a served model takes.
 
 Images: resize the shorter side to the model's input size, centre-crop, channels first (C, H, W).
-Videos: decode with PyAV, sample `frames` indices evenly over the clip, each frame as an image -> (T, C, H, W).
+Videos: decode with PyAV (`attnserve.video`: refuses fewer frames than the model takes, still images, non-video
+files), sample `frames` indices evenly over the clip, each frame as an image -> (T, C, H, W).
 No normalisation: models take uint8 pixels and normalise inside their graph.
 """
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from attnserve.errors import DataError, DTypeError, ShapeError
+from attnserve.video import VideoLimits, decode_video, sample_indices
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -85,26 +87,17 @@ def image_to_tensor(source: ImageSource, height: int, width: int, channels: int)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
-def read_video_frames(source: str | Path | bytes, frames: int) -> list[Any]:
-    """Decode a video and return `frames` PIL images sampled evenly over it (repeats frames of short clips)."""
-    import av
+def read_video_frames(source: str | Path | bytes, frames: int, limits: VideoLimits | None = None) -> list[Any]:
+    """Decode a video and return `frames` PIL images sampled evenly over it.
 
+    The checks are `attnserve.video`'s, the same as the server's: fewer frames than `frames`, a still image
+    (also renamed `.mp4`), a non-video file, corrupt bytes or a video beyond `limits` raise `DataError`.
+    """
     data = read_bytes(source)
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            decoded = [frame.to_image() for frame in container.decode(video=0)]
-    except (av.error.FFmpegError, ValueError, IndexError) as exc:
-        raise DataError(f"expected a decodable video, could not decode {_describe(source)}: {exc}") from exc
-    if not decoded:
-        raise DataError(f"expected a video with at least one frame, {_describe(source)} has none")
-    indices = np.linspace(0, len(decoded) - 1, frames).round().astype(int)
-    return [decoded[i] for i in indices]
+    video = decode_video(data, limits, needed=frames, source=None if isinstance(source, bytes) else str(source))
+    return [video.frames[i] for i in sample_indices(len(video.frames), frames)]
 
 
 def video_to_tensor(source: str | Path | bytes, frames: int, height: int, width: int, channels: int) -> np.ndarray:
     """Decode, sample and resize a video to uint8 (frames, channels, height, width)."""
     return np.stack([image_to_tensor(f, height, width, channels) for f in read_video_frames(source, frames)])
-
-
-def _describe(source: str | Path | bytes) -> str:
-    return f"{len(source)} bytes" if isinstance(source, bytes) else str(source)

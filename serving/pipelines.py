@@ -1,17 +1,20 @@
 """Pre-processing entries and `NAME_pipeline` ensembles: encoded bytes in, top-k labels out.
 
-For a spec `NAME`, `write_pipeline_entries` writes two entries beside the model's own:
+For a spec `NAME`, `write_pipeline_entries` writes two entries beside the model's own (three for video):
 
     NAME_preprocess  python backend: input `image` (or `video`) TYPE_STRING [1] -> `pixels` uint8 (spec shape);
                      the target size/channels/frames are config parameters; model.py = preprocess_model shim
     NAME_pipeline    ensemble: NAME_preprocess -> NAME; output `logits` with `labels.txt`, so a client asks
                      for top-k labels through Triton's classification extension (`class_count=k`)
+    NAME_timeline    video only, python backend: input `video` TYPE_STRING [1] (+ optional window_s, stride_s,
+                     top_k, clips_per_request) -> `timeline` JSON; sends the clips to NAME through BLS
 
 Configs are built with the export package's typed `ModelConfig` objects (one writer for every config).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -28,8 +31,50 @@ from attnserve.serving.python_models.preprocess import PreprocessTarget
 
 from attnserve.errors import UserInputError
 from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
+from attnserve.video import VideoLimits
 
 PREPROCESS_SHIM = Path(__file__).parent / "python_models" / "preprocess_model.py"
+TIMELINE_SHIM = Path(__file__).parent / "python_models" / "timeline_model.py"
+TIMELINE_OUTPUT = "timeline"
+"""The JSON output of `NAME_timeline` (see `attnserve.video.timeline_result`)."""
+TIMELINE_OPTIONS = {
+    "window_s": "TYPE_FP32",
+    "stride_s": "TYPE_FP32",
+    "top_k": "TYPE_INT32",
+    "clips_per_request": "TYPE_INT32",
+}
+"""Optional scalar inputs of `NAME_timeline`, per request."""
+
+
+def timeline_name(spec: ModelSpec) -> str:
+    """`NAME_timeline`: the sliding-window entry of a video model."""
+    return f"{spec.name}_timeline"
+
+
+def timeline_config(spec: ModelSpec) -> ModelConfig:
+    """`NAME_timeline`: python backend, one video per request, clips to `NAME` through BLS.
+
+    `max_batch_size` 0: a request is one whole video (its clips are the batch, formed inside).
+    """
+    options = tuple(
+        TensorConfig(name=name, data_type=data_type, dims=(1,), optional=True)
+        for name, data_type in TIMELINE_OPTIONS.items()
+    )
+    parameters = {
+        **preprocess_parameters(spec),
+        "classifier": spec.name,
+        "classifier_max_batch_size": str(spec.max_batch_size),
+        "labels": json.dumps(list(spec.labels)),
+    }
+    return ModelConfig(
+        name=timeline_name(spec),
+        backend="python",
+        max_batch_size=0,
+        input=(TensorConfig(name="video", data_type="TYPE_STRING", dims=(1,)), *options),
+        output=(TensorConfig(name=TIMELINE_OUTPUT, data_type="TYPE_STRING", dims=(1,)),),
+        instance_group=(InstanceGroup(count=1, kind="KIND_CPU"),),
+        parameters=parameters,
+    )
 
 
 def pipeline_input_name(spec: ModelSpec) -> str:
@@ -42,6 +87,12 @@ def preprocess_target(spec: ModelSpec) -> PreprocessTarget:
     return PreprocessTarget(
         kind=spec.kind, channels=spec.channels, height=spec.height, width=spec.width, frames=spec.frames
     )
+
+
+def preprocess_parameters(spec: ModelSpec) -> dict[str, str]:
+    """Config parameters of `NAME_preprocess`: the target, and for video the limits (`VideoLimits`, env-settable)."""
+    parameters = preprocess_target(spec).to_parameters()
+    return {**parameters, **VideoLimits().to_parameters()} if spec.kind == "video" else parameters
 
 
 def encoded_input(spec: ModelSpec) -> TensorConfig:
@@ -60,7 +111,7 @@ def preprocess_config(spec: ModelSpec) -> ModelConfig:
         output=(TensorConfig(name=INPUT_NAME, data_type=pixels.data_type, dims=pixels.dims),),
         dynamic_batching=dynamic_batching_for(spec),
         instance_group=(InstanceGroup(count=1, kind="KIND_CPU"),),
-        parameters=preprocess_target(spec).to_parameters(),
+        parameters=preprocess_parameters(spec),
     )
 
 
@@ -95,7 +146,9 @@ def model_entry_specs(repository: Path | str) -> dict[str, ModelSpec]:
 
     specs: dict[str, ModelSpec] = {}
     for model_dir in sorted(Path(repository).iterdir()):
-        if not (model_dir / "config.pbtxt").is_file() or model_dir.name.endswith(("_pipeline", "_preprocess")):
+        if not (model_dir / "config.pbtxt").is_file() or model_dir.name.endswith(
+            ("_pipeline", "_preprocess", "_timeline")
+        ):
             continue
         try:
             spec = read_entry_spec(model_dir)
@@ -129,4 +182,11 @@ def write_pipeline_entries(spec: ModelSpec, repository: Path | str) -> tuple[Pat
     (pipeline_dir / "1").mkdir()  # Triton needs a version folder, even an empty one, for an ensemble
     write_labels(spec, pipeline_dir)
     spec.save(pipeline_dir / "spec.json")
+    if spec.kind == "video":
+        timeline_dir = repository / timeline_name(spec)
+        if timeline_dir.exists():
+            shutil.rmtree(timeline_dir)
+        timeline_config(spec).write(timeline_dir)
+        (timeline_dir / "1").mkdir()
+        shutil.copy2(TIMELINE_SHIM, timeline_dir / "1" / "model.py")
     return preprocess_dir, pipeline_dir

@@ -4,8 +4,9 @@ Plain functions, importable without Triton: the `preprocess_model` shim calls th
 call them in-process to check that the server's pipeline gives the label the model gives on the same pixels.
 
 Resizing: scale so the image covers `height x width` (aspect kept, bilinear), then crop the centre.
-Videos: decode every frame (at most `MAX_VIDEO_FRAMES`), take `frames` indices spread evenly over them
-(first and last included), and treat each like an image. Output layouts: image (C, H, W), video (T, C, H, W).
+Videos: `attnserve.video` decodes every frame (within `VideoLimits`), refuses fewer frames than the model
+takes, and takes `frames` indices spread evenly over them (first and last included); each is treated like an
+image. Output layouts: image (C, H, W), video (T, C, H, W).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from attnserve.errors import DataError, UserInputError
+from attnserve.video import VideoLimits, sample_indices
+from attnserve.video import decode_video as decode_video_frames
 
 IMAGE_FORMATS = ("JPEG", "PNG")
 MAX_IMAGE_PIXELS = 40_000_000
 """Larger images are refused before decoding (decompression bombs)."""
-MAX_VIDEO_FRAMES = 2_000
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 
 
@@ -138,41 +140,22 @@ def decode_image(payload: bytes, target: PreprocessTarget) -> np.ndarray:
     return fit_and_crop(image, target)
 
 
-def sample_indices(available: int, wanted: int) -> np.ndarray:
-    """`wanted` frame indices spread evenly over `available` frames (first and last included; repeats if short)."""
-    if available < 1:
-        raise DataError("the video holds no decodable frames")
-    return np.linspace(0, available - 1, wanted).round().astype(np.int64)
-
-
-def decode_video(payload: bytes, target: PreprocessTarget) -> np.ndarray:
+def decode_video(payload: bytes, target: PreprocessTarget, limits: VideoLimits | None = None) -> np.ndarray:
     """Encoded video bytes (any container/codec PyAV reads) -> uint8 (T, C, H, W) for `target`.
 
-    Raises:
-        DataError: empty, undecodable, no video stream, no frames, or too many frames.
-    """
-    import av
+    Decoding, limits and the frame-count policy are `attnserve.video`'s (refuse, never repeat frames).
 
-    _check_payload(payload, "video")
+    Raises:
+        DataError: empty, not a video (a still image too), corrupt, beyond `limits`, or fewer frames than
+            `target.frames`.
+    """
     if target.kind != "video" or target.frames is None:
         raise UserInputError(f"decode_video needs a video target, got {target}")
-    frames: list[Image.Image] = []
-    try:
-        with av.open(io.BytesIO(bytes(payload)), mode="r") as container:
-            if not container.streams.video:
-                raise DataError("the payload holds no video stream")
-            for frame in container.decode(video=0):
-                if len(frames) >= MAX_VIDEO_FRAMES:
-                    raise DataError(f"video longer than {MAX_VIDEO_FRAMES} frames")
-                frames.append(frame.to_image())
-    except DataError:
-        raise
-    except (av.error.FFmpegError, ValueError, IndexError, OSError) as exc:
-        raise DataError(f"cannot decode video ({len(payload)} bytes): {exc}") from exc
-    chosen = sample_indices(len(frames), target.frames)
-    return np.stack([fit_and_crop(frames[index], target) for index in chosen])  # (T, C, H, W)
+    video = decode_video_frames(payload, limits, needed=target.frames)
+    chosen = sample_indices(len(video.frames), target.frames)
+    return np.stack([fit_and_crop(video.frames[index], target) for index in chosen])  # (T, C, H, W)
 
 
-def decode(payload: bytes, target: PreprocessTarget) -> np.ndarray:
+def decode(payload: bytes, target: PreprocessTarget, limits: VideoLimits | None = None) -> np.ndarray:
     """Dispatch on `target.kind`: `decode_image` or `decode_video`."""
-    return decode_image(payload, target) if target.kind == "image" else decode_video(payload, target)
+    return decode_image(payload, target) if target.kind == "image" else decode_video(payload, target, limits)
