@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from attnserve.video import Timeline
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +57,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="OUT.png",
         help="also write the first file with its attention heatmap (from NAME_explain)",
     )
+    infer.add_argument(
+        "--timeline",
+        action="store_true",
+        help="videos of any length: label sliding windows with NAME_timeline (per-segment top-k + whole video)",
+    )
+    infer.add_argument(
+        "--window-s",
+        type=float,
+        default=None,
+        help="--timeline window in seconds (default: the model's frames at the video's rate; 0 = whole video)",
+    )
+    infer.add_argument(
+        "--stride-s", type=float, default=None, help="--timeline step between windows (default: half the window)"
+    )
     _add_connection_options(infer)
     infer.set_defaults(func=run_infer)
 
@@ -88,6 +105,13 @@ def run_infer(args: argparse.Namespace) -> int:
     console = Console()
     settings = _settings(args)
     with TritonClient(settings) as client:
+        if args.timeline:
+            for path in args.files:
+                timeline = client.timeline(
+                    args.model, path, window_s=args.window_s, stride_s=args.stride_s, top_k=args.top_k
+                )
+                console.print(timeline_table(timeline, f"{args.model} timeline of {path.name}"))
+            return 0
         if args.pipeline:
             predictions = client.classify_encoded(
                 f"{args.model}_pipeline" if not args.model.endswith("_pipeline") else args.model,
@@ -119,6 +143,31 @@ def run_infer(args: argparse.Namespace) -> int:
             kind = "video frames" if is_video_path(first) else "image"
             console.print(f"attention heatmap over the {kind} of {first.name}: {args.explain}")
     return 0
+
+
+def timeline_table(timeline: Timeline, title: str) -> Any:
+    """A rich table: one row per segment (seconds, label, score, top-k), then the whole video and the changes."""
+    from rich.table import Table
+
+    table = Table(
+        title=title,
+        caption=f"{timeline.seconds:g} s at {timeline.fps:g} fps; label changes at "
+        f"{', '.join(f'{t:g} s' for t in timeline.changes_s) or 'none'}",
+    )
+    for column in ("start s", "end s"):
+        table.add_column(column, justify="right")
+    table.add_column("label", style="bold")
+    table.add_column("score", justify="right")
+    table.add_column("top-k")
+    for segment in timeline.segments:
+        best = segment.top_k[0]
+        others = ", ".join(f"{item.label} {item.score:.3f}" for item in segment.top_k)
+        table.add_row(f"{segment.start_s:.2f}", f"{segment.end_s:.2f}", best.label, f"{best.score:.3f}", others)
+    whole = ", ".join(f"{item.label} {item.score:.3f}" for item in timeline.video)
+    table.add_row(
+        "0.00", f"{timeline.seconds:.2f}", f"video: {timeline.video[0].label}", f"{timeline.video[0].score:.3f}", whole
+    )
+    return table
 
 
 def run_loadtest_command(args: argparse.Namespace) -> int:

@@ -119,3 +119,17 @@ def _executions(client: Any, model: str) -> int:
     entries = stats["model_stats"] if isinstance(stats, dict) else stats.model_stats
     entry = next(e for e in entries if (e["name"] if isinstance(e, dict) else e.name) == model)
     return int(entry["execution_count"] if isinstance(entry, dict) else entry.execution_count)
+
+
+def test_infer_timeline_cli_prints_segments_and_the_whole_video(
+    triton_server: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from attnserve.cli import main
+
+    video = tmp_path / "story.mp4"
+    video.write_bytes(_story(16))  # 32 frames: 4 s
+    argv = ["infer", "--model", MODEL, str(video), "--timeline", "--window-s", "1", "--stride-s", "1"]
+    assert main([*argv, "--top-k", "2", "--url", triton_server.grpc_url]) == 0
+    printed = capsys.readouterr().out
+    assert "timeline of story.mp4" in printed and "video: " in printed and "4 s at 8 fps" in printed
+    assert printed.count("3.00") >= 1 and "label changes at" in printed
