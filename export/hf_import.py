@@ -63,6 +63,78 @@ class HFVideoClassifier(nn.Module):
         return self.hf_model(pixel_values=pixel_values).logits
 
 
+class HFVideoExplainClassifier(HFVideoClassifier):
+    """A video classifier whose every block attends over all space-time tokens (VideoMAE, ViViT): explainable.
+
+    `forward_with_attention` runs the same weights with eager attention and gives the attention rollout of
+    the read-out over the (tubelet, patch) tokens: from the class token (ViViT) or averaged over all tokens
+    (VideoMAE's mean pooling), as per-frame maps `(B, T, gh, gw)` (a tubelet's map repeated over its frames),
+    scaled to max 1 over the clip, so each frame's sum is its temporal weight.
+    """
+
+    def __init__(
+        self,
+        hf_model: nn.Module,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        tokens: tuple[int, int, int],
+        special_tokens: int,
+    ) -> None:
+        super().__init__(hf_model, mean, std)
+        self.tokens = tokens  # (tubelets in time, gh, gw)
+        self.special_tokens = special_tokens
+
+    def forward_with_attention(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from attnserve.models.layers import attention_rollout, normalize_map
+
+        pixel_values = (pixels.float() / 255.0 - self.mean) / self.std  # (B, T, C, H, W)
+        implementation = self.hf_model.config._attn_implementation
+        self.hf_model.set_attn_implementation("eager")
+        try:
+            outputs = self.hf_model(pixel_values=pixel_values, output_attentions=True)
+        finally:
+            self.hf_model.set_attn_implementation(implementation)
+        rollout = attention_rollout(outputs.attentions)  # (B, N, N), N = special + t * gh * gw
+        if self.special_tokens:
+            importance = rollout[:, 0, self.special_tokens :]  # (B, t*gh*gw): what the class token reads
+        else:
+            importance = rollout.mean(dim=1)  # (B, t*gh*gw): mean pooling reads every token alike
+        maps = importance.reshape(-1, *self.tokens)  # (B, t, gh, gw)
+        frames = pixels.shape[1]
+        maps = maps.repeat_interleave(frames // self.tokens[0], dim=1)  # (B, T, gh, gw)
+        return outputs.logits, normalize_map(maps)
+
+
+def _video_tokens(hf_model: nn.Module, input_shape: tuple[int, ...]) -> tuple[tuple[int, int, int], int] | None:
+    """`((t, gh, gw), special tokens)` when every block attends over all space-time tokens, else None
+    (TimeSformer's divided attention has no single space-time map)."""
+    config = hf_model.config
+    patch = getattr(config, "patch_size", None)
+    tubelet = getattr(config, "tubelet_size", None)
+    if isinstance(tubelet, (list, tuple)):  # ViViT: [t, h, w]
+        tubelet, patch = tubelet[0], tubelet[1]
+    if not isinstance(patch, int) or not isinstance(tubelet, int) or not hasattr(hf_model, "set_attn_implementation"):
+        return None
+    frames, _, height, width = input_shape
+    tokens = (frames // tubelet, height // patch, width // patch)
+    implementation = config._attn_implementation
+    try:
+        hf_model.set_attn_implementation("eager")
+        with torch.no_grad():
+            outputs = hf_model(pixel_values=torch.zeros(1, *input_shape), output_attentions=True)
+    except Exception:  # noqa: BLE001 - any failure means: no explain path for this architecture
+        return None
+    finally:
+        hf_model.set_attn_implementation(implementation)
+    attentions = getattr(outputs, "attentions", None)
+    if frames % tubelet or not attentions or attentions[0].dim() != 4 or attentions[0].shape[0] != 1:
+        return None
+    special = attentions[0].shape[-1] - tokens[0] * tokens[1] * tokens[2]
+    if special not in (0, 1) or any(a.shape[-1] != attentions[0].shape[-1] for a in attentions):
+        return None
+    return tokens, special
+
+
 class HFViTClassifier(HFImageClassifier):
     """A ViT-like classifier (class token(s) + patch grid) that can also explain itself.
 
@@ -326,7 +398,12 @@ def load_hf_classifier(
     spec = _spec(config, folder, path, hf_model, weights, **fields)
     hf_model.eval()
     if spec.kind == "video":
-        model: nn.Module = HFVideoClassifier(hf_model, spec.mean, spec.std)
+        found = _video_tokens(hf_model, spec.input_shape)
+        model: nn.Module = (
+            HFVideoExplainClassifier(hf_model, spec.mean, spec.std, *found)
+            if found
+            else HFVideoClassifier(hf_model, spec.mean, spec.std)
+        )
     else:
         grid = _vit_grid(hf_model, spec.input_shape)
         model = (

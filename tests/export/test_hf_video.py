@@ -73,7 +73,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
         folder = root / "hf" / arch
         make_config().save_pretrained(folder)
         (folder / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR))
-        argv = ["export", "--hf", str(folder), "--hf-name", f"hf_{arch}", "--no-optimize", "--no-explain"]
+        argv = ["export", "--hf", str(folder), "--hf-name", f"hf_{arch}", "--no-optimize"]
         assert main([*argv, "--repository", str(root / "repo"), "--runs-dir", str(root / "runs")]) == 0
         reports[arch] = json.loads((root / "runs" / f"hf_{arch}" / "export" / "export_report.json").read_text())
         specs[arch] = ModelSpec.model_validate(reports[arch]["spec"])
@@ -94,6 +94,23 @@ def test_video_classifier_exports_with_verified_non_vacuous_parity(arch: str, ex
     assert not report["parity"]["failures"]
     assert min(p["reference_max_abs"] for p in report["parity"]["outputs"]) > 1e-2  # not vacuous
     assert isinstance(exported.models[arch], HFVideoClassifier)
+
+
+def test_space_time_explain_where_every_block_attends_over_all_tokens(exported: Exported) -> None:
+    """VideoMAE: per-frame maps from the attention rollout (eager copy of the weights), verified like the main
+    graph; TimeSformer's divided attention has no single space-time map: skipped with the reason."""
+    stages = {arch: {s["stage"]: s for s in exported.reports[arch]["stages"]} for arch in TINY_VIDEO_CONFIGS}
+    assert stages["videomae"]["explain"]["status"] == "ok", stages["videomae"]["explain"]
+    assert stages["videomae"]["explain"]["details"]["attention_dims"] == [4, 4, 4]  # (T, gh, gw)
+    assert not exported.reports["videomae"]["explain_parity"]["failures"]
+    assert stages["timesformer"]["explain"]["status"] == "skipped"
+    assert "no forward_with_attention" in stages["timesformer"]["explain"]["reason"]
+    model = exported.models["videomae"]
+    clip = torch.from_numpy(motion_arrays(1, seed=3)[0][:, ::2])  # (1, 4, 3, 32, 32)
+    with torch.no_grad():
+        logits, maps = model.forward_with_attention(clip)
+        torch.testing.assert_close(logits, model(clip), atol=1e-5, rtol=1e-4)  # same weights, same answer
+    assert maps.shape == (1, 4, 4, 4) and float(maps.max()) == pytest.approx(1.0)
 
 
 def test_labels_come_from_id2label(exported: Exported) -> None:
