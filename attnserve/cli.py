@@ -22,7 +22,9 @@ _COMMAND_MODULES = (
     "attnserve.models.cli",  # models, train
     "attnserve.export.cli",  # export, optimize
     "attnserve.serving.cli",  # serve
+    "attnserve.serving.replicas_cli",  # replicas
     "attnserve.clients.cli",  # infer, loadtest
+    "attnserve.tune.cli",  # tune
     "attnserve.demo",  # demo
 )
 

@@ -31,6 +31,20 @@ BENCH_MODEL = "vit_tiny_patch16_224"
 BATCHING_MODELS: tuple[str, ...] = ("vit_digits", BENCH_MODEL)
 """Models measured with dynamic batching on and off."""
 NOBATCH_SUFFIX = "_nobatch"
+HANDPICKED_SUFFIX = "_handpicked"
+HANDPICKED_SERVING: dict[str, Any] = {
+    "dynamic_batching": True,
+    "max_queue_delay_us": 2_000,
+    "preferred_batch_sizes": (4, 8, 16),
+    "max_batch_size": 16,
+    "instance_count": 1,
+    "intra_op_threads": 0,
+    "allow_spinning": True,
+}
+"""The configuration every model shipped with before `attnserve tune` chose the defaults (docs/tuning.md)."""
+NOBATCH_SERVING: dict[str, Any] = {**HANDPICKED_SERVING, "dynamic_batching": False}
+"""Batching off, one instance on every core, the runtime's default spinning threads."""
+CONFIG_LABELS = {"batching_on": "tuned default", "batching_off": "batching off", "handpicked": "hand-picked 2 ms"}
 OPTIMIZE_MODEL = "vit_digits"
 """Model whose CPU variants (runtime x precision) the demo measures; trained, so the gate is on accuracy."""
 
@@ -147,7 +161,7 @@ def run_demo(
     with _step("serve: start the embedded Triton", timings, echo):
         view, loaded, skipped = build_runtime_repository(repository, work_dir / "triton", serve_names)
         _add_entries(view, work_dir / "nobatch_repository", work_dir / "triton_nobatch")
-        loaded += [f"{name}{NOBATCH_SUFFIX}" for name in BATCHING_MODELS]
+        loaded += [f"{name}{suffix}" for name in BATCHING_MODELS for suffix in (NOBATCH_SUFFIX, HANDPICKED_SUFFIX)]
         report["serving"] = {"loaded": sorted(loaded), "skipped": skipped}
         server = TritonServer(
             view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=work_dir / "server"
@@ -166,7 +180,7 @@ def run_demo(
             report["inference"] = _classify_samples(http, grpc, work_dir / "samples", echo)
         with _step("explain: attention heatmap", timings, echo):
             report["heatmap"] = _write_heatmap(grpc, work_dir / "samples", reports_dir, echo)
-        with _step("load test: dynamic batching on vs off", timings, echo):
+        with _step("load test: tuned default vs batching off vs hand-picked 2 ms", timings, echo):
             report["loadtest"] = _loadtest_batching(grpc, concurrency, window_s, reports_dir, echo)
     finally:
         with _step("stop the server", timings, echo):
@@ -288,14 +302,16 @@ def _optimize(runs_dir: Path, reports_dir: Path, echo: Callable[[str], None]) ->
 
 
 def _write_nobatch_entries(repository: Path, nobatch_repository: Path, exports: dict[str, Any]) -> None:
-    """`NAME_nobatch`: the same ONNX and spec without dynamic batching, for the batching comparison."""
+    """`NAME_nobatch` (batching off) and `NAME_handpicked` (the old 2 ms configuration): the same ONNX and spec
+    with other serving knobs, compared with the tuned default in the load-test section."""
     from attnserve.export.repository import read_entry_spec, write_model_entry
 
     shutil.rmtree(nobatch_repository, ignore_errors=True)
     for name in BATCHING_MODELS:
         spec = read_entry_spec(repository / name)
-        nobatch = spec.model_copy(update={"name": f"{name}{NOBATCH_SUFFIX}", "dynamic_batching": False})
-        write_model_entry(nobatch, Path(exports[name]["onnx_path"]), nobatch_repository, version=1)
+        for suffix, knobs in ((NOBATCH_SUFFIX, NOBATCH_SERVING), (HANDPICKED_SUFFIX, HANDPICKED_SERVING)):
+            twin = spec.model_copy(update={"name": f"{name}{suffix}", **knobs})
+            write_model_entry(twin, Path(exports[name]["onnx_path"]), nobatch_repository, version=1)
 
 
 def _add_entries(view: Path, source: Path, work_dir: Path) -> None:
@@ -361,7 +377,12 @@ def _loadtest_batching(
     results: dict[str, Any] = {}
     for name in BATCHING_MODELS:
         per_mode: dict[str, Any] = {}
-        for mode, model in (("batching_on", name), ("batching_off", f"{name}{NOBATCH_SUFFIX}")):
+        configs = (
+            ("batching_on", name),
+            ("batching_off", f"{name}{NOBATCH_SUFFIX}"),
+            ("handpicked", f"{name}{HANDPICKED_SUFFIX}"),
+        )
+        for mode, model in configs:
             load_report = run_loadtest(
                 grpc,
                 model,
@@ -391,9 +412,45 @@ def _loadtest_batching(
             str(on["concurrency"]): round(on["throughput"] / off["throughput"], 2) if off["throughput"] else None
             for on, off in zip(per_mode["batching_on"], per_mode["batching_off"])
         }
-        results[name] = {**per_mode, "throughput_ratio_on_vs_off": ratios}
-        echo(f"    {name}: throughput ratio batching on/off by concurrency {ratios}")
+        handpicked = {
+            str(on["concurrency"]): round(on["throughput"] / old["throughput"], 2) if old["throughput"] else None
+            for on, old in zip(per_mode["batching_on"], per_mode["handpicked"])
+        }
+        plot = _plot_configs(name, per_mode, reports_dir / f"loadtest_{name}_configs.png")
+        results[name] = {
+            **per_mode,
+            "throughput_ratio_on_vs_off": ratios,
+            "throughput_ratio_tuned_vs_handpicked": handpicked,
+            "plot": str(plot),
+        }
+        echo(f"    {name}: throughput tuned/batching-off {ratios}, tuned/hand-picked {handpicked}")
     return results
+
+
+def _plot_configs(name: str, per_mode: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Throughput and p99 against concurrency for the three configurations of one model, on one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for mode, levels in per_mode.items():
+        concurrency = [level["concurrency"] for level in levels]
+        left.plot(concurrency, [level["throughput"] for level in levels], marker="o", label=CONFIG_LABELS[mode])
+        right.plot(concurrency, [level["p99_ms"] for level in levels], marker="o", label=CONFIG_LABELS[mode])
+    for axis, ylabel in ((left, "throughput (infer/s)"), (right, "p99 latency (ms)")):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("concurrency")
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+    right.set_yscale("log")
+    left.legend(fontsize=8)
+    figure.suptitle(f"{name}: serving configurations, one server run")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -454,15 +511,19 @@ def render_results_table(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| model | concurrency | batching on (infer/s, p99 ms) | batching off (infer/s, p99 ms) | ratio |",
-        "| --- | --- | --- | --- | --- |",
+        "| model | concurrency | tuned default (infer/s, p99 ms) | batching off (infer/s, p99 ms) "
+        "| hand-picked 2 ms (infer/s, p99 ms) | tuned / off | tuned / hand-picked |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, load in report["loadtest"].items():
-        for on, off in zip(load["batching_on"], load["batching_off"]):
+        old_levels = load.get("handpicked") or [None] * len(load["batching_on"])
+        for on, off, old in zip(load["batching_on"], load["batching_off"], old_levels):
             ratio = load["throughput_ratio_on_vs_off"].get(str(on["concurrency"]))
+            old_ratio = load.get("throughput_ratio_tuned_vs_handpicked", {}).get(str(on["concurrency"]))
+            old_text = f"{old['throughput']:.1f}, {old['p99_ms']:.1f}" if old else "-"
             lines.append(
                 f"| {name} | {on['concurrency']} | {on['throughput']:.1f}, {on['p99_ms']:.1f} | "
-                f"{off['throughput']:.1f}, {off['p99_ms']:.1f} | {ratio}x |"
+                f"{off['throughput']:.1f}, {off['p99_ms']:.1f} | {old_text} | {ratio}x | {old_ratio}x |"
             )
     optimize = report.get("optimize")
     if optimize:
@@ -536,7 +597,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"![attention]({Path(heatmap['png']).name})",
         "",
-        "Load-test plots: " + ", ".join(f"`loadtest_{name}.png`" for name in report["loadtest"]) + ".",
+        "Load-test plots (the three configurations together): "
+        + ", ".join(f"`loadtest_{name}_configs.png`" for name in report["loadtest"])
+        + "; per configuration: `loadtest_NAME[_nobatch|_handpicked].png`.",
         "",
         "## Step timings (s)",
         "",

@@ -21,3 +21,6 @@ RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
 
 GRPC_ADMIN_TOKEN_HEADER = "triton-grpc-protocol-" + ADMIN_TOKEN_HEADER
 """gRPC metadata key Triton checks for restricted protocols (Triton prefixes the configured key)."""
+
+API_KEY_HEADER = "x-api-key"
+"""Header (HTTP) / metadata key (gRPC) carrying the edge API key the replica set's HAProxy checks."""

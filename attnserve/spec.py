@@ -71,6 +71,12 @@ class ModelSpec(BaseModel):
     queue_timeout_us: NonNegativeInt = 0
     """Requests that waited longer than this in the queue are rejected (0 = no timeout; see `max_queue_size`)."""
     instance_count: PositiveInt = 1
+    intra_op_threads: NonNegativeInt = 0
+    """Threads one instance's CPU runtime uses for one operator; 0 = cores // instance_count."""
+    allow_spinning: bool = True
+    """Whether the CPU runtime's idle intra-op threads spin-wait for work (ONNX Runtime's
+    `session.intra_op.allow_spinning`; its default is on). Off hands the cores back to Triton and the
+    client between batches; OpenVINO has no such switch and ignores it."""
 
     # export and verification
     opset: int = Field(default=23, ge=17)

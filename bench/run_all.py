@@ -22,6 +22,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("bench.batching", "served throughput with dynamic batching on vs off, same sweep, one server run"),
     ("bench.loadtest_capacity", "load-tester capacity: req/s and client CPU per request against an identity model"),
     ("bench.queue_policy", "sequential latency with and without a bounded Triton queue policy (why it is opt-in)"),
+    ("bench.replicas", "the HAProxy edge's cost: p50 at c=1 and throughput at c=16, direct vs through the edge"),
     ("bench.serve_ready", "attnserve serve with every deployable at full size: seconds to READY"),
     ("bench.cpu_fastpath", "runtime x precision table and the pick behind the accuracy gate"),
 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -27,8 +28,10 @@ from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.predictions import Prediction, parse_classification, predictions_from_logits, softmax
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import ServerUnavailableError, is_retryable, to_inference_error
+from tritonclient._plugin import InferenceServerClientPlugin
 
 from attnserve.errors import InferenceError, ShapeError, UserInputError
+from attnserve.security import API_KEY_HEADER
 from attnserve.spec import ATTENTION_OUTPUT_NAME, OUTPUT_NAME
 from attnserve.video import Timeline
 
@@ -57,19 +60,49 @@ def transport_module(protocol: str, asynchronous: bool) -> Any:
 
 
 def make_transport(settings: ClientSettings, asynchronous: bool, concurrency: int = 1) -> Any:
-    """A raw `tritonclient` InferenceServerClient for the settings (timeouts applied where set at creation)."""
+    """A raw `tritonclient` InferenceServerClient for the settings (timeouts applied where set at creation).
+
+    With `settings.tls` it speaks TLS (trusting `tls_ca_file`, else the system's store); with `settings.api_key`
+    every call carries the `x-api-key` header / metadata (a tritonclient plugin adds it).
+    """
     module = transport_module(settings.protocol, asynchronous)
     url = settings.resolved_url
     if settings.protocol == "grpc":
-        return module.InferenceServerClient(url=url)
-    if asynchronous:
-        return module.InferenceServerClient(url=url, conn_limit=max(100, concurrency), conn_timeout=settings.timeout_s)
-    return module.InferenceServerClient(
-        url=url,
-        concurrency=concurrency,
-        connection_timeout=settings.connect_timeout_s,
-        network_timeout=settings.timeout_s,
-    )
+        tls = {"ssl": True, "root_certificates": str(settings.tls_ca_file or "") or None} if settings.tls else {}
+        client = module.InferenceServerClient(url=url, **tls)
+    elif asynchronous:
+        tls = {"ssl": True, "ssl_context": ssl_context(settings)} if settings.tls else {}
+        client = module.InferenceServerClient(
+            url=url, conn_limit=max(100, concurrency), conn_timeout=settings.timeout_s, **tls
+        )
+    else:
+        tls_options = {"ca_certs": str(settings.tls_ca_file)} if settings.tls_ca_file is not None else None
+        tls = {"ssl": True, "ssl_options": tls_options} if settings.tls else {}
+        client = module.InferenceServerClient(
+            url=url,
+            concurrency=concurrency,
+            connection_timeout=settings.connect_timeout_s,
+            network_timeout=settings.timeout_s,
+            **tls,
+        )
+    if settings.api_key is not None:
+        client.register_plugin(ApiKeyPlugin(settings.api_key.get_secret_value()))
+    return client
+
+
+def ssl_context(settings: ClientSettings) -> ssl.SSLContext:
+    """Client TLS context: certificate and host name verified against `tls_ca_file` (or the system's store)."""
+    return ssl.create_default_context(cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None)
+
+
+class ApiKeyPlugin(InferenceServerClientPlugin):
+    """Adds the edge's API key header to every request a tritonclient client sends."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def __call__(self, request: Any) -> None:
+        request.headers[API_KEY_HEADER] = self._key
 
 
 def call_kwargs(settings: ClientSettings) -> dict[str, Any]:

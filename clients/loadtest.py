@@ -181,7 +181,9 @@ class LoadGenerator:
 
     # phases -----------------------------------------------------------------------------------------------
     async def warmup(self, mode: LoadMode, level: float, poisson: bool, seconds: float) -> None:
-        """Load for `seconds`, then drain; nothing is recorded."""
+        """Load for `seconds`, then drain; nothing is recorded (no warm-up at all when `seconds` is 0)."""
+        if seconds <= 0:
+            return
         loops = self._start(mode, level, poisson)
         await asyncio.sleep(seconds)
         await self._stop(loops)

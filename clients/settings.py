@@ -5,6 +5,7 @@ Built once at the entry point (CLI, demo, test) and passed down explicitly.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, SecretStr, model_validator
@@ -45,26 +46,38 @@ class ClientSettings(BaseSettings):
     """Send inputs of at least `shared_memory_min_bytes` through system shared memory (same host only)."""
     shared_memory_min_bytes: NonNegativeInt = 1 << 20
     admin_token: SecretStr | None = Field(default=None, validation_alias=ADMIN_TOKEN_ENV)
+    tls: bool = False
+    """Speak TLS (https / gRPC over TLS), e.g. to the replica set's HAProxy edge."""
+    tls_ca_file: Path | None = None
+    """PEM of the certificate authority (or self-signed certificate) to trust; None = the system's store."""
+    api_key: SecretStr | None = None
+    """Sent in the `x-api-key` header / metadata of every request (`ATTNSERVE_API_KEY`); the edge checks it."""
 
     @model_validator(mode="after")
     def _check_backoff(self) -> ClientSettings:
         if self.backoff_max_s < self.backoff_s:
             raise ValueError(f"backoff_max_s ({self.backoff_max_s}) must be >= backoff_s ({self.backoff_s})")
-        return self
+        return self._check_tls()
 
     @property
     def resolved_url(self) -> str:
         """`url` without scheme, with the protocol's default port filled in."""
         url = self.url.strip()
         for scheme in ("http://", "https://", "grpc://"):
-            if url.startswith(scheme):
-                url = url[len(scheme) :]
+            url = url.removeprefix(scheme)
         url = url.rstrip("/")
         if not url:
             return f"127.0.0.1:{DEFAULT_PORTS[self.protocol]}"
         if ":" not in url:
             return f"{url}:{DEFAULT_PORTS[self.protocol]}"
         return url
+
+    def _check_tls(self) -> ClientSettings:
+        if self.tls_ca_file is not None and not self.tls:
+            raise ValueError("tls_ca_file is set but tls is off: set tls=True (ATTNSERVE_TLS=1) to use it")
+        if self.tls_ca_file is not None and not Path(self.tls_ca_file).is_file():
+            raise ValueError(f"tls_ca_file {self.tls_ca_file} is not a file (expected a PEM certificate)")
+        return self
 
     def admin_headers(self) -> dict[str, str]:
         """Headers that unlock restricted APIs (empty when no token is configured).

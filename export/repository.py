@@ -8,6 +8,7 @@ Entry contract (the serving side relies on it):
                                  (TYPE_FP32, [num_classes], label_filename "labels.txt"), dynamic_batching
                                  from the spec (left out when spec.dynamic_batching is False),
                                  instance_group [{count}] (no kind: Triton picks GPU when present),
+                                 parameters intra_op_threads / allow_spinning (the CPU runner's threads)
                                  parameters { key: "attnserve_spec" ... } = the ModelSpec JSON
       NAME/labels.txt            one label per line, in class order
       NAME/spec.json             the ModelSpec (same JSON as the parameter)
@@ -119,8 +120,23 @@ def model_config_for(
         dynamic_batching=dynamic_batching_for(spec),
         instance_group=(InstanceGroup(count=spec.instance_count),),
         default_model_filename=default_model_filename,
-        parameters={SPEC_PARAMETER: spec.model_dump_json(), **(extra_parameters or {})},
+        parameters={SPEC_PARAMETER: spec.model_dump_json(), **runner_parameters(spec), **(extra_parameters or {})},
     )
+
+
+INTRA_OP_THREADS_PARAMETER = "intra_op_threads"
+"""The CPU runner's threads per instance (`attnserve.serving.python_models.runtime.INTRA_OP_THREADS_PARAMETER`)."""
+ALLOW_SPINNING_PARAMETER = "allow_spinning"
+"""Whether the CPU runner's idle threads spin (`attnserve.serving.python_models.runtime.ALLOW_SPINNING_PARAMETER`)."""
+
+
+def runner_parameters(spec: ModelSpec) -> dict[str, str]:
+    """The CPU runner's knobs from the spec, as config parameters: threads per instance (0 = cores // instances,
+    resolved by the runtime view) and whether idle threads spin. NVIDIA's onnxruntime backend ignores them."""
+    return {
+        INTRA_OP_THREADS_PARAMETER: str(spec.intra_op_threads),
+        ALLOW_SPINNING_PARAMETER: "1" if spec.allow_spinning else "0",
+    }
 
 
 def explain_config_for(spec: ModelSpec, attention_dims: Sequence[int]) -> ModelConfig:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from attnserve.errors import UserInputError
-from attnserve.security import ADMIN_TOKEN_HEADER, DEFAULT_BIND_ADDRESS, RESTRICTED_APIS
+from attnserve.security import ADMIN_TOKEN_ENV, ADMIN_TOKEN_HEADER, DEFAULT_BIND_ADDRESS, RESTRICTED_APIS
 
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8001
@@ -34,6 +34,8 @@ _FORBIDDEN_TOKEN_CHARS = frozenset(":=, \t\n")
 # Compose-side values: the container's paths and the variable the host's `.env` / environment provides.
 COMPOSE_REPOSITORY = "/models"
 COMPOSE_TOKEN = "${" + "ATTNSERVE_ADMIN_TOKEN:?set ATTNSERVE_ADMIN_TOKEN (admin token for restricted APIs)}"
+KUBERNETES_TOKEN = "$(" + ADMIN_TOKEN_ENV + ")"
+"""Kubernetes expands `$(VAR)` in a container's args from its environment (the token comes from a Secret)."""
 COMPOSE_ADDRESS = "0.0.0.0"
 """Inside the container Triton must listen on all interfaces; the host side publishes on 127.0.0.1 only."""
 
@@ -51,7 +53,10 @@ def restricted_api_value(admin_token: str, apis: Sequence[str] = RESTRICTED_APIS
     if not admin_token:
         raise UserInputError("admin token must be a non-empty string")
     bad = sorted(set(admin_token) & _FORBIDDEN_TOKEN_CHARS)
-    is_variable_reference = admin_token.startswith("${") and admin_token.endswith("}")  # compose fills it in
+    # compose fills in `${VAR}`, Kubernetes fills in `$(VAR)` from the container's environment
+    is_variable_reference = (admin_token.startswith("${") and admin_token.endswith("}")) or (
+        admin_token.startswith("$(") and admin_token.endswith(")")
+    )
     if bad and not is_variable_reference:
         raise UserInputError(f"admin token must not contain any of {bad!r} (Triton splits its flag on them)")
     return f"{','.join(apis)}:{ADMIN_TOKEN_HEADER}={admin_token}"
@@ -144,3 +149,44 @@ def compose_command() -> list[str]:
             metrics_address=COMPOSE_ADDRESS,
         ),
     ]
+
+
+def kubernetes_args(repository: str = COMPOSE_REPOSITORY) -> list[str]:
+    """The Triton container's `args` in the Helm chart (`deploy/kubernetes/attnserve/values.yaml`, `triton.args`).
+
+    The same flags as the compose file: every model of the repository, restricted APIs behind the admin token
+    (`$(ATTNSERVE_ADMIN_TOKEN)`, set from a Secret), all interfaces inside the pod (a Service exposes them).
+    `repository` may be a path in the pod or an object-storage URI (`s3://...`, `gs://...`), which Triton reads.
+    """
+    return triton_args(
+        repository,
+        models=None,
+        admin_token=KUBERNETES_TOKEN,
+        http_address=COMPOSE_ADDRESS,
+        grpc_address=COMPOSE_ADDRESS,
+        metrics_address=COMPOSE_ADDRESS,
+    )
+
+
+KSERVE_REPOSITORY = "/mnt/models"
+"""Where KServe's storage initializer puts the InferenceService's `storageUri`."""
+KSERVE_HTTP_PORT = 8080
+KSERVE_GRPC_PORT = 9000
+"""The ports KServe's own `kserve-tritonserver` ClusterServingRuntime gives Triton (its router expects them)."""
+
+
+def kserve_args() -> list[str]:
+    """The Triton container's `args` in the chart's KServe ServingRuntime (`kserve.args` in values.yaml).
+
+    `kubernetes_args` with KServe's repository path and ports.
+    """
+    return triton_args(
+        KSERVE_REPOSITORY,
+        models=None,
+        admin_token=KUBERNETES_TOKEN,
+        http_port=KSERVE_HTTP_PORT,
+        grpc_port=KSERVE_GRPC_PORT,
+        http_address=COMPOSE_ADDRESS,
+        grpc_address=COMPOSE_ADDRESS,
+        metrics_address=COMPOSE_ADDRESS,
+    )

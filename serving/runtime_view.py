@@ -113,7 +113,15 @@ def runner_config(
         raise UnknownModelError(chosen_runtime, list(RUNTIME_MODULES))
     config.parameters[RUNTIME_PARAMETER].string_value = chosen_runtime
     config.parameters[MODEL_FILE_PARAMETER].string_value = str(model_path)
-    config.parameters[INTRA_OP_THREADS_PARAMETER].string_value = str(intra_op_threads_for(instance_count))
+    # the entry's own thread count (a tuned one) stays; absent or 0 shares the cores between the instances
+    threads = (
+        source.parameters[INTRA_OP_THREADS_PARAMETER].string_value
+        if INTRA_OP_THREADS_PARAMETER in source.parameters
+        else ""
+    )
+    if not threads.isdigit() or int(threads) == 0:
+        threads = str(intra_op_threads_for(instance_count))
+    config.parameters[INTRA_OP_THREADS_PARAMETER].string_value = threads
     return config
 
 

@@ -2,7 +2,7 @@
 
 Copied as `1/model.py` into each runner entry of the runtime view. Config parameters (set by
 `attnserve.serving.runtime_view`): `runtime`, `model_file` (absolute, or relative to the version folder),
-`intra_op_threads`. The logic lives in `batch_runner` and `runtime`, importable without Triton.
+`intra_op_threads` (0 = cores // instances), `allow_spinning`. The logic lives in `batch_runner` and `runtime`, importable without Triton.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ import triton_python_backend_utils as pb_utils
 from attnserve.serving.python_models.batch_runner import TensorSpec, run_requests
 from attnserve.serving.python_models.runtime import (
     DEFAULT_RUNTIME,
-    INTRA_OP_THREADS_PARAMETER,
     MODEL_FILE_PARAMETER,
     RUNTIME_PARAMETER,
-    intra_op_threads_for,
     open_session,
+    threads_from_parameters,
 )
 
 from attnserve.errors import AttnserveError, UserInputError
@@ -33,7 +32,7 @@ class TritonPythonModel:
         if not model_path.is_absolute():
             model_path = version_dir / model_path
         instance_count = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
-        threads = int(parameters.get(INTRA_OP_THREADS_PARAMETER, 0)) or intra_op_threads_for(instance_count)
+        threads = threads_from_parameters(parameters, instance_count)
         self.session = open_session(
             parameters.get(RUNTIME_PARAMETER, DEFAULT_RUNTIME), model_path, intra_op_threads=threads, options=parameters
         )

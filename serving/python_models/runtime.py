@@ -32,6 +32,9 @@ RUNTIME_MODULES: dict[str, str] = {
 RUNTIME_PARAMETER = "runtime"
 MODEL_FILE_PARAMETER = "model_file"
 INTRA_OP_THREADS_PARAMETER = "intra_op_threads"
+"""Threads per instance for one operator; absent or 0 = cores // instance_count."""
+ALLOW_SPINNING_PARAMETER = "allow_spinning"
+"""`"1"` / `"0"`: whether idle intra-op threads spin-wait (ONNX Runtime `session.intra_op.allow_spinning`)."""
 
 
 @runtime_checkable
@@ -74,6 +77,30 @@ def intra_op_threads_for(instance_count: int, cores: int | None = None) -> int:
     if instance_count < 1:
         raise UserInputError(f"instance_count must be >= 1, got {instance_count}")
     return max(1, (cores if cores is not None else available_cores()) // instance_count)
+
+
+def parse_allow_spinning(options: Mapping[str, str]) -> bool:
+    """The `allow_spinning` parameter as a bool (absent = on, ONNX Runtime's default).
+
+    Raises:
+        UserInputError: the value is not one of 1/0/true/false.
+    """
+    value = str(options.get(ALLOW_SPINNING_PARAMETER, "1")).strip().lower()
+    if value not in ("1", "0", "true", "false"):
+        raise UserInputError(f"parameter {ALLOW_SPINNING_PARAMETER!r} must be 1/0/true/false, got {value!r}")
+    return value in ("1", "true")
+
+
+def threads_from_parameters(options: Mapping[str, str], instance_count: int) -> int:
+    """Intra-op threads from the `intra_op_threads` parameter (0 or absent: cores // instance_count).
+
+    Raises:
+        UserInputError: the value is not a non-negative integer.
+    """
+    raw = str(options.get(INTRA_OP_THREADS_PARAMETER, "0")).strip() or "0"
+    if not raw.isdigit():
+        raise UserInputError(f"parameter {INTRA_OP_THREADS_PARAMETER!r} must be an integer >= 0, got {raw!r}")
+    return int(raw) or intra_op_threads_for(instance_count)
 
 
 def open_session(

@@ -1,0 +1,198 @@
+"""Candidate serving configurations: the knobs `attnserve tune` searches, and the grid they span.
+
+Knobs: dynamic batching on/off, `max_queue_delay_us` (0 included), preferred batch sizes, `max_batch_size`,
+`instance_count` with the CPU runtime's intra-op threads per instance and whether its idle threads spin, and
+the CPU variant (runtime x precision, among those that passed `attnserve optimize`'s accuracy gate).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt, model_validator
+
+from attnserve.errors import UserInputError
+from attnserve.spec import ModelSpec
+
+SPEC_KNOBS = (
+    "dynamic_batching",
+    "max_queue_delay_us",
+    "preferred_batch_sizes",
+    "max_batch_size",
+    "instance_count",
+    "intra_op_threads",
+    "allow_spinning",
+)
+"""Candidate fields that are ModelSpec fields of the same name (the variant is applied separately)."""
+
+
+class Variant(BaseModel):
+    """A CPU variant that passed the accuracy gate: runtime, precision and the file it serves."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    runtime: str
+    precision: str
+    model_file: str
+    """File name inside the variants folder / the entry's version folder."""
+    path: str | None = None
+    """Absolute path of the file (None: the entry's own file)."""
+
+
+class Candidate(BaseModel):
+    """One serving configuration to measure."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dynamic_batching: bool = True
+    max_queue_delay_us: NonNegativeInt = 0
+    preferred_batch_sizes: tuple[PositiveInt, ...] = ()
+    max_batch_size: PositiveInt = 16
+    instance_count: PositiveInt = 1
+    intra_op_threads: NonNegativeInt = 0
+    """0 = cores // instance_count."""
+    allow_spinning: bool = True
+    variant: Variant | None = None
+    """None = the variant the entry serves today."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Candidate:
+        too_big = [b for b in self.preferred_batch_sizes if b > self.max_batch_size]
+        if too_big:
+            raise ValueError(f"preferred batch sizes {too_big} exceed max_batch_size {self.max_batch_size}")
+        return self
+
+    @property
+    def name(self) -> str:
+        """A short readable label, e.g. `dyn d=0us pref=- max=16 | 2x1t nospin | onnxruntime_fp32`."""
+        if self.dynamic_batching:
+            preferred = "/".join(map(str, self.preferred_batch_sizes)) or "-"
+            batching = f"dyn d={self.max_queue_delay_us}us pref={preferred} max={self.max_batch_size}"
+        else:
+            batching = "batching off"
+        threads = f"{self.intra_op_threads}t" if self.intra_op_threads else "auto-t"
+        spin = "spin" if self.allow_spinning else "nospin"
+        variant = f" | {self.variant.name}" if self.variant is not None else ""
+        return f"{batching} | {self.instance_count}x{threads} {spin}{variant}"
+
+    def normalized(self) -> Candidate:
+        """Batching off ignores delay and preferred sizes: one canonical form, so the grid has no twins."""
+        if self.dynamic_batching:
+            return self
+        return self.model_copy(update={"max_queue_delay_us": 0, "preferred_batch_sizes": ()})
+
+    def apply_to(self, spec: ModelSpec) -> ModelSpec:
+        """`spec` with this candidate's knobs (and variant's runtime/precision), validated again."""
+        update = {knob: getattr(self, knob) for knob in SPEC_KNOBS}
+        if self.variant is not None:
+            update.update(cpu_runtime=self.variant.runtime, cpu_precision=self.variant.precision)
+        return ModelSpec.model_validate({**spec.model_dump(), **update})
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> Candidate:
+        """The configuration `spec` serves today."""
+        return cls(**{knob: getattr(spec, knob) for knob in SPEC_KNOBS}).normalized()
+
+
+def gated_variants(variants_dir: Path) -> list[Variant]:
+    """Variants of `attnserve optimize`'s table (`variants_dir/cpu_variants.json`) that passed its gate.
+
+    Returns an empty list when the table does not exist (the model was not optimised).
+    """
+    table = Path(variants_dir) / "cpu_variants.json"
+    if not table.is_file():
+        return []
+    rows = json.loads(table.read_text()).get("rows", [])
+    return [
+        Variant(
+            name=row["variant"],
+            runtime=row["runtime"],
+            precision=row["precision"],
+            model_file=row["model_file"],
+            path=str((Path(variants_dir) / row["model_file"]).resolve()),
+        )
+        for row in rows
+        if row.get("status") == "ok" and row.get("within_gate")
+    ]
+
+
+def thread_layouts(cores: int) -> list[tuple[int, int]]:
+    """(instances, threads per instance) pairs that use the cores at most once: 1xN, Nx1 and 1x1."""
+    layouts = [(1, cores), (cores, 1), (1, 1)]
+    if cores >= 4:
+        layouts.append((2, cores // 2))
+    return list(dict.fromkeys(layouts))
+
+
+class Grid(BaseModel):
+    """The values each knob may take (the exhaustive search measures their product)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dynamic_batching: tuple[bool, ...] = (True, False)
+    max_queue_delay_us: tuple[NonNegativeInt, ...] = (0, 100, 500, 2_000)
+    preferred_batch_sizes: tuple[tuple[PositiveInt, ...], ...] = ((), (4, 8, 16))
+    max_batch_size: tuple[PositiveInt, ...] = (16,)
+    layouts: tuple[tuple[PositiveInt, NonNegativeInt], ...] = ((1, 2), (2, 1), (1, 1))
+    """(instance_count, intra_op_threads) pairs."""
+    allow_spinning: tuple[bool, ...] = (True, False)
+    variants: tuple[Variant | None, ...] = (None,)
+
+    def dimensions(self) -> dict[str, Sequence[object]]:
+        """Knob name -> its values, in the order hill climbing visits them."""
+        return {
+            "dynamic_batching": self.dynamic_batching,
+            "max_queue_delay_us": self.max_queue_delay_us,
+            "layout": self.layouts,
+            "allow_spinning": self.allow_spinning,
+            "preferred_batch_sizes": self.preferred_batch_sizes,
+            "max_batch_size": self.max_batch_size,
+            "variant": self.variants,
+        }
+
+    def candidates(self) -> list[Candidate]:
+        """Every valid combination, without twins (batching off ignores delay and preferred sizes)."""
+        found: dict[Candidate, None] = {}
+        names = list(self.dimensions())
+        for values in itertools.product(*self.dimensions().values()):
+            candidate = build(dict(zip(names, values)))
+            if candidate is not None:
+                found[candidate] = None
+        return list(found)
+
+
+def build(knobs: dict[str, object]) -> Candidate | None:
+    """A candidate from grid-dimension values (`layout` = (instances, threads)); None when invalid."""
+    values = dict(knobs)
+    instances, threads = values.pop("layout")  # type: ignore[misc]
+    values.update(instance_count=instances, intra_op_threads=threads)
+    values["preferred_batch_sizes"] = tuple(  # preferred sizes above the max are dropped, not an error
+        b
+        for b in values["preferred_batch_sizes"]  # type: ignore[attr-defined]
+        if b <= values["max_batch_size"]  # type: ignore[operator]
+    )
+    try:
+        return Candidate.model_validate(values).normalized()
+    except ValueError:
+        return None
+
+
+def parse_layouts(text: str) -> tuple[tuple[int, int], ...]:
+    """`"1x2,2x1"` -> ((1, 2), (2, 1)); threads 0 = cores // instances.
+
+    Raises:
+        UserInputError: a pair is not `INSTANCESxTHREADS`.
+    """
+    layouts = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        instances, _, threads = item.partition("x")
+        if not (instances.isdigit() and threads.isdigit() and int(instances) >= 1):
+            raise UserInputError(f"expected INSTANCESxTHREADS pairs such as 1x2,2x1; got {item!r}")
+        layouts.append((int(instances), int(threads)))
+    if not layouts:
+        raise UserInputError("expected at least one INSTANCESxTHREADS pair")
+    return tuple(layouts)

@@ -1,0 +1,218 @@
+"""One `attnserve tune` run: a server (embedded, or one reachable at a URL), the search, the report, the apply."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attnserve.errors import UserInputError
+from attnserve.tune.apply import apply_candidate
+from attnserve.tune.candidates import Candidate, Grid, gated_variants, thread_layouts
+from attnserve.tune.control import ModelControl
+from attnserve.tune.report import TuneReport
+from attnserve.tune.search import CandidateResult, Measurement, Mode, Tuner, exhaustive, hill_climb, rank_key
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Target:
+    """Where the candidates are served: the HTTP endpoint (model control), the load tester's settings."""
+
+    control: ModelControl
+    settings: Any
+    description: str
+
+
+@dataclass
+class TuneOptions:
+    """Everything one run needs besides the model name (the CLI's flags)."""
+
+    repository: Path = Path("model_repository")
+    slo_p99_ms: float = 10.0
+    levels: Sequence[float] = (1, 4, 16)
+    traffic: str = "concurrency"
+    mode: Mode = "quick"
+    budget_s: float = 300.0
+    grid: Grid | None = None
+    start: Candidate | None = None
+    url: str | None = None
+    grpc_url: str | None = None
+    admin_token: str | None = None
+    out_dir: Path = Path("reports/tune")
+    runs_dir: Path = Path("runs")
+    apply: bool = True
+    measurement: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def serve_target(name: str, options: TuneOptions) -> Iterator[Target]:
+    """The embedded Triton with only `name` loaded, or the server at `options.url` (model control + token)."""
+    from attnserve.clients.settings import ClientSettings
+
+    if options.url is not None:
+        token = options.admin_token or os.environ.get("ATTNSERVE_ADMIN_TOKEN", "")
+        if not token:
+            raise UserInputError("--url needs the server's admin token (--admin-token or $ATTNSERVE_ADMIN_TOKEN)")
+        load_url, protocol = (options.grpc_url, "grpc") if options.grpc_url else (options.url, "http")
+        yield Target(ModelControl(options.url, token), ClientSettings(url=load_url, protocol=protocol), options.url)
+        return
+    from attnserve.serving.runtime_view import build_runtime_repository
+    from attnserve.serving.server import TritonServer
+
+    with tempfile.TemporaryDirectory(prefix="attnserve-tune-") as scratch:
+        view, loaded, _ = build_runtime_repository(options.repository, Path(scratch), [name])
+        server = TritonServer(
+            view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=Path(scratch) / "s"
+        )
+        with server:
+            settings = ClientSettings(url=server.grpc_url, protocol="grpc")
+            yield Target(ModelControl(server.http_url, server.admin_token), settings, "embedded")
+
+
+def default_grid(spec: Any, variants_dir: Path, cores: int | None = None) -> Grid:
+    """The grid for `spec` on this machine: layouts from the core count, the gated CPU variants."""
+    from attnserve.serving.python_models.runtime import available_cores
+
+    cores = cores or available_cores()
+    preferred = tuple(b for b in spec.preferred_batch_sizes if b <= spec.max_batch_size)
+    variants = gated_variants(variants_dir)
+    return Grid(
+        preferred_batch_sizes=tuple(dict.fromkeys([(), preferred or (spec.max_batch_size,)])),
+        max_batch_size=tuple(dict.fromkeys([spec.max_batch_size, max(8, spec.max_batch_size // 2)])),
+        layouts=tuple(thread_layouts(cores)),
+        variants=(None, *[v for v in variants if v.name != f"{spec.cpu_runtime}_{spec.cpu_precision}"]),
+    )
+
+
+def starting_point(spec: Any) -> Candidate:
+    """Hill climbing starts from what the spec serves today, with its thread count made explicit."""
+    from attnserve.serving.python_models.runtime import intra_op_threads_for
+
+    start = Candidate.from_spec(spec)
+    threads = start.intra_op_threads or intra_op_threads_for(start.instance_count)
+    return start.model_copy(update={"intra_op_threads": threads})
+
+
+def progress_printer(
+    echo: Callable[[str], None], tuner_ref: list[Tuner]
+) -> Callable[[CandidateResult, int | None], None]:
+    """Prints `[i/n] candidate: figures | best so far: ...` after each candidate."""
+
+    def report(result: CandidateResult, planned: int | None) -> None:
+        total = f"/{planned}" if planned else ""
+        if result.status != "ok":
+            figures = f"FAILED to load/measure: {result.reason[:160]}"
+        else:
+            figures = ", ".join(f"{f.level:g}: {f.throughput:,.0f}/s p99 {f.p99_ms:.2f} ms" for f in result.levels)
+            figures += " (meets SLO)" if result.meets_slo else " (misses SLO)"
+        best = tuner_ref[0].best() if tuner_ref else None
+        echo(f"[{result.index}{total}] {result.name}: {figures} ({result.seconds:.0f} s)")
+        if best is not None and best.status == "ok":
+            echo(
+                f"      best so far: {best.name} ({'meets' if best.meets_slo else 'misses'} SLO, score {best.score:,.0f})"
+            )
+
+    return report
+
+
+def tune(name: str, options: TuneOptions, echo: Callable[[str], None] = print) -> TuneReport:
+    """Search serving configurations of `name` under the SLO; write the report; apply the winner.
+
+    Raises:
+        UserInputError: no repository entry, bad options, or no admin token for `--url`.
+        ServerError: the server could not start or be reached.
+    """
+    from attnserve.export.repository import read_entry_spec
+
+    entry = options.repository / name
+    spec = read_entry_spec(entry)
+    grid = options.grid or default_grid(spec, options.runs_dir / name / "cpu_variants")
+    measurement = Measurement(levels=list(options.levels), slo_p99_ms=options.slo_p99_ms, mode=options.traffic)
+    for key, value in options.measurement.items():
+        setattr(measurement, key, value)
+    started = time.monotonic()
+    report = TuneReport(
+        model=name,
+        mode=options.mode,
+        traffic=options.traffic,
+        levels=[float(v) for v in options.levels],
+        slo_p99_ms=options.slo_p99_ms,
+        budget_s=options.budget_s,
+        seconds=0.0,
+        server=options.url or "embedded",
+        load_average=list(os.getloadavg()),
+        machine={"cores": os.cpu_count()},
+    )
+    tuner_ref: list[Tuner] = []
+    with serve_target(name, options) as target:
+        tuner = Tuner(target.control, target.settings, name, measurement, progress_printer(echo, tuner_ref))
+        tuner_ref.append(tuner)
+        deadline = started + options.budget_s
+        echo(
+            f"tuning {name} on {target.description}: {options.mode} search, SLO p99 <= {options.slo_p99_ms:g} ms at "
+            f"{options.traffic} {', '.join(f'{v:g}' for v in options.levels)}, budget {options.budget_s:.0f} s"
+        )
+        if options.mode == "exhaustive":
+            exhaustive(tuner, grid)
+        else:
+            hill_climb(tuner, grid, options.start or starting_point(spec), deadline)
+        report.candidates = sorted(tuner.results.values(), key=lambda r: r.index)
+        winner = next((r for r in sorted(report.candidates, key=rank_key) if r.meets_slo), None)
+        _finish(report, winner, name, options, tuner, echo)
+    report.seconds = time.monotonic() - started
+    _write(report, options.out_dir, echo)
+    return report
+
+
+def _finish(
+    report: TuneReport,
+    winner: CandidateResult | None,
+    name: str,
+    options: TuneOptions,
+    tuner: Tuner,
+    echo: Callable[[str], None],
+) -> None:
+    if winner is None:
+        measured = [r for r in report.candidates if r.status == "ok"]
+        closest = min(measured, key=lambda r: r.worst_p99_ms, default=None)
+        report.closest = closest.name if closest else None
+        echo(f"no candidate met p99 <= {options.slo_p99_ms:g} ms at every level; nothing applied")
+        if closest is not None:
+            echo(f"closest: {closest.name} (worst p99 {closest.worst_p99_ms:.2f} ms)")
+        if options.url is not None:
+            tuner.restore()
+        return
+    report.winner = winner.name
+    echo(f"winner: {winner.name}")
+    if options.apply:
+        written = apply_candidate(options.repository, name, winner.candidate, options.runs_dir)
+        report.applied, report.applied_to = True, [str(p) for p in written]
+        echo(f"applied to {', '.join(report.applied_to)}")
+    if options.url is not None:  # the server keeps serving the winner (or what it served before)
+        if options.apply:
+            from attnserve.tune.control import candidate_config
+
+            tuner.control.load(name, candidate_config(tuner.base_config, winner.candidate))
+        else:
+            tuner.restore()
+
+
+def _write(report: TuneReport, out_dir: Path, echo: Callable[[str], None]) -> None:
+    echo("\n" + report.table())
+    paths = [
+        report.write_json(out_dir / f"{report.model}.json"),
+        report.write_csv(out_dir / f"{report.model}.csv"),
+        report.write_plot(out_dir / f"{report.model}.png"),
+    ]
+    echo(
+        f"\n{len(report.candidates)} candidates in {report.seconds:.0f} s (budget {report.budget_s:.0f} s); "
+        f"wrote {', '.join(map(str, paths))}"
+    )

@@ -1,0 +1,234 @@
+"""Measure candidates with the project's load tester and search the grid (exhaustive or hill climbing).
+
+Each candidate is loaded (model control, config override), warmed up and swept over the traffic levels by
+`attnserve.clients.loadtest` (its windows, stability rule, server-side breakdown, and the client's success
+count checked against Triton's statistics). A candidate that fails to load is recorded with Triton's reason
+and the search goes on.
+
+Ranking (`score`): candidates whose p99 meets the SLO at every level come first, by the geometric mean of
+their throughput over the levels (a configuration must serve the lone request and the crowd, not one of
+them); the others follow, closest to the SLO first (smallest worst p99 / SLO).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from attnserve.errors import AttnserveError
+from attnserve.tune.candidates import Candidate, Grid, build
+from attnserve.tune.control import ModelControl, candidate_config
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["quick", "exhaustive"]
+
+
+class LevelFigures(BaseModel):
+    """One traffic level of one candidate (a summary of the load tester's `LevelResult`)."""
+
+    level: float
+    throughput: float
+    """Samples per second."""
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    avg_batch: float
+    queue_us: float
+    compute_infer_us: float
+    counts_agree: bool
+    """The client's success count equals Triton's success delta over the same span."""
+
+
+class CandidateResult(BaseModel):
+    """A measured (or failed) candidate."""
+
+    index: int
+    name: str
+    candidate: Candidate
+    status: Literal["ok", "failed", "skipped"] = "ok"
+    reason: str = ""
+    levels: list[LevelFigures] = Field(default_factory=list)
+    seconds: float = 0.0
+    meets_slo: bool = False
+    score: float = 0.0
+    """Geometric mean of throughput over the levels (0 when failed)."""
+    worst_p99_ms: float = math.inf
+
+    def figures(self, level: float) -> LevelFigures | None:
+        return next((f for f in self.levels if f.level == level), None)
+
+
+@dataclass
+class Measurement:
+    """How each candidate is measured: the traffic, the load tester's windows, the SLO."""
+
+    levels: Sequence[float]
+    slo_p99_ms: float
+    mode: str = "concurrency"
+    warmup_s: float = 0.5
+    window_s: float = 1.0
+    min_windows: int = 2
+    max_windows: int = 4
+
+    def loadtest_options(self) -> dict[str, Any]:
+        key = "concurrency" if self.mode == "concurrency" else "rates"
+        levels = [int(v) for v in self.levels] if self.mode == "concurrency" else [float(v) for v in self.levels]
+        return {
+            key: levels,
+            "warmup_s": self.warmup_s,
+            "window_s": self.window_s,
+            "min_windows": self.min_windows,
+            "max_windows": self.max_windows,
+        }
+
+
+def rank_key(result: CandidateResult) -> tuple[int, float]:
+    """Sort key, best first: SLO-meeting by throughput, then the rest by closeness to the SLO, failures last."""
+    if result.status != "ok":
+        return (3, 0.0)
+    if result.meets_slo:
+        return (0, -result.score)
+    return (1, result.worst_p99_ms)
+
+
+def summarize(result: CandidateResult, report: Any, slo_p99_ms: float) -> CandidateResult:
+    """Fill `result` from a `LoadTestReport`: per-level figures, SLO verdict, score."""
+    for level in report.levels:
+        result.levels.append(
+            LevelFigures(
+                level=float(level.concurrency if level.concurrency is not None else level.target_rate),
+                throughput=level.throughput_infer_s,
+                p50_ms=level.latency.p50_ms,
+                p99_ms=level.latency.p99_ms,
+                errors=sum(level.errors.values()),
+                avg_batch=level.server.avg_batch_size,
+                queue_us=level.server.queue_us,
+                compute_infer_us=level.server.compute_infer_us,
+                counts_agree=level.client_success == level.server_success,
+            )
+        )
+    throughputs = [max(f.throughput, 1e-9) for f in result.levels]
+    result.score = math.exp(sum(math.log(t) for t in throughputs) / len(throughputs)) if throughputs else 0.0
+    result.worst_p99_ms = max((f.p99_ms for f in result.levels), default=math.inf)
+    result.meets_slo = bool(result.levels) and all(f.p99_ms <= slo_p99_ms and not f.errors for f in result.levels)
+    return result
+
+
+class Tuner:
+    """Loads and measures candidates on one server, remembering every result.
+
+    Args:
+        control: model control on the server.
+        settings: the load tester's client settings for the same server.
+        model: the served model name.
+        measurement: traffic levels, windows, SLO.
+        on_result: called after each candidate (progress output).
+    """
+
+    def __init__(
+        self,
+        control: ModelControl,
+        settings: Any,
+        model: str,
+        measurement: Measurement,
+        on_result: Callable[[CandidateResult, int | None], None] | None = None,
+    ) -> None:
+        self.control, self.settings, self.model, self.measurement = control, settings, model, measurement
+        self.base_config = control.config(model)
+        self.results: dict[Candidate, CandidateResult] = {}
+        self.on_result = on_result
+        self.planned: int | None = None
+
+    def measure(self, candidate: Candidate) -> CandidateResult:
+        """Load and measure `candidate` (once: a second call returns the first result)."""
+        if candidate in self.results:
+            return self.results[candidate]
+        from attnserve.clients.loadtest import run_loadtest
+
+        started = time.monotonic()
+        result = CandidateResult(index=len(self.results) + 1, name=candidate.name, candidate=candidate)
+        try:
+            self.control.load(self.model, candidate_config(self.base_config, candidate))
+            report = run_loadtest(self.settings, self.model, **self.measurement.loadtest_options())
+            summarize(result, report, self.measurement.slo_p99_ms)
+        except AttnserveError as exc:
+            result.status, result.reason = "failed", str(exc).splitlines()[0][:400]
+            logger.warning("candidate %s failed: %s", candidate.name, result.reason)
+        result.seconds = time.monotonic() - started
+        self.results[candidate] = result
+        if self.on_result is not None:
+            self.on_result(result, self.planned)
+        return result
+
+    def best(self) -> CandidateResult | None:
+        ranked = sorted(self.results.values(), key=rank_key)
+        return ranked[0] if ranked else None
+
+    def restore(self) -> None:
+        """Serve the configuration the model had before the search."""
+        self.control.load(self.model, self.base_config)
+
+
+def exhaustive(tuner: Tuner, grid: Grid, deadline: float | None = None) -> None:
+    """Measure every candidate of the grid (stops early only past `deadline`)."""
+    candidates = grid.candidates()
+    tuner.planned = len(candidates)
+    for candidate in candidates:
+        if deadline is not None and time.monotonic() > deadline:
+            logger.warning("budget spent: %d of %d candidates measured", len(tuner.results), len(candidates))
+            break
+        tuner.measure(candidate)
+
+
+def hill_climb(tuner: Tuner, grid: Grid, start: Candidate, deadline: float) -> None:
+    """Quick mode: coordinate ascent from `start`, one knob at a time, keeping each improvement.
+
+    Passes over the knobs repeat until a pass changes nothing or the next candidate would likely end past
+    `deadline` (estimated from the mean time of the candidates measured so far).
+    """
+    dimensions = grid.dimensions()
+    current = _knobs_of(start)
+    tuner.planned = 1 + sum(max(len(v) - 1, 0) for v in dimensions.values())
+    best = tuner.measure(start)
+    improved = True
+    while improved:
+        improved = False
+        for knob, values in dimensions.items():
+            for value in values:
+                if value == current[knob]:
+                    continue
+                candidate = build({**current, knob: value})
+                if candidate is None or candidate in tuner.results:
+                    continue
+                if not _time_left(tuner, deadline):
+                    return
+                result = tuner.measure(candidate)
+                if rank_key(result) < rank_key(best):
+                    best, current, improved = result, {**current, knob: value}, True
+        if improved:
+            tuner.planned = len(tuner.results) + sum(max(len(v) - 1, 0) for v in dimensions.values())
+
+
+def _time_left(tuner: Tuner, deadline: float) -> bool:
+    spent = [r.seconds for r in tuner.results.values()]
+    estimate = sum(spent) / len(spent) if spent else 0.0
+    return time.monotonic() + estimate <= deadline
+
+
+def _knobs_of(candidate: Candidate) -> dict[str, object]:
+    return {
+        "dynamic_batching": candidate.dynamic_batching,
+        "max_queue_delay_us": candidate.max_queue_delay_us,
+        "layout": (candidate.instance_count, candidate.intra_op_threads),
+        "allow_spinning": candidate.allow_spinning,
+        "preferred_batch_sizes": candidate.preferred_batch_sizes,
+        "max_batch_size": candidate.max_batch_size,
+        "variant": candidate.variant,
+    }

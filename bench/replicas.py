@@ -1,0 +1,151 @@
+"""What the HAProxy edge costs: the project's load tester straight to one Triton replica vs through the replica
+set's load balancer with that one replica behind it, in one run (gRPC, a light model, so the proxy's share shows).
+
+    python -m bench.replicas [--window 2]
+
+Measures p50 latency at concurrency 1 and throughput at concurrency 16, direct and through HAProxy, in two
+interleaved passes (direct, edge, direct, edge) so a drifting machine load hits both sides alike; prints the
+differences/ratios (targets: p50 <= +0.5 ms, throughput >= 0.95x) with the load average and writes
+reports/bench/replicas.json. The edge's per-replica limit is raised to 32 here: this measures the proxy hop,
+not admission control (tests/replicas cover that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SAMPLE_SHAPE = (3, 32, 32)
+LABELS = ("a", "b", "c", "d")
+
+
+def _linear_onnx(path: Path) -> Path:
+    """A linear classifier on uint8 pixels (cheap: the request path dominates)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    features = int(np.prod(SAMPLE_SHAPE))
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(0, 0.05, (features, len(LABELS))).astype(np.float32), "weight")
+    shape = numpy_helper.from_array(np.array([0, features], dtype=np.int64), "flat_shape")
+    nodes = [
+        helper.make_node("Cast", ["pixels"], ["as_float"], to=TensorProto.FLOAT),
+        helper.make_node("Reshape", ["as_float", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "weight"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "bench_linear",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", *SAMPLE_SHAPE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(LABELS)])],
+        [weight, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path
+
+
+def _repository(root: Path) -> tuple[Path, str]:
+    from attnserve.export.repository import write_model_entry
+    from attnserve.serving.runtime_view import build_runtime_repository
+
+    from attnserve.spec import ModelSpec
+
+    spec = ModelSpec(
+        name="bench_linear",
+        arch="synthetic_linear",
+        kind="image",
+        layout="NCHW",
+        input_shape=SAMPLE_SHAPE,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        labels=LABELS,
+        max_batch_size=16,
+        preferred_batch_sizes=(8, 16),
+        max_queue_delay_us=0,
+        opset=17,
+    )
+    write_model_entry(spec, _linear_onnx(root / "bench_linear.onnx"), root / "repository")
+    view, loaded, skipped = build_runtime_repository(root / "repository", root / "view")
+    if loaded != [spec.name]:
+        raise SystemExit(f"the runtime view did not take the bench model: {skipped}")
+    return view, spec.name
+
+
+def _measure(url: str, model: str, concurrency: int, window_s: float) -> dict[str, Any]:
+    from attnserve.clients.loadtest import run_loadtest
+    from attnserve.clients.settings import ClientSettings
+
+    report = run_loadtest(
+        ClientSettings(url=url, protocol="grpc"),
+        model,
+        concurrency=[concurrency],
+        warmup_s=1.0,
+        window_s=window_s,
+        min_windows=3,
+        max_windows=5,
+    )
+    level = report.levels[0]
+    return {
+        "p50_ms": level.latency.p50_ms,
+        "p99_ms": level.latency.p99_ms,
+        "throughput_rps": level.achieved_rate,
+        "errors": level.errors,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--window", type=float, default=2.0, help="seconds per measurement window")
+    parser.add_argument("--out", type=Path, default=Path("reports/bench/replicas.json"))
+    args = parser.parse_args(argv)
+
+    from attnserve.serving.haproxy import EdgeSettings
+    from attnserve.serving.replicas import ReplicaSet
+
+    results: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="attnserve-bench-replicas-") as scratch:
+        view, model = _repository(Path(scratch))
+        edge = EdgeSettings(http_port=0, grpc_port=0, maxconn_per_replica=32, queue_timeout_ms=1000)
+        with ReplicaSet(view, edge, replicas=1, models=[model], work_dir=Path(scratch) / "set") as replica_set:
+            targets = {"direct": replica_set.servers[0].grpc_url, "edge": replica_set.grpc_url}
+            for _ in range(2):  # interleaved passes
+                for name, url in targets.items():
+                    for concurrency in (1, 16):
+                        figures = _measure(url, model, concurrency, args.window)
+                        results.setdefault(f"{name}_c{concurrency}", []).append(figures)
+                        print(f"{name:6s} c={concurrency:<2d} {json.dumps(figures)}", flush=True)
+
+    def mean(key: str, field: str) -> float:
+        return float(np.mean([r[field] for r in results[key]]))
+
+    summary = {
+        "p50_c1_direct_ms": mean("direct_c1", "p50_ms"),
+        "p50_c1_edge_ms": mean("edge_c1", "p50_ms"),
+        "p50_c1_added_ms": mean("edge_c1", "p50_ms") - mean("direct_c1", "p50_ms"),
+        "throughput_c16_direct_rps": mean("direct_c16", "throughput_rps"),
+        "throughput_c16_edge_rps": mean("edge_c16", "throughput_rps"),
+        "throughput_c16_ratio": mean("edge_c16", "throughput_rps") / mean("direct_c16", "throughput_rps"),
+        "loadavg": os.getloadavg(),
+        "cpus": os.cpu_count(),
+    }
+    print(
+        f"p50 at c=1: direct {summary['p50_c1_direct_ms']:.2f} ms, through HAProxy {summary['p50_c1_edge_ms']:.2f} ms "
+        f"({summary['p50_c1_added_ms']:+.2f} ms; target <= +0.5 ms)\n"
+        f"throughput at c=16, one replica: direct {summary['throughput_c16_direct_rps']:.0f}/s, through HAProxy "
+        f"{summary['throughput_c16_edge_rps']:.0f}/s ({summary['throughput_c16_ratio']:.2f}x; target >= 0.95x)\n"
+        f"load average {summary['loadavg'][0]:.2f} on {summary['cpus']} cores"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"summary": summary, "runs": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

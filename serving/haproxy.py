@@ -1,0 +1,213 @@
+"""HAProxy in front of a replica set: typed settings -> one generated `haproxy.cfg` (never hand-edited).
+
+What the generated configuration does (HAProxy 2.6, the Debian package; directives from its configuration
+manual, docs/replicas.md explains the choices):
+- two frontends, HTTP/1.1 and gRPC (HTTP/2; cleartext `proto h2`, or TLS with ALPN `h2`), each balancing
+  **every request** round-robin over the replicas (a layer-4 balancer would pin a long-lived HTTP/2
+  connection, with all its requests, to one replica);
+- readiness health checks: `GET /v2/health/ready` on each replica's HTTP port (the gRPC servers are checked
+  through the same HTTP port, `check port ... check-proto h1`);
+- retries: `retry-on` connection failures and empty/junk responses, `option redispatch` to another replica;
+- admission control: at most `maxconn_per_replica` requests in flight per replica; a request that finds every
+  replica full waits at most `queue_timeout_ms` in HAProxy's queue, then gets 503 (gRPC clients map it to
+  UNAVAILABLE) at once, instead of queueing without bound inside Triton;
+- the edge: TLS termination (`tls_certificate`, a PEM holding the certificate and its key) and an optional
+  API key (header `x-api-key`) checked on every request except the health endpoints. The key itself never
+  enters the file: HAProxy reads it from the environment variable `API_KEY_ENV`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator
+
+from attnserve.errors import ServerError, UserInputError
+from attnserve.security import API_KEY_HEADER, DEFAULT_BIND_ADDRESS
+
+HAPROXY_PACKAGE = "haproxy"
+"""The Debian package that provides the binary (`apt-get install haproxy`)."""
+
+
+API_KEY_ENV = "ATTNSERVE_EDGE_API_KEY"
+"""Environment variable HAProxy reads the API key from (the generated file holds only its name)."""
+
+HEALTH_PATH = "/v2/health/ready"
+"""Triton's readiness endpoint: HAProxy's health check and the path left open without the API key."""
+
+SYSTEM_BINARIES = ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
+"""Where Debian puts the binary (/usr/sbin is not on every user's PATH)."""
+
+_SERVER_CLOSED = ("conn-failure", "empty-response", "junk-response", "0rtt-rejected")
+"""`retry-on` events: the replica failed before answering (a killed process); the request is sent again."""
+
+
+class EdgeSettings(BaseModel):
+    """The load balancer's settings (ports 0 = pick free ones)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = DEFAULT_BIND_ADDRESS
+    http_port: int = Field(8000, ge=0, le=65535)
+    grpc_port: int = Field(8001, ge=0, le=65535)
+    maxconn_per_replica: PositiveInt = 4
+    """Requests one replica gets at once; more wait in HAProxy's queue (Triton batches what it gets)."""
+    queue_timeout_ms: PositiveInt = 10
+    """Longest wait in HAProxy's queue for a free replica slot; then 503 / UNAVAILABLE."""
+    connect_timeout_ms: PositiveInt = 500
+    server_timeout_s: PositiveInt = 60
+    """Longest time a replica may take to answer one request."""
+    client_timeout_s: PositiveInt = 120
+    """Longest idle time of a client connection."""
+    retries: int = Field(3, ge=0, le=10)
+    """Extra attempts after a connection failure or an empty answer (on another replica: redispatch)."""
+    check_interval_ms: PositiveInt = 500
+    """Health-check period per replica (a dead replica leaves the rotation after `check_fall` failures)."""
+    check_fall: PositiveInt = 1
+    check_rise: PositiveInt = 1
+    buffer_kb: int = Field(256, ge=16, le=4096)
+    """HAProxy's buffer (`tune.bufsize`): a whole request must fit to be retried on another replica, and with
+    HAProxy 2.6 a queued HTTP/2 request larger than it stalls the other streams of its connection."""
+    max_connections: int = Field(1024, ge=16, le=100_000)
+    """Client connections HAProxy accepts at once (global `maxconn`; memory: up to 2 buffers each)."""
+    access_log: bool = False
+    """One log line per request (HAProxy's httplog: queue wait, connect, response times) in haproxy.log."""
+    tls_certificate: Path | None = None
+    """PEM file holding the certificate chain and the private key; None = cleartext."""
+    api_key: SecretStr | None = None
+    """Required in the `x-api-key` header of every request (health endpoints excepted); None = open."""
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            secret = value.get_secret_value()
+            if len(secret) < 16 or any(c.isspace() or c in "\"'\\$" for c in secret):
+                raise ValueError("api_key must be at least 16 characters, without spaces, quotes, '\\' or '$'")
+        return value
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certificate is not None
+
+
+@dataclass(frozen=True)
+class ReplicaPorts:
+    """Where one replica listens (on 127.0.0.1)."""
+
+    name: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+
+
+def haproxy_binary() -> str:
+    """Path of the `haproxy` binary.
+
+    Raises:
+        ServerError: not installed; the message names the Debian package.
+    """
+    found = shutil.which("haproxy") or next((p for p in SYSTEM_BINARIES if Path(p).is_file()), None)
+    if found is None:
+        raise ServerError(
+            f"the replica set needs HAProxy in front of the replicas: install the Debian package "
+            f"`{HAPROXY_PACKAGE}` (apt-get install -y {HAPROXY_PACKAGE}); no `haproxy` binary on PATH or in /usr/sbin"
+        )
+    return found
+
+
+def _bind_line(settings: EdgeSettings, port: int, alpn: str, cleartext_proto: str) -> str:
+    if settings.tls_certificate is None:
+        return f"    bind {settings.host}:{port}{cleartext_proto}"
+    certificate = Path(settings.tls_certificate).resolve()
+    if not certificate.is_file():
+        raise UserInputError(f"TLS certificate {certificate} not found (expected a PEM with certificate and key)")
+    return f"    bind {settings.host}:{port} ssl crt {certificate} alpn {alpn}"
+
+
+def _edge_rules(settings: EdgeSettings) -> list[str]:
+    """API-key check (health paths stay open: probes and load balancers carry no key)."""
+    if settings.api_key is None:
+        return []
+    return [
+        f'    acl key_ok req.hdr({API_KEY_HEADER}) -m str "${{{API_KEY_ENV}}}"',
+        "    acl health path_beg /v2/health/",
+        # 401 maps to gRPC UNAUTHENTICATED in every gRPC client (the HTTP-to-gRPC status table)
+        (
+            f'    http-request return status 401 content-type text/plain string "missing or wrong API key: send it '
+            f'in the {API_KEY_HEADER} header" hdr www-authenticate ApiKey if !key_ok !health'
+        ),
+    ]
+
+
+def haproxy_config(settings: EdgeSettings, replicas: list[ReplicaPorts], http_port: int, grpc_port: int) -> str:
+    """The whole `haproxy.cfg` for `replicas` behind the edge on `http_port` / `grpc_port`.
+
+    Args:
+        settings: the typed edge settings.
+        replicas: each replica's ports (on 127.0.0.1).
+        http_port: the edge's HTTP port (already resolved; settings may say 0).
+        grpc_port: the edge's gRPC port.
+    """
+    if not replicas:
+        raise UserInputError("a replica set needs at least one replica")
+    retry_on = " ".join(_SERVER_CLOSED)
+    lines = [
+        "# generated by attnserve.serving.haproxy.haproxy_config; do not edit (regenerated on every start)",
+        "global",
+        f"    maxconn {settings.max_connections}",
+        f"    tune.bufsize {settings.buffer_kb * 1024}",
+        "    ssl-default-bind-options ssl-min-ver TLSv1.2",
+        *(["    log stdout format raw local0 info"] if settings.access_log else []),
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        *(["    option httplog"] if settings.access_log else []),
+        f"    timeout connect {settings.connect_timeout_ms}ms",
+        f"    timeout client {settings.client_timeout_s}s",
+        f"    timeout server {settings.server_timeout_s}s",
+        f"    timeout queue {settings.queue_timeout_ms}ms",
+        "    timeout http-request 10s",
+        "    timeout http-keep-alive 60s",
+        f"    retries {settings.retries}",
+        f"    retry-on {retry_on}",
+        "    option redispatch 1",
+        "    option http-buffer-request",
+        (
+            f"    default-server inter {settings.check_interval_ms}ms fastinter {settings.check_interval_ms}ms "
+            f"downinter {settings.check_interval_ms}ms fall {settings.check_fall} rise {settings.check_rise} "
+            f"maxconn {settings.maxconn_per_replica}"
+        ),
+        "",
+        "frontend triton_http",
+        _bind_line(settings, http_port, "http/1.1", ""),
+        *_edge_rules(settings),
+        "    default_backend replicas_http",
+        "",
+        "frontend triton_grpc",
+        _bind_line(settings, grpc_port, "h2", " proto h2"),
+        *_edge_rules(settings),
+        "    default_backend replicas_grpc",
+        "",
+        "backend replicas_http",
+        "    balance roundrobin",
+        "    option httpchk",
+        f"    http-check send meth GET uri {HEALTH_PATH}",
+        "    http-check expect status 200",
+        *(f"    server {r.name} 127.0.0.1:{r.http_port} check" for r in replicas),
+        "",
+        "backend replicas_grpc",
+        "    balance roundrobin",
+        "    option httpchk",
+        f"    http-check send meth GET uri {HEALTH_PATH}",
+        "    http-check expect status 200",
+        *(
+            f"    server {r.name} 127.0.0.1:{r.grpc_port} proto h2 check port {r.http_port} check-proto h1"
+            for r in replicas
+        ),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,290 @@
+"""A replica set on one host: N real Triton servers on one repository, HAProxy in front.
+
+    with ReplicaSet(runtime_view, EdgeSettings(http_port=0, grpc_port=0), replicas=2, models=["vit_digits"]) as rs:
+        ...  # rs.http_url / rs.grpc_url: the load balancer; rs.servers[i]: each replica (its own free ports)
+
+Every replica is a `TritonServer` (same flags, same admin token) on free ports of 127.0.0.1; HAProxy's
+configuration is generated from `EdgeSettings` (`attnserve.serving.haproxy`). A supervisor thread restarts a
+replica whose process died (on the same ports, so HAProxy's health check brings it back into rotation) and
+records each restart. `stop()` ends HAProxy first (it holds keep-alive connections the replicas would wait
+for), then every replica with its process group: nothing is left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from attnserve.serving.haproxy import API_KEY_ENV, EdgeSettings, ReplicaPorts, haproxy_binary, haproxy_config
+from attnserve.serving.server import TritonServer, _die_with_parent, _http_ok, check_port_free, free_port
+
+from attnserve.errors import ServerError, UserInputError
+
+logger = logging.getLogger(__name__)
+
+HAPROXY_CONFIG_FILENAME = "haproxy.cfg"
+HAPROXY_LOG_FILENAME = "haproxy.log"
+_SUPERVISE_PERIOD_S = 0.2
+
+
+@dataclass
+class Restart:
+    """One restart of a replica by the supervisor."""
+
+    replica: int
+    died_at: float
+    """time.monotonic() when the supervisor saw the process gone."""
+    ready_at: float | None = None
+    """time.monotonic() when it answered ready again (None: not yet, or it failed)."""
+    error: str | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.ready_at is None else self.ready_at - self.died_at
+
+
+class ReplicaSet:
+    """N `TritonServer`s on one repository behind a generated HAProxy (context manager).
+
+    Args:
+        repository: a repository Triton loads as it is (the CPU runtime view).
+        edge: the load balancer's settings (ports, admission control, TLS, API key).
+        replicas: how many Triton servers.
+        models: models each replica loads (None: all).
+        admin_token: token of the restricted APIs, the same on every replica (None: env or generated).
+        work_dir: each replica's folder, HAProxy's configuration and log.
+        exit_timeout_s: Triton's grace for in-flight requests on stop.
+        ready_timeout_s: how long a (re)started replica may take to become ready.
+        restart: restart replicas whose process died.
+        extra_env: more environment for the replicas.
+    """
+
+    def __init__(
+        self,
+        repository: Path | str,
+        edge: EdgeSettings,
+        *,
+        replicas: int = 2,
+        models: Sequence[str] | None = None,
+        admin_token: str | None = None,
+        work_dir: Path | str,
+        exit_timeout_s: int = 5,
+        ready_timeout_s: float = 300.0,
+        restart: bool = True,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        if not 1 <= replicas <= 16:
+            raise UserInputError(f"replicas must be in 1..16, got {replicas}")
+        self.edge = edge
+        self.work_dir = Path(work_dir).resolve()
+        self.ready_timeout_s = ready_timeout_s
+        self.restart_enabled = restart
+        self.http_port = edge.http_port or free_port(edge.host)
+        self.grpc_port = edge.grpc_port or free_port(edge.host)
+        self.servers = [
+            TritonServer(
+                repository,
+                models=models,
+                http_port=0,
+                grpc_port=0,
+                metrics_port=0,
+                admin_token=admin_token,
+                work_dir=self.work_dir / f"replica-{i}",
+                exit_timeout_s=exit_timeout_s,
+                extra_env=extra_env,
+            )
+            for i in range(replicas)
+        ]
+        token = self.servers[0].admin_token
+        for server in self.servers[1:]:
+            server.admin_token, server.admin_token_generated = token, False  # one token for the whole set
+        self.restarts: list[Restart] = []
+        self._haproxy: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # endpoints -------------------------------------------------------------------------------------------
+    @property
+    def _connect_host(self) -> str:
+        return "127.0.0.1" if self.edge.host in ("0.0.0.0", "") else self.edge.host
+
+    @property
+    def http_url(self) -> str:
+        """`host:port` of the load balancer's HTTP endpoint."""
+        return f"{self._connect_host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        """`host:port` of the load balancer's gRPC endpoint."""
+        return f"{self._connect_host}:{self.grpc_port}"
+
+    @property
+    def admin_token(self) -> str:
+        return self.servers[0].admin_token
+
+    @property
+    def config_path(self) -> Path:
+        return self.work_dir / HAPROXY_CONFIG_FILENAME
+
+    @property
+    def haproxy_pid(self) -> int | None:
+        return self._haproxy.pid if self._haproxy is not None else None
+
+    def ports(self) -> list[ReplicaPorts]:
+        """Each replica's ports, as HAProxy's configuration lists them."""
+        return [
+            ReplicaPorts(f"replica{i}", s.http_port, s.grpc_port, s.metrics_port) for i, s in enumerate(self.servers)
+        ]
+
+    # lifecycle -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the replicas and HAProxy; return when the load balancer answers ready.
+
+        Raises:
+            ServerError: HAProxy is missing (the message names the Debian package), a port is taken, a replica
+                did not become ready, or HAProxy refused its configuration. Everything started is stopped.
+        """
+        binary = haproxy_binary()  # before starting anything: a missing binary is the likeliest failure
+        for endpoint, port in (("http", self.http_port), ("grpc", self.grpc_port)):
+            check_port_free(self.edge.host, port, endpoint)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for server in self.servers:
+                server.start()
+            for server in self.servers:
+                server.wait_ready(timeout=self.ready_timeout_s)
+            self._start_haproxy(binary)
+        except BaseException:
+            self.stop()
+            raise
+        if self.restart_enabled:
+            self._supervisor = threading.Thread(target=self._supervise, name="replica-supervisor", daemon=True)
+            self._supervisor.start()
+
+    def _start_haproxy(self, binary: str) -> None:
+        self.config_path.write_text(haproxy_config(self.edge, self.ports(), self.http_port, self.grpc_port))
+        check = subprocess.run(
+            [binary, "-c", "-q", "-f", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            env=self._env(),
+            check=False,
+        )
+        if check.returncode != 0:
+            raise ServerError(f"HAProxy refused {self.config_path}:\n{check.stdout}{check.stderr}")
+        with open(self.work_dir / HAPROXY_LOG_FILENAME, "wb") as log_file:
+            self._haproxy = subprocess.Popen(
+                [binary, "-db", "-f", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=self._env(),
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no orphan HAProxy if this process dies
+            )
+        self._wait_edge_ready()
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop(API_KEY_ENV, None)
+        if self.edge.api_key is not None:
+            env[API_KEY_ENV] = self.edge.api_key.get_secret_value()
+        return env
+
+    def _wait_edge_ready(self, timeout: float = 20.0) -> None:
+        """Until every replica is UP behind HAProxy: the ready URL answers through it `2 x replicas` times."""
+        assert self._haproxy is not None
+        scheme = "https" if self.edge.tls else "http"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._haproxy.poll() is not None:
+                raise ServerError(f"HAProxy exited with code {self._haproxy.returncode}:\n{self.haproxy_log()}")
+            if scheme == "http" and all(_http_ok(f"http://{self.http_url}/v2/health/ready") for _ in self.servers):
+                time.sleep(self.edge.check_interval_ms / 1000)  # first health checks of every server done
+                return
+            if scheme == "https" and _port_open(self._connect_host, self.http_port):
+                time.sleep(self.edge.check_interval_ms / 1000)
+                return
+            time.sleep(0.1)
+        raise ServerError(f"HAProxy did not answer on {self.http_url} within {timeout:.0f} s:\n{self.haproxy_log()}")
+
+    def haproxy_log(self, lines: int = 30) -> str:
+        try:
+            text = (self.work_dir / HAPROXY_LOG_FILENAME).read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _supervise(self) -> None:
+        """Restart replicas whose process died (same ports: HAProxy's checks put them back in rotation)."""
+        while not self._stopping.wait(_SUPERVISE_PERIOD_S):
+            for index, server in enumerate(self.servers):
+                if self._stopping.is_set() or server.is_running:
+                    continue
+                self._restart(index, server)
+
+    def _restart(self, index: int, server: TritonServer) -> None:
+        record = Restart(index, time.monotonic())
+        logger.warning("replica %d (pid %s) died; restarting it", index, server.pid)
+        with self._lock:
+            self.restarts.append(record)
+        try:
+            server.stop()  # reaps it and kills its leftover python-backend stubs
+            # No preexec_fn (PR_SET_PDEATHSIG) from this thread: running Python code between fork and exec in a
+            # process with gRPC/gevent threads crashed the child (seen in the tests). stop() still ends it.
+            server.die_with_parent = False
+            server.start()
+            server.wait_ready(timeout=self.ready_timeout_s)
+            record.ready_at = time.monotonic()
+            logger.warning("replica %d ready again after %.1f s", index, record.seconds)
+        except ServerError as exc:
+            record.error = str(exc)
+            logger.error("replica %d failed to restart: %s", index, exc)
+
+    def stop(self) -> None:
+        """Stop the supervisor, HAProxy, then every replica (process groups included)."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=self.ready_timeout_s + 30)
+            self._supervisor = None
+        if self._haproxy is not None and self._haproxy.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._haproxy.send_signal(signal.SIGTERM)  # hard stop: HAProxy closes every connection
+            try:
+                self._haproxy.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self._haproxy.pid, signal.SIGKILL)
+                self._haproxy.wait()
+        for server in self.servers:
+            server.stop()
+
+    def __enter__(self) -> ReplicaSet:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"ReplicaSet({len(self.servers)} replicas, http={self.http_url}, grpc={self.grpc_url})"
+
+
+def _port_open(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((host, port)) == 0

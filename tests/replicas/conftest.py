@@ -1,0 +1,138 @@
+"""A real replica set for the tests: two embedded Triton servers behind a real HAProxy, scraped by a real Prometheus.
+
+`replica_set` (module scope) serves two models written by the export's repository writer:
+- `rep_light`: a linear classifier on (3, 8, 8) uint8 (fast: answers, balancing, SIGKILL runs);
+- `rep_heavy`: compute-bound (`depth` x MatMul 512x512 + Tanh), batch <= 4, Triton's unbounded queue (overload).
+HAProxy: at most 2 requests per replica, 5 ms queue timeout. Prometheus scrapes every replica's metrics port
+each second from the start (so the idle value of the HPA's query is known before any load).
+
+Under CI (`CI=true`) a missing `haproxy` / `prometheus` binary fails the tests instead of skipping them:
+`.ci/run` installs both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attnserve.spec import ModelSpec
+
+LABELS = ("alpha", "beta", "gamma", "delta")
+LIGHT_SHAPE = (3, 8, 8)
+HEAVY_SHAPE = (1, 64, 256)  # 16384 uint8 = a (32, 512) token view
+HEAVY_DEPTH = 24
+MAXCONN_PER_REPLICA = 2
+QUEUE_TIMEOUT_MS = 5
+
+
+def require_binary(name: str, package: str) -> str:
+    """Path of `name`; skip when missing, but fail under CI (where `.ci/run` installs `package`)."""
+    found = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if Path(p).is_file()), None
+    )
+    if found is None:
+        message = f"`{name}` is not installed (Debian package `{package}`: apt-get install -y {package})"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{message}; CI must install it (.ci/run does)")
+        pytest.skip(message)
+    return found
+
+
+def replica_specs() -> dict[str, ModelSpec]:
+    light = ModelSpec(
+        name="rep_light",
+        arch="synthetic_linear",
+        kind="image",
+        layout="NCHW",
+        input_shape=LIGHT_SHAPE,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        labels=LABELS,
+        max_batch_size=8,
+        preferred_batch_sizes=(4, 8),
+        max_queue_delay_us=500,
+        opset=17,
+    )
+    heavy = ModelSpec(
+        name="rep_heavy",
+        arch="synthetic_heavy",
+        kind="image",
+        layout="NCHW",
+        input_shape=HEAVY_SHAPE,
+        mean=(0.5,),
+        std=(0.5,),
+        labels=LABELS,
+        max_batch_size=4,
+        preferred_batch_sizes=(4,),
+        max_queue_delay_us=1_000,
+        opset=17,
+    )
+    return {"rep_light": light, "rep_heavy": heavy}
+
+
+@dataclass
+class ReplicaRepository:
+    """The CPU runtime view both replica sets serve, and the ONNX files behind it."""
+
+    view: Path
+    source: Path
+    specs: dict[str, ModelSpec]
+    onnx_paths: dict[str, Path]
+
+    def reference(self, model: str, pixels: np.ndarray) -> np.ndarray:
+        """Logits computed in-process by ONNX Runtime."""
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(self.onnx_paths[model]), providers=["CPUExecutionProvider"])
+        return session.run(["logits"], {"pixels": pixels})[0]
+
+
+@pytest.fixture(scope="session")
+def replica_repository(tmp_path_factory: pytest.TempPathFactory) -> ReplicaRepository:
+    from attnserve.export.repository import write_model_entry
+    from attnserve.serving.runtime_view import build_runtime_repository
+    from reliability.helpers import heavy_onnx, linear_onnx
+
+    root = tmp_path_factory.mktemp("replicas")
+    specs = replica_specs()
+    onnx_paths = {
+        "rep_light": linear_onnx(root / "rep_light.onnx", LIGHT_SHAPE, len(LABELS), seed=5),
+        "rep_heavy": heavy_onnx(root / "rep_heavy.onnx", HEAVY_SHAPE, len(LABELS), depth=HEAVY_DEPTH, seed=6),
+    }
+    for name, spec in specs.items():
+        write_model_entry(spec, onnx_paths[name], root / "repository")
+    view, loaded, skipped = build_runtime_repository(root / "repository", root / "runtime")
+    assert sorted(loaded) == sorted(specs), f"runtime view left out {skipped}"
+    return ReplicaRepository(view=view, source=root / "repository", specs=specs, onnx_paths=onnx_paths)
+
+
+@pytest.fixture(scope="module")
+def replica_set(replica_repository: ReplicaRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Two replicas behind HAProxy (cleartext, no key), restarted when killed."""
+    from attnserve.serving.haproxy import EdgeSettings
+    from attnserve.serving.replicas import ReplicaSet
+
+    require_binary("haproxy", "haproxy")
+    edge = EdgeSettings(
+        http_port=0, grpc_port=0, maxconn_per_replica=MAXCONN_PER_REPLICA, queue_timeout_ms=QUEUE_TIMEOUT_MS
+    )
+    replica_set = ReplicaSet(
+        replica_repository.view,
+        edge,
+        replicas=2,
+        models=sorted(replica_repository.specs),
+        work_dir=tmp_path_factory.mktemp("replica_set"),
+        ready_timeout_s=120,
+    )
+    with replica_set:
+        for server in replica_set.servers:
+            # The replicas run below the test's own priority: on 2 shared cores the load generator must not be
+            # starved by the servers it measures (on a real deployment they are on other machines).
+            os.setpriority(os.PRIO_PGRP, server.pid, 10)
+        yield replica_set

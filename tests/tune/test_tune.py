@@ -1,0 +1,101 @@
+"""`attnserve tune` on a real Triton: the applied winner is what the server serves, an impossible SLO applies
+nothing and names the closest candidate, and a candidate that fails to load is reported while the search goes on.
+
+No timing is asserted: the SLOs are chosen so that every candidate meets one and none meets the other.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from attnserve.tune.candidates import Grid, Variant
+from attnserve.tune.control import served_knobs
+from attnserve.tune.run import TuneOptions, tune
+
+pytestmark = [pytest.mark.triton, pytest.mark.slow]
+
+MODEL = "cnn_cbam_digits"
+BROKEN = Variant(
+    name="broken_variant",
+    runtime="onnxruntime",
+    precision="fp32",
+    model_file="absent.onnx",
+    path="/nonexistent/absent.onnx",
+)
+TWO_POINTS: dict = {
+    "dynamic_batching": (True, False),
+    "max_queue_delay_us": (0,),
+    "preferred_batch_sizes": ((),),
+    "max_batch_size": (8,),
+    "layouts": ((1, 1),),
+    "allow_spinning": (False,),
+}
+QUICK = {"warmup_s": 0.2, "window_s": 0.3, "min_windows": 1, "max_windows": 2}
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from attnserve.serving.testing import build_deployables_repository
+
+    repository = tmp_path_factory.mktemp("tune") / "model_repository"
+    build_deployables_repository(repository, [MODEL], tiny=True, explain=False)
+    return repository
+
+
+def _options(repository: Path, tmp_path: Path, slo_p99_ms: float, grid: Grid) -> TuneOptions:
+    return TuneOptions(
+        repository=repository,
+        slo_p99_ms=slo_p99_ms,
+        levels=(1, 2),
+        mode="exhaustive",
+        grid=grid,
+        out_dir=tmp_path / "reports",
+        runs_dir=tmp_path / "runs",
+        measurement=dict(QUICK),
+    )
+
+
+def test_applied_winner_is_what_the_server_serves_and_a_broken_candidate_does_not_stop_the_search(
+    repository: Path, tmp_path: Path
+) -> None:
+    from attnserve.serving.runtime_view import build_runtime_repository
+    from attnserve.serving.server import TritonServer
+
+    lines: list[str] = []
+    grid = Grid(**TWO_POINTS, variants=(None, BROKEN))
+    report = tune(MODEL, _options(repository, tmp_path, 60_000.0, grid), echo=lines.append)
+
+    assert len(report.candidates) == 4  # 2 knob points x (own file, broken variant)
+    failed = [r for r in report.candidates if r.status == "failed"]
+    assert len(failed) == 2 and all("broken_variant" in r.name for r in failed)
+    assert any("broken_variant" in line and "FAILED" in line for line in lines)
+    assert report.candidates[-1].status == "failed" and report.candidates[2].status == "ok"  # went on after one
+    measured = [r for r in report.candidates if r.status == "ok"]
+    assert all(r.meets_slo and all(f.counts_agree for f in r.levels) for r in measured)
+    assert report.winner is not None and report.applied
+    assert {p.suffix for p in (tmp_path / "reports").iterdir()} == {".json", ".csv", ".png"}
+
+    winner = next(r.candidate for r in report.candidates if r.name == report.winner)
+    view, loaded, _ = build_runtime_repository(repository, tmp_path / "serve", [MODEL])
+    server = TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=tmp_path / "s")
+    with server, urllib.request.urlopen(f"http://{server.http_url}/v2/models/{MODEL}/config") as response:
+        served = served_knobs(json.loads(response.read()))
+    expected = {knob: getattr(winner, knob) for knob in served if hasattr(winner, knob)}
+    assert {knob: served[knob] for knob in expected} == expected
+
+
+def test_an_slo_no_candidate_meets_applies_nothing_and_names_the_closest(repository: Path, tmp_path: Path) -> None:
+    config_path = repository / MODEL / "config.pbtxt"
+    before = config_path.read_text()
+    lines: list[str] = []
+    report = tune(MODEL, _options(repository, tmp_path, 1e-6, Grid(**TWO_POINTS)), echo=lines.append)
+
+    assert report.winner is None and not report.applied
+    assert config_path.read_text() == before
+    assert report.closest in {r.name for r in report.candidates}
+    assert any(line.startswith("closest: " + report.closest) for line in lines)
+    assert any("nothing applied" in line for line in lines)
