@@ -285,6 +285,8 @@ class Timeline(BaseModel):
     """Where the segments' top label changes (midpoint between the two segments' centres)."""
     clips_per_request: int = 0
     """How many clips each BLS request to the classifier carried."""
+    timings_s: dict[str, float] = {}
+    """Server-side seconds per step: `decode`, `resize` (frames, once each), `classify` (the BLS requests)."""
 
 
 def top_k(probabilities: np.ndarray, labels: tuple[str, ...] | list[str], k: int) -> list[LabelScore]:

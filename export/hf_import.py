@@ -387,12 +387,13 @@ def load_hf_classifier(
     if path.is_dir() and not weights and any(folder.glob("*.bin")):
         raise UserInputError(f"{folder} holds only pickle (*.bin) weights; save them as safetensors first")
     hf_model, fallbacks = _build(config, folder, weights, attn_implementation)
-    logger.info(
-        "built %s with attn_implementation=%s %s",
-        type(hf_model).__name__,
-        hf_model.config._attn_implementation,
-        fallbacks,
-    )
+    if fallbacks:  # no SDPA path: the graph gets MatMul/Softmax instead of fused Attention; say so
+        logger.warning(
+            "%s: falling back to attn_implementation=%s (%s)",
+            type(hf_model).__name__,
+            hf_model.config._attn_implementation,
+            "; ".join(fallbacks),
+        )
     defaults: dict[str, Any] = {"preferred_batch_sizes": tuple(b for b in (4, 8, 16) if b <= max_batch_size)}
     fields = {"name": name or _spec_name(folder), "max_batch_size": max_batch_size, **defaults, **spec_overrides}
     spec = _spec(config, folder, path, hf_model, weights, **fields)

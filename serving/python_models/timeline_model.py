@@ -13,6 +13,7 @@ A bad video fails its own request with INVALID_ARG (HTTP 400) and the reason; th
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -57,18 +58,24 @@ class TritonPythonModel:
     def _timeline(self, request: object) -> Timeline:
         payload = pb_utils.get_input_tensor_by_name(request, "video").as_numpy().reshape(-1)[0]
         frames = int(self.target.frames or 1)
+        started = time.perf_counter()
         video = decode_video(payload, self.limits, needed=frames)
-        segments = plan_timeline(
-            len(video.frames), video.fps, frames, _optional(request, "window_s"), _optional(request, "stride_s")
-        )
+        decoded = time.perf_counter()
+        window_s, stride_s = _optional(request, "window_s"), _optional(request, "stride_s")
+        segments = plan_timeline(len(video.frames), video.fps, frames, window_s, stride_s)
         indices = [clip_indices(segment, frames) for segment in segments]
         pixels = {int(i): fit_and_crop(video.frames[i], self.target) for i in np.unique(np.concatenate(indices))}
         clips = np.stack([np.stack([pixels[int(i)] for i in clip]) for clip in indices])  # (S, T, C, H, W)
+        resized = time.perf_counter()
         asked = int(_optional(request, "clips_per_request") or 0)
         per_request = min(asked, self.classifier_batch) if asked > 0 else self.classifier_batch
-        top_k = int(_optional(request, "top_k") or 3)
-        result = timeline_result(self._classify(clips, per_request), segments, self.labels, top_k, video.fps)
-        return result.model_copy(update={"clips_per_request": per_request})
+        logits = self._classify(clips, per_request)
+        classified = time.perf_counter()
+        result = timeline_result(logits, segments, self.labels, int(_optional(request, "top_k") or 3), video.fps)
+        timings = {"decode": decoded - started, "resize": resized - decoded, "classify": classified - resized}
+        return result.model_copy(
+            update={"clips_per_request": per_request, "timings_s": {k: round(v, 4) for k, v in timings.items()}}
+        )
 
     def execute(self, requests: list) -> list:
         responses = []

@@ -159,3 +159,27 @@ def test_served_pixels_and_encoded_video_give_pytorchs_top1(arch: str, exported:
             with torch.no_grad():
                 expected = spec.labels[int(model(torch.from_numpy(decoded[None])).argmax())]
             assert client.classify_encoded(spec.pipeline_name, [payload], top_k=1)[0].label == expected
+
+
+def test_vivit_is_a_video_classifier_with_a_class_token_map(tmp_path: Path) -> None:
+    config = transformers.VivitConfig(
+        image_size=32,
+        num_frames=4,
+        tubelet_size=[2, 8, 8],
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+    )
+    config.save_pretrained(tmp_path)
+    model, spec = load_hf_classifier(tmp_path, max_batch_size=2)
+    assert (
+        spec.kind == "video" and spec.input_shape == (4, 3, 32, 32) and spec.arch_args["attn_implementation"] == "sdpa"
+    )
+    clip = torch.from_numpy(motion_arrays(2, seed=4)[0][:, ::2])  # (2, 4, 3, 32, 32)
+    with torch.no_grad():
+        logits, maps = model.forward_with_attention(clip)
+        torch.testing.assert_close(logits, model(clip), atol=1e-5, rtol=1e-4)
+    assert maps.shape == (2, 4, 4, 4) and model.special_tokens == 1
+    assert float(logits.abs().max()) > 1e-2  # random weights made non-degenerate
