@@ -633,12 +633,12 @@ def timeline_inputs(
     """The inputs of `NAME_timeline` (a negative window/stride asks for the server's default)."""
     if top_k < 1 or clips_per_request < 0:
         raise UserInputError(f"expected top_k >= 1 and clips_per_request >= 0, got {top_k} and {clips_per_request}")
-    return {
-        "video": np.array([payload], dtype=np.object_),
-        "window_s": np.array([-1.0 if window_s is None else window_s], dtype=np.float32),
-        "stride_s": np.array([-1.0 if stride_s is None else stride_s], dtype=np.float32),
-        "top_k": np.array([top_k], dtype=np.int32),
-        "clips_per_request": np.array([clips_per_request], dtype=np.int32),
+    return {  # one video per request: batch 1, each input one value
+        "video": np.array([[payload]], dtype=np.object_),
+        "window_s": np.array([[-1.0 if window_s is None else window_s]], dtype=np.float32),
+        "stride_s": np.array([[-1.0 if stride_s is None else stride_s]], dtype=np.float32),
+        "top_k": np.array([[top_k]], dtype=np.int32),
+        "clips_per_request": np.array([[clips_per_request]], dtype=np.int32),
     }
 
 

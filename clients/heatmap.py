@@ -27,11 +27,11 @@ def attention_grid(attention_map: np.ndarray) -> np.ndarray:
     return values
 
 
-def upsample(grid: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of one (h, w) map to (height, width), scaled to 0..1."""
+def upsample(grid: np.ndarray, height: int, width: int, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Bilinear resize of one (h, w) map to (height, width), scaled to 0..1 (over `value_range`, default its own)."""
     from PIL import Image
 
-    low, high = float(grid.min()), float(grid.max())
+    low, high = value_range if value_range is not None else (float(grid.min()), float(grid.max()))
     scaled = (grid - low) / (high - low) if high > low else np.zeros_like(grid)
     image = Image.fromarray(scaled.astype(np.float32), mode="F").resize((width, height), Image.BILINEAR)
     return np.asarray(image)
@@ -81,6 +81,8 @@ def write_overlay(pixels: np.ndarray, attention_map: np.ndarray, prediction: Pre
         bar.set_xticks(np.arange(count), [f"frame {i}" for i in range(count)], fontsize=7)
         bar.set_ylabel("temporal weight", fontsize=8)
         bar.tick_params(axis="y", labelsize=7)
+    # a video's frames share one colour scale: a frame the model hardly looked at stays dark
+    value_range = (float(grids.min()), float(grids.max())) if weights is not None else None
     for index in range(count):
         frame = frames[index].transpose(1, 2, 0)  # (H, W, C)
         grey = frame.shape[-1] == 1
@@ -89,7 +91,7 @@ def write_overlay(pixels: np.ndarray, attention_map: np.ndarray, prediction: Pre
         top, bottom = figure.add_subplot(layout[bar_rows, index]), figure.add_subplot(layout[bar_rows + 1, index])
         top.imshow(shown, cmap="gray" if grey else None)
         bottom.imshow(shown, cmap="gray" if grey else None)
-        bottom.imshow(upsample(grid, frame.shape[0], frame.shape[1]), cmap="inferno", alpha=0.5)
+        bottom.imshow(upsample(grid, frame.shape[0], frame.shape[1], value_range), cmap="inferno", alpha=0.5)
         for axis in (top, bottom):
             axis.set_axis_off()
         top.set_title(f"frame {index}" if count > 1 else "input", fontsize=8)

@@ -54,7 +54,8 @@ def timeline_name(spec: ModelSpec) -> str:
 def timeline_config(spec: ModelSpec) -> ModelConfig:
     """`NAME_timeline`: python backend, one video per request, clips to `NAME` through BLS.
 
-    `max_batch_size` 0: a request is one whole video (its clips are the batch, formed inside).
+    `max_batch_size` 1 and no dynamic batching: a request is one whole video (its clips are the batch, formed
+    inside and sent on to `NAME`).
     """
     options = tuple(
         TensorConfig(name=name, data_type=data_type, dims=(1,), optional=True)
@@ -69,7 +70,7 @@ def timeline_config(spec: ModelSpec) -> ModelConfig:
     return ModelConfig(
         name=timeline_name(spec),
         backend="python",
-        max_batch_size=0,
+        max_batch_size=1,
         input=(TensorConfig(name="video", data_type="TYPE_STRING", dims=(1,)), *options),
         output=(TensorConfig(name=TIMELINE_OUTPUT, data_type="TYPE_STRING", dims=(1,)),),
         instance_group=(InstanceGroup(count=1, kind="KIND_CPU"),),
