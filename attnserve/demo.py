@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from attnserve.spec import explain_name, nobatch_name, pipeline_name
+
 logger = logging.getLogger(__name__)
 
 DEMO_TRAINED: tuple[str, ...] = ("vit_digits", "cnn_cbam_digits", "timesformer_motion")
@@ -30,7 +32,6 @@ BENCH_MODEL = "vit_tiny_patch16_224"
 """The standard ViT-Tiny/16 architecture (untrained): the performance model."""
 BATCHING_MODELS: tuple[str, ...] = ("vit_digits", BENCH_MODEL)
 """Models measured with dynamic batching on and off."""
-NOBATCH_SUFFIX = "_nobatch"
 HANDPICKED_SUFFIX = "_handpicked"
 HANDPICKED_SERVING: dict[str, Any] = {
     "dynamic_batching": True,
@@ -157,11 +158,11 @@ def run_demo(
         report["optimize"] = _optimize(runs_dir, reports_dir, echo)
 
     served = [*DEMO_TRAINED, BENCH_MODEL]
-    serve_names = served + [f"{name}_explain" for name in served] + [f"{name}_pipeline" for name in DEMO_TRAINED]
+    serve_names = served + [explain_name(name) for name in served] + [pipeline_name(name) for name in DEMO_TRAINED]
     with _step("serve: start the embedded Triton", timings, echo):
         view, loaded, skipped = build_runtime_repository(repository, work_dir / "triton", serve_names)
         _add_entries(view, work_dir / "nobatch_repository", work_dir / "triton_nobatch")
-        loaded += [f"{name}{suffix}" for name in BATCHING_MODELS for suffix in (NOBATCH_SUFFIX, HANDPICKED_SUFFIX)]
+        loaded += [twin for name in BATCHING_MODELS for twin in (nobatch_name(name), f"{name}{HANDPICKED_SUFFIX}")]
         report["serving"] = {"loaded": sorted(loaded), "skipped": skipped}
         server = TritonServer(
             view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=work_dir / "server"
@@ -304,13 +305,16 @@ def _optimize(runs_dir: Path, reports_dir: Path, echo: Callable[[str], None]) ->
 def _write_nobatch_entries(repository: Path, nobatch_repository: Path, exports: dict[str, Any]) -> None:
     """`NAME_nobatch` (batching off) and `NAME_handpicked` (the old 2 ms configuration): the same ONNX and spec
     with other serving knobs, compared with the tuned default in the load-test section."""
-    from attnserve.export.repository import read_entry_spec, write_model_entry
+    from attnserve.repository.entries import read_entry_spec, write_model_entry
 
     shutil.rmtree(nobatch_repository, ignore_errors=True)
     for name in BATCHING_MODELS:
         spec = read_entry_spec(repository / name)
-        for suffix, knobs in ((NOBATCH_SUFFIX, NOBATCH_SERVING), (HANDPICKED_SUFFIX, HANDPICKED_SERVING)):
-            twin = spec.model_copy(update={"name": f"{name}{suffix}", **knobs})
+        for twin_name, knobs in (
+            (nobatch_name(name), NOBATCH_SERVING),
+            (f"{name}{HANDPICKED_SUFFIX}", HANDPICKED_SERVING),
+        ):
+            twin = spec.model_copy(update={"name": twin_name, **knobs})
             write_model_entry(twin, Path(exports[name]["onnx_path"]), nobatch_repository, version=1)
 
 
@@ -338,7 +342,7 @@ def _classify_samples(http: Any, grpc: Any, samples_dir: Path, echo: Callable[[s
         for protocol, settings in (("http", http), ("grpc", grpc)):
             with TritonClient(settings) as client:
                 predictions = client.classify(name, files, top_k=3)
-                pipeline = client.classify_encoded(f"{name}_pipeline", files, top_k=3)
+                pipeline = client.classify_encoded(pipeline_name(name), files, top_k=3)
             per_protocol[protocol] = {
                 "correct": sum(p.label == t for p, t in zip(predictions, truth)),
                 "pipeline_correct": sum(p.label == t for p, t in zip(pipeline, truth)),
@@ -361,7 +365,7 @@ def _write_heatmap(grpc: Any, samples_dir: Path, reports_dir: Path, echo: Callab
 
     image = sorted((samples_dir / "vit_digits").glob("*.png"))[0]
     with TritonClient(grpc) as client:
-        info = client.model_info("vit_digits_explain")
+        info = client.model_info(explain_name("vit_digits"))
         prediction, attention_map = client.explain("vit_digits", image)
         pixels = client.pixels_for(info, [image])[0]
     path = write_overlay(pixels, attention_map, prediction, reports_dir / "attention_vit_digits.png")
@@ -379,7 +383,7 @@ def _loadtest_batching(
         per_mode: dict[str, Any] = {}
         configs = (
             ("batching_on", name),
-            ("batching_off", f"{name}{NOBATCH_SUFFIX}"),
+            ("batching_off", nobatch_name(name)),
             ("handpicked", f"{name}{HANDPICKED_SUFFIX}"),
         )
         for mode, model in configs:

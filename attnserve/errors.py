@@ -26,6 +26,15 @@ class UnknownModelError(UserInputError):
         super().__init__(f"unknown model {name!r}; known models: {', '.join(self.known) or '(none)'}")
 
 
+class UnknownRuntimeError(UserInputError):
+    """A CPU runtime name that no runtime module implements."""
+
+    def __init__(self, name: str, known: list[str] | tuple[str, ...]) -> None:
+        self.name = name
+        self.known = sorted(known)
+        super().__init__(f"unknown runtime {name!r}; known runtimes: {', '.join(self.known)}")
+
+
 class ShapeError(UserInputError):
     """A tensor whose shape is not the one expected."""
 

@@ -35,6 +35,61 @@ CpuRuntime = Literal["auto", "onnxruntime", "openvino"]
 
 SPEC_FILENAME = "spec.json"
 
+# Default batching of image models: the one place to change it (deployables and imported models use it).
+DEFAULT_MAX_BATCH_SIZE = 16
+DEFAULT_PREFERRED_BATCH_SIZES: tuple[int, ...] = (4, 8, 16)
+DEFAULT_MAX_QUEUE_DELAY_US = 2_000
+
+
+def preferred_batch_sizes_up_to(max_batch_size: int) -> tuple[int, ...]:
+    """The default preferred batch sizes that fit under `max_batch_size` (an imported model's own max)."""
+    return tuple(size for size in DEFAULT_PREFERRED_BATCH_SIZES if size <= max_batch_size)
+
+
+# Repository entry names derived from a model's name: `NAME_explain`, ... Clients, which hold a model name
+# rather than a spec, use the functions; a spec offers the same as properties (`spec.explain_name`).
+EXPLAIN_SUFFIX = "_explain"
+TRT_SUFFIX = "_trt"
+PIPELINE_SUFFIX = "_pipeline"
+PREPROCESS_SUFFIX = "_preprocess"
+TIMELINE_SUFFIX = "_timeline"
+NOBATCH_SUFFIX = "_nobatch"
+"""The demo's and benchmarks' twin of a model served without dynamic batching (the batching comparison)."""
+
+
+def _entry(name: str, suffix: str) -> str:
+    return name if name.endswith(suffix) else f"{name}{suffix}"
+
+
+def explain_name(name: str) -> str:
+    """`NAME_explain`: the model with outputs `logits` and `attention_map` (a name already ending so is kept)."""
+    return _entry(name, EXPLAIN_SUFFIX)
+
+
+def trt_name(name: str) -> str:
+    """`NAME_trt`: the TensorRT engine entry (GPU hosts)."""
+    return _entry(name, TRT_SUFFIX)
+
+
+def pipeline_name(name: str) -> str:
+    """`NAME_pipeline`: the ensemble taking encoded image/video bytes."""
+    return _entry(name, PIPELINE_SUFFIX)
+
+
+def preprocess_name(name: str) -> str:
+    """`NAME_preprocess`: the python-backend decoder step of the pipeline."""
+    return _entry(name, PREPROCESS_SUFFIX)
+
+
+def timeline_name(name: str) -> str:
+    """`NAME_timeline`: the python-backend entry labelling a whole video with sliding clips (video models)."""
+    return _entry(name, TIMELINE_SUFFIX)
+
+
+def nobatch_name(name: str) -> str:
+    """`NAME_nobatch`: the same model without dynamic batching (see `NOBATCH_SUFFIX`)."""
+    return _entry(name, NOBATCH_SUFFIX)
+
 
 class ModelSpec(BaseModel):
     """Frozen description of one deployable model (see module docstring for conventions)."""
@@ -56,9 +111,9 @@ class ModelSpec(BaseModel):
     labels: tuple[str, ...] = Field(min_length=2)
 
     # batching and serving
-    max_batch_size: PositiveInt = 16
-    preferred_batch_sizes: tuple[PositiveInt, ...] = (4, 8, 16)
-    max_queue_delay_us: NonNegativeInt = 2_000
+    max_batch_size: PositiveInt = DEFAULT_MAX_BATCH_SIZE
+    preferred_batch_sizes: tuple[PositiveInt, ...] = DEFAULT_PREFERRED_BATCH_SIZES
+    max_queue_delay_us: NonNegativeInt = DEFAULT_MAX_QUEUE_DELAY_US
     dynamic_batching: bool = True
     max_queue_size: NonNegativeInt = 0
     """Bounded queue: requests beyond it are rejected at once (UNAVAILABLE) instead of waiting; 0 = unbounded.
@@ -144,19 +199,27 @@ class ModelSpec(BaseModel):
 
     @property
     def explain_name(self) -> str:
-        return f"{self.name}_explain"
+        return explain_name(self.name)
 
     @property
     def trt_name(self) -> str:
-        return f"{self.name}_trt"
+        return trt_name(self.name)
 
     @property
     def pipeline_name(self) -> str:
-        return f"{self.name}_pipeline"
+        return pipeline_name(self.name)
 
     @property
     def preprocess_name(self) -> str:
-        return f"{self.name}_preprocess"
+        return preprocess_name(self.name)
+
+    @property
+    def timeline_name(self) -> str:
+        return timeline_name(self.name)
+
+    def without_batching(self) -> ModelSpec:
+        """The `NAME_nobatch` twin: the same model served without dynamic batching (for the comparison)."""
+        return self.model_copy(update={"name": nobatch_name(self.name), "dynamic_batching": False})
 
     # persistence ---------------------------------------------------------------------------------
     def save(self, path: Path) -> Path:

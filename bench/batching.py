@@ -27,19 +27,20 @@ from typing import Any
 
 import numpy as np
 
+from attnserve.spec import nobatch_name
+
 log = logging.getLogger("bench.batching")
 
 DEFAULT_MODELS = ("vit_tiny_patch16_224",)
 TRAINED_CANDIDATES = ("vit_digits", "cnn_cbam_digits", "vit_shapes", "timesformer_motion")
-NOBATCH_SUFFIX = "_nobatch"
 
 
 def export_pair(name: str, repository: Path, scratch: Path, tiny: bool) -> tuple[Any, Path]:
     """Export `name` once and write the batching and no-batching entries; returns (spec, onnx path)."""
-    from attnserve.export.repository import write_model_entry
     from attnserve.export.torch2onnx import export_onnx
     from attnserve.models.checkpoint import build_model, resolve
     from attnserve.models.deployables import default_spec, tiny_arch_overrides
+    from attnserve.repository.entries import write_model_entry
 
     if tiny:
         spec = default_spec(name, **tiny_arch_overrides(name))
@@ -49,14 +50,14 @@ def export_pair(name: str, repository: Path, scratch: Path, tiny: bool) -> tuple
     onnx_path = scratch / f"{name}.onnx"
     export_onnx(model, spec, onnx_path)
     write_model_entry(spec, onnx_path, repository)
-    nobatch = spec.model_copy(update={"name": f"{spec.name}{NOBATCH_SUFFIX}", "dynamic_batching": False})
+    nobatch = spec.without_batching()
     write_model_entry(nobatch, onnx_path, repository)
     return spec, onnx_path
 
 
 def in_process_p50_ms(onnx_path: Path, spec: Any, repeats: int) -> float:
     """p50 of batch-1 runs of the ONNX file in the server's CPU runtime, with the server's thread count."""
-    from attnserve.serving.python_models.runtime import intra_op_threads_for, open_session
+    from attnserve.runtimes.session import intra_op_threads_for, open_session
 
     session = open_session(
         spec.cpu_runtime if spec.cpu_runtime != "auto" else "onnxruntime",
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             for name, (spec, onnx_path) in exported.items():
                 sweeps = {}
-                for entry in (spec.name, f"{spec.name}{NOBATCH_SUFFIX}"):
+                for entry in (spec.name, nobatch_name(spec.name)):
                     log.info("sweeping %s over concurrency %s", entry, concurrency)
                     sweeps[entry] = run_loadtest(
                         settings,
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                         window_s=args.window_s,
                         max_windows=args.max_windows,
                     )
-                on, off = sweeps[spec.name], sweeps[f"{spec.name}{NOBATCH_SUFFIX}"]
+                on, off = sweeps[spec.name], sweeps[nobatch_name(spec.name)]
                 in_process = in_process_p50_ms(onnx_path, spec, args.in_process_repeats)
                 rows = []
                 for batched, unbatched in zip(on.levels, off.levels):

@@ -53,7 +53,7 @@ def in_process_meter(runtime: str, precision: str, model_path: Path, spec: Any, 
     """A callable `measure(batch_size=largest preferred) -> img/s` through the runner's session class with the
     server's thread count (opened once, measured in every round)."""
     from attnserve.export.optimize import time_calls
-    from attnserve.serving.python_models.runtime import intra_op_threads_for, open_session
+    from attnserve.runtimes.session import intra_op_threads_for, open_session
 
     session = open_session(
         runtime,
@@ -78,7 +78,7 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
     from attnserve.clients.settings import ClientSettings
     from attnserve.export.cpu_variants import FP32_FILENAME
     from attnserve.export.optimize import serve_pick
-    from attnserve.export.repository import write_model_entry
+    from attnserve.repository.entries import write_model_entry
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
 

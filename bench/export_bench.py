@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import torch
+
 from attnserve.export.torch2onnx import example_pixels, export_onnx
 from attnserve.export.verify import ort_session, verify_onnx
 from attnserve.models.checkpoint import resolve
-
 from attnserve.spec import INPUT_NAME
 
 MODEL_NAME = "vit_tiny_patch16_224"

@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from attnserve.clients.client import TritonClient
     from attnserve.clients.settings import ClientSettings
-    from attnserve.export.repository import read_entry_spec, write_model_entry
+    from attnserve.repository.entries import read_entry_spec, write_model_entry
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
-    from attnserve.serving.testing import build_deployables_repository
+    from tests.support.deployables import build_deployables_repository
 
     with tempfile.TemporaryDirectory(prefix="attnserve-queue-policy-") as scratch:
         root = Path(scratch)

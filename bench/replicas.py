@@ -52,9 +52,8 @@ def _linear_onnx(path: Path) -> Path:
 
 
 def _repository(root: Path) -> tuple[Path, str]:
-    from attnserve.export.repository import write_model_entry
+    from attnserve.repository.entries import write_model_entry
     from attnserve.serving.runtime_view import build_runtime_repository
-
     from attnserve.spec import ModelSpec
 
     spec = ModelSpec(
@@ -96,13 +95,25 @@ def _measure(url: str, model: str, concurrency: int, window_s: float) -> dict[st
         "p50_ms": level.latency.p50_ms,
         "p99_ms": level.latency.p99_ms,
         "throughput_rps": level.achieved_rate,
+        "requests": level.client_success,
+        "client_cpu_us_per_request": level.client_cpu_us_per_request,
         "errors": level.errors,
     }
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat; 0 when unknown)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--window", type=float, default=2.0, help="seconds per measurement window")
+    parser.add_argument("--haproxy-threads", type=int, default=None, help="HAProxy's nbthread (default: per CPU)")
+    parser.add_argument("--buffer-kb", type=int, default=64, help="HAProxy's tune.bufsize in KiB (default 64)")
     parser.add_argument("--out", type=Path, default=Path("reports/bench/replicas.json"))
     args = parser.parse_args(argv)
 
@@ -112,26 +123,38 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="attnserve-bench-replicas-") as scratch:
         view, model = _repository(Path(scratch))
-        edge = EdgeSettings(http_port=0, grpc_port=0, maxconn_per_replica=32, queue_timeout_ms=1000)
+        edge = EdgeSettings(
+            http_port=0,
+            grpc_port=0,
+            maxconn_per_replica=32,
+            queue_timeout_ms=1000,
+            threads=args.haproxy_threads,
+            buffer_kb=args.buffer_kb,
+        )
         with ReplicaSet(view, edge, replicas=1, models=[model], work_dir=Path(scratch) / "set") as replica_set:
             targets = {"direct": replica_set.servers[0].grpc_url, "edge": replica_set.grpc_url}
             for _ in range(2):  # interleaved passes
                 for name, url in targets.items():
                     for concurrency in (1, 16):
+                        cpu_before = _cpu_seconds(replica_set.haproxy_pid)
                         figures = _measure(url, model, concurrency, args.window)
+                        # HAProxy's CPU per measured request (its warm-up requests count too: an upper bound)
+                        cpu_s = _cpu_seconds(replica_set.haproxy_pid) - cpu_before
+                        figures["haproxy_cpu_us_per_request"] = cpu_s / max(figures["requests"], 1) * 1e6
                         results.setdefault(f"{name}_c{concurrency}", []).append(figures)
                         print(f"{name:6s} c={concurrency:<2d} {json.dumps(figures)}", flush=True)
 
     def mean(key: str, field: str) -> float:
         return float(np.mean([r[field] for r in results[key]]))
 
-    summary = {
+    summary: dict[str, Any] = {
         "p50_c1_direct_ms": mean("direct_c1", "p50_ms"),
         "p50_c1_edge_ms": mean("edge_c1", "p50_ms"),
         "p50_c1_added_ms": mean("edge_c1", "p50_ms") - mean("direct_c1", "p50_ms"),
         "throughput_c16_direct_rps": mean("direct_c16", "throughput_rps"),
         "throughput_c16_edge_rps": mean("edge_c16", "throughput_rps"),
         "throughput_c16_ratio": mean("edge_c16", "throughput_rps") / mean("direct_c16", "throughput_rps"),
+        "haproxy_cpu_us_per_request_edge_c16": mean("edge_c16", "haproxy_cpu_us_per_request"),
         "loadavg": os.getloadavg(),
         "cpus": os.cpu_count(),
     }
@@ -140,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({summary['p50_c1_added_ms']:+.2f} ms; target <= +0.5 ms)\n"
         f"throughput at c=16, one replica: direct {summary['throughput_c16_direct_rps']:.0f}/s, through HAProxy "
         f"{summary['throughput_c16_edge_rps']:.0f}/s ({summary['throughput_c16_ratio']:.2f}x; target >= 0.95x)\n"
+        f"HAProxy CPU per request (c=16): {summary['haproxy_cpu_us_per_request_edge_c16']:.0f} us; "
         f"load average {summary['loadavg'][0]:.2f} on {summary['cpus']} cores"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)

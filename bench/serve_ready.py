@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from attnserve.models.deployables import DEPLOYABLE_NAMES
     from attnserve.serving.server import free_port
-    from attnserve.serving.testing import build_deployables_repository
+    from tests.support.deployables import build_deployables_repository
 
     names = [n.strip() for n in args.models.split(",") if n.strip()] or list(DEPLOYABLE_NAMES)
     if not args.repository.is_dir() or not any(args.repository.iterdir()):

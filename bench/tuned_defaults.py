@@ -86,7 +86,7 @@ def _variant(name: str, runs_dir: Path) -> Any | None:
 
 def in_process(onnx_path: Path, spec: Any, batch: int, seconds: float, variant: Any | None = None) -> dict[str, float]:
     """p50 latency (ms) and throughput (img/s) of `batch`-sample runs in the server's CPU runtime and threads."""
-    from attnserve.serving.python_models.runtime import intra_op_threads_for, open_session
+    from attnserve.runtimes.session import intra_op_threads_for, open_session
 
     threads = spec.intra_op_threads or intra_op_threads_for(spec.instance_count)
     options = {"allow_spinning": "1" if spec.allow_spinning else "0"}
@@ -139,11 +139,10 @@ def _sweep(settings: Any, entry: str, concurrency: list[int], args: argparse.Nam
 
 def _prepare(name: str, repository: Path, scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Export `name` once and write its entries; returns what the measurement needs."""
-    from attnserve.export.repository import write_model_entry
     from attnserve.export.torch2onnx import export_onnx
     from attnserve.models.checkpoint import resolve
     from attnserve.models.deployables import default_spec
-
+    from attnserve.repository.entries import write_model_entry
     from attnserve.tune.apply import apply_candidate
     from attnserve.tune.candidates import SPEC_KNOBS, Candidate
 

@@ -97,10 +97,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------------------------------------------
 def run_infer(args: argparse.Namespace) -> int:
-    from attnserve.clients.client import TritonClient
-    from attnserve.clients.media import is_video_path
     from rich.console import Console
     from rich.table import Table
+
+    from attnserve.clients.client import TritonClient
+    from attnserve.clients.media import is_video_path
+    from attnserve.spec import explain_name, pipeline_name
 
     console = Console()
     settings = _settings(args)
@@ -114,7 +116,7 @@ def run_infer(args: argparse.Namespace) -> int:
             return 0
         if args.pipeline:
             predictions = client.classify_encoded(
-                f"{args.model}_pipeline" if not args.model.endswith("_pipeline") else args.model,
+                pipeline_name(args.model),
                 args.files,
                 top_k=args.top_k,
             )
@@ -137,7 +139,7 @@ def run_infer(args: argparse.Namespace) -> int:
 
             first = args.files[0]
             prediction, attention_map = client.explain(args.model, first)
-            info = client.model_info(f"{args.model}_explain")
+            info = client.model_info(explain_name(args.model))
             pixels = client.pixels_for(info, [first])[0]
             write_overlay(pixels, attention_map, prediction, args.explain)
             kind = "video frames" if is_video_path(first) else "image"
@@ -171,10 +173,11 @@ def timeline_table(timeline: Timeline, title: str) -> Any:
 
 
 def run_loadtest_command(args: argparse.Namespace) -> int:
-    from attnserve.clients.loadtest import WindowProgress, run_loadtest
-    from attnserve.clients.loadtest_report import LevelResult
     from rich.console import Console
     from rich.table import Table
+
+    from attnserve.clients.loadtest import WindowProgress, run_loadtest
+    from attnserve.clients.loadtest_report import LevelResult
 
     console = Console()
     settings = _settings(args)

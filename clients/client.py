@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from tritonclient._plugin import InferenceServerClientPlugin
+
 from attnserve.clients.media import ImageSource, image_to_tensor, read_bytes, video_to_tensor
 from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.predictions import Prediction, parse_classification, predictions_from_logits, softmax
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import ServerUnavailableError, is_retryable, to_inference_error
-from tritonclient._plugin import InferenceServerClientPlugin
-
 from attnserve.errors import InferenceError, ShapeError, UserInputError
 from attnserve.security import API_KEY_HEADER
-from attnserve.spec import ATTENTION_OUTPUT_NAME, OUTPUT_NAME
+from attnserve.spec import ATTENTION_OUTPUT_NAME, OUTPUT_NAME, explain_name, timeline_name
 from attnserve.video import Timeline
 
 log = logging.getLogger(__name__)
@@ -414,14 +414,14 @@ class TritonClient(_ClientCore):
         Raises:
             InferenceError: INVALID_ARGUMENT (400) for a bad video or window, with the reason.
         """
-        name = model if model.endswith(TIMELINE_SUFFIX) else f"{model}{TIMELINE_SUFFIX}"
+        name = timeline_name(model)
         inputs = timeline_inputs(read_bytes(video), window_s, stride_s, top_k, clips_per_request)
         result = self.infer(name, inputs, outputs=[TIMELINE_OUTPUT])[TIMELINE_OUTPUT]
         return Timeline.model_validate_json(result.reshape(-1)[0])
 
     def explain(self, model: str, image: ImageSource) -> tuple[Prediction, np.ndarray]:
         """Prediction and attention map of one image/video, from `NAME_explain` (`model` may name either)."""
-        explain_model = model if model.endswith("_explain") else f"{model}_explain"
+        explain_model = explain_name(model)
         info = self.model_info(explain_model)
         pixels = self.pixels_for(info, [image])
         started = time.perf_counter()
@@ -605,14 +605,14 @@ class AsyncTritonClient(_ClientCore):
         clips_per_request: int = 0,
     ) -> Timeline:
         """See `TritonClient.timeline`."""
-        name = model if model.endswith(TIMELINE_SUFFIX) else f"{model}{TIMELINE_SUFFIX}"
+        name = timeline_name(model)
         inputs = timeline_inputs(read_bytes(video), window_s, stride_s, top_k, clips_per_request)
         result = (await self.infer(name, inputs, outputs=[TIMELINE_OUTPUT]))[TIMELINE_OUTPUT]
         return Timeline.model_validate_json(result.reshape(-1)[0])
 
     async def explain(self, model: str, image: ImageSource) -> tuple[Prediction, np.ndarray]:
         """See `TritonClient.explain`."""
-        explain_model = model if model.endswith("_explain") else f"{model}_explain"
+        explain_model = explain_name(model)
         info = await self.model_info(explain_model)
         pixels = self.pixels_for(info, [image])
         started = time.perf_counter()
@@ -623,7 +623,6 @@ class AsyncTritonClient(_ClientCore):
         return prediction, result[ATTENTION_OUTPUT_NAME][0]
 
 
-TIMELINE_SUFFIX = "_timeline"
 TIMELINE_OUTPUT = "timeline"
 
 

@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-from attnserve.clients.predictions import Prediction
 
+from attnserve.clients.predictions import Prediction
 from attnserve.errors import ShapeError
 
 

@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from attnserve.clients.client import AsyncTritonClient, build_request, call_kwargs
 from attnserve.clients.loadtest_report import LatencyStats, LevelResult, LoadMode, LoadTestReport, ServerBreakdown
 from attnserve.clients.media import read_bytes
 from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import classify_exception
-
 from attnserve.errors import UserInputError
 
 log = logging.getLogger(__name__)

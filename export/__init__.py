@@ -7,8 +7,7 @@ Never starts a server. Modules (stages by file, converters named after what they
 - `ort_optimize.optimize_for_cpu`: ORT offline graph optimisation, kept only with parity and a gain.
 - `fp16.export_fp16`: fp16 ONNX for TensorRT (ModelOpt autocast), verified against fp32 in ORT.
 - `onnx2trt.build_engine`: TensorRT engine from the spec's profile (skipped with the reason without a GPU).
-- `triton_config`: typed Triton `ModelConfig` objects rendered to `config.pbtxt`.
-- `repository.write_model_entry` / `write_explain_entry` / `write_trt_entry` / `add_model`: entries.
+- repository entries are written through `attnserve.repository` (typed configs, layout, runner parameters).
 - `hf_import.load_hf_classifier`: a local Hugging Face image classifier, offline, uint8 in.
 - `pipeline.export_model` / `export_module` / `export_hf`: all stages for one deployable; `cli`: `attnserve export`.
 - `cpu_variants`, `optimize`, `optimize_cli`: the CPU fast path (`attnserve optimize`).

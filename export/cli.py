@@ -38,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--opset",
         type=int,
         choices=(18, 23),
-        default=23,
-        help="23: fused ONNX Attention (default); 18: MatMul/Softmax for older runtimes",
+        default=None,
+        help="23: fused ONNX Attention; 18: MatMul/Softmax for older runtimes (default: the spec's opset, 23 "
+        "unless the run's spec.json says otherwise)",
     )
     parser.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (GPU hosts)")
     parser.add_argument("--no-explain", action="store_true", help="skip the NAME_explain model")
@@ -63,11 +64,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export every NAME and --hf PATH; print one line per stage; exit 1 when any stage failed."""
-    from attnserve.export.pipeline import export_hf, export_model
-    from attnserve.export.reports import StageResult
     from rich.console import Console
 
     from attnserve.errors import UserInputError
+    from attnserve.export.pipeline import export_hf, export_model
+    from attnserve.export.reports import StageResult
 
     console = Console()
     if not args.names and not args.hf:

@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from attnserve.serving.python_models.openvino_runtime import openvino_supports
 from pydantic import BaseModel, ConfigDict
 
 from attnserve.errors import ExportError, ShapeError, UserInputError
+from attnserve.repository.layout import ONNX_FILENAME, PLAN_FILENAME
+from attnserve.runtimes.openvino_session import openvino_supports
 from attnserve.spec import INPUT_NAME, ModelSpec, Precision
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 VariantRuntime = Literal["onnxruntime", "openvino", "tensorrt"]
 Quantization = Literal["none", "int8_dynamic", "int8_qdq"]
 
-FP32_FILENAME = "model.onnx"
+FP32_FILENAME = ONNX_FILENAME
 INT8_DYNAMIC_FILENAME = "model.int8_dynamic.onnx"
 INT8_QDQ_FILENAME = "model.int8_qdq.onnx"
 QUANTIZED_OP_TYPES: tuple[str, ...] = ("MatMul", "Gemm")
@@ -83,8 +84,8 @@ CPU_VARIANTS: tuple[CpuVariant, ...] = (
 )
 """Every CPU candidate, baseline first."""
 GPU_VARIANTS: tuple[CpuVariant, ...] = (
-    CpuVariant(runtime="tensorrt", precision="fp16", model_file="model.plan"),
-    CpuVariant(runtime="tensorrt", precision="int8", quantization="int8_qdq", model_file="model.plan"),
+    CpuVariant(runtime="tensorrt", precision="fp16", model_file=PLAN_FILENAME),
+    CpuVariant(runtime="tensorrt", precision="int8", quantization="int8_qdq", model_file=PLAN_FILENAME),
 )
 """GPU rows of the same table: built by the TensorRT stage on a GPU host, listed here as skipped otherwise."""
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
+from attnserve.errors import ExportError
 from attnserve.export.onnx_graph import count_attention_nodes
 from attnserve.export.reports import ParityReport, _Report
 from attnserve.export.torch2onnx import example_pixels
 from attnserve.export.verify import ort_session, verify_against
-
-from attnserve.errors import ExportError
 from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)

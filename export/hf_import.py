@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from attnserve.errors import UserInputError
-from attnserve.spec import ModelSpec
+from attnserve.spec import ModelSpec, preferred_batch_sizes_up_to
 
 logger = logging.getLogger(__name__)
 
@@ -394,7 +394,7 @@ def load_hf_classifier(
             hf_model.config._attn_implementation,
             "; ".join(fallbacks),
         )
-    defaults: dict[str, Any] = {"preferred_batch_sizes": tuple(b for b in (4, 8, 16) if b <= max_batch_size)}
+    defaults: dict[str, Any] = {"preferred_batch_sizes": preferred_batch_sizes_up_to(max_batch_size)}
     fields = {"name": name or _spec_name(folder), "max_batch_size": max_batch_size, **defaults, **spec_overrides}
     spec = _spec(config, folder, path, hf_model, weights, **fields)
     hf_model.eval()

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from attnserve.export.reports import ParityReport, StageResult, _Report, short_error
 from pydantic import model_validator
 
+from attnserve.export.reports import ParityReport, StageResult, _Report, short_error
 from attnserve.spec import INPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -236,6 +236,7 @@ def engine_parity(plan_path: Path, reference_onnx: Path, spec: ModelSpec) -> Par
     import numpy as np
     import tensorrt as trt
     import torch
+
     from attnserve.export.torch2onnx import example_pixels
     from attnserve.export.verify import compare_outputs, ort_session
 

@@ -5,7 +5,7 @@ For each variant of `cpu_variants.CPU_VARIANTS` (runtime x precision) the table 
   top-1 agreement, cosine similarity of the logits (mean and worst sample);
 - held-out accuracy when the model is trained (`spec.trained`) and labels are given;
 - batch-1 latency and throughput at the largest preferred batch, in-process, through the very session
-  class the CPU runner serves with (`attnserve.serving.python_models.runtime.open_session`).
+  class the CPU runner serves with (`attnserve.runtimes.session.open_session`).
 
 The gate (`gate_verdict`): a trained model's variant may lose at most `spec.accuracy_budget_points`
 top-1 points against fp32 on the held-out split; an untrained model's top-1 flips on near-ties, so its
@@ -29,9 +29,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, Field
+
+from attnserve.errors import ExportError, UserInputError
 from attnserve.export.cpu_variants import (
     BASELINE_VARIANT,
     CPU_VARIANTS,
+    FP32_FILENAME,
     GPU_VARIANTS,
     CpuVariant,
     build_variant_files,
@@ -39,11 +43,7 @@ from attnserve.export.cpu_variants import (
     unavailable_reason,
 )
 from attnserve.export.reports import StageStatus, _Report, short_error
-from attnserve.serving.python_models.openvino_runtime import PRECISION_PARAMETER
-from attnserve.serving.python_models.runtime import Session, intra_op_threads_for, open_session
-from pydantic import BaseModel, Field
-
-from attnserve.errors import ExportError, UserInputError
+from attnserve.runtimes.session import PRECISION_OPTION, Session, intra_op_threads_for, open_session
 from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ def _load_average() -> float | None:
 
 
 def _session_options(variant: CpuVariant) -> dict[str, str]:
-    return {PRECISION_PARAMETER: variant.precision}
+    return {PRECISION_OPTION: variant.precision}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -535,26 +535,16 @@ def serve_pick(spec: ModelSpec, report: OptimizeReport, repository: Path, *, ver
     server's CPU runner which runtime opens which file in which precision. `spec.json` records the pick
     (`cpu_runtime`, `cpu_precision`) and the table is copied beside the config for audit.
     """
-    from attnserve.export.cpu_variants import FP32_FILENAME
-    from attnserve.export.repository import add_model, model_config_for
-    from attnserve.export.triton_config import ModelConfig
-    from attnserve.serving.python_models.runtime import MODEL_FILE_PARAMETER, RUNTIME_PARAMETER
+    from attnserve.repository.entries import add_model, model_config_for
+    from attnserve.repository.runner import RunnerParameters
 
     served_spec = picked_spec(spec, report)
     variants_dir = Path(report.variants_dir)
     picked_path = variants_dir / report.picked_model_file
     if not picked_path.is_file():
         raise UserInputError(f"the picked model file is missing: expected {picked_path}")
-    base_config = model_config_for(served_spec)
-    parameters = {key: value.string_value for key, value in base_config.parameters.items()}
-    parameters.update(
-        {
-            RUNTIME_PARAMETER: report.picked_runtime,
-            PRECISION_PARAMETER: report.picked_precision,
-            MODEL_FILE_PARAMETER: report.picked_model_file,
-        }
-    )
-    config = ModelConfig.model_validate({**base_config.model_dump(exclude={"parameters"}), "parameters": parameters})
+    runner = RunnerParameters.for_spec(served_spec, report.picked_model_file)  # runtime/precision: the pick
+    config = model_config_for(served_spec, extra_parameters=runner.to_parameters())
     fp32_target = add_model(repository, config, variants_dir / FP32_FILENAME, spec=served_spec, version=version)
     if report.picked_model_file != FP32_FILENAME:
         shutil.copyfile(picked_path, fp32_target.parent / report.picked_model_file)
@@ -657,7 +647,7 @@ def optimize_deployable(
         )
     if export_report.parity is None or not export_report.parity.ok:
         raise ExportError(f"the fp32 export of {spec.name!r} is not verified; see {export_report.work_dir}")
-    fp32_onnx = export_report.onnx.onnx_path if export_report.onnx else variants_dir / "fp32_export" / "model.onnx"
+    fp32_onnx = export_report.onnx.onnx_path if export_report.onnx else variants_dir / "fp32_export" / FP32_FILENAME
     del model  # the PyTorch model is not needed for timing; free its memory before the sessions load
     calibration_pixels, eval_pixels, eval_labels = optimization_data(
         spec, eval_samples=eval_samples, calibration_samples=calibration_samples

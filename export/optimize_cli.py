@@ -41,9 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_optimize(args: argparse.Namespace) -> int:
     """Run `optimize` and print the table and the pick."""
-    from attnserve.export.optimize import optimize_deployable, render_markdown
-
     from attnserve.errors import UserInputError
+    from attnserve.export.optimize import optimize_deployable, render_markdown
 
     if args.budget_points is not None and args.budget_points < 0:
         raise UserInputError(f"--budget-points must be >= 0, got {args.budget_points}")

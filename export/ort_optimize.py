@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from attnserve.export.onnx_graph import op_histogram
 from attnserve.export.reports import ParityReport, _Report
 from attnserve.export.torch2onnx import example_pixels
 from attnserve.export.verify import verify_against
-
 from attnserve.spec import INPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)

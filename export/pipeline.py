@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from attnserve.export.fp16 import Fp16Report, export_fp16, modelopt_available
-from attnserve.export.onnx2trt import TensorRTBuildReport, build_engine
-from attnserve.export.ort_optimize import OrtOptimizationReport, optimize_for_cpu
-from attnserve.export.reports import OnnxExportReport, ParityReport, StageRecorder, StageResult, _Report, short_error
-from attnserve.export.repository import write_explain_entry, write_model_entry, write_trt_entry
-from attnserve.export.torch2onnx import example_pixels, export_onnx
-from attnserve.export.verify import verify_onnx
 from pydantic import computed_field
 from torch import nn
 
 from attnserve.errors import ExportError
+from attnserve.export.fp16 import Fp16Report, export_fp16, modelopt_available
+from attnserve.export.onnx2trt import TensorRTBuildReport, build_engine
+from attnserve.export.ort_optimize import OrtOptimizationReport, optimize_for_cpu
+from attnserve.export.reports import OnnxExportReport, ParityReport, StageRecorder, StageResult, _Report, short_error
+from attnserve.export.torch2onnx import example_pixels, export_onnx
+from attnserve.export.verify import verify_onnx
+from attnserve.repository.entries import write_explain_entry, write_model_entry, write_trt_entry
 from attnserve.spec import ATTENTION_OUTPUT_NAME, OUTPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def export_module(
         spec: its ModelSpec (input shape, labels, batching, tolerances).
         repository: the Triton model repository to write entries into.
         work_dir: artefacts and reports (default `runs/NAME/export`).
-        opset: ONNX opset (default `spec.opset`).
+        opset: ONNX opset; None (default) = `spec.opset`. An explicit one is written into the exported spec.
         explain: also export `NAME_explain` when the model has `forward_with_attention`.
         optimize: run ORT's offline optimisation (kept only with parity and a measured gain).
         fp16: produce and verify the fp16 ONNX (default: when `--tensorrt` or "fp16" in `spec.precisions`).
@@ -147,6 +147,8 @@ def export_module(
         ParityError: the exported graph does not match the model; nothing is written to the repository.
     """
     started_all = time.perf_counter()
+    if opset is not None and opset != spec.opset:  # an explicit choice overrides the spec, and says so in it
+        spec = spec.model_copy(update={"opset": opset})
     model = model.eval()
     work_dir = Path(work_dir or Path("runs") / spec.name / "export")
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +166,7 @@ def export_module(
     started = time.perf_counter()
     onnx_path = work_dir / "model.onnx"
     try:
-        report.onnx = export_onnx(model, spec, onnx_path, opset=opset)
+        report.onnx = export_onnx(model, spec, onnx_path)
     except ExportError as exc:
         run.failed("onnx", started, str(exc))
         finish()
@@ -225,7 +227,7 @@ def export_module(
             attention_dims = tuple(int(d) for d in attention_map.shape[1:])
             explain_path = work_dir / "explain.onnx"
             report.explain_onnx = export_onnx(
-                explain_model, spec, explain_path, opset=opset, output_names=(OUTPUT_NAME, ATTENTION_OUTPUT_NAME)
+                explain_model, spec, explain_path, output_names=(OUTPUT_NAME, ATTENTION_OUTPUT_NAME)
             )
             report.explain_parity = verify_onnx(explain_path, explain_model, spec)
         except Exception as exc:  # noqa: BLE001 - the main model is still served; the report says why
@@ -286,7 +288,7 @@ def export_model(
     repository: Path = Path("model_repository"),
     *,
     runs_dir: Path = Path("runs"),
-    opset: int = 23,
+    opset: int | None = None,
     tensorrt: bool = False,
     explain: bool = True,
     optimize: bool = True,
@@ -301,7 +303,7 @@ def export_model(
         name_or_run: a deployable name or a run folder holding `spec.json` + `model.safetensors`.
         repository: the Triton model repository.
         runs_dir: parent of run folders; artefacts go to `runs_dir/NAME/export/`.
-        opset: 23 (fused ONNX `Attention`) or 18 (MatMul/Softmax, older runtimes).
+        opset: 23 (fused ONNX `Attention`) or 18 (MatMul/Softmax, older runtimes); None = the spec's.
         tensorrt: build a TensorRT engine (skipped with the reason without TensorRT/GPU).
         explain: export `NAME_explain` too.
         optimize: ORT offline optimisation stage.
@@ -323,7 +325,6 @@ def export_model(
             model = build_model(spec)
     else:
         model, spec = resolve(name_or_run, runs_dir)
-    spec = spec.model_copy(update={"opset": opset})
     stage_options = dict(
         opset=opset,
         explain=explain,
@@ -342,7 +343,7 @@ def export_hf(
     *,
     name: str | None = None,
     runs_dir: Path = Path("runs"),
-    opset: int = 23,
+    opset: int | None = None,
     tensorrt: bool = False,
     explain: bool = True,
     optimize: bool = True,
@@ -356,7 +357,7 @@ def export_hf(
     """
     from attnserve.export.hf_import import load_hf_classifier
 
-    model, spec = load_hf_classifier(path, name=name, opset=opset)
+    model, spec = load_hf_classifier(path, name=name)
     stage_options = dict(
         opset=opset,
         explain=explain,

@@ -20,11 +20,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-from attnserve.export.onnx_graph import batch_dim_name, count_attention_nodes, op_histogram
-from attnserve.export.reports import OnnxExportReport, StageRecorder, short_error
 from torch import nn
 
 from attnserve.errors import ExportError, ShapeError
+from attnserve.export.onnx_graph import batch_dim_name, count_attention_nodes, op_histogram
+from attnserve.export.reports import OnnxExportReport, StageRecorder, short_error
 from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)

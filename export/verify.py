@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from torch import nn
+
 from attnserve.export.onnx_graph import batch_dim_name, value_info_dims
 from attnserve.export.reports import OutputParity, ParityReport, StageResult, short_error
 from attnserve.export.torch2onnx import example_pixels
-from torch import nn
-
 from attnserve.spec import INPUT_NAME, ModelSpec
 
 VACUOUS_FACTOR = 2.0

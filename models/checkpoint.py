@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from attnserve.models.deployables import DEPLOYABLE_NAMES, INPUT_FACT_ARGS, default_spec
-from attnserve.models.registry import create_model
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from attnserve.errors import DataError, UnknownModelError
+from attnserve.models.deployables import DEPLOYABLE_NAMES, INPUT_FACT_ARGS, default_spec
+from attnserve.models.registry import create_model
 from attnserve.spec import SPEC_FILENAME, ModelSpec
 
 WEIGHTS_FILENAME = "model.safetensors"

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from attnserve.models.attention import CBAM, get_attn
 from attnserve.models.layers import PixelNormalize, normalize_map
 from attnserve.models.registry import register_model
-from torch import nn
 
 
 class AttentionConvBlock(nn.Module):

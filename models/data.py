@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from attnserve.errors import DataError
 from attnserve.models.deployables import get_deployable
 from attnserve.models.folders import class_files, read_files, write_mp4, write_png
 from attnserve.models.synthetic import digits_arrays, motion_arrays, shapes_arrays
-
-from attnserve.errors import DataError
 
 HELD_OUT_SEED = 1_000_000
 DIGITS_SPLIT_SEED = 0

@@ -13,10 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from attnserve.models.constants import IMAGENET_MEAN, IMAGENET_STD
-
 from attnserve.errors import UnknownModelError
-from attnserve.spec import Kind, Layout, ModelSpec
+from attnserve.models.constants import IMAGENET_MEAN, IMAGENET_STD
+from attnserve.spec import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_QUEUE_DELAY_US,
+    DEFAULT_PREFERRED_BATCH_SIZES,
+    Kind,
+    Layout,
+    ModelSpec,
+)
 
 DIGIT_LABELS = tuple(str(digit) for digit in range(10))
 SHAPE_LABELS = ("circle", "square", "triangle", "cross")
@@ -51,7 +57,12 @@ class Deployable:
         return "NCHW" if self.kind == "image" else "NTCHW"
 
 
-_IMAGE_SERVING = dict(max_batch_size=16, preferred_batch_sizes=(4, 8, 16))
+# Serving knobs of the deployables: images take the project's defaults (`attnserve.spec`), videos smaller batches.
+_IMAGE_SERVING = dict(
+    max_batch_size=DEFAULT_MAX_BATCH_SIZE,
+    preferred_batch_sizes=DEFAULT_PREFERRED_BATCH_SIZES,
+    max_queue_delay_us=DEFAULT_MAX_QUEUE_DELAY_US,
+)
 _VIDEO_SERVING = dict(max_batch_size=8, preferred_batch_sizes=(2, 4, 8), atol=5e-4, rtol=1e-3)
 _VIT_32 = dict(
     stem="conv", stem_depth=3, stem_width=32, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0, drop_rate=0.0

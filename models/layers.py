@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from attnserve.models.attention import AttentionLayer
-from attnserve.models.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - re-exported
 from torch import nn
 
 from attnserve.errors import DTypeError, ShapeError
+from attnserve.models.attention import AttentionLayer
+from attnserve.models.constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 - re-exported
 
 
 def _per_channel(values: Sequence[float], channels: int, what: str) -> tuple[float, ...]:

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from attnserve.models.checkpoint import build_model, save_run
-from attnserve.models.data import DatasetSplits, load_dataset
-from attnserve.models.deployables import TRAINABLE_NAMES, default_spec, get_deployable
 from torch import nn
 
 from attnserve.errors import UserInputError
+from attnserve.models.checkpoint import build_model, save_run
+from attnserve.models.data import DatasetSplits, load_dataset
+from attnserve.models.deployables import TRAINABLE_NAMES, default_spec, get_deployable
 from attnserve.spec import ModelSpec
 
 logger = logging.getLogger(__name__)

@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
+
 from attnserve.models.attention import AttentionLayer, AttentionPool
 from attnserve.models.layers import (
     Mlp,
@@ -30,7 +32,6 @@ from attnserve.models.layers import (
     trunc_normal_init,
 )
 from attnserve.models.registry import register_model
-from torch import nn
 
 
 class VideoEmbed(nn.Module):

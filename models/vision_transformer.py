@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
+
 from attnserve.models.layers import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -23,7 +25,6 @@ from attnserve.models.layers import (
     trunc_normal_init,
 )
 from attnserve.models.registry import register_model
-from torch import nn
 
 
 class VisionTransformer(nn.Module):

@@ -10,9 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
-
 from attnserve.security import DEFAULT_BIND_ADDRESS
+from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
 
 logger = logging.getLogger(__name__)
 
@@ -114,9 +113,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_pipelines(args: argparse.Namespace) -> int:
-    from attnserve.serving.pipelines import model_entry_specs, write_pipeline_entries
-
     from attnserve.errors import UnknownModelError
+    from attnserve.repository.entries import model_entry_specs
+    from attnserve.serving.pipelines import write_pipeline_entries
 
     specs = model_entry_specs(args.repository)
     for name in args.names:

@@ -9,7 +9,7 @@ For a spec `NAME`, `write_pipeline_entries` writes two entries beside the model'
     NAME_timeline    video only, python backend: input `video` TYPE_STRING [1] (+ optional window_s, stride_s,
                      top_k, clips_per_request) -> `timeline` JSON; sends the clips to NAME through BLS
 
-Configs are built with the export package's typed `ModelConfig` objects (one writer for every config).
+Configs are built with the repository layer's typed `ModelConfig` objects (one writer for every config).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import json
 import shutil
 from pathlib import Path
 
-from attnserve.export.repository import dynamic_batching_for, logits_output, pixels_input, write_labels
-from attnserve.export.triton_config import (
+from attnserve.repository.config import (
     SPEC_PARAMETER,
     EnsembleScheduling,
     EnsembleStep,
@@ -27,10 +26,16 @@ from attnserve.export.triton_config import (
     ModelConfig,
     TensorConfig,
 )
+from attnserve.repository.entries import (
+    ENSEMBLE_PLATFORM,
+    dynamic_batching_for,
+    logits_output,
+    pixels_input,
+    write_labels,
+)
+from attnserve.repository.layout import PYTHON_MODEL_FILENAME
 from attnserve.serving.python_models.preprocess import PreprocessTarget
-
-from attnserve.errors import UserInputError
-from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
+from attnserve.spec import INPUT_NAME, OUTPUT_NAME, SPEC_FILENAME, ModelSpec
 from attnserve.video import VideoLimits
 
 PREPROCESS_SHIM = Path(__file__).parent / "python_models" / "preprocess_model.py"
@@ -44,11 +49,6 @@ TIMELINE_OPTIONS = {
     "clips_per_request": "TYPE_INT32",
 }
 """Optional scalar inputs of `NAME_timeline`, per request."""
-
-
-def timeline_name(spec: ModelSpec) -> str:
-    """`NAME_timeline`: the sliding-window entry of a video model."""
-    return f"{spec.name}_timeline"
 
 
 def timeline_config(spec: ModelSpec) -> ModelConfig:
@@ -68,7 +68,7 @@ def timeline_config(spec: ModelSpec) -> ModelConfig:
         "labels": json.dumps(list(spec.labels)),
     }
     return ModelConfig(
-        name=timeline_name(spec),
+        name=spec.timeline_name,
         backend="python",
         max_batch_size=1,
         input=(TensorConfig(name="video", data_type="TYPE_STRING", dims=(1,)), *options),
@@ -121,7 +121,7 @@ def pipeline_config(spec: ModelSpec) -> ModelConfig:
     input_name = pipeline_input_name(spec)
     return ModelConfig(
         name=spec.pipeline_name,
-        platform="ensemble",
+        platform=ENSEMBLE_PLATFORM,
         max_batch_size=spec.max_batch_size,
         input=(encoded_input(spec),),
         output=(logits_output(spec),),
@@ -141,25 +141,6 @@ def pipeline_config(spec: ModelSpec) -> ModelConfig:
     )
 
 
-def model_entry_specs(repository: Path | str) -> dict[str, ModelSpec]:
-    """Spec of every exported model entry of `repository` (entries whose spec names them: not explain/trt)."""
-    from attnserve.export.repository import read_entry_spec
-
-    specs: dict[str, ModelSpec] = {}
-    for model_dir in sorted(Path(repository).iterdir()):
-        if not (model_dir / "config.pbtxt").is_file() or model_dir.name.endswith(
-            ("_pipeline", "_preprocess", "_timeline")
-        ):
-            continue
-        try:
-            spec = read_entry_spec(model_dir)
-        except UserInputError:
-            continue  # not an attnserve export (no spec): nothing to pre-process for
-        if spec.name == model_dir.name:
-            specs[spec.name] = spec
-    return specs
-
-
 def write_pipeline_entries(spec: ModelSpec, repository: Path | str) -> tuple[Path, Path]:
     """Write `NAME_preprocess` and `NAME_pipeline` into `repository` (replacing earlier ones).
 
@@ -174,7 +155,7 @@ def write_pipeline_entries(spec: ModelSpec, repository: Path | str) -> tuple[Pat
         shutil.rmtree(preprocess_dir)
     preprocess_config(spec).write(preprocess_dir)
     (preprocess_dir / "1").mkdir()
-    shutil.copy2(PREPROCESS_SHIM, preprocess_dir / "1" / "model.py")
+    shutil.copy2(PREPROCESS_SHIM, preprocess_dir / "1" / PYTHON_MODEL_FILENAME)
 
     pipeline_dir = repository / spec.pipeline_name
     if pipeline_dir.exists():
@@ -182,12 +163,12 @@ def write_pipeline_entries(spec: ModelSpec, repository: Path | str) -> tuple[Pat
     pipeline_config(spec).write(pipeline_dir)
     (pipeline_dir / "1").mkdir()  # Triton needs a version folder, even an empty one, for an ensemble
     write_labels(spec, pipeline_dir)
-    spec.save(pipeline_dir / "spec.json")
+    spec.save(pipeline_dir / SPEC_FILENAME)
     if spec.kind == "video":
-        timeline_dir = repository / timeline_name(spec)
+        timeline_dir = repository / spec.timeline_name
         if timeline_dir.exists():
             shutil.rmtree(timeline_dir)
         timeline_config(spec).write(timeline_dir)
         (timeline_dir / "1").mkdir()
-        shutil.copy2(TIMELINE_SHIM, timeline_dir / "1" / "model.py")
+        shutil.copy2(TIMELINE_SHIM, timeline_dir / "1" / PYTHON_MODEL_FILENAME)
     return preprocess_dir, pipeline_dir

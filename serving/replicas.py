@@ -16,24 +16,27 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from attnserve.serving.haproxy import API_KEY_ENV, EdgeSettings, ReplicaPorts, haproxy_binary, haproxy_config
-from attnserve.serving.server import TritonServer, _die_with_parent, _http_ok, check_port_free, free_port
-
 from attnserve.errors import ServerError, UserInputError
+from attnserve.serving.haproxy import API_KEY_ENV, EdgeSettings, ReplicaPorts, haproxy_binary, haproxy_config
+from attnserve.serving.server import TritonServer, _die_with_parent, check_port_free, free_port
 
 logger = logging.getLogger(__name__)
 
 HAPROXY_CONFIG_FILENAME = "haproxy.cfg"
 HAPROXY_LOG_FILENAME = "haproxy.log"
 _SUPERVISE_PERIOD_S = 0.2
+_RESTART_BACKOFF_MAX_S = 30.0
 
 
 @dataclass
@@ -202,18 +205,15 @@ class ReplicaSet:
         return env
 
     def _wait_edge_ready(self, timeout: float = 20.0) -> None:
-        """Until every replica is UP behind HAProxy: the ready URL answers through it `2 x replicas` times."""
+        """Until the readiness URL answers 200 through HAProxy once per replica (round-robin: each one UP)."""
         assert self._haproxy is not None
-        scheme = "https" if self.edge.tls else "http"
+        url = f"{'https' if self.edge.tls else 'http'}://{self.http_url}/v2/health/ready"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._haproxy.poll() is not None:
                 raise ServerError(f"HAProxy exited with code {self._haproxy.returncode}:\n{self.haproxy_log()}")
-            if scheme == "http" and all(_http_ok(f"http://{self.http_url}/v2/health/ready") for _ in self.servers):
+            if all(_edge_ok(url) for _ in self.servers):
                 time.sleep(self.edge.check_interval_ms / 1000)  # first health checks of every server done
-                return
-            if scheme == "https" and _port_open(self._connect_host, self.http_port):
-                time.sleep(self.edge.check_interval_ms / 1000)
                 return
             time.sleep(0.1)
         raise ServerError(f"HAProxy did not answer on {self.http_url} within {timeout:.0f} s:\n{self.haproxy_log()}")
@@ -226,14 +226,23 @@ class ReplicaSet:
         return "\n".join(text.splitlines()[-lines:])
 
     def _supervise(self) -> None:
-        """Restart replicas whose process died (same ports: HAProxy's checks put them back in rotation)."""
+        """Restart replicas whose process died (same ports: HAProxy's checks put them back in rotation).
+
+        A replica whose restart failed is tried again after a backoff that doubles up to `_RESTART_BACKOFF_MAX_S`.
+        """
+        not_before = [0.0] * len(self.servers)
+        backoff = [_SUPERVISE_PERIOD_S] * len(self.servers)
         while not self._stopping.wait(_SUPERVISE_PERIOD_S):
             for index, server in enumerate(self.servers):
-                if self._stopping.is_set() or server.is_running:
+                if self._stopping.is_set() or server.is_running or time.monotonic() < not_before[index]:
                     continue
-                self._restart(index, server)
+                if self._restart(index, server):
+                    backoff[index] = _SUPERVISE_PERIOD_S
+                else:
+                    backoff[index] = min(backoff[index] * 2, _RESTART_BACKOFF_MAX_S)
+                    not_before[index] = time.monotonic() + backoff[index]
 
-    def _restart(self, index: int, server: TritonServer) -> None:
+    def _restart(self, index: int, server: TritonServer) -> bool:
         record = Restart(index, time.monotonic())
         logger.warning("replica %d (pid %s) died; restarting it", index, server.pid)
         with self._lock:
@@ -247,9 +256,11 @@ class ReplicaSet:
             server.wait_ready(timeout=self.ready_timeout_s)
             record.ready_at = time.monotonic()
             logger.warning("replica %d ready again after %.1f s", index, record.seconds)
+            return True
         except ServerError as exc:
             record.error = str(exc)
             logger.error("replica %d failed to restart: %s", index, exc)
+            return False
 
     def stop(self) -> None:
         """Stop the supervisor, HAProxy, then every replica (process groups included)."""
@@ -282,9 +293,11 @@ class ReplicaSet:
         return f"ReplicaSet({len(self.servers)} replicas, http={self.http_url}, grpc={self.grpc_url})"
 
 
-def _port_open(host: str, port: int) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex((host, port)) == 0
+def _edge_ok(url: str) -> bool:
+    """GET `url` on our own loopback edge; the certificate is not verified (this probe only asks "is it up")."""
+    context = ssl._create_unverified_context() if url.startswith("https") else None
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False

@@ -11,9 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
-
 from attnserve.security import DEFAULT_BIND_ADDRESS
+from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--queue-timeout-ms", type=int, default=10, help="longest wait for a free replica before 503 (default 10)"
     )
+    parser.add_argument(
+        "--buffer-kb",
+        type=int,
+        default=64,
+        help="HAProxy's buffer in KiB: a request must fit to be retried elsewhere (default 64; 256 for 224px RGB)",
+    )
     parser.add_argument("--tls-cert", type=Path, default=None, help="PEM with certificate + key: the edge speaks TLS")
     parser.add_argument(
         "--require-api-key",
@@ -57,11 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_replicas(args: argparse.Namespace) -> int:
+    from attnserve.errors import UserInputError
     from attnserve.serving.haproxy import EdgeSettings
     from attnserve.serving.replicas import ReplicaSet
     from attnserve.serving.runtime_view import build_runtime_repository
-
-    from attnserve.errors import UserInputError
 
     api_key = os.environ.get(API_KEY_FROM_ENV) if args.require_api_key else None
     if args.require_api_key and not api_key:
@@ -73,6 +77,7 @@ def run_replicas(args: argparse.Namespace) -> int:
             grpc_port=args.grpc_port,
             maxconn_per_replica=args.maxconn,
             queue_timeout_ms=args.queue_timeout_ms,
+            buffer_kb=args.buffer_kb,
             tls_certificate=args.tls_cert,
             api_key=api_key,
         )

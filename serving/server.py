@@ -33,6 +33,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from attnserve.errors import ServerError, UserInputError
+from attnserve.security import ADMIN_TOKEN_ENV, ADMIN_TOKEN_HEADER, DEFAULT_BIND_ADDRESS, GRPC_ADMIN_TOKEN_HEADER
 from attnserve.serving.flags import (
     DEFAULT_EXIT_TIMEOUT_S,
     DEFAULT_GRPC_PORT,
@@ -40,9 +42,6 @@ from attnserve.serving.flags import (
     DEFAULT_METRICS_PORT,
     triton_args,
 )
-
-from attnserve.errors import ServerError, UserInputError
-from attnserve.security import ADMIN_TOKEN_ENV, ADMIN_TOKEN_HEADER, DEFAULT_BIND_ADDRESS, GRPC_ADMIN_TOKEN_HEADER
 
 logger = logging.getLogger(__name__)
 

@@ -62,9 +62,10 @@ class TritonFixture:
 @pytest.fixture(scope="session")
 def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonFixture]:
     """One real Triton server for the session (see the module docstring)."""
+    from support.deployables import build_deployables_repository
+
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
-    from attnserve.serving.testing import build_deployables_repository
 
     root = tmp_path_factory.mktemp("triton_server")
     repository = root / "model_repository"

@@ -1,6 +1,6 @@
 """Write a tuned configuration into the model's repository entry through the export package's generator.
 
-The entry's `config.pbtxt` is rendered again by `attnserve.export.repository.model_config_for` from the spec
+The entry's `config.pbtxt` is rendered again by `attnserve.repository.entries.model_config_for` from the spec
 with the tuned knobs (never edited by hand); the entry's other parameters (`runtime`, `precision`,
 `model_file` of a CPU variant) are kept, or set to the tuned variant. `spec.json` beside it, and the training
 run's `runs/NAME/spec.json` when there is one (so a later `attnserve export` keeps the tuned knobs), record it.
@@ -22,7 +22,7 @@ _GENERATED_PARAMETERS = {"attnserve_spec", "intra_op_threads", "allow_spinning"}
 
 
 def _entry_parameters(model_dir: Path) -> dict[str, str]:
-    from attnserve.serving.runtime_view import read_config
+    from attnserve.repository.config import read_config
 
     config = read_config(model_dir)
     return {key: value.string_value for key, value in config.parameters.items() if key not in _GENERATED_PARAMETERS}
@@ -30,7 +30,7 @@ def _entry_parameters(model_dir: Path) -> dict[str, str]:
 
 def _variant_parameters(model_dir: Path, candidate: Candidate, parameters: dict[str, str]) -> dict[str, str]:
     """Point the entry at the candidate's variant; its file is copied into the latest version folder when absent."""
-    from attnserve.serving.runtime_view import latest_version_dir
+    from attnserve.repository.layout import latest_version_dir
 
     variant = candidate.variant
     if variant is None:
@@ -57,7 +57,7 @@ def apply_candidate(repository: Path, name: str, candidate: Candidate, runs_dir:
     Raises:
         UserInputError: the entry does not exist or is not an attnserve entry (no spec).
     """
-    from attnserve.export.repository import CONFIG_FILENAME, model_config_for, read_entry_spec
+    from attnserve.repository.entries import CONFIG_FILENAME, model_config_for, read_entry_spec
 
     model_dir = Path(repository) / name
     if not (model_dir / CONFIG_FILENAME).is_file():

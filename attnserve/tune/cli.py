@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    from attnserve.export.repository import read_entry_spec
+    from attnserve.repository.entries import read_entry_spec
     from attnserve.tune.candidates import parse_layouts
     from attnserve.tune.run import TuneOptions, default_grid, tune
 

@@ -104,7 +104,7 @@ def candidate_config(base: dict[str, Any], candidate: Candidate) -> dict[str, An
 
 
 def _auto_threads(candidate: Candidate) -> int:
-    from attnserve.serving.python_models.runtime import intra_op_threads_for
+    from attnserve.runtimes.session import intra_op_threads_for
 
     return intra_op_threads_for(candidate.instance_count)
 

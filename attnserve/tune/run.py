@@ -79,7 +79,7 @@ def serve_target(name: str, options: TuneOptions) -> Iterator[Target]:
 
 def default_grid(spec: Any, variants_dir: Path, cores: int | None = None) -> Grid:
     """The grid for `spec` on this machine: layouts from the core count, the gated CPU variants."""
-    from attnserve.serving.python_models.runtime import available_cores
+    from attnserve.runtimes.session import available_cores
 
     cores = cores or available_cores()
     preferred = tuple(b for b in spec.preferred_batch_sizes if b <= spec.max_batch_size)
@@ -94,7 +94,7 @@ def default_grid(spec: Any, variants_dir: Path, cores: int | None = None) -> Gri
 
 def starting_point(spec: Any) -> Candidate:
     """Hill climbing starts from what the spec serves today, with its thread count made explicit."""
-    from attnserve.serving.python_models.runtime import intra_op_threads_for
+    from attnserve.runtimes.session import intra_op_threads_for
 
     start = Candidate.from_spec(spec)
     threads = start.intra_op_threads or intra_op_threads_for(start.instance_count)
@@ -130,7 +130,7 @@ def tune(name: str, options: TuneOptions, echo: Callable[[str], None] = print) -
         UserInputError: no repository entry, bad options, or no admin token for `--url`.
         ServerError: the server could not start or be reached.
     """
-    from attnserve.export.repository import read_entry_spec
+    from attnserve.repository.entries import read_entry_spec
 
     entry = options.repository / name
     spec = read_entry_spec(entry)

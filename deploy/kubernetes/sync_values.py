@@ -1,4 +1,5 @@
-"""Rewrite the generated `args` blocks of the chart's values.yaml from `attnserve.serving.flags`.
+"""Rewrite the chart's generated parts: the `args` blocks of values.yaml (from `attnserve.serving.flags`) and
+`files/haproxy.cfg`, the in-cluster edge (from `attnserve.serving.haproxy.kubernetes_edge_config`).
 
     python deploy/kubernetes/sync_values.py          # rewrite
     python deploy/kubernetes/sync_values.py --check  # exit 1 when the file is out of date (a test does the same)
@@ -16,8 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from attnserve.serving.flags import kserve_args, kubernetes_args
+from attnserve.serving.haproxy import EdgeSettings, kubernetes_edge_config
 
 VALUES_PATH = Path(__file__).resolve().parent / "attnserve" / "values.yaml"
+EDGE_CONFIG_PATH = Path(__file__).resolve().parent / "attnserve" / "files" / "haproxy.cfg"
 GENERATORS: dict[str, Callable[[], list[str]]] = {"kubernetes_args": kubernetes_args, "kserve_args": kserve_args}
 _BLOCK = re.compile(
     r"^(?P<indent> *)# BEGIN GENERATED (?P<name>\w+)[^\n]*\n(?P<comments>(?:(?P=indent)#[^\n]*\n)*)"
@@ -47,14 +50,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when the file is out of date")
     args = parser.parse_args()
-    text = VALUES_PATH.read_text()
-    rendered = render(text)
+    # in-cluster: more requests per pod than the local default (a GPU replica batches more), same queue bound
+    edge = kubernetes_edge_config(EdgeSettings(maxconn_per_replica=16, buffer_kb=256))
+    wanted = {VALUES_PATH: render(VALUES_PATH.read_text()), EDGE_CONFIG_PATH: edge}
+    stale = [path for path, text in wanted.items() if not path.is_file() or path.read_text() != text]
     if args.check:
-        if rendered != text:
-            sys.stderr.write(f"{VALUES_PATH} is out of date: run python deploy/kubernetes/sync_values.py\n")
-            return 1
-        return 0
-    VALUES_PATH.write_text(rendered)
+        for path in stale:
+            sys.stderr.write(f"{path} is out of date: run python deploy/kubernetes/sync_values.py\n")
+        return 1 if stale else 0
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(wanted[path])
     return 0
 
 

@@ -11,9 +11,9 @@ import json
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from attnserve.serving.python_models.preprocess import PreprocessTarget, decode
 
 from attnserve.errors import AttnserveError
+from attnserve.serving.python_models.preprocess import PreprocessTarget, decode
 from attnserve.video import VideoLimits
 
 

@@ -1,8 +1,9 @@
 """Python-backend shim: serve an ONNX model on the CPU through a pluggable runtime (ONNX Runtime default).
 
-Copied as `1/model.py` into each runner entry of the runtime view. Config parameters (set by
-`attnserve.serving.runtime_view`): `runtime`, `model_file` (absolute, or relative to the version folder),
-`intra_op_threads` (0 = cores // instances), `allow_spinning`. The logic lives in `batch_runner` and `runtime`, importable without Triton.
+Copied as `1/model.py` into each runner entry of the runtime view. Its config parameters are the typed
+`attnserve.repository.runner.RunnerParameters` (set by `attnserve.serving.runtime_view`): `runtime`,
+`precision`, `model_file` (absolute, or relative to the version folder), `intra_op_threads` (0 = cores // instances), `allow_spinning`. The logic lives
+in `batch_runner` and `attnserve.runtimes`, importable without Triton.
 """
 
 from __future__ import annotations
@@ -11,30 +12,24 @@ import json
 from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
-from attnserve.serving.python_models.batch_runner import TensorSpec, run_requests
-from attnserve.serving.python_models.runtime import (
-    DEFAULT_RUNTIME,
-    MODEL_FILE_PARAMETER,
-    RUNTIME_PARAMETER,
-    open_session,
-    threads_from_parameters,
-)
 
 from attnserve.errors import AttnserveError, UserInputError
+from attnserve.repository.runner import RunnerParameters
+from attnserve.runtimes.session import intra_op_threads_for, open_session
+from attnserve.serving.python_models.batch_runner import TensorSpec, run_requests
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        runner = RunnerParameters.from_parameters(parameters)
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        model_path = Path(parameters.get(MODEL_FILE_PARAMETER, "model.onnx"))
-        if not model_path.is_absolute():
-            model_path = version_dir / model_path
+        model_path = version_dir / runner.model_file  # an absolute model_file replaces the folder
         instance_count = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
-        threads = threads_from_parameters(parameters, instance_count)
+        threads = runner.intra_op_threads or intra_op_threads_for(instance_count)
         self.session = open_session(
-            parameters.get(RUNTIME_PARAMETER, DEFAULT_RUNTIME), model_path, intra_op_threads=threads, options=parameters
+            runner.runtime, model_path, intra_op_threads=threads, options={**parameters, **runner.session_options()}
         )
         self.inputs = [TensorSpec.from_config(tensor) for tensor in config["input"]]
         self.outputs = [TensorSpec.from_config(tensor) for tensor in config["output"]]

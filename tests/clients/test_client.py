@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+from PIL import Image
+
 from attnserve.clients.client import AsyncTritonClient, ModelNotFoundError, TritonClient
 from attnserve.clients.predictions import softmax
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import ServerUnavailableError
-from PIL import Image
-
 from attnserve.errors import DTypeError, InferenceError, ShapeError
 
 pytestmark = pytest.mark.triton

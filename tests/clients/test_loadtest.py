@@ -10,9 +10,9 @@ import json
 from typing import Any
 
 import pytest
+
 from attnserve.clients.loadtest import run_loadtest
 from attnserve.clients.settings import ClientSettings
-
 from attnserve.errors import UserInputError
 
 pytestmark = pytest.mark.triton

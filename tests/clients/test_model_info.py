@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from attnserve.clients.model_info import ModelInfo
 
+from attnserve.clients.model_info import ModelInfo
 from attnserve.errors import DTypeError, ShapeError, UserInputError
 
 GRPC_METADATA = {

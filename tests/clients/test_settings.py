@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from attnserve.clients.settings import ClientSettings
 from pydantic import ValidationError
 
+from attnserve.clients.settings import ClientSettings
 from attnserve.security import ADMIN_TOKEN_ENV, ADMIN_TOKEN_HEADER
 
 
@@ -34,3 +34,19 @@ def test_bad_settings_say_what_conflicts() -> None:
         ClientSettings(backoff_s=1.0, backoff_max_s=0.5)
     with pytest.raises(ValidationError, match="protocol"):
         ClientSettings(protocol="smtp")
+
+
+def test_tls_and_api_key_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("ATTNSERVE_TLS", "1")
+    monkeypatch.setenv("ATTNSERVE_TLS_CA_FILE", str(ca_file))
+    monkeypatch.setenv("ATTNSERVE_API_KEY", "edge-key-0123456789")
+    settings = ClientSettings()
+    assert settings.tls and settings.tls_ca_file == ca_file
+    assert settings.api_key is not None and "edge-key" not in repr(settings)
+    monkeypatch.delenv("ATTNSERVE_TLS")
+    with pytest.raises(ValidationError, match="tls is off"):
+        ClientSettings()
+    with pytest.raises(ValidationError, match="is not a file"):
+        ClientSettings(tls=True, tls_ca_file=tmp_path / "absent.pem")

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+
 from attnserve.export.onnx_graph import batch_dim_name
 from attnserve.export.pipeline import export_model
-from attnserve.export.triton_config import parse_pbtxt
 from attnserve.models.deployables import DEPLOYABLE_NAMES, get_deployable, tiny_arch_overrides
 from attnserve.models.registry import model_family
+from attnserve.repository.config import parse_pbtxt
 
 
 def _overrides(name: str) -> dict:

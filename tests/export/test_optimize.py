@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from export_fixtures import tiny_spec
+
+from attnserve.errors import ShapeError, UserInputError
 from attnserve.export.cpu_variants import (
     BASELINE_VARIANT,
     CPU_VARIANTS,
@@ -34,11 +37,8 @@ from attnserve.export.optimize import (
     render_markdown,
     serve_pick,
 )
-from attnserve.serving.python_models.openvino_runtime import openvino_supports
-from attnserve.serving.python_models.runtime import open_session
-from export_fixtures import tiny_spec
-
-from attnserve.errors import ShapeError, UserInputError
+from attnserve.runtimes.openvino_session import openvino_supports
+from attnserve.runtimes.session import open_session
 
 EVAL_SAMPLES = 256
 INT8_QDQ_VARIANTS = ("onnxruntime_int8_qdq", "openvino_int8_qdq")
@@ -168,8 +168,9 @@ def test_table_is_written_as_json_and_markdown(badly_calibrated: OptimizeReport)
 
 
 def test_serve_pick_writes_an_entry_the_runtime_view_serves(badly_calibrated: OptimizeReport, tmp_path: Path) -> None:
-    from attnserve.export.repository import read_entry_spec
-    from attnserve.serving.runtime_view import build_runtime_repository, read_config
+    from attnserve.repository.config import read_config
+    from attnserve.repository.entries import read_entry_spec
+    from attnserve.serving.runtime_view import build_runtime_repository
 
     spec = tiny_spec(trained=True)
     report = badly_calibrated.model_copy(deep=True)
@@ -242,9 +243,8 @@ def test_bad_inputs_say_what_was_expected(tiny_onnx: Path, eval_pixels: np.ndarr
 
 def test_optimize_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`attnserve optimize vit_digits`: export, variants, table in runs/ and reports/, the entry serves the pick."""
-    from attnserve.export.repository import read_entry_spec
-
     from attnserve.cli import main
+    from attnserve.repository.entries import read_entry_spec
 
     runs, repository, reports = tmp_path / "runs", tmp_path / "repo", tmp_path / "reports"
     exit_code = main(

@@ -7,15 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
-from attnserve.export.fp16 import modelopt_available
-from attnserve.export.onnx2trt import count_fused_attention_layers, profile_for, tensorrt_unavailable, trtexec_command
-from attnserve.export.pipeline import ExportReport, export_module
-from attnserve.export.repository import trt_config_for
-from attnserve.export.triton_config import parse_pbtxt
-from attnserve.export.verify import verify_onnx
 from export_fixtures import TinySdpaClassifier, tiny_spec
 
 from attnserve.cli import main
+from attnserve.export.fp16 import modelopt_available
+from attnserve.export.onnx2trt import count_fused_attention_layers, profile_for, tensorrt_unavailable, trtexec_command
+from attnserve.export.pipeline import ExportReport, export_module
+from attnserve.export.verify import verify_onnx
+from attnserve.repository.config import parse_pbtxt
+from attnserve.repository.entries import trt_config_for
+from attnserve.spec import ModelSpec
 
 MAX_BATCH = 6  # deliberately not a power of two: a mismatch anywhere would show
 
@@ -132,3 +133,24 @@ def test_cli_exports_a_local_hf_config(tmp_path: Path) -> None:
     config = parse_pbtxt((tmp_path / "repo" / "hf_tiny" / "config.pbtxt").read_text())
     assert list(config.input[0].dims) == [3, 16, 16] and list(config.output[0].dims) == [3]
     assert main(["export"]) == 1  # nothing to export: a one-line error, not a traceback
+
+
+def test_cli_exports_at_the_opset_the_spec_says(tmp_path: Path) -> None:
+    """Regression: `--opset` defaulted to 23 and overrode a spec.json saying 18 (silently exported at 23)."""
+    import onnx
+
+    from attnserve.models.checkpoint import build_model, save_run
+    from attnserve.models.deployables import default_spec, tiny_arch_overrides
+
+    spec = default_spec("vit_shapes", **tiny_arch_overrides("vit_shapes")).model_copy(update={"opset": 18})
+    run_dir = save_run(tmp_path / "runs" / "vit_shapes", build_model(spec), spec, {})
+    options = ["--no-optimize", "--no-explain", "--repository", str(tmp_path / "repo"), "--runs-dir", str(tmp_path)]
+    assert main(["export", str(run_dir), *options]) == 0
+    entry = tmp_path / "repo" / "vit_shapes"
+    graph = onnx.load(str(entry / "1" / "model.onnx"), load_external_data=False)
+    assert {o.domain: o.version for o in graph.opset_import}[""] == 18
+    assert ModelSpec.load(entry).opset == 18
+    # an explicit option still wins, and the exported spec says so
+    assert main(["export", str(run_dir), "--opset", "23", *options]) == 0
+    graph = onnx.load(str(entry / "2" / "model.onnx"), load_external_data=False)
+    assert {o.domain: o.version for o in graph.opset_import}[""] == 23 and ModelSpec.load(entry).opset == 23

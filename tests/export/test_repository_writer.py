@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from attnserve.export.repository import (
+from export_fixtures import tiny_spec
+
+from attnserve.errors import UserInputError
+from attnserve.repository.config import parse_pbtxt
+from attnserve.repository.entries import (
     read_entry_spec,
     write_explain_entry,
     write_model_entry,
     write_trt_entry,
 )
-from attnserve.export.triton_config import parse_pbtxt
-from export_fixtures import tiny_spec
-
-from attnserve.errors import UserInputError
 from attnserve.spec import ModelSpec
 
 
@@ -84,7 +84,7 @@ def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_kept_ort_graph_goes_beside_the_portable_one(tmp_path: Path, tiny_onnx: Path) -> None:
-    from attnserve.serving.python_models.runtime import MODEL_FILE_PARAMETER
+    from attnserve.repository.runner import MODEL_FILE_PARAMETER
 
     optimised = tmp_path / "model.ort.onnx"
     optimised.write_bytes(tiny_onnx.read_bytes())  # stands in for the optimised graph: the writer only places it
@@ -94,4 +94,4 @@ def test_kept_ort_graph_goes_beside_the_portable_one(tmp_path: Path, tiny_onnx: 
     assert (entry / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()  # NVIDIA's container: portable
     assert (entry / "1" / "model.ort.onnx").is_file()
     plain = _parsed(write_model_entry(tiny_spec(), tiny_onnx, tmp_path / "repo2"))
-    assert MODEL_FILE_PARAMETER not in plain.parameters
+    assert plain.parameters[MODEL_FILE_PARAMETER].string_value == "model.onnx"

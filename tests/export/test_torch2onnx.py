@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from attnserve.export.onnx_graph import count_attention_nodes, op_histogram
-from attnserve.export.torch2onnx import export_onnx
-from attnserve.export.verify import verify_onnx
 from export_fixtures import TinySdpaClassifier, tiny_spec
 from torch import nn
 
 from attnserve.errors import ExportError, ShapeError
+from attnserve.export.onnx_graph import count_attention_nodes, op_histogram
+from attnserve.export.torch2onnx import export_onnx
+from attnserve.export.verify import verify_onnx
 
 
 def test_opset23_has_one_attention_node_per_block_and_symbolic_batch(tiny_onnx: Path) -> None:

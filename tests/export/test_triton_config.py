@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from attnserve.export.triton_config import (
+from pydantic import ValidationError
+
+from attnserve.repository.config import (
     DynamicBatching,
     EnsembleScheduling,
     EnsembleStep,
@@ -18,7 +20,6 @@ from attnserve.export.triton_config import (
     parse_pbtxt,
     spec_json_from_pbtxt,
 )
-from pydantic import ValidationError
 
 PIXELS = TensorConfig(name="pixels", data_type="TYPE_UINT8", format="FORMAT_NCHW", dims=(3, 16, 16))
 LOGITS = TensorConfig(name="logits", data_type="TYPE_FP32", dims=(4,), label_filename="labels.txt")

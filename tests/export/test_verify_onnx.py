@@ -7,12 +7,12 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
-from attnserve.export.torch2onnx import export_onnx
-from attnserve.export.verify import verify_onnx
 from export_fixtures import TinySdpaClassifier, tiny_spec
 from torch import nn
 
 from attnserve.errors import ParityError
+from attnserve.export.torch2onnx import export_onnx
+from attnserve.export.verify import verify_onnx
 
 
 class WithMap(nn.Module):

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from attnserve.models.attention import CBAM, AdditiveAttention, AttentionLayer, AttentionPool, SqueezeExcite, get_attn
 
 

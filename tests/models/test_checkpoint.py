@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from attnserve.models.checkpoint import build_model, load_run, resolve, save_run
-from attnserve.models.deployables import DEPLOYABLE_NAMES, default_spec, tiny_arch_overrides
 
 from attnserve.errors import DataError, UnknownModelError
+from attnserve.models.checkpoint import build_model, load_run, resolve, save_run
+from attnserve.models.deployables import DEPLOYABLE_NAMES, default_spec, tiny_arch_overrides
 from attnserve.spec import ModelSpec
 
 EXPECTED_NAMES = {

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from attnserve.errors import DataError
 from attnserve.models.data import load_dataset, sample_inputs, write_samples
 from attnserve.models.deployables import DEPLOYABLE_NAMES, get_deployable
 from attnserve.models.folders import read_image, read_video, write_png
 from attnserve.models.synthetic import MOTION_OFFSETS, digits_arrays, motion_arrays, shapes_arrays
-
-from attnserve.errors import DataError
 
 
 @pytest.mark.parametrize("generate", [shapes_arrays, motion_arrays])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from attnserve.models.checkpoint import build_model
 from attnserve.models.deployables import default_spec, tiny_arch_overrides
 

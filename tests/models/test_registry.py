@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import torch
-from attnserve.models import create_model, list_models
-from attnserve.models.deployables import tiny_arch_overrides
 
 from attnserve.errors import DTypeError, ShapeError, UnknownModelError
+from attnserve.models import create_model, list_models
+from attnserve.models.deployables import tiny_arch_overrides
 
 ARCHITECTURES = list_models()
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from attnserve.cli import main
+from attnserve.errors import UnknownModelError, UserInputError
 from attnserve.models.checkpoint import load_run
 from attnserve.models.deployables import tiny_arch_overrides
 from attnserve.models.folders import write_png
 from attnserve.models.synthetic import shapes_arrays
 from attnserve.models.train import evaluate, lr_factor, train
-
-from attnserve.cli import main
-from attnserve.errors import UnknownModelError, UserInputError
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero() -> None:

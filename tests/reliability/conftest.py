@@ -96,7 +96,7 @@ class ReliabilityServer:
 @pytest.fixture(scope="session")
 def reliability_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReliabilityServer]:
     """Start a dedicated real Triton (serving's `TritonServer`) for overload and fault tests."""
-    from attnserve.export.repository import write_model_entry
+    from attnserve.repository.entries import write_model_entry
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
 

@@ -199,7 +199,6 @@ def test_client_admin_token_unlocks_shared_memory(reliability_server: Reliabilit
     with the token (right answer), and is refused with a clear error without it."""
     from attnserve.clients.client import TritonClient
     from attnserve.clients.settings import ClientSettings
-
     from attnserve.errors import InferenceError
 
     url = reliability_server.http_url if protocol == "http" else reliability_server.grpc_url

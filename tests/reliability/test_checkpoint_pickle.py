@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from attnserve.models.checkpoint import WEIGHTS_FILENAME, load_run, resolve
-from attnserve.models.deployables import default_spec, tiny_arch_overrides
 
 from attnserve.errors import AttnserveError, DataError
+from attnserve.models.checkpoint import WEIGHTS_FILENAME, load_run, resolve
+from attnserve.models.deployables import default_spec, tiny_arch_overrides
 
 PICKLE_NAMES = ("model.pt", "model.pth", "pytorch_model.bin", "checkpoint.pt")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -113,9 +113,8 @@ def test_library_never_calls_unpickling_apis() -> None:
 def test_hf_folder_with_pickle_weights_is_refused(tmp_path: Path, filename: str) -> None:
     """A Hugging Face folder whose weights are a pickle (`*.bin`) is refused by the export's HF import."""
     transformers = pytest.importorskip("transformers")
-    from attnserve.export.hf_import import load_hf_classifier
-
     from attnserve.errors import UserInputError
+    from attnserve.export.hf_import import load_hf_classifier
 
     folder = tmp_path / "hf_vit"
     folder.mkdir()

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from attnserve.clients.client import TritonClient
 from attnserve.clients.settings import ClientSettings
-
 from attnserve.errors import InferenceError, ServerError
 
 from .conftest import ReliabilityServer

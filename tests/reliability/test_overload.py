@@ -190,7 +190,8 @@ def test_every_served_model_has_its_specs_queue_policy(triton_server: object) ->
     queue policy its spec asks for: REJECT with the spec's bounds where the spec bounds the queue, none where it
     does not (the default; ModelSpec.max_queue_size says why). The CPU runtime view may not drop or add one."""
     import tritonclient.http as httpclient
-    from attnserve.export.repository import read_entry_spec
+
+    from attnserve.repository.entries import read_entry_spec
 
     client = httpclient.InferenceServerClient(triton_server.http_url)  # type: ignore[attr-defined]
     try:

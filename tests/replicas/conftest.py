@@ -95,9 +95,10 @@ class ReplicaRepository:
 
 @pytest.fixture(scope="session")
 def replica_repository(tmp_path_factory: pytest.TempPathFactory) -> ReplicaRepository:
-    from attnserve.export.repository import write_model_entry
-    from attnserve.serving.runtime_view import build_runtime_repository
     from reliability.helpers import heavy_onnx, linear_onnx
+
+    from attnserve.repository.entries import write_model_entry
+    from attnserve.serving.runtime_view import build_runtime_repository
 
     root = tmp_path_factory.mktemp("replicas")
     specs = replica_specs()

@@ -80,13 +80,15 @@ def test_tls_with_the_key_gives_the_direct_answer(edge, protocol) -> None:
         np.testing.assert_array_equal(answer, reference)
 
 
-def test_load_tester_speaks_tls_with_the_key(edge) -> None:
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_load_tester_speaks_tls_with_the_key(edge, protocol) -> None:
     from attnserve.clients.loadtest import run_loadtest
 
     replica_set, ca_file, key = edge
     server = replica_set.servers[0]
     before = settled_counts([server.http_url], MODEL)
-    settings = _client_settings(replica_set.grpc_url, "grpc", tls=True, tls_ca_file=ca_file, api_key=key)
+    url = replica_set.http_url if protocol == "http" else replica_set.grpc_url
+    settings = _client_settings(url, protocol, tls=True, tls_ca_file=ca_file, api_key=key)
     report = run_loadtest(settings, MODEL, concurrency=[2], warmup_s=0.0, window_s=0.5, min_windows=2, max_windows=2)
     level = report.levels[0]
     assert not level.errors and level.client_success > 0, level.errors
@@ -110,8 +112,11 @@ def test_refused_requests_never_reach_the_replica(edge, protocol, case) -> None:
     with pytest.raises(Exception) as refused, TritonClient(_client_settings(url, protocol, **options)) as client:
         client.infer(MODEL, {"pixels": _pixels()})
     message = str(refused.value)
-    if case != "plain text":  # a clear status: HTTP 401 with HAProxy's text, gRPC UNAUTHENTICATED (401 mapped)
-        assert ("API key" in message) if protocol == "http" else ("UNAUTHENTICATED" in message), message
+    if case != "plain text":  # a clear status and message: HTTP 401, gRPC UNAUTHENTICATED (grpc-status 16)
+        assert ("[401]" if protocol == "http" else "UNAUTHENTICATED") in message, message
+        assert "missing or wrong API key: send it in the x-api-key header" in message, message
+    else:  # the TLS handshake fails: the client cannot even talk to the edge
+        assert "connection closed" in message or "Socket closed" in message or "UNAVAILABLE" in message, message
     assert settled_counts([server.http_url], MODEL) == before
 
 

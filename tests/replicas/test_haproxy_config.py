@@ -49,9 +49,8 @@ def test_generated_configuration_is_accepted_by_haproxy(edge_kind: str, tmp_path
 
 
 def test_settings_refuse_a_weak_key_and_a_missing_certificate(tmp_path: Path) -> None:
-    from attnserve.serving.haproxy import EdgeSettings, haproxy_config
-
     from attnserve.errors import UserInputError
+    from attnserve.serving.haproxy import EdgeSettings, haproxy_config
 
     with pytest.raises(ValueError, match="at least 16 characters"):
         EdgeSettings(api_key="short")
@@ -60,11 +59,10 @@ def test_settings_refuse_a_weak_key_and_a_missing_certificate(tmp_path: Path) ->
 
 
 def test_missing_haproxy_is_a_clear_error_naming_the_package(monkeypatch, replica_repository, tmp_path) -> None:
+    from attnserve.errors import ServerError
     from attnserve.serving import haproxy
     from attnserve.serving.haproxy import EdgeSettings
     from attnserve.serving.replicas import ReplicaSet
-
-    from attnserve.errors import ServerError
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(haproxy, "SYSTEM_BINARIES", ())
@@ -86,9 +84,10 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.triton
 def test_stop_leaves_no_process(replica_repository, tmp_path) -> None:
+    from reliability.helpers import descendants
+
     from attnserve.serving.haproxy import EdgeSettings
     from attnserve.serving.replicas import ReplicaSet
-    from reliability.helpers import descendants
 
     require_binary("haproxy", "haproxy")
     replica_set = ReplicaSet(
@@ -107,8 +106,9 @@ def test_stop_leaves_no_process(replica_repository, tmp_path) -> None:
 
 @pytest.mark.triton
 def test_cli_serves_through_haproxy_and_sigterm_leaves_nothing(replica_repository, tmp_path) -> None:
-    from attnserve.serving.server import free_port
     from reliability.helpers import descendants
+
+    from attnserve.serving.server import free_port
 
     require_binary("haproxy", "haproxy")
     http_port, grpc_port = free_port(), free_port()

@@ -16,7 +16,7 @@ def tiny_onnx_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture()
 def tiny_repository(tmp_path: Path, tiny_onnx_path: Path) -> Path:
     """A repository with `tiny` (ONNX), `tiny_trt` (a TensorRT entry with a fake plan) and tiny's pipeline."""
-    from attnserve.export.repository import write_model_entry, write_trt_entry
+    from attnserve.repository.entries import write_model_entry, write_trt_entry
     from attnserve.serving.pipelines import write_pipeline_entries
 
     repository = tmp_path / "model_repository"

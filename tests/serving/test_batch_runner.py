@@ -6,11 +6,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from attnserve.serving.python_models.batch_runner import TensorSpec, run_requests
-from attnserve.serving.python_models.runtime import Session, intra_op_threads_for, open_session
 from serving_helpers import TINY_SHAPE
 
-from attnserve.errors import DataError, DTypeError, RuntimeFailure, ShapeError, UnknownModelError
+from attnserve.errors import (
+    DataError,
+    DTypeError,
+    RuntimeFailure,
+    ShapeError,
+    UnknownModelError,
+    UnknownRuntimeError,
+    UserInputError,
+)
+from attnserve.runtimes.session import Session, intra_op_threads_for, open_session
+from attnserve.serving.python_models.batch_runner import TensorSpec, run_requests
 
 INPUTS = [TensorSpec("pixels", np.dtype(np.uint8), TINY_SHAPE)]
 OUTPUTS = [TensorSpec("logits", np.dtype(np.float32), (3,))]
@@ -57,9 +65,13 @@ def test_a_runtime_failure_fails_every_request_of_the_batch_with_the_reason() ->
 
 
 def test_unknown_runtime_and_missing_file_are_user_errors(tmp_path: Path, tiny_onnx_path: Path) -> None:
-    with pytest.raises(UnknownModelError, match="onnxruntime"):
+    # regression: a runtime name is not a model name ("unknown model 'tensorflow'" misled)
+    with pytest.raises(
+        UnknownRuntimeError, match=r"unknown runtime 'tensorflow'; known runtimes: onnxruntime, openvino"
+    ):
         open_session("tensorflow", tiny_onnx_path, intra_op_threads=1)
-    with pytest.raises(Exception, match="not found"):
+    assert not issubclass(UnknownRuntimeError, UnknownModelError) and issubclass(UnknownRuntimeError, UserInputError)
+    with pytest.raises(UserInputError, match="not found"):
         open_session("onnxruntime", tmp_path / "missing.onnx", intra_op_threads=1)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+
 from attnserve.models.deployables import DEPLOYABLE_NAMES
 from attnserve.serving.flags import compose_command
 

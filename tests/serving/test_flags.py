@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from attnserve.serving.flags import compose_command, restricted_api_value, triton_args
 
 from attnserve.errors import UserInputError
 from attnserve.security import ADMIN_TOKEN_HEADER, RESTRICTED_APIS
+from attnserve.serving.flags import compose_command, restricted_api_value, triton_args
 
 
 def _flags(args: list[str]) -> dict[str, list[str]]:

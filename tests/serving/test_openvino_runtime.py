@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from attnserve.serving.python_models.openvino_runtime import OpenVINOSession, openvino_supports
-from attnserve.serving.python_models.runtime import Session, open_session
 from serving_helpers import TINY_SHAPE
 
 from attnserve.errors import ShapeError, UserInputError
+from attnserve.runtimes.openvino_session import OpenVINOSession, openvino_supports
+from attnserve.runtimes.session import Session, open_session
 
 
 def _pixels(count: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -85,8 +86,9 @@ def openvino_entry(triton_server, tmp_path: Path) -> Iterator[str]:  # noqa: ANN
     runtime view, loaded into the shared server through the admin API, then unloaded and removed again.
     """
     import tritonclient.http as http
-    from attnserve.export.repository import add_model, model_config_for
-    from attnserve.export.triton_config import ModelConfig
+
+    from attnserve.repository.config import ModelConfig
+    from attnserve.repository.entries import add_model, model_config_for
     from attnserve.serving.runtime_view import build_runtime_repository
 
     source = _source_model(triton_server)
@@ -109,9 +111,22 @@ def openvino_entry(triton_server, tmp_path: Path) -> Iterator[str]:  # noqa: ANN
     finally:
         try:
             client.unload_model(OPENVINO_ENTRY, headers=headers)
+            _wait_unloaded(client, OPENVINO_ENTRY, headers)
         finally:
             shutil.rmtree(target, ignore_errors=True)
             client.close()
+
+
+def _wait_unloaded(client, name: str, headers: dict[str, str], timeout_s: float = 60.0) -> None:  # noqa: ANN001
+    """Triton unloads in the background after answering the request: the next test of the shared server must
+    not see the entry half-unloaded (server not ready)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = {m["name"]: m.get("state") for m in client.get_model_repository_index(headers=headers)}
+        if states.get(name) != "UNLOADING" and client.is_server_ready():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} still unloading after {timeout_s} s: {states.get(name)}")
 
 
 @pytest.mark.triton

@@ -6,6 +6,10 @@ import io
 
 import numpy as np
 import pytest
+from PIL import Image
+from serving_helpers import encoded_image, encoded_video
+
+from attnserve.errors import DataError, UserInputError
 from attnserve.serving.python_models.preprocess import (
     PreprocessTarget,
     decode,
@@ -14,10 +18,6 @@ from attnserve.serving.python_models.preprocess import (
     fit_and_crop,
     sample_indices,
 )
-from PIL import Image
-from serving_helpers import encoded_image, encoded_video
-
-from attnserve.errors import DataError, UserInputError
 
 RGB_32 = PreprocessTarget(kind="image", channels=3, height=32, width=32)
 

@@ -10,7 +10,7 @@ from attnserve.errors import UserInputError
 
 
 def test_spinning_off_reaches_the_onnx_runtime_session(tiny_onnx_path: Path) -> None:
-    from attnserve.serving.python_models.runtime import open_session
+    from attnserve.runtimes.session import open_session
 
     spinning = open_session("onnxruntime", tiny_onnx_path, intra_op_threads=1, options={})
     still = open_session("onnxruntime", tiny_onnx_path, intra_op_threads=1, options={"allow_spinning": "0"})
@@ -22,9 +22,11 @@ def test_spinning_off_reaches_the_onnx_runtime_session(tiny_onnx_path: Path) -> 
 
 
 def test_tuned_threads_and_spinning_survive_the_runtime_view(tmp_path: Path, tiny_onnx_path: Path) -> None:
-    from attnserve.export.repository import write_model_entry
-    from attnserve.serving.runtime_view import build_runtime_repository, read_config
     from serving_helpers import tiny_spec
+
+    from attnserve.repository.config import read_config
+    from attnserve.repository.entries import write_model_entry
+    from attnserve.serving.runtime_view import build_runtime_repository
 
     repository = tmp_path / "model_repository"
     write_model_entry(

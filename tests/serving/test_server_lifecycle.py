@@ -8,11 +8,11 @@ import socket
 from pathlib import Path
 
 import pytest
-from attnserve.serving.runtime_view import build_runtime_repository
-from attnserve.serving.server import TritonServer, free_port
 from serving_helpers import tiny_spec
 
 from attnserve.errors import ServerError
+from attnserve.serving.runtime_view import build_runtime_repository
+from attnserve.serving.server import TritonServer, free_port
 
 
 def _group_members(pgid: int) -> list[int]:

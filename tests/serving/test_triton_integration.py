@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from attnserve.serving.pipelines import pipeline_input_name, preprocess_target
-from attnserve.serving.python_models.onnx_runner import OnnxRuntimeSession
-from attnserve.serving.python_models.preprocess import decode
 from serving_helpers import encoded_image, encoded_video
 from tritonclient.utils import InferenceServerException
+
+from attnserve.runtimes.onnxruntime_session import OnnxRuntimeSession
+from attnserve.serving.pipelines import pipeline_input_name, preprocess_target
+from attnserve.serving.python_models.preprocess import decode
 
 pytestmark = pytest.mark.triton
 
@@ -117,6 +118,7 @@ def test_pipeline_returns_the_label_of_the_model_on_the_same_pixels(triton_serve
 
 def test_explain_returns_the_documented_map_shape(triton_server) -> None:  # noqa: ANN001
     import torch
+
     from attnserve.models.checkpoint import build_model
 
     client = httpclient.InferenceServerClient(triton_server.http_url)

@@ -86,8 +86,9 @@ def test_the_python_client_refuses_the_same_videos_before_sending(triton_server:
 
 
 def test_a_window_shorter_than_a_clip_is_refused_with_the_fix(triton_server: Any) -> None:
-    with _client(triton_server, "grpc") as client, pytest.raises(
-        InferenceError, match="holds 4 frames at 8 fps; the model needs at least 8: use window_s >= 1"
+    with (
+        _client(triton_server, "grpc") as client,
+        pytest.raises(InferenceError, match="holds 4 frames at 8 fps; the model needs at least 8: use window_s >= 1"),
     ):
         client.timeline(MODEL, _story(16), window_s=0.5)
 

@@ -39,7 +39,7 @@ QUICK = {"warmup_s": 0.2, "window_s": 0.3, "min_windows": 1, "max_windows": 2}
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from attnserve.serving.testing import build_deployables_repository
+    from support.deployables import build_deployables_repository
 
     repository = tmp_path_factory.mktemp("tune") / "model_repository"
     build_deployables_repository(repository, [MODEL], tiny=True, explain=False)

@@ -11,6 +11,12 @@ app.kubernetes.io/name: {{ .Chart.Name }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* Triton pods only (the edge's pods carry component: edge): Deployment, Services, PDB select these. */}}
+{{- define "attnserve.tritonSelectorLabels" -}}
+{{ include "attnserve.selectorLabels" . }}
+app.kubernetes.io/component: triton
+{{- end -}}
+
 {{- define "attnserve.labels" -}}
 {{ include "attnserve.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}

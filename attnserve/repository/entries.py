@@ -1,4 +1,4 @@
-"""Triton model-repository entries derived from a ModelSpec.
+"""Triton model-repository entries derived from a ModelSpec: configs, writing, reading back, choosing the file.
 
 Entry contract (the serving side relies on it):
 
@@ -8,14 +8,16 @@ Entry contract (the serving side relies on it):
                                  (TYPE_FP32, [num_classes], label_filename "labels.txt"), dynamic_batching
                                  from the spec (left out when spec.dynamic_batching is False),
                                  instance_group [{count}] (no kind: Triton picks GPU when present),
-                                 parameters intra_op_threads / allow_spinning (the CPU runner's threads)
-                                 parameters { key: "attnserve_spec" ... } = the ModelSpec JSON
+                                 parameters { key: "attnserve_spec" ... } = the ModelSpec JSON, and the
+                                 CPU runner's `runtime` / `precision` / `model_file` / `intra_op_threads` /
+                                 `allow_spinning` (`RunnerParameters`, from the spec; NVIDIA's onnxruntime
+                                 backend ignores them)
       NAME/labels.txt            one label per line, in class order
       NAME/spec.json             the ModelSpec (same JSON as the parameter)
       NAME/<version>/model.onnx  new exports go to a new version folder; always the portable verified graph
                                  (what NVIDIA's container serves)
       NAME/<version>/model.ort.onnx  only when ORT's offline optimisation was kept (parity + measured gain on
-                                 this CPU); the config's `model_file` parameter then points the embedded
+                                 this CPU); the runner's `model_file` parameter then points the embedded
                                  server's CPU runner at it (ORT-optimised graphs are tied to the CPU provider)
       NAME_explain/...           the same, plus output `attention_map` (TYPE_FP32, dims from the model)
       NAME_trt/...               platform "tensorrt_plan", <version>/model.plan; written only when an engine
@@ -27,12 +29,12 @@ Entry contract (the serving side relies on it):
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from attnserve.export.triton_config import (
+from attnserve.errors import UserInputError
+from attnserve.repository.config import (
     SPEC_PARAMETER,
     DynamicBatching,
     InstanceGroup,
@@ -40,17 +42,26 @@ from attnserve.export.triton_config import (
     Platform,
     QueuePolicy,
     TensorConfig,
+    read_config,
 )
-
-from attnserve.errors import UserInputError
+from attnserve.repository.layout import (
+    CONFIG_FILENAME,
+    LABELS_FILENAME,
+    ONNX_FILENAME,
+    ORT_OPTIMIZED_FILENAME,
+    PLAN_FILENAME,
+    latest_version_dir,
+    next_version,
+    repository_entries,
+)
+from attnserve.repository.runner import MODEL_FILE_PARAMETER, RunnerParameters
 from attnserve.spec import ATTENTION_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME, SPEC_FILENAME, ModelSpec
 
 logger = logging.getLogger(__name__)
 
-LABELS_FILENAME = "labels.txt"
-CONFIG_FILENAME = "config.pbtxt"
-ONNX_FILENAME = "model.onnx"
-PLAN_FILENAME = "model.plan"
+ONNX_PLATFORM: Platform = "onnxruntime_onnx"
+TENSORRT_PLATFORM: Platform = "tensorrt_plan"
+ENSEMBLE_PLATFORM: Platform = "ensemble"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -110,7 +121,10 @@ def model_config_for(
         extra_outputs: outputs after `logits` (the explain model's `attention_map`).
         default_model_filename: a file name other than Triton's default (`model.onnx` / `model.plan`).
         extra_parameters: more `parameters` entries (e.g. the CPU runner's `model_file`).
+
+    ONNX entries carry the CPU runner's parameters from the spec (`RunnerParameters.for_spec`).
     """
+    runner = RunnerParameters.for_spec(spec).to_parameters() if platform == ONNX_PLATFORM else {}
     return ModelConfig(
         name=name or spec.name,
         platform=platform,
@@ -120,23 +134,8 @@ def model_config_for(
         dynamic_batching=dynamic_batching_for(spec),
         instance_group=(InstanceGroup(count=spec.instance_count),),
         default_model_filename=default_model_filename,
-        parameters={SPEC_PARAMETER: spec.model_dump_json(), **runner_parameters(spec), **(extra_parameters or {})},
+        parameters={SPEC_PARAMETER: spec.model_dump_json(), **runner, **(extra_parameters or {})},
     )
-
-
-INTRA_OP_THREADS_PARAMETER = "intra_op_threads"
-"""The CPU runner's threads per instance (`attnserve.serving.python_models.runtime.INTRA_OP_THREADS_PARAMETER`)."""
-ALLOW_SPINNING_PARAMETER = "allow_spinning"
-"""Whether the CPU runner's idle threads spin (`attnserve.serving.python_models.runtime.ALLOW_SPINNING_PARAMETER`)."""
-
-
-def runner_parameters(spec: ModelSpec) -> dict[str, str]:
-    """The CPU runner's knobs from the spec, as config parameters: threads per instance (0 = cores // instances,
-    resolved by the runtime view) and whether idle threads spin. NVIDIA's onnxruntime backend ignores them."""
-    return {
-        INTRA_OP_THREADS_PARAMETER: str(spec.intra_op_threads),
-        ALLOW_SPINNING_PARAMETER: "1" if spec.allow_spinning else "0",
-    }
 
 
 def explain_config_for(spec: ModelSpec, attention_dims: Sequence[int]) -> ModelConfig:
@@ -153,19 +152,6 @@ def trt_config_for(spec: ModelSpec) -> ModelConfig:
 # ---------------------------------------------------------------------------------------------------------
 # writing entries
 # ---------------------------------------------------------------------------------------------------------
-def existing_versions(model_dir: Path) -> list[int]:
-    """Numeric version folders present under `model_dir`, sorted."""
-    if not Path(model_dir).is_dir():
-        return []
-    return sorted(int(p.name) for p in Path(model_dir).iterdir() if p.is_dir() and re.fullmatch(r"[1-9][0-9]*", p.name))
-
-
-def next_version(model_dir: Path) -> int:
-    """The version a new export gets: one past the highest existing version folder (1 for a new entry)."""
-    versions = existing_versions(model_dir)
-    return versions[-1] + 1 if versions else 1
-
-
 def write_labels(spec: ModelSpec, model_dir: Path) -> Path:
     """Write `labels.txt` (one label per line, in class order)."""
     bad = [label for label in spec.labels if "\n" in label or "\r" in label]
@@ -209,7 +195,7 @@ def add_model(
         raise UserInputError(f"a Triton model version is a positive integer, got {version}")
     if model_filename is None:
         model_filename = config.default_model_filename or (
-            PLAN_FILENAME if config.platform == "tensorrt_plan" else ONNX_FILENAME
+            PLAN_FILENAME if config.platform == TENSORRT_PLATFORM else ONNX_FILENAME
         )
     version_dir = model_dir / str(version)
     version_dir.mkdir(parents=True, exist_ok=True)
@@ -224,12 +210,6 @@ def add_model(
         spec.save(model_dir / SPEC_FILENAME)
     logger.info("wrote %s version %d (%s)", config.name, version, target)
     return target
-
-
-CPU_MODEL_FILE_PARAMETER = "model_file"
-"""Parameter naming the file (in the version folder) the embedded server's CPU runner opens
-(`attnserve.serving.python_models.runtime.MODEL_FILE_PARAMETER`)."""
-ORT_OPTIMIZED_FILENAME = "model.ort.onnx"
 
 
 def write_model_entry(
@@ -248,13 +228,13 @@ def write_model_entry(
         repository: the model repository.
         version: version folder (default: the next free one).
         cpu_onnx_path: an ORT-optimised graph for the CPU runner (becomes `<version>/model.ort.onnx`, named
-            by the `model_file` parameter); None leaves the CPU runner on `model.onnx`.
+            by the runner's `model_file` parameter); None leaves the CPU runner on `model.onnx`.
 
     Returns:
         The entry folder `repository/NAME`.
     """
-    parameters = {CPU_MODEL_FILE_PARAMETER: ORT_OPTIMIZED_FILENAME} if cpu_onnx_path is not None else None
-    config = model_config_for(spec, extra_parameters=parameters)
+    runner = RunnerParameters.for_spec(spec, ORT_OPTIMIZED_FILENAME if cpu_onnx_path is not None else ONNX_FILENAME)
+    config = model_config_for(spec, extra_parameters=runner.to_parameters())  # the main entry may serve model.ort.onnx
     target = add_model(repository, config, onnx_path, spec=spec, version=version)
     if cpu_onnx_path is not None:
         shutil.copyfile(cpu_onnx_path, target.parent / ORT_OPTIMIZED_FILENAME)
@@ -280,17 +260,55 @@ def write_trt_entry(spec: ModelSpec, plan_path: Path, repository: Path, *, versi
     return target.parent.parent
 
 
+# ---------------------------------------------------------------------------------------------------------
+# reading entries
+# ---------------------------------------------------------------------------------------------------------
 def read_entry_spec(model_dir: Path) -> ModelSpec:
     """Recover the ModelSpec of an entry (from `spec.json`, else from the config's `attnserve_spec` parameter)."""
-    from attnserve.export.triton_config import spec_json_from_pbtxt
-
     model_dir = Path(model_dir)
     if (model_dir / SPEC_FILENAME).is_file():
         return ModelSpec.load(model_dir / SPEC_FILENAME)
-    config_path = model_dir / CONFIG_FILENAME
-    if not config_path.is_file():
+    if not (model_dir / CONFIG_FILENAME).is_file():
         raise UserInputError(f"{model_dir} is not a model-repository entry: no {SPEC_FILENAME} or {CONFIG_FILENAME}")
-    spec_dict = spec_json_from_pbtxt(config_path.read_text())
-    if spec_dict is None:
-        raise UserInputError(f"{config_path} has no {SPEC_PARAMETER!r} parameter and there is no {SPEC_FILENAME}")
-    return ModelSpec.model_validate(spec_dict)
+    spec_json = read_config(model_dir).spec_json()
+    if spec_json is None:
+        raise UserInputError(
+            f"{model_dir / CONFIG_FILENAME} has no {SPEC_PARAMETER!r} parameter and no {SPEC_FILENAME}"
+        )
+    return ModelSpec.model_validate_json(spec_json)
+
+
+def model_entry_specs(repository: Path) -> dict[str, ModelSpec]:
+    """Spec of every model entry of `repository` that a spec names (not its explain/trt/pipeline twins)."""
+    specs: dict[str, ModelSpec] = {}
+    for name, model_dir in repository_entries(repository).items():
+        try:
+            spec = read_entry_spec(model_dir)
+        except UserInputError:
+            continue  # not an attnserve export (no spec)
+        if spec.name == name:
+            specs[name] = spec
+    return specs
+
+
+def is_onnx_entry(config: ModelConfig) -> bool:
+    """An entry NVIDIA's onnxruntime backend serves (the embedded server runs it through the CPU runner)."""
+    return config.platform == ONNX_PLATFORM or config.backend == "onnxruntime"
+
+
+def served_file_name(config: ModelConfig) -> str:
+    """The file the CPU runner opens in an ONNX entry's version folder: the runner's `model_file`, else
+    the config's `default_model_filename`, else `model.onnx`."""
+    chosen = config.parameters.get(MODEL_FILE_PARAMETER)
+    return (chosen.string_value if chosen else "") or config.default_model_filename or ONNX_FILENAME
+
+
+def served_file(model_dir: Path, config: ModelConfig | None = None) -> Path | None:
+    """The model file the CPU runner serves for the entry in `model_dir`: `served_file_name` in the highest
+    version folder that holds it (None for an entry that is not ONNX, or has no such file)."""
+    config = config or read_config(model_dir)
+    if not is_onnx_entry(config):
+        return None
+    filename = served_file_name(config)
+    version_dir = latest_version_dir(Path(model_dir), filename)
+    return None if version_dir is None else version_dir / filename

@@ -3,11 +3,12 @@
 The objects mirror the fields of Triton's `ModelConfig` protobuf (`model_config.proto`, Triton 2.51) that
 this project uses: tensors, dynamic batching with a bounded queue, instance groups, parameters,
 ensemble scheduling, version policy and the response cache. Rendering is done by one small protobuf
-text-format writer (`render_pbtxt`), never by string templates, and tests parse the text back with
-Triton's own protobuf classes (`tritonclient.grpc.model_config_pb2`).
+text-format writer (`render_pbtxt`), never by string templates; reading (`read_config`) parses the text with
+Triton's own protobuf classes (`tritonclient.grpc.model_config_pb2`) and validates it back into the same
+typed objects, so a config is written and read as one type.
 
-Other packages (serving: python-backend runners, pre-processing, ensembles) build their configs from these
-objects too, so every `config.pbtxt` in the repository comes from one writer:
+Every package (export: model entries; serving: python-backend runners, pre-processing, ensembles) builds
+its configs from these objects, so every `config.pbtxt` in the repository comes from one writer:
 
     config = ModelConfig(name="vit_preprocess", backend="python", max_batch_size=16,
                          input=[TensorConfig(name="image", data_type="TYPE_UINT8", dims=(-1,))],
@@ -22,7 +23,19 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from attnserve.errors import UserInputError
+from attnserve.repository.layout import CONFIG_FILENAME
 
 DataType = Literal[
     "TYPE_BOOL",
@@ -344,9 +357,37 @@ class ModelConfig(_ProtoMessage):
         """Write `model_dir/config.pbtxt` (creating the folder) and return its path."""
         model_dir = Path(model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
-        config_path = model_dir / "config.pbtxt"
+        config_path = model_dir / CONFIG_FILENAME
         config_path.write_text(self.to_pbtxt())
         return config_path
+
+    @classmethod
+    def from_pbtxt(cls, text: str, *, default_name: str | None = None) -> ModelConfig:
+        """Parse `config.pbtxt` text (Triton's protobuf parser) into a validated `ModelConfig`.
+
+        Args:
+            text: the protobuf text.
+            default_name: the name when the text has none (Triton uses the folder name).
+
+        Raises:
+            UserInputError: the text is not a Triton config, or uses fields this typed model does not hold.
+        """
+        from google.protobuf import json_format, text_format
+
+        try:
+            message = parse_pbtxt(text)
+        except text_format.ParseError as exc:
+            raise UserInputError(f"not a valid Triton model config: {exc}") from exc
+        fields = json_format.MessageToDict(message, preserving_proto_field_name=True)
+        if not fields.get("name") and default_name:
+            fields["name"] = default_name
+        policy = fields.get("version_policy", {})
+        if "all" in policy:  # `all { }` is an empty message; the typed field is `all: true`
+            policy["all"] = True
+        try:
+            return cls.model_validate(fields)
+        except ValidationError as exc:
+            raise UserInputError(f"Triton model config {fields.get('name')!r} does not validate: {exc}") from exc
 
     def spec_json(self) -> str | None:
         """The `attnserve_spec` parameter (the ModelSpec JSON) when present."""
@@ -370,9 +411,22 @@ def parse_pbtxt(text: str) -> Any:
     return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
+def read_config(model_dir: Path) -> ModelConfig:
+    """The typed config of the entry in `model_dir` (`model_dir/config.pbtxt`; name defaults to the folder).
+
+    Raises:
+        UserInputError: the file is missing or is not a valid model config.
+    """
+    config_path = Path(model_dir) / CONFIG_FILENAME
+    if not config_path.is_file():
+        raise UserInputError(f"expected a Triton config at {config_path}; not found")
+    try:
+        return ModelConfig.from_pbtxt(config_path.read_text(), default_name=Path(model_dir).name)
+    except UserInputError as exc:
+        raise UserInputError(f"{config_path}: {exc}") from exc
+
+
 def spec_json_from_pbtxt(text: str) -> dict[str, Any] | None:
     """Read the ModelSpec dict stored under `parameters { key: "attnserve_spec" }`, or None."""
-    config = parse_pbtxt(text)
-    if SPEC_PARAMETER not in config.parameters:
-        return None
-    return json.loads(config.parameters[SPEC_PARAMETER].string_value)
+    spec_json = ModelConfig.from_pbtxt(text, default_name="unnamed").spec_json()
+    return None if spec_json is None else json.loads(spec_json)

@@ -1,4 +1,4 @@
-"""The ONNX Runtime session of the CPU runner (runtime `onnxruntime`, the default)."""
+"""The ONNX Runtime CPU session (runtime `onnxruntime`, the default)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from attnserve.serving.python_models.runtime import parse_allow_spinning, require_inputs
+
+from attnserve.runtimes.session import parse_allow_spinning, require_inputs
 
 
 class OnnxRuntimeSession:
-    """An ONNX Runtime CPU session behind the `runtime.Session` interface.
+    """An ONNX Runtime CPU session behind the `Session` interface.
 
     Args:
         model_path: the `.onnx` file (external data beside it is found by ONNX Runtime).
@@ -51,5 +52,5 @@ class OnnxRuntimeSession:
 
 
 def open_session(model_path: Path, *, intra_op_threads: int, options: Mapping[str, str]) -> OnnxRuntimeSession:
-    """The `runtime` module entry point (see `attnserve.serving.python_models.runtime`)."""
+    """The `runtime` module entry point (see `attnserve.runtimes.session`)."""
     return OnnxRuntimeSession(model_path, intra_op_threads=intra_op_threads, options=options)

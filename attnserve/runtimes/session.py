@@ -1,12 +1,14 @@
-"""The pluggable CPU runtime behind the python-backend runner: one small session interface.
+"""The pluggable CPU runtimes: one small session interface, torch-free and Triton-free.
 
-A runtime is a module exposing
+Both the export (the CPU-variant choice times the very sessions the server runs) and the serving side (the
+python-backend runner) open models through `open_session`; neither imports the other. A runtime is a module
+exposing
 
     def open_session(model_path: Path, *, intra_op_threads: int, options: Mapping[str, str]) -> Session
 
-where `Session` satisfies the `Session` protocol below. The runner model picks the module by the entry's
-config parameter `runtime` (`RUNTIME_MODULES`); `options` are all of the entry's string parameters, so a
-runtime may read its own keys (e.g. a precision hint). Adding a runtime = adding a module and a line here.
+where `Session` satisfies the `Session` protocol below. The runner picks the module by the entry's runner
+parameter `runtime` (`RUNTIME_MODULES`); `options` are the entry's string parameters, so a runtime may read
+its own keys (`PRECISION_OPTION`). Adding a runtime = adding a module and a line here.
 """
 
 from __future__ import annotations
@@ -19,22 +21,28 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from attnserve.errors import ShapeError, UnknownModelError, UserInputError
+from attnserve.errors import ShapeError, UnknownRuntimeError, UserInputError
 
 DEFAULT_RUNTIME = "onnxruntime"
 RUNTIME_MODULES: dict[str, str] = {
-    "onnxruntime": "attnserve.serving.python_models.onnx_runner",
-    "openvino": "attnserve.serving.python_models.openvino_runtime",
+    "onnxruntime": "attnserve.runtimes.onnxruntime_session",
+    "openvino": "attnserve.runtimes.openvino_session",
 }
-"""Config parameter `runtime` value -> module that implements `open_session`."""
+"""Runtime name -> module that implements `open_session`."""
+PRECISION_OPTION = "precision"
+"""Session option naming the precision to run in (`fp32` when absent); runtimes without a choice ignore it."""
 
-# Config parameter keys of a runner entry (written by runtime_view, read by the runner model).
-RUNTIME_PARAMETER = "runtime"
-MODEL_FILE_PARAMETER = "model_file"
-INTRA_OP_THREADS_PARAMETER = "intra_op_threads"
-"""Threads per instance for one operator; absent or 0 = cores // instance_count."""
-ALLOW_SPINNING_PARAMETER = "allow_spinning"
-"""`"1"` / `"0"`: whether idle intra-op threads spin-wait (ONNX Runtime `session.intra_op.allow_spinning`)."""
+
+def check_runtime_name(runtime: str) -> str:
+    """`runtime` when it names a known runtime; else `UnknownRuntimeError` listing the known ones."""
+    if runtime not in RUNTIME_MODULES:
+        raise UnknownRuntimeError(runtime, list(RUNTIME_MODULES))
+    return runtime
+
+
+ALLOW_SPINNING_OPTION = "allow_spinning"
+"""Session option `"1"` / `"0"`: whether idle intra-op threads spin-wait (ONNX Runtime
+`session.intra_op.allow_spinning`); absent = on, ONNX Runtime's default."""
 
 
 @runtime_checkable
@@ -85,22 +93,10 @@ def parse_allow_spinning(options: Mapping[str, str]) -> bool:
     Raises:
         UserInputError: the value is not one of 1/0/true/false.
     """
-    value = str(options.get(ALLOW_SPINNING_PARAMETER, "1")).strip().lower()
+    value = str(options.get(ALLOW_SPINNING_OPTION, "1")).strip().lower()
     if value not in ("1", "0", "true", "false"):
-        raise UserInputError(f"parameter {ALLOW_SPINNING_PARAMETER!r} must be 1/0/true/false, got {value!r}")
+        raise UserInputError(f"parameter {ALLOW_SPINNING_OPTION!r} must be 1/0/true/false, got {value!r}")
     return value in ("1", "true")
-
-
-def threads_from_parameters(options: Mapping[str, str], instance_count: int) -> int:
-    """Intra-op threads from the `intra_op_threads` parameter (0 or absent: cores // instance_count).
-
-    Raises:
-        UserInputError: the value is not a non-negative integer.
-    """
-    raw = str(options.get(INTRA_OP_THREADS_PARAMETER, "0")).strip() or "0"
-    if not raw.isdigit():
-        raise UserInputError(f"parameter {INTRA_OP_THREADS_PARAMETER!r} must be an integer >= 0, got {raw!r}")
-    return int(raw) or intra_op_threads_for(instance_count)
 
 
 def open_session(
@@ -109,11 +105,10 @@ def open_session(
     """Open `model_path` with the runtime named `runtime` (a key of `RUNTIME_MODULES`).
 
     Raises:
-        UnknownModelError: the runtime name is not known.
+        UnknownRuntimeError: the runtime name is not known.
         UserInputError: the model file does not exist.
     """
-    if runtime not in RUNTIME_MODULES:
-        raise UnknownModelError(runtime, list(RUNTIME_MODULES))
+    check_runtime_name(runtime)
     model_path = Path(model_path)
     if not model_path.is_file():
         raise UserInputError(f"model file for runtime {runtime!r} not found: expected {model_path}")

@@ -1,10 +1,10 @@
-"""The OpenVINO session of the CPU runner (runtime `openvino`): a second CPU runtime beside ONNX Runtime.
+"""The OpenVINO session (runtime `openvino`): a second CPU runtime beside ONNX Runtime.
 
-OpenVINO reads the same ONNX file ONNX Runtime reads. Precision comes from the entry's config parameter
-`precision` and becomes OpenVINO's `INFERENCE_PRECISION_HINT`: `bf16` runs the matrix products in
+OpenVINO reads the same ONNX file ONNX Runtime reads. Precision comes from the session option `precision`
+(the entry's runner parameter) and becomes OpenVINO's `INFERENCE_PRECISION_HINT`: `bf16` runs the matrix products in
 bfloat16 (AVX-512 BF16 / AMX), `int8` comes from the Q/DQ nodes of a quantised ONNX file (its other
-layers stay fp32). The module implements `runtime.open_session` (see `attnserve.serving.python_models.
-runtime`) and imports only numpy and openvino at call time: it runs inside Triton's python-backend stub.
+layers stay fp32). The module implements `open_session` (see `attnserve.runtimes.session`) and imports only
+numpy and openvino at call time: it runs inside Triton's python-backend stub.
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from attnserve.serving.python_models.runtime import require_inputs
 
 from attnserve.errors import UserInputError
+from attnserve.runtimes.session import PRECISION_OPTION, require_inputs
 
 logger = logging.getLogger(__name__)
 
-PRECISION_PARAMETER = "precision"
-"""Config parameter naming the precision a runner entry serves in (`fp32` when absent)."""
 DEFAULT_PRECISION = "fp32"
 OPENVINO_PRECISION_HINTS: dict[str, str] = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 """Our precision name -> OpenVINO `INFERENCE_PRECISION_HINT`. int8 lives in the model's Q/DQ nodes, so the
@@ -42,7 +40,7 @@ def openvino_supports(precision: str) -> bool:
 
 
 class OpenVINOSession:
-    """An OpenVINO CPU model behind the `runtime.Session` interface (named arrays in, named arrays out).
+    """An OpenVINO CPU model behind the `Session` interface (named arrays in, named arrays out).
 
     One compiled model, one infer request, one stream (`PERFORMANCE_HINT=LATENCY`) using every thread it
     is given: Triton's python backend hands an instance one batch at a time; parallelism across requests
@@ -115,9 +113,9 @@ class OpenVINOSession:
 
 
 def open_session(model_path: Path, *, intra_op_threads: int, options: Mapping[str, str]) -> OpenVINOSession:
-    """The `runtime` module entry point (see `attnserve.serving.python_models.runtime`).
+    """The `runtime` module entry point (see `attnserve.runtimes.session`).
 
     `options` are the entry's config parameters; this runtime reads `precision` (default `fp32`).
     """
-    precision = options.get(PRECISION_PARAMETER) or DEFAULT_PRECISION
+    precision = options.get(PRECISION_OPTION) or DEFAULT_PRECISION
     return OpenVINOSession(model_path, intra_op_threads=intra_op_threads, precision=precision)

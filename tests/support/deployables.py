@@ -78,13 +78,6 @@ def build_deployables_repository(
 
 def served_onnx_path(entry_dir: Path) -> Path | None:
     """The ONNX file the CPU runner of the runtime view opens for an entry (None for non-ONNX entries)."""
-    from attnserve.serving.python_models.runtime import MODEL_FILE_PARAMETER
-    from attnserve.serving.runtime_view import DEFAULT_ONNX_FILENAME, ONNX_PLATFORM, latest_version_dir, read_config
+    from attnserve.repository.entries import served_file
 
-    config = read_config(entry_dir)
-    if config.platform != ONNX_PLATFORM:
-        return None
-    chosen = config.parameters[MODEL_FILE_PARAMETER].string_value if MODEL_FILE_PARAMETER in config.parameters else ""
-    filename = chosen or config.default_model_filename or DEFAULT_ONNX_FILENAME
-    version_dir = latest_version_dir(entry_dir, filename)
-    return version_dir / filename if version_dir is not None else None
+    return served_file(entry_dir)

@@ -1,0 +1,1 @@
+"""Test support: helpers the tests (and the start-up bench) share; not part of the installed package."""
