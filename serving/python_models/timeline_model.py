@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from attnserve.serving.python_models.preprocess import PreprocessTarget, fit_and_crop
 
 from attnserve.errors import AttnserveError, InferenceError
+from attnserve.serving.python_models.preprocess import PreprocessTarget, fit_and_crop
 from attnserve.video import Timeline, VideoLimits, clip_indices, decode_video, plan_timeline, timeline_result
 
 

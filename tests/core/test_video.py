@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from attnserve.clients.media import video_to_tensor
-from attnserve.models.synthetic import MOTION_OFFSETS, encode_video, motion_story_video
 from PIL import Image
 
+from attnserve.clients.media import video_to_tensor
 from attnserve.errors import DataError, UserInputError
+from attnserve.models.synthetic import MOTION_OFFSETS, encode_video, motion_story_video
 from attnserve.video import (
     VideoLimits,
     change_points,

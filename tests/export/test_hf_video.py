@@ -14,10 +14,10 @@ import pytest
 transformers = pytest.importorskip("transformers", reason="the hf extra (transformers) is not installed")
 
 import torch
-from attnserve.export.hf_import import HFVideoClassifier, load_hf_classifier
-from attnserve.models.synthetic import encode_video, motion_arrays
 
 from attnserve.cli import main
+from attnserve.export.hf_import import HFVideoClassifier, load_hf_classifier
+from attnserve.models.synthetic import encode_video, motion_arrays
 from attnserve.spec import ModelSpec
 
 TINY_VIDEO_CONFIGS = {

@@ -7,10 +7,10 @@ import io
 from typing import Any
 
 import pytest
-from attnserve.models.synthetic import encode_video, motion_story_video
 from PIL import Image
 
 from attnserve.errors import DataError, InferenceError
+from attnserve.models.synthetic import encode_video, motion_story_video
 
 pytestmark = pytest.mark.triton
 
