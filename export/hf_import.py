@@ -348,6 +348,30 @@ def _spec(config: Any, folder: Path, path: Path, hf_model: nn.Module, weights: l
     )
 
 
+def _wrap(hf_model: nn.Module, spec: ModelSpec, *, random_weights: bool) -> nn.Module:
+    """The uint8-pixels wrapper of the right kind (explainable where the attention allows), in eval mode."""
+    if spec.kind == "video":
+        found = _video_tokens(hf_model, spec.input_shape)
+        model: nn.Module = (
+            HFVideoExplainClassifier(hf_model, spec.mean, spec.std, *found)
+            if found
+            else HFVideoClassifier(hf_model, spec.mean, spec.std)
+        )
+    else:
+        grid = _vit_grid(hf_model, spec.input_shape)
+        model = (
+            HFViTClassifier(hf_model, spec.mean, spec.std, grid)
+            if grid
+            else HFImageClassifier(hf_model, spec.mean, spec.std)
+        )
+    model.eval()
+    if random_weights:
+        generator = torch.Generator().manual_seed(0)
+        example = torch.randint(0, 256, (8, *spec.input_shape), dtype=torch.uint8, generator=generator)
+        make_random_weights_nondegenerate(model, example)
+    return model
+
+
 def load_hf_classifier(
     path: Path,
     *,
@@ -397,24 +421,4 @@ def load_hf_classifier(
     defaults: dict[str, Any] = {"preferred_batch_sizes": preferred_batch_sizes_up_to(max_batch_size)}
     fields = {"name": name or _spec_name(folder), "max_batch_size": max_batch_size, **defaults, **spec_overrides}
     spec = _spec(config, folder, path, hf_model, weights, **fields)
-    hf_model.eval()
-    if spec.kind == "video":
-        found = _video_tokens(hf_model, spec.input_shape)
-        model: nn.Module = (
-            HFVideoExplainClassifier(hf_model, spec.mean, spec.std, *found)
-            if found
-            else HFVideoClassifier(hf_model, spec.mean, spec.std)
-        )
-    else:
-        grid = _vit_grid(hf_model, spec.input_shape)
-        model = (
-            HFViTClassifier(hf_model, spec.mean, spec.std, grid)
-            if grid
-            else HFImageClassifier(hf_model, spec.mean, spec.std)
-        )
-    model.eval()
-    if not weights:
-        generator = torch.Generator().manual_seed(0)
-        example = torch.randint(0, 256, (8, *spec.input_shape), dtype=torch.uint8, generator=generator)
-        make_random_weights_nondegenerate(model, example)
-    return model, spec
+    return _wrap(hf_model.eval(), spec, random_weights=not weights), spec
