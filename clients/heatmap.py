@@ -91,7 +91,8 @@ def write_overlay(pixels: np.ndarray, attention_map: np.ndarray, prediction: Pre
         top, bottom = figure.add_subplot(layout[bar_rows, index]), figure.add_subplot(layout[bar_rows + 1, index])
         top.imshow(shown, cmap="gray" if grey else None)
         bottom.imshow(shown, cmap="gray" if grey else None)
-        bottom.imshow(upsample(grid, frame.shape[0], frame.shape[1], value_range), cmap="inferno", alpha=0.5)
+        heat = upsample(grid, frame.shape[0], frame.shape[1], value_range)
+        bottom.imshow(heat, cmap="inferno", alpha=0.5, vmin=0.0, vmax=1.0)  # no per-image colour stretch
         for axis in (top, bottom):
             axis.set_axis_off()
         top.set_title(f"frame {index}" if count > 1 else "input", fontsize=8)

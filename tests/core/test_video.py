@@ -128,3 +128,17 @@ def test_story_video_moves_right_then_left() -> None:
     assert np.median(step[:35]) > 1 and np.median(step[45:]) < -1
     with pytest.raises(ValueError, match="motions from"):
         motion_story_video((("up", 8),), seed=0)
+
+
+def test_temporal_weights_are_each_frames_share_of_the_space_time_map(tmp_path: Path) -> None:
+    from attnserve.clients.heatmap import temporal_weights, write_overlay
+    from attnserve.clients.predictions import Prediction
+
+    grids = np.zeros((4, 2, 2), dtype=np.float32)
+    grids[1, 0, 0], grids[2] = 1.0, 0.25  # frame 1: one hot patch; frame 2: spread evenly, same total
+    np.testing.assert_allclose(temporal_weights(grids), [0.0, 0.5, 0.5, 0.0])
+    assert temporal_weights(grids[:1]) is None  # an image: no time axis
+    pixels = np.zeros((4, 3, 16, 16), dtype=np.uint8)
+    out = write_overlay(pixels, grids, Prediction("right", 0, 0.9, (), 1.0), tmp_path / "strip.png")
+    width, height = Image.open(out).size
+    assert width > 2 * height  # a strip of 4 frames (bar above, two rows of frames)
