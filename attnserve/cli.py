@@ -29,6 +29,23 @@ _COMMAND_MODULES = (
 )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default after its help, unless the help already names it or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text.lower()
+            or default in (None, False, argparse.SUPPRESS)
+            or action.option_strings == []
+            or isinstance(action, (argparse._HelpAction, argparse._VersionAction))
+        ):
+            return text
+        shown = ",".join(str(item) for item in default) if isinstance(default, (list, tuple)) else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnserve",
@@ -36,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Attention vision models from PyTorch to a real Triton server: train -> export (verified ONNX, "
             "TensorRT) -> serve (embedded Triton on CPU) -> infer -> loadtest."
         ),
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"attnserve {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
@@ -48,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    for subparser in subparsers.choices.values():  # one rule for every subcommand: defaults shown
+        subparser.formatter_class = HelpFormatter
     return parser
 
 

@@ -57,8 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="train -> export -> serve -> infer -> load test, end to end on CPU; writes reports/demo.md",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "The whole product end to end on a CPU: train the demo models (unless RUNS_DIR has their checkpoints), "
+            "export them (verified ONNX, explain, fp16; TensorRT skipped without a GPU), serve them with the real "
+            "embedded Triton, classify sample images and a video over HTTP and gRPC, write an attention heatmap, "
+            "load-test with dynamic batching on and off, stop the server and write REPORTS_DIR/demo.md (+ demo.json, "
+            "PNG plots). Only REPORTS_DIR, RUNS_DIR and the repository are written; README.md only with "
+            "--update-readme."
+        ),
     )
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="training runs (default: runs/)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
@@ -70,10 +76,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--retrain", action="store_true", help="train even when runs/ has a checkpoint")
     parser.add_argument(
-        "--readme",
+        "--update-readme",
         type=Path,
-        default=Path("README.md"),
-        help="README whose results block is regenerated from this run (skipped when the file has no block)",
+        nargs="?",
+        const=Path("README.md"),
+        default=None,
+        metavar="README",
+        help="also regenerate the results block of this README from the run (bare flag: README.md; "
+        "default: leave every tracked file alone)",
     )
     parser.set_defaults(func=_run_from_args)
 
@@ -88,7 +98,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
         window_s=args.window_s,
         concurrency=concurrency,
         retrain=args.retrain,
-        readme=args.readme,
+        readme=args.update_readme,
         echo=print,
     )
     print(f"\nreport: {args.reports_dir / 'demo.md'} (and demo.json, PNG plots beside it)")
@@ -148,7 +158,7 @@ def run_demo(
         "timings_s": timings,
     }
 
-    with _step("train (reusing checkpoints in runs/)", timings, echo):
+    with _step(_train_title(runs_dir, retrain), timings, echo):
         report["training"] = _train_all(runs_dir, train_minutes, retrain, echo)
     with _step("export: verified ONNX, explain, pipelines, fp16, TensorRT", timings, echo):
         report["export"] = _export_all(runs_dir, repository, echo)
@@ -198,6 +208,18 @@ def run_demo(
 # ------------------------------------------------------------------------------------------------------
 # steps
 # ------------------------------------------------------------------------------------------------------
+def _train_title(runs_dir: Path, retrain: bool) -> str:
+    """Says what the training step will do: reuse the checkpoints it finds, train the others."""
+    from attnserve.models.checkpoint import has_checkpoint
+
+    reused = [] if retrain else [name for name in DEMO_TRAINED if has_checkpoint(runs_dir / name)]
+    if not reused:
+        return f"train {', '.join(DEMO_TRAINED)}"
+    if len(reused) == len(DEMO_TRAINED):
+        return f"train: reusing every checkpoint in {runs_dir}/"
+    return f"train: reusing {', '.join(reused)} from {runs_dir}/, training the others"
+
+
 def _train_all(runs_dir: Path, train_minutes: float, retrain: bool, echo: Callable[[str], None]) -> dict[str, Any]:
     from attnserve.models.checkpoint import has_checkpoint, load_metrics
     from attnserve.models.train import train

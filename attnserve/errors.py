@@ -69,5 +69,7 @@ class InferenceError(AttnserveError):
     def __init__(self, message: str, status: str | None = None, model: str | None = None) -> None:
         self.status = status
         self.model = model
+        self.detail = message
+        """The message without the `[status]` prefix (for wrapping it in another error without repeating it)."""
         prefix = f"[{status}] " if status else ""
         super().__init__(f"{prefix}{message}")

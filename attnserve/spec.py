@@ -9,6 +9,8 @@ TensorRT optimisation profile (min 1, opt = largest preferred batch, max = `max_
 Conventions recorded here once:
 - Inputs are **uint8 pixels**; the model normalises inside `forward` with `mean`/`std`, which are in
   the 0..1 scale (applied to `pixels / 255`).
+- Images and frames become pixels the way `preprocessing` says (default: squash the whole image to H x W),
+  the same in training, in the client and in the served pipeline (`attnserve.preprocessing`).
 - Image layout is NCHW: `input_shape = (C, H, W)`. Video layout is NTCHW: `input_shape = (T, C, H, W)`.
   The batch dimension is never part of `input_shape`.
 """
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+
+from attnserve.preprocessing import Preprocessing
 
 INPUT_NAME = "pixels"
 """Name of the uint8 pixel input of every exported model."""
@@ -109,6 +113,9 @@ class ModelSpec(BaseModel):
     mean: tuple[float, ...]
     std: tuple[PositiveFloat, ...]
     labels: tuple[str, ...] = Field(min_length=2)
+    preprocessing: Preprocessing = Preprocessing()
+    """How an image or frame becomes `input_shape` (resize mode, channel order, frame sampling); training, the
+    Python client and the served `NAME_pipeline` all apply it through `attnserve.preprocessing.to_chw`."""
 
     # batching and serving
     max_batch_size: PositiveInt = DEFAULT_MAX_BATCH_SIZE

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from attnserve.errors import DataError, UserInputError
+from attnserve.preprocessing import DEFAULT_PREPROCESSING, MAX_PAYLOAD_BYTES, Preprocessing, sample_frame_indices
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -41,7 +42,7 @@ class VideoLimits(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ATTNSERVE_VIDEO_", extra="ignore", frozen=True)
 
-    max_bytes: PositiveInt = 64 * 1024 * 1024
+    max_bytes: PositiveInt = MAX_PAYLOAD_BYTES
     max_seconds: PositiveFloat = 600.0
     max_frames: PositiveInt = 20_000
     max_frame_pixels: PositiveInt = 1920 * 1080
@@ -167,14 +168,17 @@ def require_frames(available: int, needed: int, what: str = "the video") -> None
         )
 
 
-def sample_indices(available: int, wanted: int) -> np.ndarray:
-    """`wanted` frame indices spread uniformly over `available` frames (first and last included).
+def sample_indices(
+    available: int, wanted: int, preprocessing: Preprocessing = DEFAULT_PREPROCESSING
+) -> np.ndarray:
+    """`wanted` frame indices over `available` frames, by the model's declared frame sampling (`uniform`:
+    evenly spaced, first and last included; `attnserve.preprocessing.sample_frame_indices`).
 
     Raises:
         DataError: fewer than `wanted` frames are available (see the module's policy).
     """
     require_frames(available, wanted)
-    return np.linspace(0, available - 1, wanted).round().astype(np.int64)
+    return sample_frame_indices(available, wanted, preprocessing)
 
 
 @dataclass(frozen=True)
@@ -226,9 +230,9 @@ def plan_timeline(
     return [Segment(s, s + window, s / fps, (s + window) / fps) for s in starts]
 
 
-def clip_indices(segment: Segment, frames: int) -> np.ndarray:
-    """The `frames` indices (into the whole video) sampled uniformly over one segment."""
-    return segment.start + sample_indices(segment.stop - segment.start, frames)
+def clip_indices(segment: Segment, frames: int, preprocessing: Preprocessing = DEFAULT_PREPROCESSING) -> np.ndarray:
+    """The `frames` indices (into the whole video) sampled over one segment as the model declares."""
+    return segment.start + sample_indices(segment.stop - segment.start, frames, preprocessing)
 
 
 def change_points(labels: list[str], segments: list[Segment]) -> list[float]:

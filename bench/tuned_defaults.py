@@ -4,6 +4,7 @@ For each model, one real Triton serves, from one ONNX file, entries that differ 
 
 - `NAME`            the deployable's default configuration (`default_spec(NAME)`: what tune found, docs/tuning.md);
 - `NAME_nobatch`    dynamic batching off, one instance, threads = cores, spinning on (the runtime's defaults);
+- `NAME_nobatch_same_threads` the default configuration with dynamic batching off (what the batcher costs);
 - `NAME_handpicked` the hand-picked configuration the project shipped before: 2 ms delay, preferred 4/8/16;
 - `NAME_best16`     the candidate with the highest throughput at concurrency 16 in the tune report
                     (`reports/tune/NAME.json`), when there is one.
@@ -54,6 +55,10 @@ def _entries(name: str, spec: Any, tune_report: Path) -> dict[str, Any]:
     entries = {
         name: spec,
         f"{name}_nobatch": spec.model_copy(update={"name": f"{name}_nobatch", **NOBATCH}),
+        # the default's own threads with the batcher off: isolates what the batcher costs a lone request
+        f"{name}_nobatch_same_threads": spec.model_copy(
+            update={"name": f"{name}_nobatch_same_threads", "dynamic_batching": False}
+        ),
         f"{name}_handpicked": spec.model_copy(update={"name": f"{name}_handpicked", **HANDPICKED}),
     }
     if tune_report.is_file():
@@ -169,6 +174,9 @@ def _ratios(name: str, sweeps: dict[str, list[dict[str, Any]]], tune_report: Pat
     default1, off1 = at(name, 1), at(f"{name}_nobatch", 1)
     if default1 and off1:
         ratios["c1_default_over_batching_off"] = round(default1["throughput"] / off1["throughput"], 3)
+    same1 = at(f"{name}_nobatch_same_threads", 1)
+    if default1 and same1:
+        ratios["c1_default_over_batching_off_same_threads"] = round(default1["throughput"] / same1["throughput"], 3)
     default16 = at(name, 16)
     best16 = at(f"{name}_best16", 16)
     if default16 and best16:
@@ -239,10 +247,11 @@ def _measure(
     name: str, facts: dict[str, Any], settings: Any, concurrency: list[int], args: argparse.Namespace
 ) -> dict[str, Any]:
     spec = facts["spec"]
-    sweeps = {}
-    for entry in facts["entries"]:
-        log.info("sweeping %s over concurrency %s", entry, concurrency)
-        sweeps[entry] = _sweep(settings, entry, concurrency, args)
+    sweeps: dict[str, list[dict[str, Any]]] = {entry: [] for entry in facts["entries"]}
+    for level in concurrency:  # entries interleaved per level: drift in the machine's load hits them alike
+        for entry in facts["entries"]:
+            log.info("measuring %s at concurrency %d", entry, level)
+            sweeps[entry] += _sweep(settings, entry, [level], args)
     result: dict[str, Any] = {
         "default_config": {knob: getattr(spec, knob) for knob in NOBATCH},
         "sweeps": sweeps,

@@ -42,10 +42,23 @@ def _levels(text: str, kind: type) -> list:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    infer = subparsers.add_parser("infer", help="classify images/videos with a served model (top-k table)")
+    """Add the `infer` and `loadtest` subcommands."""
+    infer = subparsers.add_parser(
+        "infer",
+        help="classify images/videos with a served model (top-k table)",
+        description=(
+            "Classify image or video files with a model served by a running `attnserve serve` (or any Triton). "
+            "By default the client decodes each file and sends uint8 pixels, transformed the way the model's "
+            "spec declares (the same transform as training); --pipeline sends the encoded bytes to NAME_pipeline "
+            "and lets the server decode them. Prints a table (or JSON with --json); says so when the model "
+            "serves untrained weights."
+        ),
+    )
     infer.add_argument("--model", required=True, help="served model name (e.g. vit_digits)")
-    infer.add_argument("files", nargs="+", type=Path, metavar="FILE", help="images or videos")
-    infer.add_argument("--top-k", type=int, default=5)
+    infer.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help="images (PNG, JPEG, ...) or videos (MP4, ...)"
+    )
+    infer.add_argument("--top-k", type=int, default=5, help="how many labels to list per file")
     infer.add_argument(
         "--pipeline",
         action="store_true",
@@ -57,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="OUT.png",
         help="also write the first file with its attention heatmap (from NAME_explain)",
     )
+    infer.add_argument("--json", action="store_true", help="print the predictions as JSON on stdout (no table)")
     infer.add_argument(
         "--timeline",
         action="store_true",
@@ -73,124 +87,223 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_connection_options(infer)
     infer.set_defaults(func=run_infer)
+    _register_loadtest(subparsers)
 
-    load = subparsers.add_parser("loadtest", help="measure latency/throughput (closed-loop sweep or open-loop rate)")
-    load.add_argument("--model", required=True)
+
+def _register_loadtest(subparsers: argparse._SubParsersAction) -> None:
+    load = subparsers.add_parser(
+        "loadtest",
+        help="measure latency/throughput (closed-loop sweep or open-loop rate)",
+        description=(
+            "Load-test a served model: a closed-loop sweep over --concurrency levels (default 1,2,4,8) or "
+            "open-loop request rates (--rate, optionally Poisson). Each level runs measurement windows until "
+            "throughput is stable within --stability-pct (between --min-windows and --max-windows). Prints a "
+            "table (latencies in ms, server times in us) or JSON, and writes JSON, CSV and a PNG to --out-dir."
+        ),
+    )
+    load.add_argument("--model", required=True, help="served model name (e.g. vit_digits, or NAME_pipeline)")
     mode = load.add_mutually_exclusive_group()
-    mode.add_argument("--concurrency", default=None, help="closed loop: comma list, e.g. 1,2,4,8,16,32")
+    mode.add_argument(
+        "--concurrency", default=None, help="closed loop: comma list, e.g. 1,2,4,8,16,32 (default 1,2,4,8)"
+    )
     mode.add_argument("--rate", default=None, help="open loop: requests/s, one or a comma list")
     load.add_argument("--poisson", action="store_true", help="open loop with exponential gaps (Poisson arrivals)")
-    load.add_argument("--batch-size", type=int, default=1)
+    load.add_argument("--batch-size", type=int, default=1, help="samples per request")
     load.add_argument("--workers", type=int, default=1, help="load-generator processes")
-    load.add_argument("--warmup-s", type=float, default=1.0)
-    load.add_argument("--window-s", type=float, default=2.0, help="measurement window length")
-    load.add_argument("--stability-pct", type=float, default=10.0)
-    load.add_argument("--min-windows", type=int, default=3)
-    load.add_argument("--max-windows", type=int, default=6)
+    load.add_argument("--warmup-s", type=float, default=1.0, help="seconds of unmeasured warm-up per level")
+    load.add_argument("--window-s", type=float, default=2.0, help="measurement window length in seconds")
+    load.add_argument(
+        "--stability-pct", type=float, default=10.0, help="windows count as stable within this throughput deviation"
+    )
+    load.add_argument(
+        "--min-windows",
+        type=int,
+        default=None,
+        help="least measurement windows per level (default: 3, or --max-windows when that is lower)",
+    )
+    load.add_argument("--max-windows", type=int, default=6, help="most measurement windows per level")
     load.add_argument("--slo-p99-ms", type=float, default=None, help="find the highest level whose p99 is under this")
     load.add_argument("--input-file", type=Path, default=None, help="payload for models taking encoded bytes")
     load.add_argument("--out-dir", type=Path, default=Path("reports/loadtest"), help="JSON, CSV and PNG go here")
     load.add_argument("--name", default=None, help="file stem of the outputs (default MODEL-MODE)")
+    load.add_argument("--json", action="store_true", help="print the report as JSON on stdout (no table)")
     _add_connection_options(load)
     load.set_defaults(func=run_loadtest_command)
 
 
 # ---------------------------------------------------------------------------------------------------------
 def run_infer(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    from attnserve.clients.client import ModelNotFoundError, TritonClient
+    from attnserve.console import make_console, print_json
+    from attnserve.spec import pipeline_name
 
-    from attnserve.clients.client import TritonClient
-    from attnserve.clients.media import is_video_path
-    from attnserve.spec import explain_name, pipeline_name
-
-    console = Console()
+    console = make_console()
     settings = _settings(args)
     with TritonClient(settings) as client:
         if args.timeline:
-            for path in args.files:
-                timeline = client.timeline(
-                    args.model, path, window_s=args.window_s, stride_s=args.stride_s, top_k=args.top_k
-                )
-                console.print(timeline_table(timeline, f"{args.model} timeline of {path.name}"))
-            return 0
-        if args.pipeline:
-            predictions = client.classify_encoded(
-                pipeline_name(args.model),
-                args.files,
-                top_k=args.top_k,
-            )
+            return _run_timeline(client, args, console)
+        model = pipeline_name(args.model) if args.pipeline else args.model
+        try:
+            if args.pipeline:
+                predictions = client.classify_encoded(model, args.files, top_k=args.top_k)
+            else:
+                predictions = client.classify(model, args.files, top_k=args.top_k)
+        except ModelNotFoundError as exc:
+            raise _with_served_models(client, exc) from exc
+        trained = client.model_info(model).trained
+        if args.json:
+            print_json(_infer_json(model, settings, trained, predictions))
         else:
-            predictions = client.classify(args.model, args.files, top_k=args.top_k)
-        table = Table(title=f"{args.model} via {settings.protocol} at {settings.resolved_url}")
-        table.add_column("file")
-        table.add_column("label", style="bold")
-        table.add_column("score", justify="right")
-        table.add_column(f"top-{args.top_k}")
-        table.add_column("latency ms", justify="right")
-        for prediction in predictions:
-            others = ", ".join(f"{item.label} {item.score:.3f}" for item in prediction.top_k)
-            table.add_row(
-                prediction.source, prediction.label, f"{prediction.score:.3f}", others, f"{prediction.latency_ms:.1f}"
-            )
-        console.print(table)
+            _print_predictions(console, f"{model} via {settings.protocol} at {settings.resolved_url}", predictions)
+        if trained is False:
+            note = f"note: {model} serves UNTRAINED (random) weights: its labels are not meaningful"
+            make_console(stderr=True).print(note)
         if args.explain is not None:
-            from attnserve.clients.heatmap import write_overlay
+            _write_explain(client, args, console)
+    return 0
 
-            first = args.files[0]
-            prediction, attention_map = client.explain(args.model, first)
-            info = client.model_info(explain_name(args.model))
-            pixels = client.pixels_for(info, [first])[0]
-            write_overlay(pixels, attention_map, prediction, args.explain)
-            kind = "video frames" if is_video_path(first) else "image"
-            console.print(f"attention heatmap over the {kind} of {first.name}: {args.explain}")
+
+def _run_timeline(client: Any, args: argparse.Namespace, console: Any) -> int:
+    """`infer --timeline`: one table (or JSON object) per video."""
+    from attnserve.console import print_json
+
+    for path in args.files:
+        timeline = client.timeline(args.model, path, window_s=args.window_s, stride_s=args.stride_s, top_k=args.top_k)
+        if args.json:
+            print_json({"model": args.model, "file": str(path), **timeline.model_dump()})
+        else:
+            console.print(timeline_table(timeline, f"{args.model} timeline of {path.name}"))
     return 0
 
 
 def timeline_table(timeline: Timeline, title: str) -> Any:
-    """A rich table: one row per segment (seconds, label, score, top-k), then the whole video and the changes."""
+    """A rich table: one row per segment (seconds, label, probability, top-k), then the whole video."""
     from rich.table import Table
 
-    table = Table(
-        title=title,
-        caption=f"{timeline.seconds:g} s at {timeline.fps:g} fps; label changes at "
-        f"{', '.join(f'{t:g} s' for t in timeline.changes_s) or 'none'}",
-    )
-    for column in ("start s", "end s"):
+    changes = ", ".join(f"{t:g} s" for t in timeline.changes_s) or "none"
+    table = Table(title=title, caption=f"{timeline.seconds:g} s at {timeline.fps:g} fps; label changes at {changes}")
+    for column in ("start (s)", "end (s)"):
         table.add_column(column, justify="right")
-    table.add_column("label", style="bold")
-    table.add_column("score", justify="right")
-    table.add_column("top-k")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    table.add_column("top-k (label probability)")
     for segment in timeline.segments:
         best = segment.top_k[0]
         others = ", ".join(f"{item.label} {item.score:.3f}" for item in segment.top_k)
         table.add_row(f"{segment.start_s:.2f}", f"{segment.end_s:.2f}", best.label, f"{best.score:.3f}", others)
     whole = ", ".join(f"{item.label} {item.score:.3f}" for item in timeline.video)
-    table.add_row(
-        "0.00", f"{timeline.seconds:.2f}", f"video: {timeline.video[0].label}", f"{timeline.video[0].score:.3f}", whole
-    )
+    video = timeline.video[0]
+    table.add_row("0.00", f"{timeline.seconds:.2f}", f"video: {video.label}", f"{video.score:.3f}", whole)
     return table
 
 
-def run_loadtest_command(args: argparse.Namespace) -> int:
-    from rich.console import Console
+def _with_served_models(client: Any, error: Exception) -> Exception:
+    """The not-found error, with the names the server does serve (from its statistics, not a restricted API)."""
+    from attnserve.clients.client import ModelNotFoundError
+    from attnserve.errors import AttnserveError
+
+    try:
+        stats = client.statistics("")
+        served = sorted({str(entry["name"]) for entry in stats.get("model_stats", [])})
+    except (AttnserveError, KeyError, TypeError, AttributeError):  # the list is a courtesy: the error stands alone
+        return error
+    return ModelNotFoundError(f"{getattr(error, 'detail', error)}; served models: {', '.join(served) or '(none)'}")
+
+
+def _infer_json(model: str, settings: Any, trained: bool | None, predictions: list[Any]) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {
+        "model": model,
+        "protocol": settings.protocol,
+        "url": settings.resolved_url,
+        "trained": trained,
+        "predictions": [asdict(prediction) for prediction in predictions],
+    }
+
+
+def _print_predictions(console: Any, title: str, predictions: list[Any]) -> None:
     from rich.table import Table
 
-    from attnserve.clients.loadtest import WindowProgress, run_loadtest
-    from attnserve.clients.loadtest_report import LevelResult
+    table = Table(title=title)
+    for column, justify in (("file", "left"), ("label", "left"), ("probability", "right")):
+        table.add_column(column, justify=justify)
+    table.add_column("top-k (label probability)")
+    table.add_column("latency (ms)", justify="right")
+    for prediction in predictions:
+        others = ", ".join(f"{item.label} {item.score:.3f}" for item in prediction.top_k)
+        latency = f"{prediction.latency_ms:.1f}"
+        table.add_row(prediction.source, prediction.label, f"{prediction.score:.3f}", others, latency)
+    console.print(table)
 
-    console = Console()
+
+def _write_explain(client: Any, args: argparse.Namespace, console: Any) -> None:
+    from attnserve.clients.heatmap import write_overlay
+    from attnserve.clients.media import is_video_path
+    from attnserve.spec import explain_name
+
+    first = args.files[0]
+    prediction, attention_map = client.explain(args.model, first)
+    info = client.model_info(explain_name(args.model))
+    pixels = client.pixels_for(info, [first])[0]
+    write_overlay(pixels, attention_map, prediction, args.explain)
+    kind = "video frames" if is_video_path(first) else "image"
+    message = f"attention heatmap over the {kind} of {first.name}: {args.explain}"
+    from attnserve.console import make_console
+
+    (make_console(stderr=True) if args.json else console).print(message)  # stdout stays pure JSON with --json
+
+
+LOADTEST_COLUMNS = (
+    "level",
+    "req/s",
+    "target req/s",
+    "p50 (ms)",
+    "p90 (ms)",
+    "p95 (ms)",
+    "p99 (ms)",
+    "p99.9 (ms)",
+    "mean (ms)",
+    "errors",
+    "server queue (us)",
+    "server infer (us)",
+    "avg batch",
+    "client==server",
+    "stability",
+)
+"""Columns of the load-test table, with units (latencies in ms, server-side times in microseconds)."""
+
+
+def _window_counts(args: argparse.Namespace) -> tuple[int, int]:
+    from attnserve.errors import UserInputError
+
+    min_windows = args.min_windows if args.min_windows is not None else min(3, args.max_windows)
+    if args.max_windows < 1 or min_windows < 1 or args.max_windows < min_windows:
+        raise UserInputError(
+            f"expected 1 <= --min-windows <= --max-windows, got --min-windows {min_windows} and "
+            f"--max-windows {args.max_windows}"
+        )
+    return min_windows, args.max_windows
+
+
+def run_loadtest_command(args: argparse.Namespace) -> int:
+    from attnserve.clients.loadtest import WindowProgress
+    from attnserve.clients.loadtest_report import LevelResult
+    from attnserve.console import make_console, print_json, status
+
+    console = make_console(stderr=args.json)  # with --json, stdout carries only the JSON
     settings = _settings(args)
+    min_windows, max_windows = _window_counts(args)  # names and numbers checked before any work
     levels: dict[str, Any] = (
         {"rates": _levels(args.rate, float)}
         if args.rate
         else {"concurrency": _levels(args.concurrency or "1,2,4,8", int)}
     )
-    with console.status("starting load test ...") as status:
+    with status(console, f"load test of {args.model} ...") as spinner:
 
         def on_progress(window: WindowProgress) -> None:
             deviation = "-" if window.deviation_pct is None else f"{window.deviation_pct:.1f}%"
-            status.update(
+            spinner.update(
                 f"{window.level} window {window.window + 1}: {window.rate:,.0f} req/s, "
                 f"mean {window.mean_ms:.2f} ms, p99 {window.p99_ms:.2f} ms, deviation {deviation}"
             )
@@ -201,7 +314,7 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
                 f"{'stable' if level.stable else 'not stable'} after {level.windows} windows"
             )
 
-        report = run_loadtest(
+        report = _run_loadtest_or_explain(
             settings,
             args.model,
             **levels,
@@ -211,67 +324,66 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
             warmup_s=args.warmup_s,
             window_s=args.window_s,
             stability_pct=args.stability_pct,
-            min_windows=args.min_windows,
-            max_windows=args.max_windows,
+            min_windows=min_windows,
+            max_windows=max_windows,
             slo_p99_ms=args.slo_p99_ms,
             input_file=args.input_file,
             on_progress=on_progress,
             on_level=on_level,
         )
-    table = Table(title=f"{report.model} via {report.protocol}, batch {report.batch_size}, {report.workers} worker(s)")
-    for column in (
-        "level",
-        "req/s",
-        "target",
-        "p50",
-        "p90",
-        "p95",
-        "p99",
-        "p99.9",
-        "mean",
-        "errors",
-        "srv queue us",
-        "srv infer us",
-        "avg batch",
-        "client==server",
-        "stable",
-    ):
-        table.add_column(column, justify="right")
-    for level in report.levels:
-        latency = level.latency
-        table.add_row(
-            level.label,
-            f"{level.achieved_rate:,.0f}",
-            f"{level.target_rate:,.0f}" if level.target_rate else "-",
-            *(
-                f"{value:.2f}"
-                for value in (
-                    latency.p50_ms,
-                    latency.p90_ms,
-                    latency.p95_ms,
-                    latency.p99_ms,
-                    latency.p999_ms,
-                    latency.mean_ms,
-                )
-            ),
-            ", ".join(f"{k}={v}" for k, v in level.errors.items()) or "0",
-            f"{level.server.queue_us:.0f}",
-            f"{level.server.compute_infer_us:.0f}",
-            f"{level.server.avg_batch_size:.1f}",
-            f"{level.client_success}=={level.server_success}"
-            if level.client_success == level.server_success
-            else f"{level.client_success}!={level.server_success}",
-            f"{level.stability_pct:.1f}%" + ("" if level.stable else " (cap)"),
-        )
-    console.print(table)
-    if report.slo_p99_ms is not None:
-        best = "none" if report.slo_best_level is None else f"{report.slo_best_level:g}"
-        console.print(f"highest {report.mode} with p99 <= {report.slo_p99_ms} ms: {best}")
     stem = args.name or f"{report.model}-{report.mode}"
     paths = (
         report.write_json(args.out_dir / f"{stem}.json"),
         report.write_csv(args.out_dir / f"{stem}.csv"),
         report.write_plot(args.out_dir / f"{stem}.png"),
     )
+    if args.json:
+        print_json(report.model_dump(mode="json"))
+    else:
+        _print_loadtest_table(console, report)
     console.print("wrote " + ", ".join(str(path) for path in paths))
     return 0
+
+
+def _run_loadtest_or_explain(settings: Any, model: str, **options: Any) -> Any:
+    """`run_loadtest`; an unknown model's error lists the served ones."""
+    from attnserve.clients.client import ModelNotFoundError, TritonClient
+    from attnserve.clients.loadtest import run_loadtest
+
+    try:
+        return run_loadtest(settings, model, **options)
+    except ModelNotFoundError as exc:
+        with TritonClient(settings) as client:
+            raise _with_served_models(client, exc) from exc
+
+
+def _level_row(level: Any) -> list[str]:
+    latency = level.latency
+    millis = (latency.p50_ms, latency.p90_ms, latency.p95_ms, latency.p99_ms, latency.p999_ms, latency.mean_ms)
+    same = level.client_success == level.server_success
+    return [
+        level.label,
+        f"{level.achieved_rate:,.0f}",
+        f"{level.target_rate:,.0f}" if level.target_rate else "-",
+        *(f"{value:.2f}" for value in millis),
+        ", ".join(f"{k}={v}" for k, v in level.errors.items()) or "0",
+        f"{level.server.queue_us:.0f}",
+        f"{level.server.compute_infer_us:.0f}",
+        f"{level.server.avg_batch_size:.1f}",
+        f"{level.client_success}{'==' if same else '!='}{level.server_success}",
+        f"{level.stability_pct:.1f}%" + ("" if level.stable else " (cap)"),
+    ]
+
+
+def _print_loadtest_table(console: Any, report: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{report.model} via {report.protocol}, batch {report.batch_size}, {report.workers} worker(s)")
+    for column in LOADTEST_COLUMNS:
+        table.add_column(column, justify="right", no_wrap=True)
+    for level in report.levels:
+        table.add_row(*_level_row(level))
+    console.print(table)
+    if report.slo_p99_ms is not None:
+        best = "none" if report.slo_best_level is None else f"{report.slo_best_level:g}"
+        console.print(f"highest {report.mode} with p99 <= {report.slo_p99_ms} ms: {best}")

@@ -175,7 +175,7 @@ class _ClientCore:
             "unknown model" in text or "not found" in text or "not ready" in text
         ):
             return ModelNotFoundError(
-                f"expected a model {model!r} served (and READY) at {url}, the server says: {error}",
+                f"expected a model {model!r} served (and READY) at {url}, the server says: {error.detail}",
                 status=error.status,
                 model=model,
             )
@@ -207,7 +207,7 @@ class _ClientCore:
     # request building ------------------------------------------------------------------------------
     @staticmethod
     def pixels_for(info: ModelInfo, images: Sequence[ImageSource]) -> np.ndarray:
-        """The uint8 batch the model takes for `images` (decoded, resized, centre-cropped; videos sampled)."""
+        """The uint8 batch the model takes for `images` (decoded and transformed as the model declares)."""
         if info.layout not in ("NCHW", "NTCHW"):
             raise UserInputError(
                 f"model {info.name!r} takes {info.input().datatype} input {info.input().name!r}, not pixels; "
@@ -216,9 +216,10 @@ class _ClientCore:
         height, width = info.image_size
         if info.layout == "NTCHW":
             frames = info.frames or 1
-            tensors = [_video_tensor(image, frames, height, width, info.channels) for image in images]
+            tensors = [_video_tensor(image, frames, height, width, info.channels, info) for image in images]
         else:
-            tensors = [image_to_tensor(image, height, width, info.channels) for image in images]
+            preprocessing = info.preprocessing  # the served spec's declared transform, as in training
+            tensors = [image_to_tensor(image, height, width, info.channels, preprocessing) for image in images]
         return np.stack(tensors)
 
     @staticmethod
@@ -227,12 +228,12 @@ class _ClientCore:
         return [slice(i, min(i + step, count)) for i in range(0, count, step)]
 
 
-def _video_tensor(source: Any, frames: int, height: int, width: int, channels: int) -> np.ndarray:
+def _video_tensor(source: Any, frames: int, height: int, width: int, channels: int, info: ModelInfo) -> np.ndarray:
     if isinstance(source, np.ndarray) and source.ndim == 4:
         if source.shape != (frames, channels, height, width):
             raise ShapeError(f"expected a video array of shape {(frames, channels, height, width)}, got {source.shape}")
         return source
-    return video_to_tensor(source, frames, height, width, channels)
+    return video_to_tensor(source, frames, height, width, channels, info.preprocessing)
 
 
 def _sources(images: Sequence[Any]) -> list[str]:

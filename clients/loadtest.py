@@ -708,12 +708,12 @@ async def run_loadtest_async(
         max_outstanding,
         on_progress,
     )
-    await runner.open()
 
     def meets_slo(result: LevelResult) -> bool:
         return slo_p99_ms is not None and result.latency.p99_ms <= slo_p99_ms and not result.errors
 
     try:
+        await runner.open()  # inside the try: a failed open (unknown model) still closes the HTTP sessions
         first_miss: float | None = None
         for level in levels:
             result = await runner.run_level(level)

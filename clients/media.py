@@ -1,20 +1,30 @@
 """Client-side media decoding: images and videos to the uint8 tensors a served model takes.
 
-Images: resize the shorter side to the model's input size, centre-crop, channels first (C, H, W).
+Images: the model's declared preprocessing (`attnserve.preprocessing.to_chw`, the transform training and the
+served pipeline apply too; the client reads it from the served spec), channels first (C, H, W).
 Videos: decode with PyAV (`attnserve.video`: refuses fewer frames than the model takes, still images, non-video
-files), sample `frames` indices evenly over the clip, each frame as an image -> (T, C, H, W).
+files, as the server does), sample `frames` indices as declared, each frame as an image -> (T, C, H, W).
+Size limits (bytes, pixels) are the server's (`attnserve.preprocessing`), checked before sending.
 No normalisation: models take uint8 pixels and normalise inside their graph.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
 from attnserve.errors import DataError, DTypeError, ShapeError
+from attnserve.preprocessing import (
+    DEFAULT_PREPROCESSING,
+    Preprocessing,
+    check_image_size,
+    check_payload_size,
+    frame_to_chw,
+    open_image_bytes,
+    to_chw,
+)
 from attnserve.video import VideoLimits, decode_video, sample_indices
 
 if TYPE_CHECKING:
@@ -38,14 +48,16 @@ def read_bytes(source: str | Path | bytes) -> bytes:
     path = Path(source)
     if not path.is_file():
         raise DataError(f"expected an image/video file, got {str(path)!r} (no such file)")
+    check_payload_size(path.stat().st_size, f"file {path}")  # before reading: the server's limit
     return path.read_bytes()
 
 
 def open_image(source: ImageSource) -> PILImage.Image:
-    """Decode any `ImageSource` into a PIL image."""
-    from PIL import Image, UnidentifiedImageError
+    """Decode any `ImageSource` into a PIL image (encoded data under the server's size limits)."""
+    from PIL import Image
 
     if isinstance(source, Image.Image):
+        check_image_size(source.width, source.height)
         return source
     if isinstance(source, np.ndarray):
         if source.dtype != np.uint8:
@@ -56,48 +68,55 @@ def open_image(source: ImageSource) -> PILImage.Image:
             source = source[..., 0]
         if source.ndim not in (2, 3):
             raise ShapeError(f"expected an image array (H,W), (H,W,C) or (C,H,W), got shape {source.shape}")
+        check_image_size(source.shape[1], source.shape[0], "image array")
         return Image.fromarray(source)
     data = read_bytes(source)
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        where = f"{source!s}" if not isinstance(source, bytes) else f"{len(data)} bytes"
-        raise DataError(f"expected an encoded image (PNG, JPEG, ...), could not decode {where}: {exc}") from exc
-    return image
+    return open_image_bytes(data, where=_describe(source))
 
 
-def image_to_tensor(source: ImageSource, height: int, width: int, channels: int) -> np.ndarray:
-    """Resize (shorter side) + centre-crop to (height, width); return uint8 (channels, height, width)."""
+def image_to_tensor(
+    source: ImageSource, height: int, width: int, channels: int, preprocessing: Preprocessing = DEFAULT_PREPROCESSING
+) -> np.ndarray:
+    """Decode and transform by the model's `preprocessing` to uint8 (channels, height, width).
+
+    An array already of shape (channels, height, width) is the model input itself and passes unchanged.
+    """
     if isinstance(source, np.ndarray) and source.shape == (channels, height, width):
         if source.dtype != np.uint8:
             raise DTypeError(f"expected a uint8 image array, got dtype {source.dtype}")
         return np.ascontiguousarray(source)
-    from PIL import Image
-
-    image = open_image(source).convert("L" if channels == 1 else "RGB")
-    scale = max(height / image.height, width / image.width)
-    resized_w, resized_h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
-    image = image.resize((resized_w, resized_h), Image.BILINEAR)
-    left, top = (resized_w - width) // 2, (resized_h - height) // 2
-    image = image.crop((left, top, left + width, top + height))
-    pixels = np.asarray(image, dtype=np.uint8)
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    return to_chw(open_image(source), channels, height, width, preprocessing)
 
 
-def read_video_frames(source: str | Path | bytes, frames: int, limits: VideoLimits | None = None) -> list[Any]:
-    """Decode a video and return `frames` PIL images sampled evenly over it.
+def read_video_frames(
+    source: str | Path | bytes,
+    frames: int,
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+    limits: VideoLimits | None = None,
+) -> list[Any]:
+    """Decode a video and return `frames` PIL images sampled as declared.
 
-    The checks are `attnserve.video`'s, the same as the server's: fewer frames than `frames`, a still image
-    (also renamed `.mp4`), a non-video file, corrupt bytes or a video beyond `limits` raise `DataError`.
+    The checks are `attnserve.video`'s, the same as the server's: fewer frames than `frames` (never repeated),
+    a still image (also renamed `.mp4`), a non-video file, corrupt bytes or a video beyond `limits` raise
+    `DataError`.
     """
     data = read_bytes(source)
     video = decode_video(data, limits, needed=frames, source=None if isinstance(source, bytes) else str(source))
-    return [video.frames[i] for i in sample_indices(len(video.frames), frames)]
+    return [video.frames[i] for i in sample_indices(len(video.frames), frames, preprocessing)]
 
 
-def video_to_tensor(source: str | Path | bytes, frames: int, height: int, width: int, channels: int) -> np.ndarray:
-    """Decode, sample and resize a video to uint8 (frames, channels, height, width)."""
-    return np.stack([image_to_tensor(f, height, width, channels) for f in read_video_frames(source, frames)])
+def video_to_tensor(
+    source: str | Path | bytes,
+    frames: int,
+    height: int,
+    width: int,
+    channels: int,
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+) -> np.ndarray:
+    """Decode, sample and transform a video to uint8 (frames, channels, height, width)."""
+    chosen = read_video_frames(source, frames, preprocessing)
+    return np.stack([frame_to_chw(frame, channels, height, width, preprocessing) for frame in chosen])
+
+
+def _describe(source: str | Path | bytes) -> str:
+    return f"{len(source)} bytes" if isinstance(source, bytes) else str(source)

@@ -7,6 +7,7 @@ so a bad request fails locally with a message that says what was expected and wh
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,11 @@ from typing import Any
 import numpy as np
 
 from attnserve.errors import DTypeError, ShapeError, UserInputError
+from attnserve.preprocessing import Preprocessing
+
+SPEC_PARAMETER = "attnserve_spec"
+"""Config parameter holding the entry's ModelSpec JSON; the repository layer's name (clients import only the
+core, so it is repeated here; `tests/clients/test_model_info.py` checks the two agree)."""
 
 # Triton datatype -> numpy dtype (BYTES travels as numpy object arrays of bytes).
 _NUMPY_DTYPES: dict[str, Any] = {
@@ -126,6 +132,28 @@ class ModelInfo:
         return {"NCHW": shape[0], "NHWC": shape[-1], "NTCHW": shape[1] if len(shape) == 4 else 0}.get(
             self.layout or "", 0
         )
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The attnserve `ModelSpec` JSON of the entry (config parameter `attnserve_spec`), {} when there is none."""
+        parameters = self.config.get("parameters") or {}
+        raw = parameters.get(SPEC_PARAMETER) or {}
+        text = raw.get("string_value", raw.get("stringValue", "")) if isinstance(raw, Mapping) else ""
+        try:
+            return dict(json.loads(text)) if text else {}
+        except (ValueError, TypeError):
+            return {}
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The model's declared image/frame preprocessing (defaults for entries that declare none)."""
+        return Preprocessing.from_mapping(self.spec.get("preprocessing"))
+
+    @property
+    def trained(self) -> bool | None:
+        """False when the entry serves untrained (random) weights, True when trained, None when unknown."""
+        trained = self.spec.get("trained")
+        return None if trained is None else bool(trained)
 
     @property
     def frames(self) -> int | None:

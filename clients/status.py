@@ -8,6 +8,7 @@ are worth retrying; INVALID_ARGUMENT / NOT_FOUND / 400 never are.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Literal
 
 from attnserve.errors import InferenceError
@@ -27,6 +28,10 @@ _CONNECTION_HINTS = (
     "cannot connect",
     "connection closed",
 )
+
+
+_STATUS_PREFIX = re.compile(r"^(\[(StatusCode\.)?[A-Z_0-9]+\]\s*)+")
+"""tritonclient's `str()` form starts with `[StatusCode.NOT_FOUND] ` (gRPC) or `[400] ` (HTTP)."""
 
 
 class ServerUnavailableError(InferenceError):
@@ -88,7 +93,11 @@ def to_inference_error(exc: BaseException, model: str | None, url: str) -> Infer
     where = f"model {model!r} at {url}" if model else f"server at {url}"
     if kind == "connection":
         return ServerUnavailableError(
-            f"cannot reach the {where}: {text}", status=status, model=model, kind="connection"
+            f"cannot reach the {where}: {text}. Is the server running? Start it with `attnserve serve`, "
+            "or point --url / $ATTNSERVE_URL at a running one",
+            status=status,
+            model=model,
+            kind="connection",
         )
     if kind == "rejected":
         return ServerUnavailableError(f"{where} is unavailable: {text}", status=status, model=model, kind="rejected")
@@ -114,4 +123,5 @@ def _message_of(exc: BaseException) -> str:
             message = message()
         except Exception:  # noqa: BLE001
             message = None
-    return str(message or exc or type(exc).__name__)
+    text = str(message or exc or type(exc).__name__)
+    return _STATUS_PREFIX.sub("", text)  # the status travels separately: never twice in one message

@@ -6,6 +6,7 @@ Heavy imports (torch, onnx) happen inside `run_export`, so `attnserve --help` st
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 _STATUS_STYLE = {"ok": "green", "skipped": "yellow", "failed": "red"}
@@ -54,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run folders (default: runs)")
     parser.add_argument("--version", type=int, default=None, help="repository version folder (default: next free)")
+    parser.add_argument(
+        "--untrained",
+        action="store_true",
+        help="export random weights when a trainable NAME has no checkpoint in --runs-dir (refused otherwise); "
+        "the served entry is marked untrained",
+    )
     parser.set_defaults(func=run_export)
     try:
         from attnserve.export import optimize_cli
@@ -62,19 +69,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     optimize_cli.register(subparsers)
 
 
+def check_names(names: list[str], runs_dir: Path, untrained: bool) -> None:
+    """Refuse unknown names, and trainable deployables without a checkpoint (unless `untrained`), up front.
+
+    Raises:
+        UnknownModelError: A name that is neither a run folder nor a deployable.
+        MissingCheckpointError: A trainable deployable without `runs_dir/NAME/` and not `untrained`.
+    """
+    from attnserve.errors import UnknownModelError
+    from attnserve.models.checkpoint import has_checkpoint, missing_checkpoint
+    from attnserve.models.deployables import DEPLOYABLE_NAMES, TRAINABLE_NAMES
+
+    for name in names:
+        if Path(name).is_dir() and has_checkpoint(Path(name)):
+            continue
+        if name not in DEPLOYABLE_NAMES:
+            raise UnknownModelError(name, DEPLOYABLE_NAMES)
+        if name in TRAINABLE_NAMES and not untrained and not has_checkpoint(Path(runs_dir) / name):
+            raise missing_checkpoint(name, Path(runs_dir) / name)
+
+
 def run_export(args: argparse.Namespace) -> int:
     """Export every NAME and --hf PATH; print one line per stage; exit 1 when any stage failed."""
-    from rich.console import Console
 
+    from attnserve.console import make_console, status
     from attnserve.errors import UserInputError
     from attnserve.export.pipeline import export_hf, export_model
     from attnserve.export.reports import StageResult
 
-    console = Console()
+    console = make_console()
     if not args.names and not args.hf:
         raise UserInputError("give at least one deployable NAME or --hf PATH")
     if args.hf_name and len(args.hf) != 1:
         raise UserInputError(f"--hf-name names a single --hf model, got {len(args.hf)} --hf paths")
+    check_names(args.names, args.runs_dir, args.untrained)  # before any work: no half-done batch
+    if args.hf_name is not None and not re.fullmatch(r"[a-z][a-z0-9_]*", args.hf_name):
+        suggestion = re.sub(r"[^a-z0-9_]+", "_", args.hf_name.lower()).strip("_")
+        raise UserInputError(
+            f"--hf-name must be lowercase letters, digits and _ starting with a letter (it is the Triton model "
+            f"name), got {args.hf_name!r}; try {suggestion!r}"
+        )
 
     def show(stage: StageResult) -> None:
         style = _STATUS_STYLE[stage.status]
@@ -96,16 +130,21 @@ def run_export(args: argparse.Namespace) -> int:
         on_stage=show,
     )
     all_ok = True
-    jobs = [(str(name), lambda n=name: export_model(n, explain=not args.no_explain, **common)) for name in args.names]
+    jobs = [
+        (str(name), lambda n=name: export_model(n, explain=not args.no_explain, untrained=args.untrained, **common))
+        for name in args.names
+    ]
     jobs += [
         (str(path), lambda p=path: export_hf(p, name=args.hf_name, explain=not args.no_explain, **common))
         for path in args.hf
     ]
     for label, job in jobs:
         console.print(f"[bold]export {label}[/bold]")
-        with console.status(f"exporting {label} ..."):
+        with status(console, f"exporting {label} ..."):
             report = job()
         all_ok = all_ok and report.ok
         entries = ", ".join(str(path) for path in report.entries.values())
         console.print(f"  -> {entries}  (report: {report.work_dir / 'export_report.json'})", highlight=False)
+        if not report.spec.trained:
+            console.print(f"  note: {report.spec.name} has UNTRAINED (random) weights; its entry says trained=false")
     return 0 if all_ok else 1

@@ -265,7 +265,10 @@ def _frames(config: Any, preprocessor: dict[str, Any]) -> int:
 
 def _spec_name(folder: Path) -> str:
     name = re.sub(r"[^a-z0-9_]+", "_", folder.name.lower()).strip("_")
-    return f"hf_{name}" if name else "hf_model"
+    if not name:
+        return "hf_model"
+    name = name if name[0].isalpha() else f"m_{name}"
+    return name if name.startswith("hf_") else f"hf_{name}"  # a folder already called hf_vit stays hf_vit
 
 
 def make_random_weights_nondegenerate(model: nn.Module, example: torch.Tensor, *, calibration_batches: int = 2) -> None:

@@ -629,7 +629,8 @@ def optimize_deployable(
     from attnserve.export.pipeline import export_module
     from attnserve.models.checkpoint import resolve
 
-    model, spec = resolve(name, Path(runs_dir))
+    # untrained models are allowed here on purpose: their variants are gated on logit cosine, not accuracy
+    model, spec = resolve(name, Path(runs_dir), allow_untrained=True)
     variants_dir = Path(runs_dir) / spec.name / "cpu_variants"
     # The project's export pipeline (dynamo -> verified ONNX), reduced to the fp32 graph: its own work folder,
     # so a full export's artefacts and report under runs/NAME/export stay as they are. Its repository entry

@@ -295,6 +295,7 @@ def export_model(
     fp16: bool | None = None,
     version: int | None = None,
     on_stage: StageCallback | None = None,
+    untrained: bool = False,
     **arch_overrides: Any,
 ) -> ExportReport:
     """Export a deployable (registry name, using `runs/NAME/` when trained) or a run folder.
@@ -310,10 +311,15 @@ def export_model(
         fp16: fp16 ONNX stage (default: with `tensorrt` or when the spec lists fp16).
         version: repository version folder (default: next free).
         on_stage: called with each finished stage.
+        untrained: allow random weights for a trainable deployable without a checkpoint (the entry's spec
+            says `trained: false`); without it such an export raises `MissingCheckpointError`.
         **arch_overrides: architecture overrides for an untrained deployable (e.g. `depth=1` in tests).
 
     Returns:
         The `ExportReport`.
+
+    Raises:
+        MissingCheckpointError: a trainable deployable has no checkpoint in `runs_dir` and not `untrained`.
     """
     from attnserve.models.checkpoint import build_model, resolve
     from attnserve.models.deployables import default_spec
@@ -324,7 +330,7 @@ def export_model(
             torch.manual_seed(0)
             model = build_model(spec)
     else:
-        model, spec = resolve(name_or_run, runs_dir)
+        model, spec = resolve(name_or_run, runs_dir, allow_untrained=untrained)
     stage_options = dict(
         opset=opset,
         explain=explain,

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from attnserve.errors import DataError, UnknownModelError
-from attnserve.models.deployables import DEPLOYABLE_NAMES, INPUT_FACT_ARGS, default_spec
+from attnserve.models.deployables import DEPLOYABLE_NAMES, INPUT_FACT_ARGS, TRAINABLE_NAMES, default_spec
 from attnserve.models.registry import create_model
 from attnserve.spec import SPEC_FILENAME, ModelSpec
 
@@ -112,14 +112,32 @@ def load_metrics(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def resolve(name_or_path: str | Path, runs_dir: Path = Path("runs")) -> tuple[nn.Module, ModelSpec]:
+class MissingCheckpointError(DataError):
+    """A trainable deployable was asked for without its checkpoint, and random weights were not allowed."""
+
+
+def missing_checkpoint(name: str, run_dir: Path) -> MissingCheckpointError:
+    """The error for a trainable deployable without its checkpoint: names the path looked in and what to do."""
+    run_dir = Path(run_dir)
+    return MissingCheckpointError(
+        f"no checkpoint for {name!r}: expected {run_dir / WEIGHTS_FILENAME} and {run_dir / SPEC_FILENAME} "
+        f"(looked in {run_dir.resolve()}); run `attnserve train {name}` first, check --runs-dir, "
+        "or pass --untrained to export random weights on purpose"
+    )
+
+
+def resolve(
+    name_or_path: str | Path, runs_dir: Path = Path("runs"), *, allow_untrained: bool = False
+) -> tuple[nn.Module, ModelSpec]:
     """A model and spec from a run folder, or from a deployable name.
 
-    A deployable name uses `runs_dir/NAME/` when it holds a checkpoint, else the untrained default
-    (random weights, `spec.trained` False; logged).
+    A deployable name uses `runs_dir/NAME/` when it holds a checkpoint. Without one, a deployable that is not
+    trained here (`vit_tiny_patch16_224`, untrained on purpose) gets its untrained default (random weights,
+    `spec.trained` False); a trainable one is refused unless `allow_untrained` (never silent random weights).
 
     Raises:
         UnknownModelError: When the argument is neither a run folder nor a deployable name.
+        MissingCheckpointError: A trainable deployable has no checkpoint and `allow_untrained` is False.
     """
     path = Path(name_or_path)
     if path.is_dir() and (path / SPEC_FILENAME).is_file():
@@ -130,7 +148,9 @@ def resolve(name_or_path: str | Path, runs_dir: Path = Path("runs")) -> tuple[nn
     run_dir = Path(runs_dir) / name
     if has_checkpoint(run_dir):
         return load_run(run_dir)
-    logger.info("no checkpoint in %s: using untrained %s (random weights)", run_dir, name)
+    if name in TRAINABLE_NAMES and not allow_untrained:
+        raise missing_checkpoint(name, run_dir)
+    logger.warning("no checkpoint in %s: using UNTRAINED %s (random weights; marked trained=false)", run_dir, name)
     spec = default_spec(name)
     with torch.random.fork_rng():
         torch.manual_seed(0)  # the same untrained weights every time

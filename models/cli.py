@@ -44,13 +44,39 @@ def _train(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         progress=not args.no_progress,
         threads=args.threads,
+        strict=args.strict,
     )
+    for line in _data_notes(metrics):
+        print(line)
     print(
         f"{args.name}: test accuracy {metrics['test_accuracy']:.2%} (chance {metrics['chance_accuracy']:.0%}) on "
         f"{metrics['test_samples']} held-out samples; {metrics['epochs']:.1f} epochs in {metrics['train_seconds']:.0f} s "
         f"({metrics['samples_per_second']:.0f} samples/s); written to {Path(args.runs_dir) / args.name}/"
     )
     return 0
+
+
+def _data_notes(metrics: dict) -> list[str]:
+    """What the run left out or picked, in words (class-folder data)."""
+    notes = []
+    skipped = metrics.get("skipped_files") or []
+    if skipped:
+        notes.append(f"skipped {len(skipped)} unreadable file(s) (--strict aborts instead):")
+        notes += [f"  {item}" for item in skipped[:10]] + (
+            [f"  ... and {len(skipped) - 10} more"] if len(skipped) > 10 else []
+        )
+    if metrics.get("empty_classes"):
+        notes.append(f"left out empty class folder(s): {', '.join(metrics['empty_classes'])}")
+    if metrics.get("tiny_classes"):
+        notes.append(
+            f"warning: too few training files to learn class(es) reliably: {', '.join(metrics['tiny_classes'])}"
+        )
+    if metrics.get("validation_accuracy") is not None:
+        notes.append(
+            f"kept the weights of step {metrics['best_step']} of {metrics['steps']} (validation accuracy "
+            f"{metrics['validation_accuracy']:.2%} on {metrics['validation_samples']} held-out training files)"
+        )
+    return notes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,14 +99,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a deployable model on CPU",
         description="Train a deployable model (AdamW, warm-up + cosine schedule), evaluate it on held-out data and "
         "write RUNS_DIR/NAME/ (model.safetensors, spec.json, metrics.json). The schedule fits itself into "
-        "--max-minutes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "--max-minutes. With --data DIR (one folder per class) the run uses its budget, keeps the best weights "
+        "on a validation part of the training files, and names skipped files and empty classes.",
     )
     train_parser.add_argument(
         "name", choices=TRAINABLE_NAMES, metavar="NAME", help=f"one of: {', '.join(TRAINABLE_NAMES)}"
     )
     train_parser.add_argument("--max-minutes", type=float, default=5.0, help="time budget of the training loop")
-    train_parser.add_argument("--epochs", type=int, default=None, help="planned epochs; None: the model's recipe")
+    train_parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="planned epochs (default: the model's recipe; with --data, sized from the data and --max-minutes)",
+    )
     train_parser.add_argument(
         "--data",
         type=Path,
@@ -96,5 +127,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         help="torch threads; 1 is fastest for these small models on shared cores (measured 10x over 2 under load)",
     )
-    train_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train_parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (there is none anyway when stderr is not a terminal)",
+    )
+    train_parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --data: abort on an unreadable file or an empty class folder instead of leaving it out",
+    )
     train_parser.set_defaults(func=_train)

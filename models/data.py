@@ -19,13 +19,15 @@ import numpy as np
 import torch
 
 from attnserve.errors import DataError
-from attnserve.models.deployables import get_deployable
-from attnserve.models.folders import class_files, read_files, write_mp4, write_png
+from attnserve.models.deployables import default_spec, get_deployable
+from attnserve.models.folders import class_files, decode_items, empty_class_folders, write_mp4, write_png
 from attnserve.models.synthetic import digits_arrays, motion_arrays, shapes_arrays
 
 HELD_OUT_SEED = 1_000_000
 DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.2
+TINY_CLASS_FILES = 5
+"""A class with fewer training files than this gets a warning: too few to learn it reliably."""
 SYNTHETIC_SIZES = {"shapes": (6000, 1000), "motion": (3000, 800)}
 """(train, test) sample counts of the procedural datasets."""
 
@@ -42,6 +44,12 @@ class DatasetSplits:
     test_labels: torch.Tensor
     labels: tuple[str, ...]
     source: str
+    skipped_files: tuple[str, ...] = ()
+    """Unreadable files left out (`"path: reason"`), for class-folder data read without `strict`."""
+    empty_classes: tuple[str, ...] = ()
+    """Class folders without a single file, left out of `labels`."""
+    tiny_classes: tuple[str, ...] = ()
+    """Classes with fewer than `TINY_CLASS_FILES` readable training files."""
 
 
 def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -68,7 +76,7 @@ def _check_seed(seed: int) -> None:
 
 
 def load_dataset(
-    name: str, seed: int = 0, data_dir: Path | None = None, train_count: int | None = None
+    name: str, seed: int = 0, data_dir: Path | None = None, train_count: int | None = None, strict: bool = False
 ) -> DatasetSplits:
     """Train/test splits for deployable `name`: its built-in dataset, or the class folders in `data_dir`.
 
@@ -77,6 +85,8 @@ def load_dataset(
         seed: Seeds the procedural training set (the held-out set does not depend on it, see module doc).
         data_dir: A user's class-folder dataset; images/clips are resized to the deployable's input.
         train_count: Size of a procedural training set (default `SYNTHETIC_SIZES`); ignored otherwise.
+        strict: Class folders only: abort on an unreadable file or an empty class folder instead of leaving
+            it out (with a warning and its count in the result).
 
     Raises:
         UnknownModelError: For an unknown name.
@@ -85,13 +95,8 @@ def load_dataset(
     entry = get_deployable(name)
     _check_seed(seed)
     if data_dir is not None:
-        labels, train_items, test_items = class_files(Path(data_dir), entry.kind)
-        if not test_items:
-            raise DataError(f"expected at least 2 files per class in {data_dir} to hold some out for testing")
-        train_x, train_y = read_files(train_items, entry.kind, entry.input_shape)
-        test_x, test_y = read_files(test_items, entry.kind, entry.input_shape)
-        source = f"folder:{Path(data_dir).resolve()}"
-    elif entry.dataset == "digits":
+        return _folder_dataset(name, Path(data_dir), strict)
+    if entry.dataset == "digits":
         train_x, train_y, test_x, test_y = _digits_split()
         labels, source = entry.labels, "sklearn.load_digits"
     elif entry.dataset in SYNTHETIC_SIZES:
@@ -108,6 +113,44 @@ def load_dataset(
         torch.from_numpy(test_y),
         tuple(labels),
         source,
+    )
+
+
+def _folder_dataset(name: str, data_dir: Path, strict: bool) -> DatasetSplits:
+    """A user's class folders, decoded by the model's declared preprocessing (see `load_dataset`)."""
+    entry = get_deployable(name)
+    labels, train_items, test_items = class_files(data_dir, entry.kind)
+    if not test_items:
+        raise DataError(f"expected at least 2 files per class in {data_dir} to hold some out for testing")
+    empty = empty_class_folders(data_dir, entry.kind)
+    if empty and strict:
+        raise DataError(f"class folders without any {entry.kind} file in {data_dir}: {empty} (--strict)")
+    for folder in empty:
+        logger.warning("class folder %r in %s holds no %s file: left out of the labels", folder, data_dir, entry.kind)
+    preprocessing = default_spec(name).preprocessing  # the spec's declared transform, as served
+    train_x, train_y, skipped = decode_items(train_items, entry.kind, entry.input_shape, preprocessing, strict)
+    test_x, test_y, skipped_test = decode_items(test_items, entry.kind, entry.input_shape, preprocessing, strict)
+    skipped += skipped_test
+    if skipped:
+        logger.warning("skipped %d unreadable file(s) in %s: %s", len(skipped), data_dir, "; ".join(skipped[:5]))
+    counts = np.bincount(train_y, minlength=len(labels))
+    tiny = tuple(label for label, count in zip(labels, counts) if count < TINY_CLASS_FILES)
+    if any(count == 0 for count in counts):
+        raise DataError(f"no readable training file left for classes {[l for l, c in zip(labels, counts) if c == 0]}")
+    for label in tiny:
+        logger.warning(
+            "class %r has only %d training file(s): too few to learn it reliably", label, counts[labels.index(label)]
+        )
+    return DatasetSplits(
+        torch.from_numpy(train_x),
+        torch.from_numpy(train_y),
+        torch.from_numpy(test_x),
+        torch.from_numpy(test_y),
+        tuple(labels),
+        f"folder:{data_dir.resolve()}",
+        skipped_files=tuple(skipped),
+        empty_classes=tuple(empty),
+        tiny_classes=tiny,
     )
 
 

@@ -5,8 +5,10 @@
       dog/ c.png          or    test/cat/...  test/dog/...   (`val/` works as `test/`)
 
 Without `train/` and `test/`, a stratified 80/20 split with a fixed seed holds out the test part.
-Images are resized to the model's square input; clips are sampled to T evenly spaced frames. numpy,
-Pillow and PyAV only (no torch): arrays are uint8, images (C, H, W), clips (T, C, H, W).
+Images and frames become model inputs through the model's declared preprocessing
+(`attnserve.preprocessing.to_chw`, the transform the client and the served pipeline apply too); clips are
+sampled to T frames the way it says. numpy, Pillow and PyAV only (no torch): arrays are uint8, images
+(C, H, W), clips (T, C, H, W).
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from attnserve.errors import DataError
+from attnserve.preprocessing import (
+    DEFAULT_PREPROCESSING,
+    Preprocessing,
+    frame_to_chw,
+    open_image_bytes,
+    sample_frame_indices,
+    to_chw,
+)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
@@ -23,37 +33,35 @@ SPLIT_SEED = 0
 TEST_FRACTION = 0.2
 
 
-def _pil_mode(channels: int) -> str:
-    if channels not in (1, 3):
-        raise DataError(f"expected 1 or 3 channels for image files, got {channels}")
-    return "L" if channels == 1 else "RGB"
-
-
-def _frame_to_chw(frame_image, channels: int, size: int) -> np.ndarray:
-    from PIL import Image
-
-    resized = frame_image.convert(_pil_mode(channels)).resize((size, size), Image.Resampling.BILINEAR)
-    pixels = np.asarray(resized, dtype=np.uint8)
-    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)  # (C, H, W)
-
-
-def read_image(path: Path, channels: int, size: int) -> np.ndarray:
-    """An image file as uint8 (channels, size, size), converted and resized bilinearly.
+def read_image(
+    path: Path,
+    channels: int,
+    height: int,
+    width: int | None = None,
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+) -> np.ndarray:
+    """An image file as uint8 (channels, height, width) by the model's `preprocessing` (width defaults to height).
 
     Raises:
-        DataError: When the file cannot be decoded.
+        DataError: When the file cannot be read or decoded, or exceeds the shared size limits.
     """
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(path) as image:
-            return _frame_to_chw(image, channels, size)
-    except (OSError, UnidentifiedImageError) as exc:
+        payload = Path(path).read_bytes()
+    except OSError as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
+    image = open_image_bytes(payload, where=str(path))
+    return to_chw(image, channels, height, width or height, preprocessing)
 
 
-def read_video(path: Path, frames: int, channels: int, size: int) -> np.ndarray:
-    """A video file as uint8 (frames, channels, size, size): `frames` evenly spaced decoded frames.
+def read_video(
+    path: Path,
+    frames: int,
+    channels: int,
+    height: int,
+    width: int | None = None,
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+) -> np.ndarray:
+    """A video file as uint8 (frames, channels, height, width): `frames` sampled decoded frames.
 
     Raises:
         DataError: When the file cannot be decoded or holds no frame.
@@ -67,8 +75,8 @@ def read_video(path: Path, frames: int, channels: int, size: int) -> np.ndarray:
         raise DataError(f"cannot decode video {path}: {exc}") from exc
     if not decoded:
         raise DataError(f"video {path} holds no frame; expected at least 1")
-    indices = np.linspace(0, len(decoded) - 1, frames).round().astype(int)
-    return np.stack([_frame_to_chw(decoded[index], channels, size) for index in indices])
+    indices = sample_frame_indices(len(decoded), frames, preprocessing)
+    return np.stack([frame_to_chw(decoded[i], channels, height, width or height, preprocessing) for i in indices])
 
 
 def write_png(image: np.ndarray, path: Path) -> Path:
@@ -99,13 +107,33 @@ def write_mp4(clip: np.ndarray, path: Path, fps: int = 8) -> Path:
     return Path(path)
 
 
-def _list_class_files(root: Path, extensions: tuple[str, ...]) -> dict[str, list[Path]]:
+def _all_class_files(root: Path, extensions: tuple[str, ...]) -> dict[str, list[Path]]:
+    """Every class folder of `root` with its files (empty folders included, with no files)."""
     classes = sorted(folder for folder in root.iterdir() if folder.is_dir() and not folder.name.startswith("."))
-    files = {
+    return {
         folder.name: sorted(path for path in folder.rglob("*") if path.suffix.lower() in extensions)
         for folder in classes
     }
-    return {name: paths for name, paths in files.items() if paths}
+
+
+def _list_class_files(root: Path, extensions: tuple[str, ...]) -> dict[str, list[Path]]:
+    return {name: paths for name, paths in _all_class_files(root, extensions).items() if paths}
+
+
+def empty_class_folders(root: Path, kind: str) -> list[str]:
+    """Class folders of a dataset (`root`, or its `train/` and `test/`) that hold no file of `kind`.
+
+    `class_files` leaves them out of the labels; the caller says so (a model cannot learn a class it never saw).
+    """
+    root = Path(root)
+    extensions = IMAGE_EXTENSIONS if kind == "image" else VIDEO_EXTENSIONS
+    splits = [root / split for split in ("train", "test", "val") if (root / split).is_dir()]
+    if not (root / "train").is_dir():
+        splits = [root]
+    empty: set[str] = set()
+    for split in splits:
+        empty |= {name for name, paths in _all_class_files(split, extensions).items() if not paths}
+    return sorted(empty)
 
 
 def class_files(root: Path, kind: str) -> tuple[tuple[str, ...], list[tuple[Path, int]], list[tuple[Path, int]]]:
@@ -153,13 +181,56 @@ def class_files(root: Path, kind: str) -> tuple[tuple[str, ...], list[tuple[Path
     return labels, train, test
 
 
-def read_files(items: list[tuple[Path, int]], kind: str, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Decode (path, label) items to uint8 arrays of the model's per-sample `input_shape` and int64 labels."""
-    if kind == "image":
-        channels, size = input_shape[0], input_shape[-1]
-        arrays = [read_image(path, channels, size) for path, _ in items]
-    else:
-        frames, channels, size = input_shape[0], input_shape[1], input_shape[-1]
-        arrays = [read_video(path, frames, channels, size) for path, _ in items]
+def decode_items(
+    items: list[tuple[Path, int]],
+    kind: str,
+    input_shape: tuple[int, ...],
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+    strict: bool = True,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode (path, label) items to uint8 (N, *input_shape) pixels and int64 labels.
+
+    Args:
+        items: Files and their class indices.
+        kind: `"image"` or `"video"`.
+        input_shape: The model's per-sample shape (C, H, W) or (T, C, H, W).
+        preprocessing: The model's declared preprocessing.
+        strict: Raise on the first unreadable file; otherwise skip it.
+
+    Returns:
+        `(pixels, labels, skipped)`: skipped holds one `"path: reason"` per unreadable file (empty when strict).
+
+    Raises:
+        DataError: An unreadable file when `strict`.
+    """
+    height, width = input_shape[-2], input_shape[-1]
+    arrays, labels, skipped = [], [], []
+    for path, label in items:
+        try:
+            if kind == "image":
+                arrays.append(read_image(path, input_shape[0], height, width, preprocessing))
+            else:
+                arrays.append(read_video(path, input_shape[0], input_shape[1], height, width, preprocessing))
+        except DataError as exc:
+            if strict:
+                raise
+            skipped.append(f"{path}: {exc}")
+            continue
+        labels.append(label)
     pixels = np.stack(arrays) if arrays else np.zeros((0, *input_shape), dtype=np.uint8)
-    return pixels, np.array([label for _, label in items], dtype=np.int64)
+    return pixels, np.array(labels, dtype=np.int64), skipped
+
+
+def read_files(
+    items: list[tuple[Path, int]],
+    kind: str,
+    input_shape: tuple[int, ...],
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode (path, label) items to uint8 arrays of the model's per-sample `input_shape` and int64 labels.
+
+    Raises:
+        DataError: For the first file that cannot be read.
+    """
+    pixels, labels, _ = decode_items(items, kind, input_shape, preprocessing, strict=True)
+    return pixels, labels

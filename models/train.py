@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -133,143 +134,250 @@ def train(
     arch_overrides: dict[str, Any] | None = None,
     progress: bool = True,
     threads: int | None = DEFAULT_TRAIN_THREADS,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Train a deployable model, evaluate it on held-out data and write `runs_dir/NAME/`.
+
+    On a class folder (`data_dir`) the run is sized by the data and the budget: epochs enough to see
+    `FOLDER_SAMPLES_TARGET` samples (the time budget usually ends it first, the schedule follows time), a
+    validation part of the training files picks the best weights seen, unreadable files are skipped (counted
+    in the metrics) unless `strict`, and empty or tiny classes are named.
 
     Args:
         name: A trainable deployable name (`TRAINABLE_NAMES`).
         max_minutes: Wall-clock budget of the optimisation loop (data loading and evaluation come on top).
-        epochs: Planned epochs (default: the recipe's); the budget may end the run earlier.
+        epochs: Planned epochs (default: the recipe's, or sized from the data for a class folder).
         data_dir: A class-folder dataset to train on instead of the built-in one (labels from its folders).
         seed: Seeds weights, shuffling, augmentation and the procedural training set.
         runs_dir: Parent folder of the run folder.
         arch_overrides: Architecture arguments replacing the recipe's (e.g. a tiny variant for tests).
-        progress: Show a tqdm progress bar on stderr.
+        progress: Show a tqdm progress bar on stderr (only when stderr is a terminal).
         threads: torch intra-op threads during the run (restored afterwards); None keeps the current setting.
+        strict: Abort on an unreadable file or an empty class folder instead of leaving it out.
 
     Returns:
         The metrics (also written to `metrics.json`): test_accuracy, confusion_matrix, train_seconds,
-        epochs, samples_per_second, chance_accuracy, and what was trained on.
+        epochs, samples_per_second, chance_accuracy, skipped_files, empty_classes, and what was trained on.
 
     Raises:
         UnknownModelError: For an unknown name.
         UserInputError: For a deployable that is not trained here, or a non-positive budget.
+        DataError: Unreadable data (with `strict`: any unreadable file or empty class folder).
     """
     previous_threads = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
             raise UserInputError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
+    options = _Options(name, max_minutes, epochs, data_dir, seed, Path(runs_dir), arch_overrides, progress, strict)
     try:
-        return _train(name, max_minutes, epochs, data_dir, seed, Path(runs_dir), arch_overrides, progress)
+        return _train(options)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(
-    name: str,
-    max_minutes: float,
-    epochs: int | None,
-    data_dir: Path | None,
-    seed: int,
-    runs_dir: Path,
-    arch_overrides: dict[str, Any] | None,
-    progress: bool,
-) -> dict[str, Any]:
+FOLDER_SAMPLES_TARGET = 200_000
+"""Class folders: plan enough epochs to see this many samples (a 90-image folder would otherwise get the
+recipe's ~14 epochs, sized for 12,000 procedural samples, and stop after a second of its budget)."""
+FOLDER_SHIFT = 2
+"""Class folders: random translation (pixels) of training images; small data needs the augmentation."""
+VALIDATION_FRACTION = 0.15
+"""Class folders: share of each class's training files held out to pick the best weights."""
+VALIDATE_EVERY_S = 1.0
+
+
+@dataclass(frozen=True)
+class _Options:
+    name: str
+    max_minutes: float
+    epochs: int | None
+    data_dir: Path | None
+    seed: int
+    runs_dir: Path
+    arch_overrides: dict[str, Any] | None
+    progress: bool
+    strict: bool
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a run is sized: epochs, batch, steps, augmentation, budget."""
+
+    epochs: int
+    batch_size: int
+    steps: int
+    shift: int
+    budget_seconds: float
+
+
+def _plan(options: _Options, recipe: Recipe, kind: str, train_count: int) -> _Plan:
+    folder = options.data_dir is not None
+    epochs = options.epochs
+    if epochs is None:
+        epochs = max(recipe.epochs, math.ceil(FOLDER_SAMPLES_TARGET / max(train_count, 1))) if folder else recipe.epochs
+    if epochs < 1:
+        raise UserInputError(f"epochs must be >= 1, got {epochs}")
+    # small folders: several updates per epoch rather than one full batch
+    batch_size = min(recipe.batch_size, max(16, train_count // 4)) if folder else recipe.batch_size
+    shift = (max(recipe.max_shift, FOLDER_SHIFT) if folder else recipe.max_shift) if kind == "image" else 0
+    steps = epochs * max(1, math.ceil(train_count / batch_size))
+    return _Plan(epochs, batch_size, steps, shift, options.max_minutes * 60.0)
+
+
+def _validation_split(labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified (train_index, validation_index): `VALIDATION_FRACTION` of each class with >= 3 samples."""
+    rng = np.random.default_rng(seed)
+    train_index, validation_index = [], []
+    for label in torch.unique(labels).tolist():
+        members = rng.permutation(np.flatnonzero(labels.numpy() == label))
+        held = max(1, round(len(members) * VALIDATION_FRACTION)) if len(members) >= 3 else 0
+        validation_index += members[:held].tolist()
+        train_index += members[held:].tolist()
+    return torch.tensor(sorted(train_index)), torch.tensor(sorted(validation_index), dtype=torch.int64)
+
+
+class _BestWeights:
+    """Evaluates on the validation part now and then and keeps the best weights (accuracy, then loss)."""
+
+    def __init__(self, pixels: torch.Tensor, labels: torch.Tensor) -> None:
+        self.pixels, self.labels = pixels, labels
+        self.best: tuple[float, float] | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+        self.best_step, self.last_check, self.checks = 0, 0.0, 0
+
+    def maybe_check(self, model: nn.Module, step: int, now: float, force: bool = False) -> None:
+        if not len(self.labels) or (not force and now - self.last_check < VALIDATE_EVERY_S):
+            return
+        self.last_check, self.checks = now, self.checks + 1
+        with torch.inference_mode():
+            model.eval()
+            logits = model(self.pixels)
+            model.train()
+        score = (float((logits.argmax(1) == self.labels).float().mean()), -float(F.cross_entropy(logits, self.labels)))
+        if self.best is None or score > self.best:
+            self.best, self.best_step = score, step
+            self.state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+    def restore(self, model: nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+
+@dataclass
+class _Loop:
+    step: int = 0
+    samples_seen: int = 0
+    loss: float = float("nan")
+    stopped_by: str = "epochs"
+
+
+def _fit(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], recipe: Recipe, plan: _Plan, seed: int,
+         bar: Any, keeper: _BestWeights) -> _Loop:  # fmt: skip
+    """The optimisation loop: AdamW on the schedule's progress = max(steps / planned, seconds / budget)."""
+    pixels_all, labels_all = data
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.999))
+    loop, started = _Loop(), time.perf_counter()
+    while loop.step < plan.steps:
+        order = torch.randperm(len(labels_all), generator=generator)
+        for start in range(0, len(labels_all), plan.batch_size):
+            elapsed = time.perf_counter() - started
+            run_progress = max(loop.step / plan.steps, elapsed / plan.budget_seconds)
+            if run_progress >= 1.0:
+                loop.stopped_by = "epochs" if loop.step >= plan.steps else "time"
+                return loop
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.lr * lr_factor(run_progress, recipe.warmup_fraction)
+            batch_index = order[start : start + plan.batch_size]
+            logits = model(_random_shift(pixels_all[batch_index], plan.shift, generator))
+            loss = F.cross_entropy(logits, labels_all[batch_index], label_smoothing=recipe.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loop.step, loop.samples_seen, loop.loss = loop.step + 1, loop.samples_seen + len(batch_index), loss.item()
+            keeper.maybe_check(model, loop.step, elapsed)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loop.loss:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
+    return loop
+
+
+def _train(options: _Options) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
+    name = options.name
     entry = get_deployable(name)
-    if name not in TRAINABLE_NAMES and data_dir is None:
+    if name not in TRAINABLE_NAMES and options.data_dir is None:
         raise UserInputError(
             f"{name!r} is not trained here (no built-in dataset); trainable: {', '.join(TRAINABLE_NAMES)}"
         )
-    if max_minutes <= 0:
-        raise UserInputError(f"max_minutes must be > 0, got {max_minutes}")
+    if options.max_minutes <= 0:
+        raise UserInputError(f"max_minutes must be > 0, got {options.max_minutes}")
     recipe = RECIPES.get(name, Recipe(epochs=10))
-    planned_epochs = epochs if epochs is not None else recipe.epochs
-    if planned_epochs < 1:
-        raise UserInputError(f"epochs must be >= 1, got {planned_epochs}")
-
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(options.seed)
     data_started = time.perf_counter()
-    data: DatasetSplits = load_dataset(name, seed=seed, data_dir=data_dir, train_count=recipe.train_samples)
+    data = load_dataset(name, options.seed, options.data_dir, recipe.train_samples, strict=options.strict)
     data_seconds = time.perf_counter() - data_started
-    base_spec = default_spec(name, **(arch_overrides or {}))
+    base_spec = default_spec(name, **(options.arch_overrides or {}))
     spec = ModelSpec.model_validate({**base_spec.model_dump(), "labels": data.labels, "trained": True})
     model = build_model(spec)
     model.train()
-    optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.999))
 
-    train_count = len(data.train_labels)
-    steps_per_epoch = max(1, math.ceil(train_count / recipe.batch_size))
-    planned_steps = planned_epochs * steps_per_epoch
-    budget_seconds = max_minutes * 60.0
-    shift = recipe.max_shift if entry.kind == "image" else 0
-    step, samples_seen, loss_value = 0, 0, float("nan")
+    train_index = torch.arange(len(data.train_labels))
+    validation_index = torch.zeros(0, dtype=torch.int64)
+    if options.data_dir is not None:
+        train_index, validation_index = _validation_split(data.train_labels, options.seed)
+    keeper = _BestWeights(data.train_pixels[validation_index], data.train_labels[validation_index])
+    plan = _plan(options, recipe, entry.kind, len(train_index))
+    show = options.progress and sys.stderr.isatty()  # a log gets no bar redraws
+    bar = tqdm(total=plan.steps, desc=f"train {name}", unit="step", disable=not show, leave=False)
     started = time.perf_counter()
-    bar = tqdm(total=planned_steps, desc=f"train {name}", unit="step", disable=not progress, leave=False)
-    stopped_by = "epochs"
     try:
-        while step < planned_steps:
-            order = torch.randperm(train_count, generator=generator)
-            for start in range(0, train_count, recipe.batch_size):
-                elapsed = time.perf_counter() - started
-                run_progress = max(step / planned_steps, elapsed / budget_seconds)
-                if run_progress >= 1.0:
-                    stopped_by = "epochs" if step >= planned_steps else "time"
-                    break
-                for group in optimizer.param_groups:
-                    group["lr"] = recipe.lr * lr_factor(run_progress, recipe.warmup_fraction)
-                batch_index = order[start : start + recipe.batch_size]
-                pixels = _random_shift(data.train_pixels[batch_index], shift, generator)
-                logits = model(pixels)
-                loss = F.cross_entropy(logits, data.train_labels[batch_index], label_smoothing=recipe.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                samples_seen += len(batch_index)
-                loss_value = loss.item()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.1e}")
-            else:
-                continue
-            break
+        loop = _fit(model, (data.train_pixels[train_index], data.train_labels[train_index]), recipe, plan,
+                    options.seed, bar, keeper)  # fmt: skip
     finally:
         bar.close()
     train_seconds = time.perf_counter() - started
+    keeper.maybe_check(model, loop.step, train_seconds, force=True)
+    keeper.restore(model)
+    return _finish(options, model, spec, data, recipe, plan, loop, keeper, train_seconds, data_seconds)
 
+
+def _finish(options: _Options, model: nn.Module, spec: ModelSpec, data: DatasetSplits, recipe: Recipe, plan: _Plan,
+            loop: _Loop, keeper: _BestWeights, train_seconds: float, data_seconds: float) -> dict[str, Any]:  # fmt: skip
+    """Evaluate on the held-out test split, write the run folder, return the metrics."""
     eval_started = time.perf_counter()
+    train_count = max(1, len(data.train_labels) - len(keeper.labels))
     metrics: dict[str, Any] = evaluate(model, data.test_pixels, data.test_labels, spec.num_classes)
     metrics.update(
-        name=name,
+        name=options.name,
         arch=spec.arch,
         dataset=data.source,
         labels=list(data.labels),
         chance_accuracy=1.0 / spec.num_classes,
         train_samples=train_count,
+        validation_samples=len(keeper.labels),
         test_samples=len(data.test_labels),
-        epochs=samples_seen / train_count,
-        planned_epochs=planned_epochs,
-        steps=step,
-        stopped_by=stopped_by,
-        final_train_loss=loss_value,
+        epochs=loop.samples_seen / train_count,
+        planned_epochs=plan.epochs,
+        batch_size=plan.batch_size,
+        steps=loop.step,
+        stopped_by=loop.stopped_by,
+        best_step=keeper.best_step if keeper.state is not None else loop.step,
+        validation_accuracy=keeper.best[0] if keeper.best is not None else None,
+        final_train_loss=loop.loss,
         train_seconds=train_seconds,
         data_seconds=data_seconds,
         eval_seconds=time.perf_counter() - eval_started,
-        samples_per_second=samples_seen / max(train_seconds, 1e-9),
-        max_minutes=max_minutes,
-        seed=seed,
+        samples_per_second=loop.samples_seen / max(train_seconds, 1e-9),
+        max_minutes=options.max_minutes,
+        seed=options.seed,
         torch_threads=torch.get_num_threads(),  # during training
         recipe=asdict(recipe),
+        skipped_files=list(data.skipped_files),
+        empty_classes=list(data.empty_classes),
+        tiny_classes=list(data.tiny_classes),
     )
-    save_run(Path(runs_dir) / name, model, spec, metrics)
-    logger.info(
-        "%s: test accuracy %.4f after %.1f epochs in %.0f s",
-        name,
-        metrics["test_accuracy"],
-        metrics["epochs"],
-        train_seconds,
-    )
+    save_run(Path(options.runs_dir) / options.name, model, spec, metrics)
+    logger.info("%s: test accuracy %.4f after %.1f epochs in %.0f s", options.name, metrics["test_accuracy"],
+                metrics["epochs"], train_seconds)  # fmt: skip
     return metrics

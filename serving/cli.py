@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -34,13 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="CPU runtime for every ONNX model (default: each entry's own, else onnxruntime)",
     )
-    serve.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT)
-    serve.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT)
-    serve.add_argument("--metrics-port", type=int, default=DEFAULT_METRICS_PORT)
+    serve.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT, help="HTTP/REST port (0: a free one)")
+    serve.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="gRPC port (0: a free one)")
+    serve.add_argument(
+        "--metrics-port", type=int, default=DEFAULT_METRICS_PORT, help="Prometheus metrics port (0: a free one)"
+    )
     serve.add_argument("--host", default=DEFAULT_BIND_ADDRESS, help="bind address of HTTP, gRPC and metrics")
     serve.add_argument("--work-dir", type=Path, default=None, help="runtime view, log and token (default: temporary)")
     serve.add_argument("--ready-timeout", type=float, default=300.0, help="seconds to wait for all models READY")
-    serve.add_argument("--log-verbose", type=int, nargs="?", const=1, default=0, help="Triton's verbose log level")
+    serve.add_argument(
+        "--log-verbose", type=int, nargs="?", const=1, default=0, help="Triton's verbose log level (bare flag: 1)"
+    )
     serve.set_defaults(func=run_serve)
 
     pipelines = subparsers.add_parser(
@@ -52,9 +57,65 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pipelines.add_argument("names", nargs="*", metavar="NAME", help="model entries (default: all exported models)")
     pipelines.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
     pipelines.set_defaults(func=run_pipelines)
+    _register_load(subparsers)
+
+
+def _register_load(subparsers: argparse._SubParsersAction) -> None:
+    load = subparsers.add_parser(
+        "load",
+        help="make a running `attnserve serve` load a new or re-exported model (no restart)",
+        description=(
+            "Refresh the running server's runtime view with each NAME (and its NAME_explain, NAME_preprocess and "
+            "NAME_pipeline; pipeline entries are generated when the repository has none), then ask Triton to "
+            "(re)load them through its model-control API. Needs the admin token: $ATTNSERVE_ADMIN_TOKEN, else the "
+            "token file the server wrote in its work folder. Finds the server through REPOSITORY/.attnserve-serve.json "
+            "(written by `attnserve serve`), or --url and --view."
+        ),
+    )
+    load.add_argument("names", nargs="+", metavar="NAME", help="model entries of the repository (e.g. vit_shapes)")
+    load.add_argument("--repository", type=Path, default=Path("model_repository"), help="the served model repository")
+    load.add_argument("--url", default=None, help="HTTP host:port of the server (default: from the running serve)")
+    load.add_argument(
+        "--view", type=Path, default=None, help="the server's runtime view (default: from the running serve)"
+    )
+    load.add_argument(
+        "--runtime",
+        choices=("onnxruntime", "openvino"),
+        default=None,
+        help="CPU runtime for the ONNX entries (default: the server's --runtime, else each entry's own)",
+    )
+    load.set_defaults(func=run_load)
+
+
+def run_load(args: argparse.Namespace) -> int:
+    """Refresh the view's entries and load them; print what is READY."""
+    import os
+
+    from attnserve.errors import UserInputError
+    from attnserve.security import ADMIN_TOKEN_ENV
+    from attnserve.serving.live import ServeState, load_models, refresh_view
+
+    state = None if (args.url and args.view) else ServeState.read(args.repository)
+    url = args.url or state.http_url
+    view = args.view or Path(state.view)
+    token = os.environ.get(ADMIN_TOKEN_ENV, "")
+    token_file = Path(state.work_dir) / "admin_token" if state is not None else None
+    if not token and token_file is not None and token_file.is_file():
+        token = token_file.read_text().strip()
+    if not token:
+        raise UserInputError(f"loading models needs the admin token: set ${ADMIN_TOKEN_ENV} (the server's token)")
+    entries = refresh_view(args.repository, view, args.names, args.runtime or (state.runtime if state else None))
+    ready = load_models(url, entries, token)
+    print(f"loaded into {url}: {', '.join(ready)}")
+    not_ready = [name for name in entries if name not in ready]
+    if not_ready:
+        print(f"not READY: {', '.join(not_ready)} (see the server log)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from attnserve.serving.live import ServeState, add_pipeline_entries, remove_state
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
     from attnserve.serving.watchdog import StubWatchdog
@@ -63,6 +124,7 @@ def run_serve(args: argparse.Namespace) -> int:
     models = [name.strip() for name in args.models.split(",") if name.strip()] if args.models else None
     started = time.monotonic()
     view, loaded, skipped = build_runtime_repository(args.repository, work_dir, models, runtime=args.runtime)
+    loaded += add_pipeline_entries(args.repository, view, loaded)  # `--pipeline` works right after `export`
     for name, reason in skipped.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
     if not loaded:
@@ -98,6 +160,11 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"  log     {server.log_path}")
         token_note = "generated for this run" if server.admin_token_generated else "from $ATTNSERVE_ADMIN_TOKEN"
         print(f"  admin token ({token_note}) in {work_dir / 'admin_token'}")
+        state = ServeState(
+            server.http_url, server.grpc_url, str(view), str(work_dir), str(args.repository), os.getpid(), args.runtime
+        )
+        state.write()
+        print("Add or reload an exported model without a restart: attnserve load NAME")
         print("Ctrl-C to stop.", flush=True)
         while server.is_running:
             time.sleep(0.5)
@@ -107,6 +174,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print("stopping Triton (in-flight requests finish first)...", file=sys.stderr)
         return 0
     finally:
+        remove_state(args.repository, os.getpid())
         watchdog.stop()
         exit_code = server.stop()
         logger.info("Triton exited with code %s", exit_code)

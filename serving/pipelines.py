@@ -84,9 +84,14 @@ def pipeline_input_name(spec: ModelSpec) -> str:
 
 
 def preprocess_target(spec: ModelSpec) -> PreprocessTarget:
-    """What `NAME_preprocess` decodes to: the spec's channels, size and frames."""
+    """What `NAME_preprocess` decodes to: the spec's channels, size, frames and declared preprocessing."""
     return PreprocessTarget(
-        kind=spec.kind, channels=spec.channels, height=spec.height, width=spec.width, frames=spec.frames
+        kind=spec.kind,
+        channels=spec.channels,
+        height=spec.height,
+        width=spec.width,
+        frames=spec.frames,
+        preprocessing=spec.preprocessing,
     )
 
 

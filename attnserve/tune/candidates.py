@@ -11,6 +11,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt, model_validator
 
@@ -73,7 +74,7 @@ class Candidate(BaseModel):
             preferred = "/".join(map(str, self.preferred_batch_sizes)) or "-"
             batching = f"dyn d={self.max_queue_delay_us}us pref={preferred} max={self.max_batch_size}"
         else:
-            batching = "batching off"
+            batching = f"batching off max={self.max_batch_size}"
         threads = f"{self.intra_op_threads}t" if self.intra_op_threads else "auto-t"
         spin = "spin" if self.allow_spinning else "nospin"
         variant = f" | {self.variant.name}" if self.variant is not None else ""
@@ -144,10 +145,11 @@ class Grid(BaseModel):
 
     def dimensions(self) -> dict[str, Sequence[object]]:
         """Knob name -> its values, in the order hill climbing visits them."""
+        # instances x threads first: on a few shared cores it moves throughput the most
         return {
+            "layout": self.layouts,
             "dynamic_batching": self.dynamic_batching,
             "max_queue_delay_us": self.max_queue_delay_us,
-            "layout": self.layouts,
             "allow_spinning": self.allow_spinning,
             "preferred_batch_sizes": self.preferred_batch_sizes,
             "max_batch_size": self.max_batch_size,
@@ -167,18 +169,30 @@ class Grid(BaseModel):
 
 def build(knobs: dict[str, object]) -> Candidate | None:
     """A candidate from grid-dimension values (`layout` = (instances, threads)); None when invalid."""
-    values = dict(knobs)
-    instances, threads = values.pop("layout")  # type: ignore[misc]
-    values.update(instance_count=instances, intra_op_threads=threads)
-    values["preferred_batch_sizes"] = tuple(  # preferred sizes above the max are dropped, not an error
-        b
-        for b in values["preferred_batch_sizes"]  # type: ignore[attr-defined]
-        if b <= values["max_batch_size"]  # type: ignore[operator]
-    )
+    values: dict[str, Any] = dict(knobs)
+    layout: tuple[int, int] = values.pop("layout")
+    values.update(instance_count=layout[0], intra_op_threads=layout[1])
+    # preferred sizes above the max are dropped, not an error
+    values["preferred_batch_sizes"] = tuple(b for b in values["preferred_batch_sizes"] if b <= values["max_batch_size"])
     try:
         return Candidate.model_validate(values).normalized()
     except ValueError:
         return None
+
+
+def parse_preferred(text: str) -> tuple[tuple[int, ...], ...]:
+    """`"4/8/16,none"` -> ((4, 8, 16), ()): preferred batch size sets, `none` for no preference.
+
+    Raises:
+        UserInputError: a set is not `A/B/...` of positive integers or `none`.
+    """
+    sets = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        sizes = () if item == "none" else tuple(item.split("/"))
+        if not all(size.isdigit() and int(size) > 0 for size in sizes):
+            raise UserInputError(f"expected preferred batch sets such as 4/8/16,none; got {item!r}")
+        sets.append(tuple(int(size) for size in sizes))
+    return tuple(sets)
 
 
 def parse_layouts(text: str) -> tuple[tuple[int, int], ...]:

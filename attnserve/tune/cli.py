@@ -67,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max-batch-sizes", type=_ints, default=None, help="max_batch_size values (default: spec's, half)"
     )
     tune.add_argument("--layouts", default=None, help="INSTANCESxTHREADS pairs, e.g. 1x2,2x1,1x1 (default from cores)")
+    tune.add_argument(
+        "--preferred", default=None, help="preferred batch sets, e.g. 4/8/16,none (default: spec's, none)"
+    )
+    tune.add_argument(
+        "--spinning", default=None, choices=("on", "off", "on,off"), help="spinning values (default on,off)"
+    )
     tune.add_argument("--no-variants", action="store_true", help="keep the entry's CPU variant (do not search it)")
     tune.add_argument("--window-s", type=float, default=1.0, help="load tester window per measurement (default 1)")
     tune.add_argument("--no-apply", action="store_true", help="report only; leave the repository entry as it is")
@@ -76,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_tune(args: argparse.Namespace) -> int:
     from attnserve.repository.entries import read_entry_spec
-    from attnserve.tune.candidates import parse_layouts
+    from attnserve.tune.candidates import parse_layouts, parse_preferred
     from attnserve.tune.run import TuneOptions, default_grid, tune
 
     entry = args.repository / args.name
@@ -91,6 +97,10 @@ def run_tune(args: argparse.Namespace) -> int:
         updates["max_batch_size"] = tuple(b for b in args.max_batch_sizes if b > 0)
     if args.layouts:
         updates["layouts"] = parse_layouts(args.layouts)
+    if args.preferred:
+        updates["preferred_batch_sizes"] = parse_preferred(args.preferred)
+    if args.spinning:
+        updates["allow_spinning"] = tuple(value == "on" for value in args.spinning.split(","))
     if args.no_variants:
         updates["variants"] = (None,)
     options = TuneOptions(

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from attnserve.tune.search import CandidateResult, rank_key
+from attnserve.tune.search import CandidateResult, LevelFigures, rank_key
 
 
 class TuneReport(BaseModel):
@@ -52,7 +52,7 @@ class TuneReport(BaseModel):
             writer = csv.writer(handle)
             writer.writerow(columns)
             for result in self.candidates:
-                rows = result.levels or [None]
+                rows: list[LevelFigures | None] = list(result.levels) or [None]
                 for figures in rows:
                     level_values = (
                         [figures.level, round(figures.throughput, 1), round(figures.p50_ms, 3)]
@@ -77,14 +77,14 @@ class TuneReport(BaseModel):
         figure, axis = plt.subplots(figsize=(8, 5.5))
         markers = "osD^v<>"
         for position, level in enumerate(self.levels):
-            points = [(r, r.figures(level)) for r in self.candidates if r.status == "ok" and r.figures(level)]
-            xs = [f.throughput for _, f in points]  # type: ignore[union-attr]
-            ys = [f.p99_ms for _, f in points]  # type: ignore[union-attr]
+            points = [(r, f) for r in self.candidates if r.status == "ok" and (f := r.figures(level)) is not None]
+            xs = [f.throughput for _, f in points]
+            ys = [f.p99_ms for _, f in points]
             label = f"c={level:g}" if self.traffic == "concurrency" else f"{level:g}/s"
             scatter = axis.scatter(xs, ys, marker=markers[position % len(markers)], alpha=0.45, label=label)
             front = pareto_front(list(zip(xs, ys)))
             if front:
-                axis.plot(*zip(*front), color=scatter.get_facecolor()[0], alpha=0.9, lw=1.5)
+                axis.plot(*zip(*front), color=scatter.get_facecolor()[0], alpha=0.9, lw=1.5, marker="*", ms=11)
             winner = [f for r, f in points if r.name == self.winner]
             if winner:
                 axis.scatter([winner[0].throughput], [winner[0].p99_ms], s=160, facecolors="none", edgecolors="k")
@@ -92,7 +92,7 @@ class TuneReport(BaseModel):
         axis.set_xlabel("throughput (inferences/s)")
         axis.set_ylabel("p99 latency (ms)")
         axis.set_yscale("log")
-        title = f"attnserve tune {self.model}: {len(self.candidates)} candidates; lines = Pareto front"
+        title = f"attnserve tune {self.model}: {len(self.candidates)} candidates; lines and stars = Pareto front"
         axis.set_title(title + ("; circled = winner" if self.winner else "; no candidate met the SLO"), fontsize=9)
         axis.legend(fontsize=8)
         figure.tight_layout()
@@ -126,7 +126,7 @@ class TuneReport(BaseModel):
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Points no other point beats on both throughput (higher) and p99 (lower), by throughput."""
-    front = []
+    front: list[tuple[float, float]] = []
     for x, y in sorted(points, key=lambda p: (-p[0], p[1])):
         if not front or y < front[-1][1]:
             front.append((x, y))

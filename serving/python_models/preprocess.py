@@ -3,40 +3,39 @@
 Plain functions, importable without Triton: the `preprocess_model` shim calls them per request, and tests
 call them in-process to check that the server's pipeline gives the label the model gives on the same pixels.
 
-Resizing: scale so the image covers `height x width` (aspect kept, bilinear), then crop the centre.
-Videos: `attnserve.video` decodes every frame (within `VideoLimits`), refuses fewer frames than the model
-takes, and takes `frames` indices spread evenly over them (first and last included); each is treated like an
-image. Output layouts: image (C, H, W), video (T, C, H, W).
+Resizing, channel order and frame sampling are the model's declared `Preprocessing`, applied by
+`attnserve.preprocessing.to_chw` (the one transform training and the client use too). Videos: `attnserve.video`
+decodes every frame (within `VideoLimits`) and refuses what is not enough video (fewer frames than the model
+takes, a still image, a non-video file); `frames` of them are sampled and each is treated like an image.
+Output layouts: image (C, H, W), video (T, C, H, W). Size limits are shared with the client.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from attnserve.errors import DataError, UserInputError
+from attnserve.preprocessing import Preprocessing, check_payload_size, open_image_bytes, to_chw
 from attnserve.video import VideoLimits, sample_indices
 from attnserve.video import decode_video as decode_video_frames
 
 IMAGE_FORMATS = ("JPEG", "PNG")
-MAX_IMAGE_PIXELS = 40_000_000
-"""Larger images are refused before decoding (decompression bombs)."""
-MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class PreprocessTarget:
-    """What one model wants: `kind` image|video, channels (1 = grey, 3 = RGB), size, and frames for video."""
+    """What one model wants: `kind` image|video, channels (1 = grey, 3 = RGB), size, frames for video, and
+    the model's declared `preprocessing`."""
 
     kind: str
     channels: int
     height: int
     width: int
     frames: int | None = None
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
     def __post_init__(self) -> None:
         if self.kind not in ("image", "video"):
@@ -64,7 +63,7 @@ class PreprocessTarget:
         }
         if self.frames is not None:
             parameters["frames"] = str(self.frames)
-        return parameters
+        return {**parameters, **self.preprocessing.to_parameters()}
 
     @classmethod
     def from_parameters(cls, parameters: dict[str, str]) -> PreprocessTarget:
@@ -76,6 +75,7 @@ class PreprocessTarget:
                 height=int(parameters["height"]),
                 width=int(parameters["width"]),
                 frames=int(parameters["frames"]) if "frames" in parameters else None,
+                preprocessing=Preprocessing.from_parameters(parameters),
             )
         except (KeyError, ValueError) as exc:
             raise UserInputError(
@@ -83,22 +83,9 @@ class PreprocessTarget:
             ) from exc
 
 
-def fit_and_crop(image: Image.Image, target: PreprocessTarget) -> np.ndarray:
-    """Resize to cover the target (aspect kept) and crop the centre: uint8 (C, H, W)."""
-    image = image.convert("L" if target.channels == 1 else "RGB")
-    scale = max(target.height / image.height, target.width / image.width)
-    resized_size = (max(target.width, round(image.width * scale)), max(target.height, round(image.height * scale)))
-    if resized_size != image.size:
-        image = image.resize(resized_size, Image.Resampling.BILINEAR)
-    left = (image.width - target.width) // 2
-    top = (image.height - target.height) // 2
-    image = image.crop((left, top, left + target.width, top + target.height))
-    pixels = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, C)
-    if pixels.ndim == 2:
-        pixels = pixels[None]  # (1, H, W)
-    else:
-        pixels = pixels.transpose(2, 0, 1)  # (C, H, W)
-    return np.ascontiguousarray(pixels)
+def to_pixels(image: Image.Image, target: PreprocessTarget) -> np.ndarray:
+    """A decoded image or frame -> uint8 (C, H, W) for `target`, by the model's declared preprocessing."""
+    return to_chw(image, target.channels, target.height, target.width, target.preprocessing)
 
 
 def _check_payload(payload: bytes, what: str) -> None:
@@ -106,8 +93,7 @@ def _check_payload(payload: bytes, what: str) -> None:
         raise DataError(f"expected encoded {what} bytes, got {type(payload).__name__}")
     if len(payload) == 0:
         raise DataError(f"empty {what} payload: expected encoded {what} bytes")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise DataError(f"{what} payload of {len(payload)} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}")
+    check_payload_size(len(payload), what)
 
 
 def decode_image(payload: bytes, target: PreprocessTarget) -> np.ndarray:
@@ -117,27 +103,7 @@ def decode_image(payload: bytes, target: PreprocessTarget) -> np.ndarray:
         DataError: empty, undecodable, truncated, too large, or not JPEG/PNG (the message names which).
     """
     _check_payload(payload, "image")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(bytes(payload)))
-            if image.format not in IMAGE_FORMATS:
-                raise DataError(f"unsupported image format {image.format!r}: expected one of {list(IMAGE_FORMATS)}")
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise DataError(f"image of {image.width}x{image.height} pixels exceeds the limit of {MAX_IMAGE_PIXELS}")
-            image.load()  # decode now: truncated data fails here, not later
-    except DataError:
-        raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombWarning,
-        Image.DecompressionBombError,
-    ) as exc:  # Pillow raises the latter at 2x its own pixel limit
-        raise DataError(f"cannot decode image ({len(payload)} bytes; expected JPEG or PNG): {exc}") from exc
-    return fit_and_crop(image, target)
+    return to_pixels(open_image_bytes(bytes(payload), IMAGE_FORMATS), target)
 
 
 def decode_video(payload: bytes, target: PreprocessTarget, limits: VideoLimits | None = None) -> np.ndarray:
@@ -152,8 +118,8 @@ def decode_video(payload: bytes, target: PreprocessTarget, limits: VideoLimits |
     if target.kind != "video" or target.frames is None:
         raise UserInputError(f"decode_video needs a video target, got {target}")
     video = decode_video_frames(payload, limits, needed=target.frames)
-    chosen = sample_indices(len(video.frames), target.frames)
-    return np.stack([fit_and_crop(video.frames[index], target) for index in chosen])  # (T, C, H, W)
+    chosen = sample_indices(len(video.frames), target.frames, target.preprocessing)
+    return np.stack([to_pixels(video.frames[index], target) for index in chosen])  # (T, C, H, W)
 
 
 def decode(payload: bytes, target: PreprocessTarget, limits: VideoLimits | None = None) -> np.ndarray:

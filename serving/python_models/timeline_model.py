@@ -19,7 +19,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from attnserve.errors import AttnserveError, InferenceError
-from attnserve.serving.python_models.preprocess import PreprocessTarget, fit_and_crop
+from attnserve.serving.python_models.preprocess import PreprocessTarget, to_pixels
 from attnserve.video import Timeline, VideoLimits, clip_indices, decode_video, plan_timeline, timeline_result
 
 
@@ -63,8 +63,8 @@ class TritonPythonModel:
         decoded = time.perf_counter()
         window_s, stride_s = _optional(request, "window_s"), _optional(request, "stride_s")
         segments = plan_timeline(len(video.frames), video.fps, frames, window_s, stride_s)
-        indices = [clip_indices(segment, frames) for segment in segments]
-        pixels = {int(i): fit_and_crop(video.frames[i], self.target) for i in np.unique(np.concatenate(indices))}
+        indices = [clip_indices(segment, frames, self.target.preprocessing) for segment in segments]
+        pixels = {int(i): to_pixels(video.frames[i], self.target) for i in np.unique(np.concatenate(indices))}
         clips = np.stack([np.stack([pixels[int(i)] for i in clip]) for clip in indices])  # (S, T, C, H, W)
         resized = time.perf_counter()
         asked = int(_optional(request, "clips_per_request") or 0)

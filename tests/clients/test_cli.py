@@ -36,7 +36,7 @@ def test_infer_prints_top_k_and_writes_heatmap(triton_server: Any, tmp_path, cap
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "shape.png" in printed and "latency ms" in printed
+    assert "shape.png" in printed and "latency (ms)" in printed
     assert any(label in printed for label in triton_server.specs["vit_shapes"].labels)
     assert heatmap.read_bytes()[:4] == b"\x89PNG"
 
@@ -62,14 +62,46 @@ def test_infer_explains_a_video_as_a_strip(triton_server: Any, tmp_path) -> None
     assert Image.open(heatmap).width > Image.open(heatmap).height  # one panel per frame, side by side
 
 
-def test_infer_unknown_model_is_one_clear_line(triton_server: Any, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_infer_unknown_model_is_one_clear_line_listing_the_served_ones(
+    triton_server: Any, tmp_path, capsys, protocol: str
+) -> None:
     image_path = tmp_path / "x.png"
     Image.new("RGB", (8, 8)).save(image_path)
-    assert main(["infer", "--model", "nope", str(image_path), "--url", triton_server.grpc_url]) == 1
-    assert "nope" in capsys.readouterr().err
+    url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
+    assert main(["infer", "--model", "nope", str(image_path), "--url", url, "--protocol", protocol]) == 1
+    error = capsys.readouterr().err
+    assert "nope" in error and "served models:" in error and "vit_shapes_pipeline" in error, error
+    assert error.count("[StatusCode.") + error.count("[400]") <= 1, error  # the status once, not repeated
+    assert len(error.strip().splitlines()) == 1 and "object at 0x" not in error
 
 
-def test_loadtest_command_writes_json_csv_png(triton_server: Any, tmp_path) -> None:
+def test_infer_json_parses_and_says_the_model_is_untrained(triton_server: Any, tmp_path, capsys) -> None:
+    image_path = tmp_path / "wide.png"
+    Image.new("RGB", (64, 16), (200, 30, 30)).save(image_path)
+    url = triton_server.grpc_url
+    assert main(["infer", "--model", "vit_shapes", str(image_path), "--url", url, "--json", "--top-k", "2"]) == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)  # stdout holds the JSON only
+    assert payload["model"] == "vit_shapes" and payload["trained"] is False  # the fixture serves random weights
+    assert payload["predictions"][0]["source"] == "wide.png" and len(payload["predictions"][0]["top_k"]) == 2
+    assert "UNTRAINED" in captured.err
+
+
+def test_connection_refused_suggests_starting_the_server(tmp_path, capsys) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a free port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    image_path = tmp_path / "x.png"
+    Image.new("RGB", (8, 8)).save(image_path)
+    code = main(["infer", "--model", "vit_shapes", str(image_path), "--url", f"127.0.0.1:{port}", "--timeout-s", "2"])
+    assert code == 1
+    assert "attnserve serve" in capsys.readouterr().err
+
+
+def test_loadtest_command_writes_json_csv_png(triton_server: Any, tmp_path, capsys) -> None:
     code = main(
         [
             "loadtest",
@@ -95,6 +127,30 @@ def test_loadtest_command_writes_json_csv_png(triton_server: Any, tmp_path) -> N
     )
     assert code == 0
     report = json.loads((tmp_path / "run.json").read_text())
+    printed = capsys.readouterr().out  # piped (not a terminal): the table keeps every number in full
+    level = report["levels"][0]
+    assert "p99 (ms)" in printed and "…" not in printed
+    assert f"{level['latency']['p99_ms']:.2f}" in printed and f"{level['achieved_rate']:,.0f}" in printed
     assert report["levels"][0]["client_success"] == report["levels"][0]["server_success"] > 0
     assert (tmp_path / "run.csv").read_text().startswith("Concurrency,Inferences/Second")
     assert (tmp_path / "run.png").stat().st_size > 0
+
+
+def test_loadtest_json_parses_and_a_lone_max_windows_is_enough(triton_server: Any, tmp_path, capsys) -> None:
+    arguments = ["loadtest", "--model", "cnn_cbam_digits", "--url", triton_server.grpc_url, "--concurrency", "1"]
+    arguments += ["--warmup-s", "0.1", "--window-s", "0.3", "--max-windows", "2", "--out-dir", str(tmp_path), "--json"]
+    assert main(arguments) == 0  # --max-windows 2 alone: --min-windows follows it down
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == "cnn_cbam_digits" and report["levels"][0]["windows"] <= 2
+
+
+def test_loadtest_of_an_unknown_model_over_http_is_one_line_without_unclosed_sessions(triton_server: Any) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "attnserve.cli", "loadtest", "--model", "nope", "--protocol", "http"]
+    command += ["--url", triton_server.http_url, "--concurrency", "1", "--warmup-s", "0.1", "--window-s", "0.2"]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Unclosed" not in result.stderr and "served models:" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -59,3 +59,10 @@ def test_bad_inputs_fail_before_sending(inputs: dict, error: type, message: str)
     info = ModelInfo.from_server(GRPC_METADATA, GRPC_CONFIG)
     with pytest.raises(error, match=message):
         info.validate_inputs(inputs)
+
+
+def test_the_spec_parameter_name_is_the_repository_layers() -> None:
+    from attnserve.clients import model_info
+    from attnserve.repository import config
+
+    assert model_info.SPEC_PARAMETER == config.SPEC_PARAMETER

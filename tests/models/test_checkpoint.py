@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from attnserve.errors import DataError, UnknownModelError
-from attnserve.models.checkpoint import build_model, load_run, resolve, save_run
+from attnserve.models.checkpoint import MissingCheckpointError, build_model, load_run, resolve, save_run
 from attnserve.models.deployables import DEPLOYABLE_NAMES, default_spec, tiny_arch_overrides
 from attnserve.spec import ModelSpec
 
@@ -97,9 +97,11 @@ def test_load_run_rejects_missing_or_mismatched_weights(tmp_path: Path) -> None:
 
 def test_resolve_prefers_a_trained_run(tmp_path: Path) -> None:
     name = "cnn_cbam_digits"
-    model, spec = resolve(name, runs_dir=tmp_path)
+    with pytest.raises(MissingCheckpointError, match=str(tmp_path / name)):
+        resolve(name, runs_dir=tmp_path)  # never silent random weights for a trainable model
+    model, spec = resolve(name, runs_dir=tmp_path, allow_untrained=True)
     assert spec == default_spec(name) and not spec.trained
-    again, _ = resolve(name, runs_dir=tmp_path)
+    again, _ = resolve(name, runs_dir=tmp_path, allow_untrained=True)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
     tiny = default_spec(name, **tiny_arch_overrides(name)).model_copy(update={"trained": True})
@@ -110,3 +112,5 @@ def test_resolve_prefers_a_trained_run(tmp_path: Path) -> None:
     assert by_path == tiny
     with pytest.raises(UnknownModelError, match="vit_digits"):
         resolve("nope", runs_dir=tmp_path)
+    _, untrained_on_purpose = resolve("vit_tiny_patch16_224", runs_dir=tmp_path)  # not trainable here: allowed
+    assert not untrained_on_purpose.trained

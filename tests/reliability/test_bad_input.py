@@ -322,8 +322,8 @@ def test_bad_payloads_are_refused_per_request(
 
 def test_payload_above_the_limit_is_refused(triton_server: Any, samples: dict[str, bytes]) -> None:
     """A payload larger than the pre-processor's limit (64 MiB) is refused by size, not decoded."""
+    from attnserve.preprocessing import MAX_PAYLOAD_BYTES
     from attnserve.serving.pipelines import pipeline_input_name
-    from attnserve.serving.python_models.preprocess import MAX_PAYLOAD_BYTES
 
     pipeline, spec = _pipelines(triton_server)[0]
     client = _client(triton_server, "grpc")

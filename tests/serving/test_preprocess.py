@@ -10,29 +10,32 @@ from PIL import Image
 from serving_helpers import encoded_image, encoded_video
 
 from attnserve.errors import DataError, UserInputError
+from attnserve.preprocessing import Preprocessing
 from attnserve.serving.python_models.preprocess import (
     PreprocessTarget,
     decode,
     decode_image,
     decode_video,
-    fit_and_crop,
     sample_indices,
+    to_pixels,
 )
 
 RGB_32 = PreprocessTarget(kind="image", channels=3, height=32, width=32)
 
 
 @pytest.mark.parametrize("image_format", ["PNG", "JPEG"])
-def test_image_is_resized_to_cover_and_centre_cropped(image_format: str) -> None:
+def test_image_is_resized_to_the_target(image_format: str) -> None:
     pixels = decode_image(encoded_image(40, 56, image_format=image_format), RGB_32)
     assert pixels.shape == (3, 32, 32) and pixels.dtype == np.uint8
 
 
-def test_grey_target_gives_one_channel_and_crop_keeps_the_centre() -> None:
-    # left half black, right half white, 20x40: scaled to 16x32 then cropped to the centre 16x16
+@pytest.mark.parametrize("resize", ["squash", "crop"])
+def test_grey_target_gives_one_channel_by_the_declared_resize(resize: str) -> None:
+    # left half black, right half white, 20x40: squashed to 16x16, or scaled to 16x32 and centre-cropped
     image = np.zeros((20, 40), dtype=np.uint8)
     image[:, 20:] = 255
-    pixels = fit_and_crop(Image.fromarray(image), PreprocessTarget(kind="image", channels=1, height=16, width=16))
+    target = PreprocessTarget(kind="image", channels=1, height=16, width=16, preprocessing=Preprocessing(resize))
+    pixels = to_pixels(Image.fromarray(image), target)
     assert pixels.shape == (1, 16, 16)
     assert pixels[0, :, :6].max() < 30 and pixels[0, :, -6:].min() > 225
 
@@ -89,6 +92,8 @@ def test_sample_indices_cover_first_and_last_and_refuse_short_clips() -> None:
 def test_target_round_trips_through_config_parameters_and_rejects_bad_values() -> None:
     target = PreprocessTarget(kind="video", channels=3, height=16, width=24, frames=5)
     assert PreprocessTarget.from_parameters(target.to_parameters()) == target
+    declared = PreprocessTarget(kind="image", channels=3, height=8, width=8, preprocessing=Preprocessing("letterbox"))
+    assert PreprocessTarget.from_parameters(declared.to_parameters()) == declared
     assert target.output_shape == (5, 3, 16, 24)
     with pytest.raises(UserInputError, match="needs frames"):
         PreprocessTarget(kind="video", channels=3, height=16, width=16)

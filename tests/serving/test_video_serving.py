@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import pytest
@@ -134,3 +135,6 @@ def test_infer_timeline_cli_prints_segments_and_the_whole_video(
     printed = capsys.readouterr().out
     assert "timeline of story.mp4" in printed and "video: " in printed and "4 s at 8 fps" in printed
     assert printed.count("3.00") >= 1 and "label changes at" in printed
+    assert main([*argv, "--json", "--url", triton_server.grpc_url]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["file"] == str(video) and len(answer["segments"]) == 4 and answer["video"][0]["label"]
