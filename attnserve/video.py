@@ -168,9 +168,7 @@ def require_frames(available: int, needed: int, what: str = "the video") -> None
         )
 
 
-def sample_indices(
-    available: int, wanted: int, preprocessing: Preprocessing = DEFAULT_PREPROCESSING
-) -> np.ndarray:
+def sample_indices(available: int, wanted: int, preprocessing: Preprocessing = DEFAULT_PREPROCESSING) -> np.ndarray:
     """`wanted` frame indices over `available` frames, by the model's declared frame sampling (`uniform`:
     evenly spaced, first and last included; `attnserve.preprocessing.sample_frame_indices`).
 
