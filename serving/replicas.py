@@ -177,7 +177,7 @@ class ReplicaSet:
     def _start_haproxy(self, binary: str) -> None:
         self.config_path.write_text(haproxy_config(self.edge, self.ports(), self.http_port, self.grpc_port))
         check = subprocess.run(
-            [binary, "-c", "-q", "-f", str(self.config_path)],
+            [binary, "-c", "-f", str(self.config_path)],
             capture_output=True,
             text=True,
             env=self._env(),
