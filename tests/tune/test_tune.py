@@ -27,8 +27,8 @@ BROKEN = Variant(
     path="/nonexistent/absent.onnx",
 )
 TWO_POINTS: dict = {
-    "dynamic_batching": (True, False),
-    "max_queue_delay_us": (0,),
+    "dynamic_batching": (True,),
+    "max_queue_delay_us": (0, 100),
     "preferred_batch_sizes": ((),),
     "max_batch_size": (8,),
     "layouts": ((1, 1),),
