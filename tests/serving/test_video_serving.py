@@ -138,3 +138,23 @@ def test_infer_timeline_cli_prints_segments_and_the_whole_video(
     assert main([*argv, "--json", "--url", triton_server.grpc_url]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["file"] == str(video) and len(answer["segments"]) == 4 and answer["video"][0]["label"]
+
+
+def test_async_client_timeline_matches_the_blocking_one(triton_server: Any) -> None:
+    import asyncio
+
+    from attnserve.clients.client import AsyncTritonClient, TritonClient
+    from attnserve.clients.settings import ClientSettings
+
+    payload = _story(12)  # 24 frames: 3 s
+    settings = ClientSettings(url=triton_server.grpc_url, retries=0)
+
+    async def timeline() -> Any:
+        async with AsyncTritonClient(settings) as client:
+            return await client.timeline(MODEL, payload, window_s=1.0, stride_s=1.0)
+
+    asynchronous = asyncio.run(timeline())
+    with TritonClient(settings) as client:
+        blocking = client.timeline(MODEL, payload, window_s=1.0, stride_s=1.0)
+    assert asynchronous.model_dump(exclude={"timings_s"}) == blocking.model_dump(exclude={"timings_s"})
+    assert len(blocking.segments) == 3
