@@ -61,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "The whole product end to end on a CPU: train the demo models (unless RUNS_DIR has their checkpoints), "
             "export them (verified ONNX, explain, fp16; TensorRT skipped without a GPU), serve them with the real "
             "embedded Triton, classify sample images and a video over HTTP and gRPC, write an attention heatmap, "
-            "load-test with dynamic batching on and off, stop the server and write REPORTS_DIR/demo.md (+ demo.json, "
+            "load-test the tuned default configuration against batching off and the old hand-picked 2 ms one, stop "
+            "the server and write REPORTS_DIR/demo.md (+ demo.json, "
             "PNG plots). Only REPORTS_DIR, RUNS_DIR and the repository are written; README.md only with "
             "--update-readme."
         ),

@@ -58,6 +58,7 @@ EXPLAIN_SUFFIX = "_explain"
 TRT_SUFFIX = "_trt"
 PIPELINE_SUFFIX = "_pipeline"
 PREPROCESS_SUFFIX = "_preprocess"
+TIMELINE_SUFFIX = "_timeline"
 NOBATCH_SUFFIX = "_nobatch"
 """The demo's and benchmarks' twin of a model served without dynamic batching (the batching comparison)."""
 
@@ -84,6 +85,11 @@ def pipeline_name(name: str) -> str:
 def preprocess_name(name: str) -> str:
     """`NAME_preprocess`: the python-backend decoder step of the pipeline."""
     return _entry(name, PREPROCESS_SUFFIX)
+
+
+def timeline_name(name: str) -> str:
+    """`NAME_timeline`: the python-backend entry labelling a whole video with sliding clips (video models)."""
+    return _entry(name, TIMELINE_SUFFIX)
 
 
 def nobatch_name(name: str) -> str:
@@ -215,6 +221,10 @@ class ModelSpec(BaseModel):
     @property
     def preprocess_name(self) -> str:
         return preprocess_name(self.name)
+
+    @property
+    def timeline_name(self) -> str:
+        return timeline_name(self.name)
 
     def without_batching(self) -> ModelSpec:
         """The `NAME_nobatch` twin: the same model served without dynamic batching (for the comparison)."""

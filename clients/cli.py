@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from attnserve.video import Timeline
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +71,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write the first file with its attention heatmap (from NAME_explain)",
     )
     infer.add_argument("--json", action="store_true", help="print the predictions as JSON on stdout (no table)")
+    infer.add_argument(
+        "--timeline",
+        action="store_true",
+        help="videos of any length: label sliding windows with NAME_timeline (per-segment top-k + whole video)",
+    )
+    infer.add_argument(
+        "--window-s",
+        type=float,
+        default=None,
+        help="--timeline window in seconds (default: the model's frames at the video's rate; 0 = whole video)",
+    )
+    infer.add_argument(
+        "--stride-s", type=float, default=None, help="--timeline step between windows (default: half the window)"
+    )
     _add_connection_options(infer)
     infer.set_defaults(func=run_infer)
     _register_loadtest(subparsers)
@@ -123,6 +140,8 @@ def run_infer(args: argparse.Namespace) -> int:
     console = make_console()
     settings = _settings(args)
     with TritonClient(settings) as client:
+        if args.timeline:
+            return _run_timeline(client, args, console)
         model = pipeline_name(args.model) if args.pipeline else args.model
         try:
             if args.pipeline:
@@ -142,6 +161,40 @@ def run_infer(args: argparse.Namespace) -> int:
         if args.explain is not None:
             _write_explain(client, args, console)
     return 0
+
+
+def _run_timeline(client: Any, args: argparse.Namespace, console: Any) -> int:
+    """`infer --timeline`: one table (or JSON object) per video."""
+    from attnserve.console import print_json
+
+    for path in args.files:
+        timeline = client.timeline(args.model, path, window_s=args.window_s, stride_s=args.stride_s, top_k=args.top_k)
+        if args.json:
+            print_json({"model": args.model, "file": str(path), **timeline.model_dump()})
+        else:
+            console.print(timeline_table(timeline, f"{args.model} timeline of {path.name}"))
+    return 0
+
+
+def timeline_table(timeline: Timeline, title: str) -> Any:
+    """A rich table: one row per segment (seconds, label, probability, top-k), then the whole video."""
+    from rich.table import Table
+
+    changes = ", ".join(f"{t:g} s" for t in timeline.changes_s) or "none"
+    table = Table(title=title, caption=f"{timeline.seconds:g} s at {timeline.fps:g} fps; label changes at {changes}")
+    for column in ("start (s)", "end (s)"):
+        table.add_column(column, justify="right")
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    table.add_column("top-k (label probability)")
+    for segment in timeline.segments:
+        best = segment.top_k[0]
+        others = ", ".join(f"{item.label} {item.score:.3f}" for item in segment.top_k)
+        table.add_row(f"{segment.start_s:.2f}", f"{segment.end_s:.2f}", best.label, f"{best.score:.3f}", others)
+    whole = ", ".join(f"{item.label} {item.score:.3f}" for item in timeline.video)
+    video = timeline.video[0]
+    table.add_row("0.00", f"{timeline.seconds:.2f}", f"video: {video.label}", f"{video.score:.3f}", whole)
+    return table
 
 
 def _with_served_models(client: Any, error: Exception) -> Exception:

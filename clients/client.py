@@ -32,7 +32,8 @@ from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import ServerUnavailableError, is_retryable, to_inference_error
 from attnserve.errors import InferenceError, ShapeError, UserInputError
 from attnserve.security import API_KEY_HEADER
-from attnserve.spec import ATTENTION_OUTPUT_NAME, OUTPUT_NAME, explain_name
+from attnserve.spec import ATTENTION_OUTPUT_NAME, OUTPUT_NAME, explain_name, timeline_name
+from attnserve.video import Timeline
 
 log = logging.getLogger(__name__)
 
@@ -393,6 +394,34 @@ class TritonClient(_ClientCore):
         latency_ms = (time.perf_counter() - started) * 1e3
         return _predictions_from_classification(result, len(encoded), count, top_k, latency_ms, _sources(payloads))
 
+    def timeline(
+        self,
+        model: str,
+        video: str | Path | bytes,
+        *,
+        window_s: float | None = None,
+        stride_s: float | None = None,
+        top_k: int = 3,
+        clips_per_request: int = 0,
+    ) -> Timeline:
+        """Label a video of any length with `NAME_timeline`: per-segment top-k and a video-level result.
+
+        Args:
+            model: a video model `NAME` (or `NAME_timeline`).
+            video: a file or encoded bytes (decoded once, server-side).
+            window_s: window length (default: the model's frames at the video's rate; 0 = the whole video).
+            stride_s: step between windows (default: half the window).
+            top_k: labels per segment and for the video.
+            clips_per_request: clips per request to the classifier (0 = its max batch; 1 = unbatched).
+
+        Raises:
+            InferenceError: INVALID_ARGUMENT (400) for a bad video or window, with the reason.
+        """
+        name = timeline_name(model)
+        inputs = timeline_inputs(read_bytes(video), window_s, stride_s, top_k, clips_per_request)
+        result = self.infer(name, inputs, outputs=[TIMELINE_OUTPUT])[TIMELINE_OUTPUT]
+        return Timeline.model_validate_json(result.reshape(-1)[0])
+
     def explain(self, model: str, image: ImageSource) -> tuple[Prediction, np.ndarray]:
         """Prediction and attention map of one image/video, from `NAME_explain` (`model` may name either)."""
         explain_model = explain_name(model)
@@ -568,6 +597,22 @@ class AsyncTritonClient(_ClientCore):
             raise UserInputError(f"model {model!r} takes {info.layout} images, expected a video model (NTCHW)")
         return (await self.classify(model, [video], top_k=top_k))[0]
 
+    async def timeline(
+        self,
+        model: str,
+        video: str | Path | bytes,
+        *,
+        window_s: float | None = None,
+        stride_s: float | None = None,
+        top_k: int = 3,
+        clips_per_request: int = 0,
+    ) -> Timeline:
+        """See `TritonClient.timeline`."""
+        name = timeline_name(model)
+        inputs = timeline_inputs(read_bytes(video), window_s, stride_s, top_k, clips_per_request)
+        result = (await self.infer(name, inputs, outputs=[TIMELINE_OUTPUT]))[TIMELINE_OUTPUT]
+        return Timeline.model_validate_json(result.reshape(-1)[0])
+
     async def explain(self, model: str, image: ImageSource) -> tuple[Prediction, np.ndarray]:
         """See `TritonClient.explain`."""
         explain_model = explain_name(model)
@@ -579,6 +624,24 @@ class AsyncTritonClient(_ClientCore):
         labels = await self.labels(explain_model)
         prediction = predictions_from_logits(result[OUTPUT_NAME], labels, 5, latency_ms, _sources([image]))[0]
         return prediction, result[ATTENTION_OUTPUT_NAME][0]
+
+
+TIMELINE_OUTPUT = "timeline"
+
+
+def timeline_inputs(
+    payload: bytes, window_s: float | None, stride_s: float | None, top_k: int, clips_per_request: int
+) -> dict[str, np.ndarray]:
+    """The inputs of `NAME_timeline` (a negative window/stride asks for the server's default)."""
+    if top_k < 1 or clips_per_request < 0:
+        raise UserInputError(f"expected top_k >= 1 and clips_per_request >= 0, got {top_k} and {clips_per_request}")
+    return {  # one video per request: batch 1, each input one value
+        "video": np.array([[payload]], dtype=np.object_),
+        "window_s": np.array([[-1.0 if window_s is None else window_s]], dtype=np.float32),
+        "stride_s": np.array([[-1.0 if stride_s is None else stride_s]], dtype=np.float32),
+        "top_k": np.array([[top_k]], dtype=np.int32),
+        "clips_per_request": np.array([[clips_per_request]], dtype=np.int32),
+    }
 
 
 def _output_name(requested: Any) -> str:

@@ -2,14 +2,14 @@
 
 Images: the model's declared preprocessing (`attnserve.preprocessing.to_chw`, the transform training and the
 served pipeline apply too; the client reads it from the served spec), channels first (C, H, W).
-Videos: decode with PyAV, sample `frames` indices as declared, each frame as an image -> (T, C, H, W).
+Videos: decode with PyAV (`attnserve.video`: refuses fewer frames than the model takes, still images, non-video
+files, as the server does), sample `frames` indices as declared, each frame as an image -> (T, C, H, W).
 Size limits (bytes, pixels) are the server's (`attnserve.preprocessing`), checked before sending.
 No normalisation: models take uint8 pixels and normalise inside their graph.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -21,12 +21,11 @@ from attnserve.preprocessing import (
     Preprocessing,
     check_image_size,
     check_payload_size,
-    clean_reason,
     frame_to_chw,
     open_image_bytes,
-    sample_frame_indices,
     to_chw,
 )
+from attnserve.video import VideoLimits, decode_video, sample_indices
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -90,23 +89,20 @@ def image_to_tensor(
 
 
 def read_video_frames(
-    source: str | Path | bytes, frames: int, preprocessing: Preprocessing = DEFAULT_PREPROCESSING
+    source: str | Path | bytes,
+    frames: int,
+    preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
+    limits: VideoLimits | None = None,
 ) -> list[Any]:
-    """Decode a video and return `frames` PIL images sampled as declared (repeats frames of short clips)."""
-    import av
+    """Decode a video and return `frames` PIL images sampled as declared.
 
+    The checks are `attnserve.video`'s, the same as the server's: fewer frames than `frames` (never repeated),
+    a still image (also renamed `.mp4`), a non-video file, corrupt bytes or a video beyond `limits` raise
+    `DataError`.
+    """
     data = read_bytes(source)
-    check_payload_size(len(data), "video")
-    try:
-        with av.open(io.BytesIO(data)) as container:
-            decoded = [frame.to_image() for frame in container.decode(video=0)]  # type: ignore[union-attr]
-    except (av.error.FFmpegError, ValueError, IndexError) as exc:
-        raise DataError(
-            f"expected a decodable video, could not decode {_describe(source)}: {clean_reason(exc)}"
-        ) from exc
-    if not decoded:
-        raise DataError(f"expected a video with at least one frame, {_describe(source)} has none")
-    return [decoded[i] for i in sample_frame_indices(len(decoded), frames, preprocessing)]
+    video = decode_video(data, limits, needed=frames, source=None if isinstance(source, bytes) else str(source))
+    return [video.frames[i] for i in sample_indices(len(video.frames), frames, preprocessing)]
 
 
 def video_to_tensor(

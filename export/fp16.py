@@ -74,8 +74,11 @@ def convert_to_fp16(onnx_path: Path, spec: ModelSpec, fp16_path: Path | None = N
     missing = modelopt_available()
     if missing:
         raise ExportError(missing)
-    from modelopt.onnx.autocast import convert_to_mixed_precision
+    from modelopt.onnx.autocast import configure_logging, convert_to_mixed_precision
 
+    # ModelOpt logs every step at INFO to stdout by default: a demo log filled with calibration chatter. Its
+    # errors still show; our own fp16 stage reports the parity it checks.
+    configure_logging(logging.DEBUG if logger.isEnabledFor(logging.DEBUG) else logging.ERROR)
     onnx_path = Path(onnx_path)
     fp16_path = Path(fp16_path or onnx_path.with_name(f"{onnx_path.stem}.fp16.onnx"))
     calibration_path = fp16_path.with_name(f"{fp16_path.stem}.calibration.npz")

@@ -1,11 +1,13 @@
-"""Import a Hugging Face `transformers` image classifier from local files, offline, as a deployable model.
+"""Import a Hugging Face `transformers` image or video classifier from local files, offline, as a deployable model.
 
 `PATH` is a `save_pretrained` folder (config.json + model.safetensors [+ preprocessor_config.json]) or a
 bare `config.json` (random weights: export tests and architecture checks). Nothing is ever downloaded:
 `HF_HUB_OFFLINE=1` is set and every load is `local_files_only`. Weights load only from safetensors.
 
-The wrapper takes uint8 pixels `(B, C, H, W)` and normalises inside, like every model of this project,
-so the exported graph has the same contract (`pixels` -> `logits`).
+The wrapper takes uint8 pixels `(B, C, H, W)` (video: `(B, T, C, H, W)`, the `pixel_values` layout of
+VideoMAE, TimeSformer and ViViT) and normalises inside, like every model of this project, so the exported
+graph has the same contract (`pixels` -> `logits`). Video classifiers are recognised from the config
+(`*ForVideoClassification`); their frame count comes from `num_frames`.
 
 Random weights are made non-degenerate: some architectures (MobileViT) initialise BatchNorm scales with
 std 0.02 and their logits collapse to ~1e-41, which would make any parity check vacuous. For random
@@ -45,6 +47,92 @@ class HFImageClassifier(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         pixel_values = (pixels.float() / 255.0 - self.mean) / self.std  # (B, C, H, W)
         return self.hf_model(pixel_values=pixel_values).logits
+
+
+class HFVideoClassifier(nn.Module):
+    """uint8 clips `(B, T, C, H, W)` -> logits `(B, num_classes)` around a `*ForVideoClassification` model."""
+
+    def __init__(self, hf_model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.hf_model = hf_model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 1, -1, 1, 1))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        pixel_values = (pixels.float() / 255.0 - self.mean) / self.std  # (B, T, C, H, W)
+        return self.hf_model(pixel_values=pixel_values).logits
+
+
+class HFVideoExplainClassifier(HFVideoClassifier):
+    """A video classifier whose every block attends over all space-time tokens (VideoMAE, ViViT): explainable.
+
+    `forward_with_attention` runs the same weights with eager attention and gives the attention rollout of
+    the read-out over the (tubelet, patch) tokens: from the class token (ViViT) or averaged over all tokens
+    (VideoMAE's mean pooling), as per-frame maps `(B, T, gh, gw)` (a tubelet's map repeated over its frames),
+    scaled to max 1 over the clip, so each frame's sum is its temporal weight.
+    """
+
+    def __init__(
+        self,
+        hf_model: nn.Module,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        tokens: tuple[int, int, int],
+        special_tokens: int,
+    ) -> None:
+        super().__init__(hf_model, mean, std)
+        self.tokens = tokens  # (tubelets in time, gh, gw)
+        self.special_tokens = special_tokens
+
+    def forward_with_attention(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from attnserve.models.layers import attention_rollout, normalize_map
+
+        pixel_values = (pixels.float() / 255.0 - self.mean) / self.std  # (B, T, C, H, W)
+        implementation = self.hf_model.config._attn_implementation
+        self.hf_model.set_attn_implementation("eager")
+        try:
+            outputs = self.hf_model(pixel_values=pixel_values, output_attentions=True)
+        finally:
+            self.hf_model.set_attn_implementation(implementation)
+        rollout = attention_rollout(outputs.attentions)  # (B, N, N), N = special + t * gh * gw
+        if self.special_tokens:
+            importance = rollout[:, 0, self.special_tokens :]  # (B, t*gh*gw): what the class token reads
+        else:
+            importance = rollout.mean(dim=1)  # (B, t*gh*gw): mean pooling reads every token alike
+        maps = importance.reshape(-1, *self.tokens)  # (B, t, gh, gw)
+        frames = pixels.shape[1]
+        maps = maps.repeat_interleave(frames // self.tokens[0], dim=1)  # (B, T, gh, gw)
+        return outputs.logits, normalize_map(maps)
+
+
+def _video_tokens(hf_model: nn.Module, input_shape: tuple[int, ...]) -> tuple[tuple[int, int, int], int] | None:
+    """`((t, gh, gw), special tokens)` when every block attends over all space-time tokens, else None
+    (TimeSformer's divided attention has no single space-time map)."""
+    config = hf_model.config
+    patch = getattr(config, "patch_size", None)
+    tubelet = getattr(config, "tubelet_size", None)
+    if isinstance(tubelet, (list, tuple)):  # ViViT: [t, h, w]
+        tubelet, patch = tubelet[0], tubelet[1]
+    if not isinstance(patch, int) or not isinstance(tubelet, int) or not hasattr(hf_model, "set_attn_implementation"):
+        return None
+    frames, _, height, width = input_shape
+    tokens = (frames // tubelet, height // patch, width // patch)
+    implementation = config._attn_implementation
+    try:
+        hf_model.set_attn_implementation("eager")
+        with torch.no_grad():
+            outputs = hf_model(pixel_values=torch.zeros(1, *input_shape), output_attentions=True)
+    except Exception:  # noqa: BLE001 - any failure means: no explain path for this architecture
+        return None
+    finally:
+        hf_model.set_attn_implementation(implementation)
+    attentions = getattr(outputs, "attentions", None)
+    if frames % tubelet or not attentions or attentions[0].dim() != 4 or attentions[0].shape[0] != 1:
+        return None
+    special = attentions[0].shape[-1] - tokens[0] * tokens[1] * tokens[2]
+    if special not in (0, 1) or any(a.shape[-1] != attentions[0].shape[-1] for a in attentions):
+        return None
+    return tokens, special
 
 
 class HFViTClassifier(HFImageClassifier):
@@ -132,23 +220,47 @@ def _image_size(config: Any, preprocessor: dict[str, Any]) -> tuple[int, int]:
     )
 
 
+def is_video_config(config: Any) -> bool:
+    """True for a `*ForVideoClassification` config (by `architectures`, else by the auto mapping)."""
+    from transformers import MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING
+
+    architectures = getattr(config, "architectures", None) or []
+    if any(architecture.endswith("ForVideoClassification") for architecture in architectures):
+        return True
+    return not architectures and type(config) in MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING
+
+
 def _classifier_class(config: Any) -> type[nn.Module]:
-    """The `*ForImageClassification` class: from `architectures`, else the auto mapping's first choice.
+    """The `*ForImageClassification` (or `*ForVideoClassification`) class: from `architectures`, else the auto
+    mapping's first choice.
 
     (`AutoModelForImageClassification.from_config` fails on configs without `architectures` whose mapping
     holds two classes, e.g. DeiT with and without distillation head.)
     """
     import transformers
-    from transformers import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
+    from transformers import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING, MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING
 
+    video = is_video_config(config)
+    suffix = "ForVideoClassification" if video else "ForImageClassification"
     for architecture in getattr(config, "architectures", None) or []:
-        if architecture.endswith("ForImageClassification") and hasattr(transformers, architecture):
+        if architecture.endswith(suffix) and hasattr(transformers, architecture):
             return getattr(transformers, architecture)
+    mapping = MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING if video else MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING
     try:
-        model_class = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING[type(config)]
+        model_class = mapping[type(config)]
     except KeyError as exc:
-        raise UserInputError(f"{config.model_type!r} is not an image classifier known to transformers") from exc
+        raise UserInputError(
+            f"{config.model_type!r} is neither an image nor a video classifier known to transformers "
+            "(expected a config of a *ForImageClassification or *ForVideoClassification model)"
+        ) from exc
     return model_class[0] if isinstance(model_class, (list, tuple)) else model_class
+
+
+def _frames(config: Any, preprocessor: dict[str, Any]) -> int:
+    frames = getattr(config, "num_frames", None) or preprocessor.get("num_frames")
+    if not isinstance(frames, int) or frames < 1:
+        raise UserInputError("a video classifier's config.json needs num_frames (frames per clip); none found")
+    return frames
 
 
 def _spec_name(folder: Path) -> str:
@@ -189,9 +301,10 @@ def make_random_weights_nondegenerate(model: nn.Module, example: torch.Tensor, *
     model.eval()
 
 
-def _build_hf_model(config: Any, folder: Path, weights: list[Path], attn_implementation: str | None) -> nn.Module:
-    """The transformers classifier of `config` (its safetensors weights when present, else seeded random ones),
-    with the first attention implementation it accepts (`sdpa` first: the fused ONNX `Attention`)."""
+def _build(
+    config: Any, folder: Path, weights: list[Path], attn_implementation: str | None
+) -> tuple[nn.Module, list[str]]:
+    """The `transformers` model: SDPA when the architecture has it, else the named fallback (`eager`)."""
     model_class = _classifier_class(config)
 
     def build(implementation: str) -> nn.Module:
@@ -202,19 +315,64 @@ def _build_hf_model(config: Any, folder: Path, weights: list[Path], attn_impleme
         return model_class._from_config(config, attn_implementation=implementation)
 
     implementations = [attn_implementation] if attn_implementation else ["sdpa", SDPA_UNSUPPORTED_HINT]
-    hf_model: nn.Module | None = None
     errors: list[str] = []
     for implementation in implementations:
         try:
             with torch.random.fork_rng():
                 torch.manual_seed(0)  # random weights: the same every time (reproducible exports and tests)
-                hf_model = build(implementation)
-            break
+                return build(implementation), errors
         except (ValueError, ImportError) as exc:  # transformers raises ValueError for an unsupported attention
             errors.append(f"{implementation}: {exc}")
-    if hf_model is None:
-        raise UserInputError(f"cannot build {config.model_type!r} from {folder}: {'; '.join(errors)}")
-    return hf_model
+    raise UserInputError(f"cannot build {config.model_type!r} from {folder}: {'; '.join(errors)}")
+
+
+def _spec(config: Any, folder: Path, path: Path, hf_model: nn.Module, weights: list[Path], **fields: Any) -> ModelSpec:
+    """The ModelSpec from the config (+ preprocessor_config.json): size, frames, mean/std, labels."""
+    preprocessor = _read_json(folder / "preprocessor_config.json")
+    channels = int(getattr(config, "num_channels", 3))
+    mean = tuple(float(v) for v in preprocessor.get("image_mean", _DEFAULT_MEAN_STD[:1] * channels))
+    std = tuple(float(v) for v in preprocessor.get("image_std", _DEFAULT_MEAN_STD[:1] * channels))
+    height, width = _image_size(config, preprocessor)
+    id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
+    video = is_video_config(config)
+    shape = (_frames(config, preprocessor), channels, height, width) if video else (channels, height, width)
+    arch_args = {"path": str(path.resolve()), "attn_implementation": hf_model.config._attn_implementation}
+    return ModelSpec(
+        arch=f"hf:{config.model_type}",
+        arch_args=arch_args,
+        kind="video" if video else "image",
+        layout="NTCHW" if video else "NCHW",
+        input_shape=shape,
+        mean=mean,
+        std=std,
+        labels=tuple(id2label[i] for i in sorted(id2label)),
+        trained=bool(weights),
+        **fields,
+    )
+
+
+def _wrap(hf_model: nn.Module, spec: ModelSpec, *, random_weights: bool) -> nn.Module:
+    """The uint8-pixels wrapper of the right kind (explainable where the attention allows), in eval mode."""
+    if spec.kind == "video":
+        found = _video_tokens(hf_model, spec.input_shape)
+        model: nn.Module = (
+            HFVideoExplainClassifier(hf_model, spec.mean, spec.std, *found)
+            if found
+            else HFVideoClassifier(hf_model, spec.mean, spec.std)
+        )
+    else:
+        grid = _vit_grid(hf_model, spec.input_shape)
+        model = (
+            HFViTClassifier(hf_model, spec.mean, spec.std, grid)
+            if grid
+            else HFImageClassifier(hf_model, spec.mean, spec.std)
+        )
+    model.eval()
+    if random_weights:
+        generator = torch.Generator().manual_seed(0)
+        example = torch.randint(0, 256, (8, *spec.input_shape), dtype=torch.uint8, generator=generator)
+        make_random_weights_nondegenerate(model, example)
+    return model
 
 
 def load_hf_classifier(
@@ -224,21 +382,22 @@ def load_hf_classifier(
     attn_implementation: str | None = None,
     max_batch_size: int = 16,
     **spec_overrides: Any,
-) -> tuple[HFImageClassifier, ModelSpec]:
-    """Build a `transformers` image classifier from local files and its ModelSpec, without any download.
+) -> tuple[nn.Module, ModelSpec]:
+    """Build a `transformers` image or video classifier from local files and its ModelSpec, without any download.
 
     Args:
         path: a `save_pretrained` folder, or a `config.json` file (random weights).
         name: deployable name (default `hf_<folder name>`).
         attn_implementation: `sdpa` (fused ONNX `Attention` at opset 23) or `eager`; default tries `sdpa`
-            and falls back to `eager` for architectures without an SDPA path (MobileViT, LeViT).
+            and falls back to `eager` for architectures without an SDPA path (MobileViT, LeViT, TimeSformer).
         max_batch_size: the spec's max batch.
         **spec_overrides: further ModelSpec fields (preferred_batch_sizes, atol, ...).
 
     Returns:
         `(model, spec)`: the wrapped model in eval mode (uint8 pixels in, logits out) and its spec; ViT-like
-        models (ViT, DeiT, BEiT, DINOv2: class token + patch grid) come as `HFViTClassifier`, which also
-        has `forward_with_attention` for the explain model.
+        image models (ViT, DeiT, BEiT, DINOv2: class token + patch grid) come as `HFViTClassifier`, which also
+        has `forward_with_attention` for the explain model; video classifiers as `HFVideoClassifier` (clips
+        `(B, T, C, H, W)`).
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -254,37 +413,15 @@ def load_hf_classifier(
     weights = sorted(folder.glob("*.safetensors")) if path.is_dir() else []
     if path.is_dir() and not weights and any(folder.glob("*.bin")):
         raise UserInputError(f"{folder} holds only pickle (*.bin) weights; save them as safetensors first")
-
-    hf_model = _build_hf_model(config, folder, weights, attn_implementation)
-    logger.info("built %s with attn_implementation=%s", type(hf_model).__name__, hf_model.config._attn_implementation)
-
-    preprocessor = _read_json(folder / "preprocessor_config.json")
-    channels = int(getattr(config, "num_channels", 3))
-    mean = tuple(float(v) for v in preprocessor.get("image_mean", _DEFAULT_MEAN_STD[:1] * channels))
-    std = tuple(float(v) for v in preprocessor.get("image_std", _DEFAULT_MEAN_STD[:1] * channels))
-    height, width = _image_size(config, preprocessor)
-    id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
-    labels = tuple(id2label[i] for i in sorted(id2label))
-
+    hf_model, fallbacks = _build(config, folder, weights, attn_implementation)
+    if fallbacks:  # no SDPA path: the graph gets MatMul/Softmax instead of fused Attention; say so
+        logger.warning(
+            "%s: falling back to attn_implementation=%s (%s)",
+            type(hf_model).__name__,
+            hf_model.config._attn_implementation,
+            "; ".join(fallbacks),
+        )
     defaults: dict[str, Any] = {"preferred_batch_sizes": preferred_batch_sizes_up_to(max_batch_size)}
-    spec = ModelSpec(
-        name=name or _spec_name(folder),
-        arch=f"hf:{config.model_type}",
-        arch_args={"path": str(path.resolve()), "attn_implementation": hf_model.config._attn_implementation},
-        kind="image",
-        layout="NCHW",
-        input_shape=(channels, height, width),
-        mean=mean,
-        std=std,
-        labels=labels,
-        max_batch_size=max_batch_size,
-        trained=bool(weights),
-        **{**defaults, **spec_overrides},
-    )
-    grid = _vit_grid(hf_model.eval(), spec.input_shape)
-    model = (HFViTClassifier(hf_model, mean, std, grid) if grid else HFImageClassifier(hf_model, mean, std)).eval()
-    if not weights:
-        generator = torch.Generator().manual_seed(0)
-        example = torch.randint(0, 256, (8, *spec.input_shape), dtype=torch.uint8, generator=generator)
-        make_random_weights_nondegenerate(model, example)
-    return model, spec
+    fields = {"name": name or _spec_name(folder), "max_batch_size": max_batch_size, **defaults, **spec_overrides}
+    spec = _spec(config, folder, path, hf_model, weights, **fields)
+    return _wrap(hf_model.eval(), spec, random_weights=not weights), spec

@@ -156,3 +156,75 @@ def _motion_chunk(rng: np.random.Generator, count: int, size: int, noise_std: fl
     clips = np.where(mask, foreground[:, None, :, None, None], background[:, None, :, None, None])  # (N, T, 3, H, W)
     clips += rng.standard_normal(clips.shape, dtype=np.float32) * np.float32(noise_std)
     return _to_uint8(clips), labels.astype(np.int64)
+
+
+STORY_MOTIONS = ("right", "left")
+"""Motions a long story video can hold: steady drifts (the `*_and_back` classes only exist as 8-frame clips)."""
+
+
+def motion_story_video(
+    story: tuple[tuple[str, int], ...],
+    seed: int,
+    size: int = 32,
+    speed: float = 2.25,
+    noise_std: float = 0.06,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A long video with a known story: one object drifting, its direction changing between chapters.
+
+    Each frame is drawn like a frame of `motion_arrays` (same object, colours, noise and wrap-around), so any
+    8 consecutive frames of one chapter look like a training clip of that chapter's class.
+
+    Args:
+        story: `(motion, frames)` chapters in order, e.g. `(("right", 80), ("left", 80))`; motions from
+            `STORY_MOTIONS`.
+        seed: random seed (object, colours, start, noise).
+        size: frame side in pixels.
+        speed: pixels per frame (training clips use 1.5..3).
+        noise_std: per-pixel noise (0..1 scale), as in training.
+
+    Returns:
+        `(frames, labels)`: uint8 (N, 3, size, size) and, per frame, the index of its chapter's motion in
+        `MOTION_OFFSETS` (int64 (N,)).
+    """
+    names = list(MOTION_OFFSETS)
+    if not story or any(motion not in STORY_MOTIONS or count < 1 for motion, count in story):
+        raise ValueError(f"story needs (motion, frames >= 1) chapters with motions from {STORY_MOTIONS}, got {story}")
+    rng = np.random.default_rng(seed)
+    steps = np.concatenate([np.full(count, 1.0 if motion == "right" else -1.0) for motion, count in story])
+    labels = np.concatenate([np.full(count, names.index(motion), dtype=np.int64) for motion, count in story])
+    # the step INTO frame i is the direction of frame i's chapter; frame 0 sits at the start
+    x = (rng.uniform(0, size) + speed * np.concatenate([[0.0], np.cumsum(steps[1:])])).astype(np.float32)  # (N,)
+    row_y, radius = rng.uniform(0.2, 0.8) * size, rng.uniform(3.0, 5.0)
+    background, foreground = (c[0].astype(np.float32) for c in _colours(rng, 1))
+    grid = np.arange(size, dtype=np.float32) + 0.5
+    dx = (grid[None, None, :] - x[:, None, None] + size / 2) % size - size / 2  # (N, 1, W) on the torus
+    dy = grid[None, :, None] - np.float32(row_y)  # (1, H, 1)
+    if rng.random() < 0.5:
+        mask = np.maximum(np.abs(dx), np.abs(dy)) <= 0.85 * radius  # (N, H, W) square
+    else:
+        mask = dx**2 + dy**2 <= radius**2  # (N, H, W) disk
+    frames = np.where(mask[:, None], foreground[None, :, None, None], background[None, :, None, None])
+    frames = frames + rng.standard_normal(frames.shape, dtype=np.float32) * np.float32(noise_std)
+    return _to_uint8(frames), labels
+
+
+def encode_video(frames: np.ndarray, fps: int = 8, container_format: str = "mp4") -> bytes:
+    """uint8 (N, C, H, W) frames (C = 1 or 3, H and W even) -> near-lossless H.264 bytes (crf 10, yuv420p)."""
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format=container_format) as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[3], frames.shape[2]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "10"}  # small synthetic frames survive compression
+        for frame_chw in frames:
+            rgb = np.repeat(frame_chw, 3, axis=0) if frame_chw.shape[0] == 1 else frame_chw
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb.transpose(1, 2, 0)), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()

@@ -197,5 +197,7 @@ def run_pipelines(args: argparse.Namespace) -> int:
             raise UnknownModelError(name, list(specs))
     for name in args.names or sorted(specs):
         preprocess_dir, pipeline_dir = write_pipeline_entries(specs[name], args.repository)
-        print(f"{name}: wrote {preprocess_dir.name} and {pipeline_dir.name}")
+        written = [preprocess_dir.name, pipeline_dir.name]
+        written += [specs[name].timeline_name] if specs[name].kind == "video" else []
+        print(f"{name}: wrote {', '.join(written[:-1])} and {written[-1]}")
     return 0

@@ -1,17 +1,20 @@
 """Pre-processing entries and `NAME_pipeline` ensembles: encoded bytes in, top-k labels out.
 
-For a spec `NAME`, `write_pipeline_entries` writes two entries beside the model's own:
+For a spec `NAME`, `write_pipeline_entries` writes two entries beside the model's own (three for video):
 
     NAME_preprocess  python backend: input `image` (or `video`) TYPE_STRING [1] -> `pixels` uint8 (spec shape);
                      the target size/channels/frames are config parameters; model.py = preprocess_model shim
     NAME_pipeline    ensemble: NAME_preprocess -> NAME; output `logits` with `labels.txt`, so a client asks
                      for top-k labels through Triton's classification extension (`class_count=k`)
+    NAME_timeline    video only, python backend: input `video` TYPE_STRING [1] (+ optional window_s, stride_s,
+                     top_k, clips_per_request) -> `timeline` JSON; sends the clips to NAME through BLS
 
 Configs are built with the repository layer's typed `ModelConfig` objects (one writer for every config).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -33,8 +36,46 @@ from attnserve.repository.entries import (
 from attnserve.repository.layout import PYTHON_MODEL_FILENAME
 from attnserve.serving.python_models.preprocess import PreprocessTarget
 from attnserve.spec import INPUT_NAME, OUTPUT_NAME, SPEC_FILENAME, ModelSpec
+from attnserve.video import VideoLimits
 
 PREPROCESS_SHIM = Path(__file__).parent / "python_models" / "preprocess_model.py"
+TIMELINE_SHIM = Path(__file__).parent / "python_models" / "timeline_model.py"
+TIMELINE_OUTPUT = "timeline"
+"""The JSON output of `NAME_timeline` (see `attnserve.video.timeline_result`)."""
+TIMELINE_OPTIONS = {
+    "window_s": "TYPE_FP32",
+    "stride_s": "TYPE_FP32",
+    "top_k": "TYPE_INT32",
+    "clips_per_request": "TYPE_INT32",
+}
+"""Optional scalar inputs of `NAME_timeline`, per request."""
+
+
+def timeline_config(spec: ModelSpec) -> ModelConfig:
+    """`NAME_timeline`: python backend, one video per request, clips to `NAME` through BLS.
+
+    `max_batch_size` 1 and no dynamic batching: a request is one whole video (its clips are the batch, formed
+    inside and sent on to `NAME`).
+    """
+    options = tuple(
+        TensorConfig(name=name, data_type=data_type, dims=(1,), optional=True)
+        for name, data_type in TIMELINE_OPTIONS.items()
+    )
+    parameters = {
+        **preprocess_parameters(spec),
+        "classifier": spec.name,
+        "classifier_max_batch_size": str(spec.max_batch_size),
+        "labels": json.dumps(list(spec.labels)),
+    }
+    return ModelConfig(
+        name=spec.timeline_name,
+        backend="python",
+        max_batch_size=1,
+        input=(TensorConfig(name="video", data_type="TYPE_STRING", dims=(1,)), *options),
+        output=(TensorConfig(name=TIMELINE_OUTPUT, data_type="TYPE_STRING", dims=(1,)),),
+        instance_group=(InstanceGroup(count=1, kind="KIND_CPU"),),
+        parameters=parameters,
+    )
 
 
 def pipeline_input_name(spec: ModelSpec) -> str:
@@ -54,6 +95,12 @@ def preprocess_target(spec: ModelSpec) -> PreprocessTarget:
     )
 
 
+def preprocess_parameters(spec: ModelSpec) -> dict[str, str]:
+    """Config parameters of `NAME_preprocess`: the target, and for video the limits (`VideoLimits`, env-settable)."""
+    parameters = preprocess_target(spec).to_parameters()
+    return {**parameters, **VideoLimits().to_parameters()} if spec.kind == "video" else parameters
+
+
 def encoded_input(spec: ModelSpec) -> TensorConfig:
     """The bytes input: one encoded image or video per sample (TYPE_STRING, dims [1])."""
     return TensorConfig(name=pipeline_input_name(spec), data_type="TYPE_STRING", dims=(1,))
@@ -70,7 +117,7 @@ def preprocess_config(spec: ModelSpec) -> ModelConfig:
         output=(TensorConfig(name=INPUT_NAME, data_type=pixels.data_type, dims=pixels.dims),),
         dynamic_batching=dynamic_batching_for(spec),
         instance_group=(InstanceGroup(count=1, kind="KIND_CPU"),),
-        parameters=preprocess_target(spec).to_parameters(),
+        parameters=preprocess_parameters(spec),
     )
 
 
@@ -122,4 +169,11 @@ def write_pipeline_entries(spec: ModelSpec, repository: Path | str) -> tuple[Pat
     (pipeline_dir / "1").mkdir()  # Triton needs a version folder, even an empty one, for an ensemble
     write_labels(spec, pipeline_dir)
     spec.save(pipeline_dir / SPEC_FILENAME)
+    if spec.kind == "video":
+        timeline_dir = repository / spec.timeline_name
+        if timeline_dir.exists():
+            shutil.rmtree(timeline_dir)
+        timeline_config(spec).write(timeline_dir)
+        (timeline_dir / "1").mkdir()
+        shutil.copy2(TIMELINE_SHIM, timeline_dir / "1" / PYTHON_MODEL_FILENAME)
     return preprocess_dir, pipeline_dir

@@ -81,10 +81,14 @@ class Candidate(BaseModel):
         return f"{batching} | {self.instance_count}x{threads} {spin}{variant}"
 
     def normalized(self) -> Candidate:
-        """Batching off ignores delay and preferred sizes: one canonical form, so the grid has no twins."""
-        if self.dynamic_batching:
-            return self
-        return self.model_copy(update={"max_queue_delay_us": 0, "preferred_batch_sizes": ()})
+        """One canonical form per served configuration, so the grid has no twins and what is applied is what
+        Triton reports: batching off ignores delay and preferred sizes; batching on without preferred sizes is
+        served as preferring `max_batch_size` (Triton fills that in when the config names none)."""
+        if not self.dynamic_batching:
+            return self.model_copy(update={"max_queue_delay_us": 0, "preferred_batch_sizes": ()})
+        if not self.preferred_batch_sizes:
+            return self.model_copy(update={"preferred_batch_sizes": (self.max_batch_size,)})
+        return self
 
     def apply_to(self, spec: ModelSpec) -> ModelSpec:
         """`spec` with this candidate's knobs (and variant's runtime/precision), validated again."""

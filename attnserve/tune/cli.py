@@ -75,6 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     tune.add_argument("--no-variants", action="store_true", help="keep the entry's CPU variant (do not search it)")
     tune.add_argument("--window-s", type=float, default=1.0, help="load tester window per measurement (default 1)")
+    tune.add_argument(
+        "--verify", action="store_true", help="measure the applied winner again on a freshly started server"
+    )
     tune.add_argument("--no-apply", action="store_true", help="report only; leave the repository entry as it is")
     tune.add_argument("--out", type=Path, default=Path("reports/tune"), help="folder for NAME.json/.csv/.png")
     tune.set_defaults(func=run_tune)
@@ -117,6 +120,7 @@ def run_tune(args: argparse.Namespace) -> int:
         out_dir=args.out,
         runs_dir=args.runs_dir,
         apply=not args.no_apply,
+        verify=args.verify,
         measurement={"window_s": args.window_s},
     )
     report = tune(args.name, options)

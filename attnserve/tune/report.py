@@ -35,6 +35,9 @@ class TuneReport(BaseModel):
     applied_to: list[str] = Field(default_factory=list)
     """Files the winner was written to (repository entry config and spec, the run's spec)."""
     machine: dict[str, Any] = Field(default_factory=dict)
+    verification: list[LevelFigures] = Field(default_factory=list)
+    """With `--verify`: the applied winner measured again on a freshly started server (after the budget)."""
+    verification_meets_slo: bool | None = None
 
     def ranked(self) -> list[CandidateResult]:
         return sorted(self.candidates, key=rank_key)

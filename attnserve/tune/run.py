@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
@@ -49,6 +50,8 @@ class TuneOptions:
     out_dir: Path = Path("reports/tune")
     runs_dir: Path = Path("runs")
     apply: bool = True
+    verify: bool = False
+    """Measure the applied winner again on a freshly started embedded server (outside the budget)."""
     measurement: dict[str, float] = field(default_factory=dict)
 
 
@@ -168,6 +171,8 @@ def tune(name: str, options: TuneOptions, echo: Callable[[str], None] = print) -
         winner = next((r for r in sorted(report.candidates, key=rank_key) if r.meets_slo), None)
         _finish(report, winner, name, options, tuner, echo)
     report.seconds = time.monotonic() - started
+    if options.verify and report.applied and options.url is None:
+        verify_applied(report, name, options, measurement, echo)
     _write(report, options.out_dir, echo)
     return report
 
@@ -203,6 +208,29 @@ def _finish(
             tuner.control.load(name, candidate_config(tuner.base_config, winner.candidate))
         else:
             tuner.restore()
+
+
+def verify_applied(
+    report: TuneReport, name: str, options: TuneOptions, measurement: Measurement, echo: Callable[[str], None]
+) -> None:
+    """Start a fresh embedded server on the repository as applied and measure the model again at every level."""
+    from attnserve.clients.loadtest import run_loadtest
+    from attnserve.tune.search import CandidateResult, summarize
+
+    echo(f"verifying on a freshly started server: {name} as applied, {options.traffic} {list(options.levels)}")
+    longer = dataclasses.replace(  # one measurement, not a search: the load tester's full windows
+        measurement, window_s=max(2.0, measurement.window_s), min_windows=max(3, measurement.min_windows)
+    )
+    longer.max_windows = max(longer.max_windows, longer.min_windows)
+    with serve_target(name, options) as target:
+        load_report = run_loadtest(target.settings, name, **longer.loadtest_options())
+    winner = next(r for r in report.candidates if r.name == report.winner)
+    again = summarize(
+        CandidateResult(index=0, name=winner.name, candidate=winner.candidate), load_report, options.slo_p99_ms
+    )
+    report.verification, report.verification_meets_slo = again.levels, again.meets_slo
+    figures = ", ".join(f"{f.level:g}: {f.throughput:,.0f}/s p99 {f.p99_ms:.2f} ms" for f in again.levels)
+    echo(f"fresh server: {figures} -> {'holds' if again.meets_slo else 'MISSES'} the SLO at every level")
 
 
 def _write(report: TuneReport, out_dir: Path, echo: Callable[[str], None]) -> None:

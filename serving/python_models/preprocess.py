@@ -4,31 +4,25 @@ Plain functions, importable without Triton: the `preprocess_model` shim calls th
 call them in-process to check that the server's pipeline gives the label the model gives on the same pixels.
 
 Resizing, channel order and frame sampling are the model's declared `Preprocessing`, applied by
-`attnserve.preprocessing.to_chw` (the one transform training and the client use too). Videos: decode every
-frame (at most `MAX_VIDEO_FRAMES`), sample `frames` of them, treat each like an image. Output layouts: image
-(C, H, W), video (T, C, H, W). Size limits are `attnserve.preprocessing`'s, shared with the client.
+`attnserve.preprocessing.to_chw` (the one transform training and the client use too). Videos: `attnserve.video`
+decodes every frame (within `VideoLimits`) and refuses what is not enough video (fewer frames than the model
+takes, a still image, a non-video file); `frames` of them are sampled and each is treated like an image.
+Output layouts: image (C, H, W), video (T, C, H, W). Size limits are shared with the client.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
 
 from attnserve.errors import DataError, UserInputError
-from attnserve.preprocessing import (
-    Preprocessing,
-    check_payload_size,
-    clean_reason,
-    open_image_bytes,
-    sample_frame_indices,
-    to_chw,
-)
+from attnserve.preprocessing import Preprocessing, check_payload_size, open_image_bytes, to_chw
+from attnserve.video import VideoLimits, sample_indices
+from attnserve.video import decode_video as decode_video_frames
 
 IMAGE_FORMATS = ("JPEG", "PNG")
-MAX_VIDEO_FRAMES = 2_000
 
 
 @dataclass(frozen=True)
@@ -112,39 +106,22 @@ def decode_image(payload: bytes, target: PreprocessTarget) -> np.ndarray:
     return to_pixels(open_image_bytes(bytes(payload), IMAGE_FORMATS), target)
 
 
-def sample_indices(available: int, wanted: int) -> np.ndarray:
-    """`wanted` frame indices spread evenly over `available` frames (first and last included; repeats if short)."""
-    return sample_frame_indices(available, wanted)
-
-
-def decode_video(payload: bytes, target: PreprocessTarget) -> np.ndarray:
+def decode_video(payload: bytes, target: PreprocessTarget, limits: VideoLimits | None = None) -> np.ndarray:
     """Encoded video bytes (any container/codec PyAV reads) -> uint8 (T, C, H, W) for `target`.
 
-    Raises:
-        DataError: empty, undecodable, no video stream, no frames, or too many frames.
-    """
-    import av
+    Decoding, limits and the frame-count policy are `attnserve.video`'s (refuse, never repeat frames).
 
-    _check_payload(payload, "video")
+    Raises:
+        DataError: empty, not a video (a still image too), corrupt, beyond `limits`, or fewer frames than
+            `target.frames`.
+    """
     if target.kind != "video" or target.frames is None:
         raise UserInputError(f"decode_video needs a video target, got {target}")
-    frames: list[Image.Image] = []
-    try:
-        with av.open(io.BytesIO(bytes(payload)), mode="r") as container:
-            if not container.streams.video:
-                raise DataError("the payload holds no video stream")
-            for frame in container.decode(video=0):
-                if len(frames) >= MAX_VIDEO_FRAMES:
-                    raise DataError(f"video longer than {MAX_VIDEO_FRAMES} frames")
-                frames.append(frame.to_image())
-    except DataError:
-        raise
-    except (av.error.FFmpegError, ValueError, IndexError, OSError) as exc:
-        raise DataError(f"cannot decode video ({len(payload)} bytes): {clean_reason(exc)}") from exc
-    chosen = sample_frame_indices(len(frames), target.frames, target.preprocessing)
-    return np.stack([to_pixels(frames[index], target) for index in chosen])  # (T, C, H, W)
+    video = decode_video_frames(payload, limits, needed=target.frames)
+    chosen = sample_indices(len(video.frames), target.frames, target.preprocessing)
+    return np.stack([to_pixels(video.frames[index], target) for index in chosen])  # (T, C, H, W)
 
 
-def decode(payload: bytes, target: PreprocessTarget) -> np.ndarray:
+def decode(payload: bytes, target: PreprocessTarget, limits: VideoLimits | None = None) -> np.ndarray:
     """Dispatch on `target.kind`: `decode_image` or `decode_video`."""
-    return decode_image(payload, target) if target.kind == "image" else decode_video(payload, target)
+    return decode_image(payload, target) if target.kind == "image" else decode_video(payload, target, limits)

@@ -14,6 +14,7 @@ import triton_python_backend_utils as pb_utils
 
 from attnserve.errors import AttnserveError
 from attnserve.serving.python_models.preprocess import PreprocessTarget, decode
+from attnserve.video import VideoLimits
 
 
 class TritonPythonModel:
@@ -21,12 +22,13 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         self.target = PreprocessTarget.from_parameters(parameters)
+        self.limits = VideoLimits.from_parameters(parameters)
         self.input_name = config["input"][0]["name"]
         self.output_name = config["output"][0]["name"]
 
     def _pixels(self, request: object) -> np.ndarray:
         payloads = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()  # (b, 1) of bytes
-        samples = [decode(payload, self.target) for payload in payloads.reshape(-1)]
+        samples = [decode(payload, self.target, self.limits) for payload in payloads.reshape(-1)]
         return np.stack(samples)  # (b, *target.output_shape)
 
     def execute(self, requests: list) -> list:

@@ -81,9 +81,10 @@ def test_corrupt_video_is_a_data_error() -> None:
         decode_video(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64, target)
 
 
-def test_sample_indices_cover_first_and_last_and_repeat_short_clips() -> None:
+def test_sample_indices_cover_first_and_last_and_refuse_short_clips() -> None:
     assert sample_indices(12, 4).tolist() == [0, 4, 7, 11]
-    assert sample_indices(2, 4).tolist() == [0, 0, 1, 1]
+    with pytest.raises(DataError, match="holds 2 frames: the model needs a video of at least 4 frames"):
+        sample_indices(2, 4)  # policy: refuse, never repeat frames
     with pytest.raises(DataError, match="no decodable frames"):
         sample_indices(0, 4)
 

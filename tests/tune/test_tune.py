@@ -27,8 +27,8 @@ BROKEN = Variant(
     path="/nonexistent/absent.onnx",
 )
 TWO_POINTS: dict = {
-    "dynamic_batching": (True, False),
-    "max_queue_delay_us": (0,),
+    "dynamic_batching": (True,),
+    "max_queue_delay_us": (0, 100),
     "preferred_batch_sizes": ((),),
     "max_batch_size": (8,),
     "layouts": ((1, 1),),
@@ -67,7 +67,9 @@ def test_applied_winner_is_what_the_server_serves_and_a_broken_candidate_does_no
 
     lines: list[str] = []
     grid = Grid(**TWO_POINTS, variants=(None, BROKEN))
-    report = tune(MODEL, _options(repository, tmp_path, 60_000.0, grid), echo=lines.append)
+    options = _options(repository, tmp_path, 60_000.0, grid)
+    options.verify = True
+    report = tune(MODEL, options, echo=lines.append)
 
     assert len(report.candidates) == 4  # 2 knob points x (own file, broken variant)
     failed = [r for r in report.candidates if r.status == "failed"]
@@ -77,6 +79,7 @@ def test_applied_winner_is_what_the_server_serves_and_a_broken_candidate_does_no
     measured = [r for r in report.candidates if r.status == "ok"]
     assert all(r.meets_slo and all(f.counts_agree for f in r.levels) for r in measured)
     assert report.winner is not None and report.applied
+    assert report.verification_meets_slo and [f.level for f in report.verification] == [1.0, 2.0]  # fresh server
     assert {p.suffix for p in (tmp_path / "reports").iterdir()} == {".json", ".csv", ".png"}
 
     winner = next(r.candidate for r in report.candidates if r.name == report.winner)
@@ -92,7 +95,9 @@ def test_an_slo_no_candidate_meets_applies_nothing_and_names_the_closest(reposit
     config_path = repository / MODEL / "config.pbtxt"
     before = config_path.read_text()
     lines: list[str] = []
-    report = tune(MODEL, _options(repository, tmp_path, 1e-6, Grid(**TWO_POINTS)), echo=lines.append)
+    options = _options(repository, tmp_path, 1e-6, Grid(**TWO_POINTS))
+    options.levels = (1,)  # one level is enough to miss
+    report = tune(MODEL, options, echo=lines.append)
 
     assert report.winner is None and not report.applied
     assert config_path.read_text() == before
