@@ -8,10 +8,10 @@ import pytest
 
 transformers = pytest.importorskip("transformers", reason="the hf extra (transformers) is not installed")
 
-from attnserve.errors import UserInputError  # noqa: E402
-from attnserve.export.hf_import import load_hf_classifier  # noqa: E402
-from attnserve.export.torch2onnx import export_onnx  # noqa: E402
-from attnserve.export.verify import verify_onnx  # noqa: E402
+from attnserve.errors import UserInputError
+from attnserve.export.hf_import import load_hf_classifier
+from attnserve.export.torch2onnx import export_onnx
+from attnserve.export.verify import verify_onnx
 
 TINY_CONFIGS = {
     "vit": lambda: transformers.ViTConfig(
