@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -23,6 +24,7 @@ from attnserve.tune.candidates import Candidate
 SPEC_PARAMETER = "attnserve_spec"
 RUNNER_PARAMETERS = {"runtime", "precision", "model_file", "intra_op_threads", "allow_spinning"}
 LOAD_TIMEOUT_S = 180.0
+READY_TIMEOUT_S = 30.0
 
 
 class ModelControl:
@@ -61,6 +63,24 @@ class ModelControl:
         """
         body = {"parameters": {"config": json.dumps(config)}} if config is not None else {}
         self._call("POST", f"/v2/repository/models/{model}/load", body, timeout=LOAD_TIMEOUT_S)
+        self.wait_ready(model)
+
+    def wait_ready(self, model: str, timeout: float = READY_TIMEOUT_S) -> None:
+        """Block until `GET /v2/models/NAME/ready` answers 200: a model that ensembles call is reloaded with
+        them, and a server with a stub watchdog may still be settling when the load call returns.
+
+        Raises:
+            ServerError: the model was not ready within `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._call("GET", f"/v2/models/{model}/ready", timeout=5.0)
+                return
+            except ServerError as exc:
+                if time.monotonic() > deadline:
+                    raise ServerError(f"{model} was not ready {timeout:.0f} s after its load: {exc}") from exc
+            time.sleep(0.1)
 
 
 def _set_parameter(config: dict[str, Any], key: str, value: str) -> None:

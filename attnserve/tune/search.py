@@ -21,9 +21,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from attnserve.errors import AttnserveError
+from attnserve.errors import AttnserveError, ServerError
 from attnserve.tune.candidates import Candidate, Grid, build
-from attnserve.tune.control import ModelControl, candidate_config
+from attnserve.tune.control import ModelControl, candidate_config, served_knobs
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ class Tuner:
         try:
             self.control.load(self.model, candidate_config(self.base_config, candidate))
             report = run_loadtest(self.settings, self.model, **self.measurement.loadtest_options())
+            self._check_still_served(candidate)
             summarize(result, report, self.measurement.slo_p99_ms)
         except AttnserveError as exc:
             result.status, result.reason = "failed", str(exc).splitlines()[0][:400]
@@ -166,6 +167,18 @@ class Tuner:
         if self.on_result is not None:
             self.on_result(result, self.planned)
         return result
+
+    def _check_still_served(self, candidate: Candidate) -> None:
+        """Raise ServerError when the server no longer serves `candidate`'s knobs after its measurement (e.g. a
+        stub watchdog reloaded the model from its repository): those figures would belong to another config."""
+        expected = served_knobs(candidate_config(self.base_config, candidate))
+        served = served_knobs(self.control.config(self.model))
+        differing = {knob: served[knob] for knob in expected if served[knob] != expected[knob]}
+        if differing:
+            raise ServerError(
+                f"the server stopped serving this candidate during its measurement (now {differing}): something "
+                "reloaded the model from its repository, such as the stub watchdog of `attnserve serve`"
+            )
 
     def best(self) -> CandidateResult | None:
         ranked = sorted(self.results.values(), key=rank_key)
