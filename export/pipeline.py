@@ -217,7 +217,8 @@ def export_module(
     if not explain:
         run.skipped("explain", "not requested (--no-explain)")
     elif not callable(getattr(model, "forward_with_attention", None)):
-        run.skipped("explain", f"{type(model).__name__} has no forward_with_attention(pixels) -> (logits, map)")
+        why = getattr(model, "no_explain_reason", "")  # a wrapper may say why it cannot explain
+        run.skipped("explain", f"{type(model).__name__} has no forward_with_attention(pixels) -> (logits, map){why}")
     else:
         started = time.perf_counter()
         explain_model = ExplainModel(model).eval()
