@@ -52,6 +52,11 @@ class HFImageClassifier(nn.Module):
 class HFVideoClassifier(nn.Module):
     """uint8 clips `(B, T, C, H, W)` -> logits `(B, num_classes)` around a `*ForVideoClassification` model."""
 
+    no_explain_reason = (
+        ": its attention is not one map over all space-time tokens (TimeSformer's divided attention attends over "
+        "time and over space in separate steps)"
+    )
+
     def __init__(self, hf_model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.hf_model = hf_model

@@ -195,7 +195,8 @@ class _ExportRun:
         if not self.options.explain:
             return "not requested (--no-explain)"
         if not callable(getattr(self.model, "forward_with_attention", None)):
-            return f"{type(self.model).__name__} has no forward_with_attention(pixels) -> (logits, map)"
+            why = getattr(self.model, "no_explain_reason", "")  # a wrapper may say why it cannot explain
+            return f"{type(self.model).__name__} has no forward_with_attention(pixels) -> (logits, map){why}"
         return None
 
     def _export_explain(self) -> _ExplainExport:

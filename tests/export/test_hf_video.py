@@ -104,7 +104,7 @@ def test_space_time_explain_where_every_block_attends_over_all_tokens(exported: 
     assert stages["videomae"]["explain"]["details"]["attention_dims"] == [4, 4, 4]  # (T, gh, gw)
     assert not exported.reports["videomae"]["explain_parity"]["failures"]
     assert stages["timesformer"]["explain"]["status"] == "skipped"
-    assert "no forward_with_attention" in stages["timesformer"]["explain"]["reason"]
+    assert "divided attention" in stages["timesformer"]["explain"]["reason"]
     model = exported.models["videomae"]
     clip = torch.from_numpy(motion_arrays(1, seed=3)[0][:, ::2])  # (1, 4, 3, 32, 32)
     with torch.no_grad():
