@@ -57,6 +57,8 @@ class ExportReport(_Report):
     ort: OrtOptimizationReport | None = None
     explain_onnx: OnnxExportReport | None = None
     explain_parity: ParityReport | None = None
+    explain_attention_dims: list[int] | None = None
+    """Per-sample dims of `NAME_explain`'s `attention_map` output, when the explain stage ran."""
     fp16: Fp16Report | None = None
     tensorrt: TensorRTBuildReport | None = None
     entries: dict[str, Path] = {}
@@ -221,6 +223,7 @@ class _ExportRun:
         )
         if explained is not None:
             self.report.explain_onnx, self.report.explain_parity = explained.onnx, explained.parity
+            self.report.explain_attention_dims = list(explained.attention_dims)
         return explained if self.runner.last.ok else None
 
     def _fp16_skip(self) -> str | None:

@@ -101,7 +101,7 @@ def test_space_time_explain_where_every_block_attends_over_all_tokens(exported: 
     graph; TimeSformer's divided attention has no single space-time map: skipped with the reason."""
     stages = {arch: {s["stage"]: s for s in exported.reports[arch]["stages"]} for arch in TINY_VIDEO_CONFIGS}
     assert stages["videomae"]["explain"]["status"] == "ok", stages["videomae"]["explain"]
-    assert stages["videomae"]["explain"]["details"]["attention_dims"] == [4, 4, 4]  # (T, gh, gw)
+    assert exported.reports["videomae"]["explain_attention_dims"] == [4, 4, 4]  # (T, gh, gw)
     assert not exported.reports["videomae"]["explain_parity"]["failures"]
     assert stages["timesformer"]["explain"]["status"] == "skipped"
     assert "divided attention" in stages["timesformer"]["explain"]["reason"]
