@@ -12,6 +12,7 @@ draw their test part from `HELD_OUT_SEED + seed` (training draws from `seed`, wi
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,18 @@ class DatasetSplits:
     """Class folders without a single file, left out of `labels`."""
     tiny_classes: tuple[str, ...] = ()
     """Classes with fewer than `TINY_CLASS_FILES` readable training files."""
+
+    @classmethod
+    def from_arrays(
+        cls,
+        arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+        labels: Sequence[str],
+        source: str,
+        **notes: tuple[str, ...],
+    ) -> DatasetSplits:
+        """Splits from numpy (train_x, train_y, test_x, test_y), sharing their memory; `notes`: the fields above."""
+        train_x, train_y, test_x, test_y = (torch.from_numpy(array) for array in arrays)
+        return cls(train_x, train_y, test_x, test_y, tuple(labels), source, **notes)
 
 
 def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -106,14 +119,7 @@ def load_dataset(
         labels, source = entry.labels, f"procedural:{entry.dataset}"
     else:
         raise DataError(f"{name!r} has no built-in dataset (it is not trained here); pass a data folder")
-    return DatasetSplits(
-        torch.from_numpy(train_x),
-        torch.from_numpy(train_y),
-        torch.from_numpy(test_x),
-        torch.from_numpy(test_y),
-        tuple(labels),
-        source,
-    )
+    return DatasetSplits.from_arrays((train_x, train_y, test_x, test_y), labels, source)
 
 
 def _folder_dataset(name: str, data_dir: Path, strict: bool) -> DatasetSplits:
@@ -143,12 +149,9 @@ def _folder_dataset(name: str, data_dir: Path, strict: bool) -> DatasetSplits:
         logger.warning(
             "class %r has only %d training file(s): too few to learn it reliably", label, counts[labels.index(label)]
         )
-    return DatasetSplits(
-        torch.from_numpy(train_x),
-        torch.from_numpy(train_y),
-        torch.from_numpy(test_x),
-        torch.from_numpy(test_y),
-        tuple(labels),
+    return DatasetSplits.from_arrays(
+        (train_x, train_y, test_x, test_y),
+        labels,
         f"folder:{data_dir.resolve()}",
         skipped_files=tuple(skipped),
         empty_classes=tuple(empty),

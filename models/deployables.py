@@ -75,6 +75,22 @@ _VIT_32 = dict(
 )
 _VIDEO_ARGS = dict(embed_dim=48, depth=2, num_heads=4, mlp_ratio=2.0, first_stride=4, stem_depth=2, stem_width=32)
 
+
+def _motion_deployable(arch: str, tubelet_size: int) -> Deployable:
+    """A video architecture on the procedural motion dataset (8 frames of 3x32x32), with the video serving knobs."""
+    return Deployable(
+        arch,
+        "motion",
+        "video",
+        (8, 3, 32, 32),
+        MOTION_LABELS,
+        MOTION_MEAN,
+        MOTION_STD,
+        dict(_VIDEO_ARGS, tubelet_size=tubelet_size),
+        dict(_VIDEO_SERVING),
+    )
+
+
 DEPLOYABLES: dict[str, Deployable] = {
     "vit_digits": Deployable(
         "vit_convstem_32",
@@ -109,41 +125,11 @@ DEPLOYABLES: dict[str, Deployable] = {
         dict(_VIT_32, embed_dim=96, depth=3, num_heads=3),
         dict(_IMAGE_SERVING, **_SMALL_MODEL_THREADS),  # not tuned itself: the same size class as vit_digits
     ),
-    "timesformer_motion": Deployable(
-        "timesformer_divided_8x32",
-        "motion",
-        "video",
-        (8, 3, 32, 32),
-        MOTION_LABELS,
-        MOTION_MEAN,
-        MOTION_STD,
-        dict(_VIDEO_ARGS, tubelet_size=3),
-        dict(_VIDEO_SERVING),
-    ),
-    "temporal_motion": Deployable(
-        "temporal_transformer_8x32",
-        "motion",
-        "video",
-        (8, 3, 32, 32),
-        MOTION_LABELS,
-        MOTION_MEAN,
-        MOTION_STD,
-        # The 3-frame tubelet stem of timesformer_motion: with strictly per-frame tokens (tubelet_size=1) the
-        # temporal-only model stayed at chance within 3-minute budgets (5 variants tried, see the issue note).
-        dict(_VIDEO_ARGS, tubelet_size=3),
-        dict(_VIDEO_SERVING),
-    ),
-    "spatial_motion": Deployable(
-        "spatial_transformer_8x32",
-        "motion",
-        "video",
-        (8, 3, 32, 32),
-        MOTION_LABELS,
-        MOTION_MEAN,
-        MOTION_STD,
-        dict(_VIDEO_ARGS, tubelet_size=1),
-        dict(_VIDEO_SERVING),
-    ),
+    "timesformer_motion": _motion_deployable("timesformer_divided_8x32", tubelet_size=3),
+    # The 3-frame tubelet stem of timesformer_motion: with strictly per-frame tokens (tubelet_size=1) the
+    # temporal-only model stayed at chance within 3-minute budgets (5 variants tried, see the issue note).
+    "temporal_motion": _motion_deployable("temporal_transformer_8x32", tubelet_size=3),
+    "spatial_motion": _motion_deployable("spatial_transformer_8x32", tubelet_size=1),
     "vit_tiny_patch16_224": Deployable(
         "vit_tiny_patch16_224",
         "none",

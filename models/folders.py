@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from attnserve.errors import DataError
+from attnserve.models.synthetic import write_h264
 from attnserve.preprocessing import (
     DEFAULT_PREPROCESSING,
     Preprocessing,
@@ -90,20 +91,7 @@ def write_png(image: np.ndarray, path: Path) -> Path:
 
 def write_mp4(clip: np.ndarray, path: Path, fps: int = 8) -> Path:
     """Write a uint8 (T, C, H, W) clip as H.264 MP4 (yuv420p: H and W should be even)."""
-    import av
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = clip.shape[3], clip.shape[2]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "10"}  # near-lossless: small synthetic frames survive compression
-        for frame_chw in clip:
-            rgb = np.repeat(frame_chw, 3, axis=0) if frame_chw.shape[0] == 1 else frame_chw
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb.transpose(1, 2, 0)), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_h264(clip, str(path), fps)
     return Path(path)
 
 

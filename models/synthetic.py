@@ -15,6 +15,9 @@ All arrays are uint8: images (N, C, H, W), clips (N, T, C, H, W); labels int64 (
 
 from __future__ import annotations
 
+import io
+from typing import BinaryIO
+
 import numpy as np
 
 MOTION_OFFSETS = {
@@ -208,18 +211,22 @@ def motion_story_video(
     return _to_uint8(frames), labels
 
 
-def encode_video(frames: np.ndarray, fps: int = 8, container_format: str = "mp4") -> bytes:
-    """uint8 (N, C, H, W) frames (C = 1 or 3, H and W even) -> near-lossless H.264 bytes (crf 10, yuv420p)."""
-    import io
+def write_h264(frames: np.ndarray, target: str | BinaryIO, fps: int = 8, container_format: str | None = None) -> None:
+    """Write uint8 (N, C, H, W) frames (C = 1 or 3, H and W even) as near-lossless H.264 (crf 10, yuv420p).
 
+    Args:
+        frames: The clip, uint8 (N, C, H, W).
+        target: A file path (the container from its suffix unless `container_format` says) or a binary stream.
+        fps: Frames per second.
+        container_format: The container ("mp4", ...); needed for a stream.
+    """
     import av
 
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format=container_format) as container:
+    with av.open(target, mode="w", format=container_format) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = frames.shape[3], frames.shape[2]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "10"}  # small synthetic frames survive compression
+        stream.options = {"crf": "10"}  # near-lossless: small synthetic frames survive compression
         for frame_chw in frames:
             rgb = np.repeat(frame_chw, 3, axis=0) if frame_chw.shape[0] == 1 else frame_chw
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb.transpose(1, 2, 0)), format="rgb24")
@@ -227,4 +234,10 @@ def encode_video(frames: np.ndarray, fps: int = 8, container_format: str = "mp4"
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def encode_video(frames: np.ndarray, fps: int = 8, container_format: str = "mp4") -> bytes:
+    """uint8 (N, C, H, W) frames (C = 1 or 3, H and W even) -> near-lossless H.264 bytes (crf 10, yuv420p)."""
+    buffer = io.BytesIO()
+    write_h264(frames, buffer, fps, container_format)
     return buffer.getvalue()

@@ -15,7 +15,8 @@ the explain map of `forward_with_attention`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -109,38 +110,97 @@ class DividedSpaceTimeBlock(nn.Module):
         return xs.reshape(-1, frames, tokens, dim)  # (B, T, N, D)
 
 
+class _BodyArgs(NamedTuple):
+    """The hyper-parameters an architecture's attention body is built from."""
+
+    num_frames: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float
+    drop_rate: float
+
+
 class _VideoBase(nn.Module):
-    """Shared input handling: uint8 check, mean/std, per-clip standardisation, stem, pooling head."""
+    """Shared input handling: uint8 check, mean/std, per-clip standardisation, stem, pooling head.
+
+    Subclasses add their attention body in `_build_body` (called between the shared modules and the weight
+    init, so every architecture keeps its parameter order) and implement `_pooled`.
+
+    Args:
+        num_frames: Frames T per clip.
+        img_size: Side of the square frames.
+        in_chans: Channels C.
+        num_classes: Output classes.
+        embed_dim: Token width D.
+        depth: Attention blocks.
+        num_heads: Heads per attention.
+        mlp_ratio: MLP hidden width / D.
+        tubelet_size: Frames spanned by the first (Conv3d) stem conv; odd. None: the class's
+            `default_tubelet_size`.
+        stem_depth: Convs in the stem (tokens per side = img_size / (first_stride * 2**(stem_depth - 1))).
+        stem_width: Channels of the first stem conv.
+        drop_rate: Dropout.
+        clip_standardize: Standardise each clip after mean/std.
+        mean: Per-channel mean (0..1 scale).
+        std: Per-channel std (0..1 scale).
+        first_stride: 2 (first conv 3x3 stride 2) or 4 (first conv on 4x4 patches: cheaper).
+        **body_options: Options of the subclass's body (`_build_body`), e.g. `frame_tokens`.
+    """
+
+    default_tubelet_size: ClassVar[int] = 1
 
     def __init__(
         self,
-        num_frames: int,
-        img_size: int,
-        in_chans: int,
-        num_classes: int,
-        embed_dim: int,
-        tubelet_size: int,
-        stem_depth: int,
-        stem_width: int,
-        drop_rate: float,
-        clip_standardize: bool,
-        mean: Sequence[float],
-        std: Sequence[float],
-        first_stride: int,
+        num_frames: int = 8,
+        img_size: int = 32,
+        in_chans: int = 3,
+        num_classes: int = 4,
+        embed_dim: int = 64,
+        depth: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: float = 2.0,
+        tubelet_size: int | None = None,
+        stem_depth: int = 3,
+        stem_width: int = 32,
+        drop_rate: float = 0.0,
+        clip_standardize: bool = True,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.25, 0.25, 0.25),
+        first_stride: int = 2,
+        **body_options: Any,
     ) -> None:
         super().__init__()
+        tubelet = self.default_tubelet_size if tubelet_size is None else tubelet_size
         self.num_classes = num_classes
         self.num_frames = num_frames
         self.input_shape = (num_frames, in_chans, img_size, img_size)
         self.normalize = PixelNormalize(self.input_shape, mean, std)
         self.clip_standardize = clip_standardize
-        self.embed = VideoEmbed(in_chans, embed_dim, tubelet_size, stem_depth, stem_width, first_stride)
+        self.embed = VideoEmbed(in_chans, embed_dim, tubelet, stem_depth, stem_width, first_stride)
         self.grid = grid_size(img_size, self.embed.reduction)
         self.num_patches = self.grid * self.grid
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.pool = AttentionPool(embed_dim, hidden_dim=embed_dim)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes)
+        self._build_body(_BodyArgs(num_frames, embed_dim, depth, num_heads, mlp_ratio, drop_rate), **body_options)
+        self.apply(trunc_normal_init)
+        pos_time = getattr(self, "pos_time", None)
+        if pos_time is not None:
+            with torch.no_grad():  # frame order must be visible from the start (see sincos_embedding)
+                pos_time.copy_(sincos_embedding(num_frames, embed_dim).reshape(pos_time.shape))
+
+    def _build_body(self, body: _BodyArgs) -> None:
+        """Add the position embeddings and attention blocks (trunc-normal init follows)."""
+        raise NotImplementedError
+
+    def _add_space_time_positions(self, body: _BodyArgs, blocks: Iterable[nn.Module]) -> None:
+        """Learned spatial positions (1, 1, N, D), sin-cos temporal ones (1, T, 1, D), then the `blocks`."""
+        self.pos_space = nn.Parameter(torch.zeros(1, 1, self.num_patches, body.embed_dim))
+        self.pos_time = nn.Parameter(torch.zeros(1, body.num_frames, 1, body.embed_dim))
+        self.blocks = nn.ModuleList(blocks)
+        nn.init.trunc_normal_(self.pos_space, std=0.02)
 
     def _embed(self, pixels: torch.Tensor) -> torch.Tensor:
         x = self.normalize(pixels)  # (B, T, C, H, W) float32
@@ -172,70 +232,19 @@ class _VideoBase(nn.Module):
 class TimeSformer(_VideoBase):
     """Divided space-time attention on a 3-frame tubelet stem.
 
-    Args:
-        num_frames: Frames T per clip.
-        img_size: Side of the square frames.
-        in_chans: Channels C.
-        num_classes: Output classes.
-        embed_dim: Token width D.
-        depth: Divided space-time blocks.
-        num_heads: Heads per attention.
-        mlp_ratio: MLP hidden width / D.
-        tubelet_size: Frames spanned by the first (Conv3d) stem conv; odd.
-        stem_depth: Convs in the stem (tokens per side = img_size / (first_stride * 2**(stem_depth - 1))).
-        stem_width: Channels of the first stem conv.
-        first_stride: 2 (first conv 3x3 stride 2) or 4 (first conv on 4x4 patches: cheaper).
-        drop_rate: Dropout.
-        clip_standardize: Standardise each clip after mean/std.
-        mean: Per-channel mean (0..1 scale).
-        std: Per-channel std (0..1 scale).
+    Args: those of `_VideoBase` (default `tubelet_size=3`; `depth` counts divided space-time blocks).
 
     `forward_with_attention`'s map is the attention-pooling weight of each (frame, patch) token.
     """
 
-    def __init__(
-        self,
-        num_frames: int = 8,
-        img_size: int = 32,
-        in_chans: int = 3,
-        num_classes: int = 4,
-        embed_dim: int = 64,
-        depth: int = 2,
-        num_heads: int = 4,
-        mlp_ratio: float = 2.0,
-        tubelet_size: int = 3,
-        stem_depth: int = 3,
-        stem_width: int = 32,
-        drop_rate: float = 0.0,
-        clip_standardize: bool = True,
-        mean: Sequence[float] = (0.5, 0.5, 0.5),
-        std: Sequence[float] = (0.25, 0.25, 0.25),
-        first_stride: int = 2,
-    ) -> None:
-        super().__init__(
-            num_frames,
-            img_size,
-            in_chans,
-            num_classes,
-            embed_dim,
-            tubelet_size,
-            stem_depth,
-            stem_width,
-            drop_rate,
-            clip_standardize,
-            mean,
-            std,
-            first_stride,
+    default_tubelet_size: ClassVar[int] = 3
+
+    def _build_body(self, body: _BodyArgs) -> None:
+        blocks = (
+            DividedSpaceTimeBlock(body.embed_dim, body.num_heads, body.mlp_ratio, body.drop_rate)
+            for _ in range(body.depth)
         )
-        self.pos_space = nn.Parameter(torch.zeros(1, 1, self.num_patches, embed_dim))
-        self.pos_time = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim))
-        self.blocks = nn.ModuleList(
-            DividedSpaceTimeBlock(embed_dim, num_heads, mlp_ratio, drop_rate) for _ in range(depth)
-        )
-        nn.init.trunc_normal_(self.pos_space, std=0.02)
-        self.apply(trunc_normal_init)
-        with torch.no_grad():  # frame order must be visible from the start (see sincos_embedding)
-            self.pos_time.copy_(sincos_embedding(num_frames, embed_dim).reshape(self.pos_time.shape))
+        self._add_space_time_positions(body, blocks)
 
     def _pooled(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._embed(pixels) + self.pos_space + self.pos_time  # (B, T, N, D)
@@ -262,62 +271,22 @@ class TemporalTransformer(_VideoBase):
     `frame_tokens='frame'` each frame's pooling weight broadcast over its (gh, gw) grid.
     """
 
-    def __init__(
-        self,
-        num_frames: int = 8,
-        img_size: int = 32,
-        in_chans: int = 3,
-        num_classes: int = 4,
-        embed_dim: int = 64,
-        depth: int = 2,
-        num_heads: int = 4,
-        mlp_ratio: float = 2.0,
-        tubelet_size: int = 1,
-        stem_depth: int = 3,
-        stem_width: int = 32,
-        drop_rate: float = 0.0,
-        clip_standardize: bool = True,
-        mean: Sequence[float] = (0.5, 0.5, 0.5),
-        std: Sequence[float] = (0.25, 0.25, 0.25),
-        first_stride: int = 2,
-        frame_tokens: str = "position",
-    ) -> None:
-        super().__init__(
-            num_frames,
-            img_size,
-            in_chans,
-            num_classes,
-            embed_dim,
-            tubelet_size,
-            stem_depth,
-            stem_width,
-            drop_rate,
-            clip_standardize,
-            mean,
-            std,
-            first_stride,
-        )
+    def _build_body(self, body: _BodyArgs, frame_tokens: str = "position") -> None:
         if frame_tokens not in ("position", "frame", "keypoints"):
             raise ValueError(f"frame_tokens must be 'position', 'frame' or 'keypoints', got {frame_tokens!r}")
         self.frame_tokens = frame_tokens
+        dim = body.embed_dim
         # 'frame': one token per frame, its grid flattened by a linear projection (positions survive).
-        self.frame_proj = nn.Linear(self.num_patches * embed_dim, embed_dim) if frame_tokens == "frame" else None
+        self.frame_proj = nn.Linear(self.num_patches * dim, dim) if frame_tokens == "frame" else None
         # 'keypoints': one token per frame from a spatial softmax per channel (Levine et al. 2016): each
         # channel's expected position, on the circle (cos, sin) per axis so that wrap-around stays smooth.
-        self.keypoint_proj = nn.Linear(4 * embed_dim, embed_dim) if frame_tokens == "keypoints" else None
+        self.keypoint_proj = nn.Linear(4 * dim, dim) if frame_tokens == "keypoints" else None
         angles = 2 * torch.pi * (torch.arange(self.grid, dtype=torch.float32) + 0.5) / self.grid
         grid_y, grid_x = torch.meshgrid(angles, angles, indexing="ij")
         circle = torch.stack([grid_x.cos(), grid_x.sin(), grid_y.cos(), grid_y.sin()], dim=-1).reshape(-1, 4)  # (N, 4)
         self.register_buffer("circle_coords", circle, persistent=False)
-        self.pos_space = nn.Parameter(torch.zeros(1, 1, self.num_patches, embed_dim))
-        self.pos_time = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim))
-        self.blocks = nn.ModuleList(
-            TransformerBlock(embed_dim, num_heads, mlp_ratio, drop=drop_rate) for _ in range(depth)
-        )
-        nn.init.trunc_normal_(self.pos_space, std=0.02)
-        self.apply(trunc_normal_init)
-        with torch.no_grad():  # frame order must be visible from the start (see sincos_embedding)
-            self.pos_time.copy_(sincos_embedding(num_frames, embed_dim).reshape(self.pos_time.shape))
+        blocks = (TransformerBlock(dim, body.num_heads, body.mlp_ratio, drop=body.drop_rate) for _ in range(body.depth))
+        self._add_space_time_positions(body, blocks)
 
     def _pooled(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._embed(pixels) + self.pos_space + self.pos_time  # (B, T, N, D)
@@ -352,47 +321,14 @@ class SpatialTransformer(_VideoBase):
     `forward_with_attention`'s map is each frame's own attention-pooling weights over its patches.
     """
 
-    def __init__(
-        self,
-        num_frames: int = 8,
-        img_size: int = 32,
-        in_chans: int = 3,
-        num_classes: int = 4,
-        embed_dim: int = 64,
-        depth: int = 2,
-        num_heads: int = 4,
-        mlp_ratio: float = 2.0,
-        tubelet_size: int = 1,
-        stem_depth: int = 3,
-        stem_width: int = 32,
-        drop_rate: float = 0.0,
-        clip_standardize: bool = True,
-        mean: Sequence[float] = (0.5, 0.5, 0.5),
-        std: Sequence[float] = (0.25, 0.25, 0.25),
-        first_stride: int = 2,
-    ) -> None:
-        super().__init__(
-            num_frames,
-            img_size,
-            in_chans,
-            num_classes,
-            embed_dim,
-            tubelet_size,
-            stem_depth,
-            stem_width,
-            drop_rate,
-            clip_standardize,
-            mean,
-            std,
-            first_stride,
-        )
+    def _build_body(self, body: _BodyArgs) -> None:
         # Spatial positions only: a temporal position embedding would tell frames apart and leak order.
-        self.pos_space = nn.Parameter(torch.zeros(1, self.num_patches, embed_dim))
+        self.pos_space = nn.Parameter(torch.zeros(1, self.num_patches, body.embed_dim))
         self.blocks = nn.ModuleList(
-            TransformerBlock(embed_dim, num_heads, mlp_ratio, drop=drop_rate) for _ in range(depth)
+            TransformerBlock(body.embed_dim, body.num_heads, body.mlp_ratio, drop=body.drop_rate)
+            for _ in range(body.depth)
         )
         nn.init.trunc_normal_(self.pos_space, std=0.02)
-        self.apply(trunc_normal_init)
 
     def _pooled(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self._embed(pixels)  # (B, T, N, D)

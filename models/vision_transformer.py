@@ -136,41 +136,19 @@ def vit_small_patch16_224(**overrides) -> VisionTransformer:
     return _vit(dict(img_size=224, patch_size=16, embed_dim=384, depth=12, num_heads=6), overrides)
 
 
+_SMALL_32 = dict(
+    img_size=32, num_classes=10, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0, mean=(0.5,) * 3, std=(0.25,) * 3
+)
+"""The small 32x32 ViTs' shared size (dim 128, depth 4, heads 4); each adds its stem."""
+
+
 @register_model
 def vit_patch4_32(**overrides) -> VisionTransformer:
     """Plain small ViT on 32x32 (4x4 patches, dim 128, depth 4, heads 4): the slow-to-train baseline."""
-    return _vit(
-        dict(
-            img_size=32,
-            num_classes=10,
-            patch_size=4,
-            embed_dim=128,
-            depth=4,
-            num_heads=4,
-            mlp_ratio=2.0,
-            mean=(0.5,) * 3,
-            std=(0.25,) * 3,
-        ),
-        overrides,
-    )
+    return _vit(dict(_SMALL_32, patch_size=4), overrides)
 
 
 @register_model
 def vit_convstem_32(**overrides) -> VisionTransformer:
     """Small ViT on 32x32 with a 3-conv stem (4x4 tokens, dim 128, depth 4, heads 4)."""
-    return _vit(
-        dict(
-            img_size=32,
-            num_classes=10,
-            stem="conv",
-            stem_depth=3,
-            stem_width=32,
-            embed_dim=128,
-            depth=4,
-            num_heads=4,
-            mlp_ratio=2.0,
-            mean=(0.5,) * 3,
-            std=(0.25,) * 3,
-        ),
-        overrides,
-    )
+    return _vit(dict(_SMALL_32, stem="conv", stem_depth=3, stem_width=32), overrides)
