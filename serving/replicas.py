@@ -29,7 +29,7 @@ from types import TracebackType
 
 from attnserve.errors import ServerError, UserInputError
 from attnserve.serving.haproxy import API_KEY_ENV, EdgeSettings, ReplicaPorts, haproxy_binary, haproxy_config
-from attnserve.serving.server import TritonServer, _die_with_parent, check_port_free, free_port
+from attnserve.serving.server import HttpGrpcEndpoints, TritonServer, _die_with_parent, check_port_free, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Restart:
         return None if self.ready_at is None else self.ready_at - self.died_at
 
 
-class ReplicaSet:
+class ReplicaSet(HttpGrpcEndpoints):
     """N `TritonServer`s on one repository behind a generated HAProxy (context manager).
 
     Args:
@@ -116,20 +116,10 @@ class ReplicaSet:
         self._supervisor: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    # endpoints -------------------------------------------------------------------------------------------
+    # endpoints (`http_url`, `grpc_url`: the load balancer's) ---------------------------------------------------
     @property
-    def _connect_host(self) -> str:
-        return "127.0.0.1" if self.edge.host in ("0.0.0.0", "") else self.edge.host
-
-    @property
-    def http_url(self) -> str:
-        """`host:port` of the load balancer's HTTP endpoint."""
-        return f"{self._connect_host}:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        """`host:port` of the load balancer's gRPC endpoint."""
-        return f"{self._connect_host}:{self.grpc_port}"
+    def bind_host(self) -> str:
+        return self.edge.host
 
     @property
     def admin_token(self) -> str:

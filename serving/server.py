@@ -155,7 +155,37 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 # ---------------------------------------------------------------------------------------------------------
 # the server
 # ---------------------------------------------------------------------------------------------------------
-class TritonServer:
+class HttpGrpcEndpoints:
+    """The `host:port` URLs (tritonclient's `url` form; no scheme) of an HTTP + gRPC endpoint pair.
+
+    A subclass sets `http_port` and `grpc_port` and says where it binds (`bind_host`); a wildcard bind is
+    reached on 127.0.0.1.
+    """
+
+    http_port: int
+    grpc_port: int
+
+    @property
+    def bind_host(self) -> str:
+        """The address the endpoints bind to."""
+        raise NotImplementedError
+
+    @property
+    def _connect_host(self) -> str:
+        return "127.0.0.1" if self.bind_host in ("0.0.0.0", "") else self.bind_host
+
+    @property
+    def http_url(self) -> str:
+        """`host:port` of the HTTP endpoint."""
+        return f"{self._connect_host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        """`host:port` of the gRPC endpoint."""
+        return f"{self._connect_host}:{self.grpc_port}"
+
+
+class TritonServer(HttpGrpcEndpoints):
     """A real `tritonserver` process on a model repository (context manager: start + wait_ready / stop).
 
     Args:
@@ -214,18 +244,8 @@ class TritonServer:
 
     # endpoints -------------------------------------------------------------------------------------------
     @property
-    def _connect_host(self) -> str:
-        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-
-    @property
-    def http_url(self) -> str:
-        """`host:port` of the HTTP endpoint (tritonclient's `url` form; no scheme)."""
-        return f"{self._connect_host}:{self.http_port}"
-
-    @property
-    def grpc_url(self) -> str:
-        """`host:port` of the gRPC endpoint."""
-        return f"{self._connect_host}:{self.grpc_port}"
+    def bind_host(self) -> str:
+        return self.host
 
     @property
     def metrics_url(self) -> str:

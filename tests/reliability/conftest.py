@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.synthetic import SYNTHETIC_LABELS as LABELS
+from support.synthetic import heavy_onnx, heavy_spec, light_spec, linear_onnx, reference_logits
 
 from attnserve.spec import ModelSpec
 
-from .helpers import heavy_onnx, linear_onnx
-
-LABELS = ("alpha", "beta", "gamma", "delta")
 HEAVY_SHAPE = (1, 128, 256)  # 32768 uint8 = a (64, 512) token view
 LIGHT_SHAPE = (3, 8, 8)
 HEAVY_DEPTH = 12
@@ -29,36 +28,8 @@ HEAVY_DEPTH = 12
 
 def reliability_specs() -> dict[str, ModelSpec]:
     """Specs of the battery's models (the queue policy of `rel_heavy` is the behaviour under test)."""
-    heavy = ModelSpec(
-        name="rel_heavy",
-        arch="synthetic_heavy",
-        kind="image",
-        layout="NCHW",
-        input_shape=HEAVY_SHAPE,
-        mean=(0.5,),
-        std=(0.5,),
-        labels=LABELS,
-        max_batch_size=4,
-        preferred_batch_sizes=(4,),
-        max_queue_delay_us=1_000,
-        max_queue_size=8,
-        queue_timeout_us=250_000,
-        opset=17,
-    )
-    light = ModelSpec(
-        name="rel_light",
-        arch="synthetic_linear",
-        kind="image",
-        layout="NCHW",
-        input_shape=LIGHT_SHAPE,
-        mean=(0.5,) * 3,
-        std=(0.5,) * 3,
-        labels=LABELS,
-        max_batch_size=8,
-        preferred_batch_sizes=(4, 8),
-        max_queue_delay_us=500,
-        opset=17,
-    )
+    heavy = heavy_spec("rel_heavy", HEAVY_SHAPE, max_queue_size=8, queue_timeout_us=250_000)
+    light = light_spec("rel_light", LIGHT_SHAPE)
     broken = light.model_copy(update={"name": "rel_broken"})
     unbounded = heavy.model_copy(update={"name": "rel_heavy_unbounded", "max_queue_size": 0, "queue_timeout_us": 0})
     return {"rel_heavy": heavy, "rel_heavy_unbounded": unbounded, "rel_light": light, "rel_broken": broken}
@@ -87,10 +58,7 @@ class ReliabilityServer:
 
     def reference(self, model: str, pixels: np.ndarray) -> np.ndarray:
         """The model's logits computed in-process by ONNX Runtime (the answer the server must give)."""
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(self.onnx_paths[model]), providers=["CPUExecutionProvider"])
-        return session.run(["logits"], {"pixels": pixels})[0]
+        return reference_logits(self.onnx_paths[model], pixels)
 
 
 @pytest.fixture(scope="session")

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.synthetic import SYNTHETIC_LABELS as LABELS
+from support.synthetic import heavy_onnx, heavy_spec, light_spec, linear_onnx, reference_logits
 
 from attnserve.spec import ModelSpec
 
-LABELS = ("alpha", "beta", "gamma", "delta")
 LIGHT_SHAPE = (3, 8, 8)
 HEAVY_SHAPE = (1, 64, 256)  # 16384 uint8 = a (32, 512) token view
 HEAVY_DEPTH = 24
@@ -45,35 +46,8 @@ def require_binary(name: str, package: str) -> str:
 
 
 def replica_specs() -> dict[str, ModelSpec]:
-    light = ModelSpec(
-        name="rep_light",
-        arch="synthetic_linear",
-        kind="image",
-        layout="NCHW",
-        input_shape=LIGHT_SHAPE,
-        mean=(0.5,) * 3,
-        std=(0.5,) * 3,
-        labels=LABELS,
-        max_batch_size=8,
-        preferred_batch_sizes=(4, 8),
-        max_queue_delay_us=500,
-        opset=17,
-    )
-    heavy = ModelSpec(
-        name="rep_heavy",
-        arch="synthetic_heavy",
-        kind="image",
-        layout="NCHW",
-        input_shape=HEAVY_SHAPE,
-        mean=(0.5,),
-        std=(0.5,),
-        labels=LABELS,
-        max_batch_size=4,
-        preferred_batch_sizes=(4,),
-        max_queue_delay_us=1_000,
-        opset=17,
-    )
-    return {"rep_light": light, "rep_heavy": heavy}
+    """`rep_light` and `rep_heavy` (Triton's unbounded queue: the edge's admission control is under test)."""
+    return {"rep_light": light_spec("rep_light", LIGHT_SHAPE), "rep_heavy": heavy_spec("rep_heavy", HEAVY_SHAPE)}
 
 
 @dataclass
@@ -87,16 +61,11 @@ class ReplicaRepository:
 
     def reference(self, model: str, pixels: np.ndarray) -> np.ndarray:
         """Logits computed in-process by ONNX Runtime."""
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(self.onnx_paths[model]), providers=["CPUExecutionProvider"])
-        return session.run(["logits"], {"pixels": pixels})[0]
+        return reference_logits(self.onnx_paths[model], pixels)
 
 
 @pytest.fixture(scope="session")
 def replica_repository(tmp_path_factory: pytest.TempPathFactory) -> ReplicaRepository:
-    from reliability.helpers import heavy_onnx, linear_onnx
-
     from attnserve.repository.entries import write_model_entry
     from attnserve.serving.runtime_view import build_runtime_repository
 

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
+from support.synthetic import image_spec
 
 from attnserve.repository.config import ModelConfig
 from attnserve.spec import ModelSpec
@@ -22,25 +23,17 @@ TINY_LABELS = ("red", "green", "blue")
 
 
 def tiny_spec(name: str = "tiny", **overrides: object) -> ModelSpec:
+    """The spec of `write_tiny_onnx`'s classifier (two instances, a bounded queue), changed by `overrides`."""
     values: dict[str, object] = dict(
-        name=name,
-        arch="tiny_linear",
-        kind="image",
-        layout="NCHW",
-        input_shape=TINY_SHAPE,
-        mean=(0.5,) * 3,
-        std=(0.5,) * 3,
         labels=TINY_LABELS,
         max_batch_size=8,
         preferred_batch_sizes=(4, 8),
         max_queue_delay_us=1000,
         max_queue_size=256,
         queue_timeout_us=2_000_000,
-        opset=17,
         instance_count=2,
     )
-    values.update(overrides)
-    return ModelSpec(**values)  # type: ignore[arg-type]
+    return image_spec(name, "tiny_linear", TINY_SHAPE, **{**values, **overrides})
 
 
 def write_tiny_onnx(path: Path, seed: int = 0) -> Path:
