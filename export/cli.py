@@ -94,7 +94,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     from attnserve.console import make_console, status
     from attnserve.errors import UserInputError
-    from attnserve.export.pipeline import export_hf, export_model
+    from attnserve.export.pipeline import ExportOptions, export_hf, export_model
     from attnserve.export.stages import StageResult
 
     console = make_console()
@@ -119,25 +119,21 @@ def run_export(args: argparse.Namespace) -> int:
             soft_wrap=True,
         )
 
-    common = dict(
-        repository=args.repository,
-        runs_dir=args.runs_dir,
+    options = ExportOptions(
         opset=args.opset,
-        tensorrt=args.tensorrt,
+        explain=not args.no_explain,
         optimize=not args.no_optimize,
         fp16=args.fp16,
+        tensorrt=args.tensorrt,
         version=args.version,
-        on_stage=show,
     )
+    where = dict(repository=args.repository, runs_dir=args.runs_dir, on_stage=show)
     all_ok = True
     jobs = [
-        (str(name), lambda n=name: export_model(n, explain=not args.no_explain, untrained=args.untrained, **common))
+        (str(name), lambda n=name: export_model(n, untrained=args.untrained, **where, **options.model_dump()))
         for name in args.names
     ]
-    jobs += [
-        (str(path), lambda p=path: export_hf(p, name=args.hf_name, explain=not args.no_explain, **common))
-        for path in args.hf
-    ]
+    jobs += [(str(path), lambda p=path: export_hf(p, name=args.hf_name, options=options, **where)) for path in args.hf]
     for label, job in jobs:
         console.print(f"[bold]export {label}[/bold]")
         with status(console, f"exporting {label} ..."):

@@ -68,6 +68,28 @@ class HFVideoClassifier(nn.Module):
         return self.hf_model(pixel_values=pixel_values).logits
 
 
+def _eager_outputs(hf_model: nn.Module, pixel_values: torch.Tensor) -> Any:
+    """The model's outputs with `output_attentions` under eager attention (the only path that returns the softmax
+    probabilities); its own attention implementation (SDPA where it has one) is restored afterwards."""
+    implementation = hf_model.config._attn_implementation
+    hf_model.set_attn_implementation("eager")
+    try:
+        return hf_model(pixel_values=pixel_values, output_attentions=True)
+    finally:
+        hf_model.set_attn_implementation(implementation)
+
+
+def _probe_attentions(hf_model: nn.Module, input_shape: tuple[int, ...]) -> Any:
+    """Every block's attention probabilities on one zero sample `(1, *input_shape)`, or None when the
+    architecture cannot give them."""
+    try:
+        with torch.no_grad():
+            outputs = _eager_outputs(hf_model, torch.zeros(1, *input_shape))
+    except Exception:  # noqa: BLE001 - any failure means: no explain path for this architecture
+        return None
+    return getattr(outputs, "attentions", None)
+
+
 class HFVideoExplainClassifier(HFVideoClassifier):
     """A video classifier whose every block attends over all space-time tokens (VideoMAE, ViViT): explainable.
 
@@ -93,12 +115,7 @@ class HFVideoExplainClassifier(HFVideoClassifier):
         from attnserve.models.layers import attention_rollout, normalize_map
 
         pixel_values = (pixels.float() / 255.0 - self.mean) / self.std  # (B, T, C, H, W)
-        implementation = self.hf_model.config._attn_implementation
-        self.hf_model.set_attn_implementation("eager")
-        try:
-            outputs = self.hf_model(pixel_values=pixel_values, output_attentions=True)
-        finally:
-            self.hf_model.set_attn_implementation(implementation)
+        outputs = _eager_outputs(self.hf_model, pixel_values)
         rollout = attention_rollout(outputs.attentions)  # (B, N, N), N = special + t * gh * gw
         if self.special_tokens:
             importance = rollout[:, 0, self.special_tokens :]  # (B, t*gh*gw): what the class token reads
@@ -122,16 +139,7 @@ def _video_tokens(hf_model: nn.Module, input_shape: tuple[int, ...]) -> tuple[tu
         return None
     frames, _, height, width = input_shape
     tokens = (frames // tubelet, height // patch, width // patch)
-    implementation = config._attn_implementation
-    try:
-        hf_model.set_attn_implementation("eager")
-        with torch.no_grad():
-            outputs = hf_model(pixel_values=torch.zeros(1, *input_shape), output_attentions=True)
-    except Exception:  # noqa: BLE001 - any failure means: no explain path for this architecture
-        return None
-    finally:
-        hf_model.set_attn_implementation(implementation)
-    attentions = getattr(outputs, "attentions", None)
+    attentions = _probe_attentions(hf_model, input_shape)
     if frames % tubelet or not attentions or attentions[0].dim() != 4 or attentions[0].shape[0] != 1:
         return None
     special = attentions[0].shape[-1] - tokens[0] * tokens[1] * tokens[2]
@@ -158,12 +166,7 @@ class HFViTClassifier(HFImageClassifier):
         from attnserve.models.layers import attention_rollout, normalize_map
 
         pixel_values = (pixels.float() / 255.0 - self.mean) / self.std  # (B, C, H, W)
-        implementation = self.hf_model.config._attn_implementation
-        self.hf_model.set_attn_implementation("eager")
-        try:
-            outputs = self.hf_model(pixel_values=pixel_values, output_attentions=True)
-        finally:
-            self.hf_model.set_attn_implementation(implementation)
+        outputs = _eager_outputs(self.hf_model, pixel_values)
         rollout = attention_rollout(outputs.attentions)  # (B, N, N), N = special tokens + gh * gw
         patches = self.grid[0] * self.grid[1]
         cls_to_patches = rollout[:, 0, -patches:].reshape(-1, *self.grid)  # (B, gh, gw)
@@ -176,16 +179,7 @@ def _vit_grid(hf_model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, i
     if not isinstance(patch_size, int) or not hasattr(hf_model, "set_attn_implementation"):
         return None
     grid = (input_shape[1] // patch_size, input_shape[2] // patch_size)
-    implementation = hf_model.config._attn_implementation
-    try:
-        hf_model.set_attn_implementation("eager")
-        with torch.no_grad():
-            outputs = hf_model(pixel_values=torch.zeros(1, *input_shape), output_attentions=True)
-    except Exception:  # noqa: BLE001 - any failure means: no explain path for this architecture
-        return None
-    finally:
-        hf_model.set_attn_implementation(implementation)
-    attentions = getattr(outputs, "attentions", None)
+    attentions = _probe_attentions(hf_model, input_shape)
     if not attentions or attentions[0].dim() != 4:
         return None
     tokens = attentions[0].shape[-1]

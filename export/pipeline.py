@@ -398,22 +398,23 @@ def export_hf(
     *,
     name: str | None = None,
     runs_dir: Path = Path("runs"),
-    opset: int | None = None,
-    tensorrt: bool = False,
-    explain: bool = True,
-    optimize: bool = True,
-    fp16: bool | None = None,
-    version: int | None = None,
+    options: ExportOptions | None = None,
     on_stage: StageCallback | None = None,
 ) -> ExportReport:
     """Export a local Hugging Face image classifier (`save_pretrained` folder or `config.json`), offline.
 
     ViT-like models also get `NAME_explain` (attention rollout); others skip it with the reason.
+
+    Args:
+        path: the `save_pretrained` folder or its `config.json`.
+        repository: the Triton model repository.
+        name: the entry name (default: from the folder).
+        runs_dir: parent of run folders; artefacts go to `runs_dir/NAME/export/`.
+        options: the optional stages, as for `export_model` (default: `ExportOptions()`).
+        on_stage: called with each finished stage.
     """
     from attnserve.export.hf_import import load_hf_classifier
 
     model, spec = load_hf_classifier(path, name=name)
-    options = ExportOptions(
-        opset=opset, explain=explain, optimize=optimize, fp16=fp16, tensorrt=tensorrt, version=version
-    )
+    options = options or ExportOptions()
     return _export(model, spec, Path(repository), Path(runs_dir) / spec.name / "export", options, on_stage)

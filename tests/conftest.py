@@ -63,23 +63,15 @@ class TritonFixture:
 def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonFixture]:
     """One real Triton server for the session (see the module docstring)."""
     from support.deployables import build_deployables_repository
+    from support.servers import local_server
 
     from attnserve.serving.runtime_view import build_runtime_repository
-    from attnserve.serving.server import TritonServer
 
     root = tmp_path_factory.mktemp("triton_server")
     repository = root / "model_repository"
     specs, onnx_paths = build_deployables_repository(repository, FIXTURE_DEPLOYABLES, tiny=True)
     view, loaded, skipped = build_runtime_repository(repository, root / "runtime")
-    server = TritonServer(
-        view,
-        models=loaded,
-        http_port=0,
-        grpc_port=0,
-        metrics_port=0,
-        work_dir=root / "server",
-        exit_timeout_s=SERVER_EXIT_TIMEOUT_S,
-    )
+    server = local_server(view, loaded, root / "server", exit_timeout_s=SERVER_EXIT_TIMEOUT_S)
     with server:
         yield TritonFixture(
             http_url=server.http_url,

@@ -10,6 +10,10 @@ from attnserve.spec import ModelSpec
 
 TINY_SHAPE = (3, 16, 16)
 TINY_LABELS = ("cat", "dog", "bird", "fish")
+TINY_TRANSFORMER: dict[str, int] = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+)
+"""The size of the tiny Hugging Face transformers the HF tests build offline (random weights)."""
 
 
 def tiny_spec(**overrides: object) -> ModelSpec:

@@ -8,29 +8,17 @@ import pytest
 
 transformers = pytest.importorskip("transformers", reason="the hf extra (transformers) is not installed")
 
+from export_fixtures import TINY_TRANSFORMER
+
 from attnserve.errors import UserInputError
 from attnserve.export.hf_import import load_hf_classifier
 from attnserve.export.torch2onnx import export_onnx
 from attnserve.export.verify import verify_onnx
 
 TINY_CONFIGS = {
-    "vit": lambda: transformers.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=5,
-    ),
+    "vit": lambda: transformers.ViTConfig(**TINY_TRANSFORMER, image_size=32, patch_size=8, num_labels=5),
     "deit": lambda: transformers.DeiTConfig(
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        num_labels=5,
+        **dict(TINY_TRANSFORMER, num_hidden_layers=3), image_size=32, patch_size=8, num_labels=5
     ),
     "mobilevit": lambda: transformers.MobileViTConfig(
         image_size=32,

@@ -14,6 +14,7 @@ import pytest
 transformers = pytest.importorskip("transformers", reason="the hf extra (transformers) is not installed")
 
 import torch
+from export_fixtures import TINY_TRANSFORMER
 
 from attnserve.cli import main
 from attnserve.export.hf_import import HFVideoClassifier, load_hf_classifier
@@ -26,10 +27,7 @@ TINY_VIDEO_CONFIGS = {
         patch_size=8,
         num_frames=4,
         tubelet_size=2,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_TRANSFORMER,
         id2label={0: "right", 1: "left", 2: "right_and_back", 3: "left_and_back"},
         label2id={"right": 0, "left": 1, "right_and_back": 2, "left_and_back": 3},
     ),
@@ -37,10 +35,7 @@ TINY_VIDEO_CONFIGS = {
         image_size=32,
         patch_size=8,
         num_frames=4,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_TRANSFORMER,
         num_labels=4,
     ),
 }
@@ -120,20 +115,12 @@ def test_labels_come_from_id2label(exported: Exported) -> None:
 
 @pytest.fixture(scope="module")
 def hf_server(exported: Exported) -> Iterator[Any]:
+    from support.servers import local_server
+
     from attnserve.serving.runtime_view import build_runtime_repository
-    from attnserve.serving.server import TritonServer
 
     view, loaded, _ = build_runtime_repository(exported.root / "repo", exported.root / "runtime")
-    server = TritonServer(
-        view,
-        models=loaded,
-        http_port=0,
-        grpc_port=0,
-        metrics_port=0,
-        work_dir=exported.root / "server",
-        exit_timeout_s=5,
-    )
-    with server:
+    with local_server(view, loaded, exported.root / "server") as server:
         yield server
 
 
@@ -166,10 +153,7 @@ def test_vivit_is_a_video_classifier_with_a_class_token_map(tmp_path: Path) -> N
         image_size=32,
         num_frames=4,
         tubelet_size=[2, 8, 8],
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        **TINY_TRANSFORMER,
         num_labels=3,
     )
     config.save_pretrained(tmp_path)

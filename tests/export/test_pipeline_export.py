@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from export_fixtures import TinySdpaClassifier, tiny_spec
+from export_fixtures import TINY_TRANSFORMER, TinySdpaClassifier, tiny_spec
 
 from attnserve.cli import main
 from attnserve.export.fp16 import modelopt_available
@@ -105,15 +105,8 @@ def test_trtexec_line_takes_the_profile_from_the_spec() -> None:
 
 def test_cli_exports_a_local_hf_config(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    transformers.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=16,
-        patch_size=8,
-        num_labels=3,
-    ).save_pretrained(tmp_path / "tiny_vit")
+    config = dict(TINY_TRANSFORMER, num_hidden_layers=1)
+    transformers.ViTConfig(**config, image_size=16, patch_size=8, num_labels=3).save_pretrained(tmp_path / "tiny_vit")
     code = main(
         [
             "export",

@@ -64,9 +64,10 @@ class ReliabilityServer:
 @pytest.fixture(scope="session")
 def reliability_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReliabilityServer]:
     """Start a dedicated real Triton (serving's `TritonServer`) for overload and fault tests."""
+    from support.servers import local_server
+
     from attnserve.repository.entries import write_model_entry
     from attnserve.serving.runtime_view import build_runtime_repository
-    from attnserve.serving.server import TritonServer
 
     root = tmp_path_factory.mktemp("reliability")
     source = root / "repository"
@@ -82,14 +83,6 @@ def reliability_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rel
         write_model_entry(spec, onnx_path, source)
     view, _loaded, _skipped = build_runtime_repository(source, root / "runtime")
     onnx_paths["rel_heavy_unbounded"] = onnx_paths["rel_heavy"]
-    server = TritonServer(
-        view,
-        models=["rel_heavy", "rel_heavy_unbounded", "rel_light"],
-        http_port=0,
-        grpc_port=0,
-        metrics_port=0,
-        work_dir=root / "server",
-        exit_timeout_s=5,
-    )
+    server = local_server(view, ["rel_heavy", "rel_heavy_unbounded", "rel_light"], root / "server")
     with server:
         yield ReliabilityServer(server=server, specs=specs, onnx_paths=onnx_paths, repository=view)

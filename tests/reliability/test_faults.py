@@ -32,7 +32,7 @@ from attnserve.clients.settings import ClientSettings
 from attnserve.errors import InferenceError, ServerError
 
 from .conftest import ReliabilityServer
-from .helpers import stub_processes
+from .helpers import ProcessInfo, stub_processes
 
 pytestmark = pytest.mark.triton
 
@@ -84,6 +84,10 @@ class LoadLoop:
     def failures(self) -> list[InferenceError]:
         return [error for *_, error in self.outcomes if error is not None]
 
+    def answers_after(self, since: float) -> int:
+        """Answers received after `since` (time.monotonic)."""
+        return sum(1 for t, *_, error in self.outcomes if error is None and t > since)
+
     def wait_for(self, condition: str, predicate: object, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while not predicate():  # type: ignore[operator]
@@ -119,12 +123,24 @@ def _load_model(server: ReliabilityServer, model: str) -> tuple[int, str]:
         return int(exc.code), exc.read().decode()
 
 
+def _the_stub(server: ReliabilityServer) -> tuple[int, list[ProcessInfo]]:
+    """The server's pid and the one Python stub of `MODEL` (its only instance)."""
+    server_pid = server.server.pid  # type: ignore[attr-defined]
+    stubs = stub_processes(server_pid, MODEL)
+    assert len(stubs) == 1, f"expected one stub for {MODEL}, found {stubs}"
+    return server_pid, stubs
+
+
+def _assert_stub_replaced(server_pid: int, stubs: list[ProcessInfo]) -> None:
+    """One stub of `MODEL` again, a new process."""
+    new_stubs = stub_processes(server_pid, MODEL)
+    assert len(new_stubs) == 1 and new_stubs[0].pid != stubs[0].pid, (stubs, new_stubs)
+
+
 def test_killed_stub_without_watchdog_fails_clearly_until_reloaded(reliability_server: ReliabilityServer) -> None:
     """Triton alone: requests fail (INTERNAL, named instance; the client's small retry budget gives up
     clearly), no wrong answer; an admin reload of the model is what brings it back."""
-    server_pid = reliability_server.server.pid  # type: ignore[attr-defined]
-    stubs = stub_processes(server_pid, MODEL)
-    assert len(stubs) == 1, f"expected one stub for {MODEL}, found {stubs}"
+    server_pid, stubs = _the_stub(reliability_server)
     settings = ClientSettings(
         url=reliability_server.grpc_url, protocol="grpc", retries=1, retry_budget_s=0.5, timeout_s=20
     )
@@ -142,14 +158,13 @@ def test_killed_stub_without_watchdog_fails_clearly_until_reloaded(reliability_s
         reloaded_at = time.monotonic()
         loop.wait_for(
             "10 answers after the reload",
-            lambda: sum(1 for t, *_, e in loop.outcomes if e is None and t > reloaded_at) >= 10,
+            lambda: loop.answers_after(reloaded_at) >= 10,
             30,
         )
     finally:
         loop.stop()
 
-    new_stubs = stub_processes(server_pid, MODEL)
-    assert len(new_stubs) == 1 and new_stubs[0].pid != stubs[0].pid, (stubs, new_stubs)
+    _assert_stub_replaced(server_pid, stubs)
     failures = loop.failures()
     assert failures, "killing the stub went unnoticed"
     assert any(f"Stub process '{MODEL}_0_0' is not healthy" in str(e) for e in failures), failures
@@ -169,9 +184,7 @@ def test_killed_stub_with_watchdog_is_bridged_by_client_retries(reliability_serv
     no failure reaches the caller and every answer is right."""
     from attnserve.serving.watchdog import StubWatchdog
 
-    server_pid = reliability_server.server.pid  # type: ignore[attr-defined]
-    stubs = stub_processes(server_pid, MODEL)
-    assert len(stubs) == 1, f"expected one stub for {MODEL}, found {stubs}"
+    server_pid, stubs = _the_stub(reliability_server)
     settings = ClientSettings(
         url=reliability_server.grpc_url,
         protocol="grpc",
@@ -190,13 +203,12 @@ def test_killed_stub_with_watchdog_is_bridged_by_client_retries(reliability_serv
             loop.wait_for("the watchdog to reload the model", lambda: watchdog.reloads == [MODEL], 30)
             loop.wait_for(
                 "10 answers after the kill",
-                lambda: sum(1 for t, *_, e in loop.outcomes if e is None and t > killed_at) >= 10,
+                lambda: loop.answers_after(killed_at) >= 10,
                 30,
             )
         finally:
             loop.stop()
-    new_stubs = stub_processes(server_pid, MODEL)
-    assert len(new_stubs) == 1 and new_stubs[0].pid != stubs[0].pid, (stubs, new_stubs)
+    _assert_stub_replaced(server_pid, stubs)
     assert not loop.failures(), f"the client's retries should bridge the reload: {loop.summary()}"
     loop.assert_all_answers_right()
     print(f"\nstub kill with watchdog: {loop.summary()}; reloads {watchdog.reloads}")
@@ -221,16 +233,10 @@ def test_corrupt_model_fails_to_load_while_others_serve(reliability_server: Reli
 
 def test_corrupt_model_at_startup_fails_fast_naming_it(reliability_server: ReliabilityServer, tmp_path: Path) -> None:
     """Start-up with a corrupt model listed: the server exits (exit-on-error) and the error names the model."""
-    from attnserve.serving.server import TritonServer
+    from support.servers import local_server
 
-    server = TritonServer(
-        reliability_server.repository,
-        models=["rel_light", "rel_broken"],
-        http_port=0,
-        grpc_port=0,
-        metrics_port=0,
-        work_dir=tmp_path / "server",
-        exit_timeout_s=2,
+    server = local_server(
+        reliability_server.repository, ["rel_light", "rel_broken"], tmp_path / "server", exit_timeout_s=2
     )
     with pytest.raises(ServerError) as failed:
         with server:
@@ -266,7 +272,7 @@ def test_server_restart_is_bridged_by_client_retries(reliability_server: Reliabi
         ready_at = time.monotonic()
         loop.wait_for(
             "10 answers after the restart",
-            lambda: sum(1 for t, *_, e in loop.outcomes if e is None and t > ready_at) >= 10,
+            lambda: loop.answers_after(ready_at) >= 10,
             60,
         )
     finally:
