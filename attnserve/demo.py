@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from attnserve.models.deployables import HANDPICKED_SERVING, NOBATCH_SERVING
 from attnserve.spec import explain_name, nobatch_name, pipeline_name
 
 logger = logging.getLogger(__name__)
@@ -33,18 +34,6 @@ BENCH_MODEL = "vit_tiny_patch16_224"
 BATCHING_MODELS: tuple[str, ...] = ("vit_digits", BENCH_MODEL)
 """Models measured with dynamic batching on and off."""
 HANDPICKED_SUFFIX = "_handpicked"
-HANDPICKED_SERVING: dict[str, Any] = {
-    "dynamic_batching": True,
-    "max_queue_delay_us": 2_000,
-    "preferred_batch_sizes": (4, 8, 16),
-    "max_batch_size": 16,
-    "instance_count": 1,
-    "intra_op_threads": 0,
-    "allow_spinning": True,
-}
-"""The configuration every model shipped with before `attnserve tune` chose the defaults (docs/tuning.md)."""
-NOBATCH_SERVING: dict[str, Any] = {**HANDPICKED_SERVING, "dynamic_batching": False}
-"""Batching off, one instance on every core, the runtime's default spinning threads."""
 CONFIG_LABELS = {"batching_on": "tuned default", "batching_off": "batching off", "handpicked": "hand-picked 2 ms"}
 OPTIMIZE_MODEL = "vit_digits"
 """Model whose CPU variants (runtime x precision) the demo measures; trained, so the gate is on accuracy."""

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from attnserve.models.deployables import DEPLOYABLE_NAMES
-    from attnserve.serving.server import free_port
+    from attnserve.serving.cli import serve_command
     from tests.support.deployables import build_deployables_repository
 
     names = [n.strip() for n in args.models.split(",") if n.strip()] or list(DEPLOYABLE_NAMES)
@@ -42,22 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         build_deployables_repository(args.repository, names, tiny=False, optimize=False)
         print(f"exported {len(names)} deployables (full size) in {time.perf_counter() - started:.0f} s", flush=True)
 
-    command = [
-        sys.executable,
-        "-m",
-        "attnserve.cli",
-        "serve",
-        "--repository",
-        str(args.repository),
-        "--http-port",
-        str(free_port()),
-        "--grpc-port",
-        str(free_port()),
-        "--metrics-port",
-        str(free_port()),
-        "--ready-timeout",
-        str(args.timeout),
-    ]
+    command = serve_command(args.repository, ready_timeout_s=args.timeout)
     launched = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     ready_s = None

@@ -34,18 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from attnserve.models.deployables import HANDPICKED_SERVING, NOBATCH_SERVING
+
 log = logging.getLogger("bench.tuned_defaults")
 
-HANDPICKED = {
-    "dynamic_batching": True,
-    "max_queue_delay_us": 2_000,
-    "preferred_batch_sizes": (4, 8, 16),
-    "max_batch_size": 16,
-    "instance_count": 1,
-    "intra_op_threads": 0,
-    "allow_spinning": True,
-}
-NOBATCH = {**HANDPICKED, "dynamic_batching": False}
+HANDPICKED = HANDPICKED_SERVING
+NOBATCH = NOBATCH_SERVING
 
 
 def _entries(name: str, spec: Any, tune_report: Path) -> dict[str, Any]:

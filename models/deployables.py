@@ -69,6 +69,19 @@ _IMAGE_SERVING = dict(
     max_queue_delay_us=TUNED_MAX_QUEUE_DELAY_US,
 )
 _SMALL_MODEL_THREADS = dict(intra_op_threads=1, allow_spinning=False)
+HANDPICKED_SERVING: dict[str, Any] = {
+    "dynamic_batching": True,
+    "max_queue_delay_us": 2_000,
+    "preferred_batch_sizes": (4, 8, 16),
+    "max_batch_size": 16,
+    "instance_count": 1,
+    "intra_op_threads": 0,
+    "allow_spinning": True,
+}
+"""The configuration every model shipped with before `attnserve tune` chose the defaults (the demo and
+bench/tuned_defaults.py measure the tuned defaults against it)."""
+NOBATCH_SERVING: dict[str, Any] = {**HANDPICKED_SERVING, "dynamic_batching": False}
+"""Batching off, one instance on every core, the runtime's default spinning threads."""
 _VIDEO_SERVING = dict(max_batch_size=8, preferred_batch_sizes=(2, 4, 8), atol=5e-4, rtol=1e-3)
 _VIT_32 = dict(
     stem="conv", stem_depth=3, stem_width=32, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0, drop_rate=0.0

@@ -115,6 +115,19 @@ def run_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_command(repository: Path, *, ready_timeout_s: float, work_dir: Path | None = None) -> list[str]:
+    """The command line that runs `attnserve serve` on `repository` with this Python, on free loopback ports
+    (HTTP, gRPC, metrics): for launching a server as a child process and reading its READY line."""
+    from attnserve.serving.server import free_port
+
+    command = [sys.executable, "-m", "attnserve.cli", "serve", "--repository", str(repository)]
+    if work_dir is not None:
+        command += ["--work-dir", str(work_dir)]
+    for option in ("--http-port", "--grpc-port", "--metrics-port"):
+        command += [option, str(free_port())]
+    return [*command, "--ready-timeout", f"{ready_timeout_s:g}"]
+
+
 def _print_ready(server: Any, loaded: list[str], seconds: float, work_dir: Path) -> None:
     """The READY banner: models, endpoints, log and where the admin token is."""
     print(f"Triton READY in {seconds:.1f} s with {len(loaded)} models: {', '.join(loaded)}")

@@ -108,27 +108,11 @@ def _processes_mentioning(text: str) -> list[int]:
 @pytest.mark.triton
 def test_serve_cli_runs_until_sigterm_and_leaves_nothing_behind(tmp_path: Path, tiny_repository: Path) -> None:
     import subprocess
-    import sys
+
+    from attnserve.serving.cli import serve_command
 
     work_dir = tmp_path / "serve"
-    command = [
-        sys.executable,
-        "-m",
-        "attnserve.cli",
-        "serve",
-        "--repository",
-        str(tiny_repository),
-        "--work-dir",
-        str(work_dir),
-        "--http-port",
-        str(free_port()),
-        "--grpc-port",
-        str(free_port()),
-        "--metrics-port",
-        str(free_port()),
-        "--ready-timeout",
-        "120",
-    ]
+    command = serve_command(tiny_repository, ready_timeout_s=120, work_dir=work_dir)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
