@@ -89,6 +89,21 @@ _VIT_32 = dict(
 _VIDEO_ARGS = dict(embed_dim=48, depth=2, num_heads=4, mlp_ratio=2.0, first_stride=4, stem_depth=2, stem_width=32)
 
 
+def _digits_deployable(arch: str, arch_args: dict[str, Any], spec_args: dict[str, Any]) -> Deployable:
+    """An image architecture on the digits (1x32x32), served with the tuned small-model knobs plus `spec_args`."""
+    return Deployable(
+        arch,
+        "digits",
+        "image",
+        (1, 32, 32),
+        DIGIT_LABELS,
+        DIGITS_MEAN,
+        DIGITS_STD,
+        arch_args,
+        dict(_IMAGE_SERVING, **_SMALL_MODEL_THREADS, **spec_args),
+    )
+
+
 def _motion_deployable(arch: str, tubelet_size: int) -> Deployable:
     """A video architecture on the procedural motion dataset (8 frames of 3x32x32), with the video serving knobs."""
     return Deployable(
@@ -105,27 +120,9 @@ def _motion_deployable(arch: str, tubelet_size: int) -> Deployable:
 
 
 DEPLOYABLES: dict[str, Deployable] = {
-    "vit_digits": Deployable(
-        "vit_convstem_32",
-        "digits",
-        "image",
-        (1, 32, 32),
-        DIGIT_LABELS,
-        DIGITS_MEAN,
-        DIGITS_STD,
-        dict(_VIT_32),
-        dict(_IMAGE_SERVING, **_SMALL_MODEL_THREADS),
-    ),
-    "cnn_cbam_digits": Deployable(
-        "cnn_cbam_32",
-        "digits",
-        "image",
-        (1, 32, 32),
-        DIGIT_LABELS,
-        DIGITS_MEAN,
-        DIGITS_STD,
-        dict(widths=(16, 32, 64), attn="cbam", first_stride=2),
-        dict(_IMAGE_SERVING, **_SMALL_MODEL_THREADS, atol=5e-4),
+    "vit_digits": _digits_deployable("vit_convstem_32", dict(_VIT_32), {}),
+    "cnn_cbam_digits": _digits_deployable(
+        "cnn_cbam_32", dict(widths=(16, 32, 64), attn="cbam", first_stride=2), dict(atol=5e-4)
     ),
     "vit_shapes": Deployable(
         "vit_convstem_32",

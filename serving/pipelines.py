@@ -155,25 +155,23 @@ def write_pipeline_entries(spec: ModelSpec, repository: Path | str) -> tuple[Pat
         The two entry folders `(preprocess_dir, pipeline_dir)`.
     """
     repository = Path(repository)
-    preprocess_dir = repository / spec.preprocess_name
-    if preprocess_dir.exists():
-        shutil.rmtree(preprocess_dir)
-    preprocess_config(spec).write(preprocess_dir)
-    (preprocess_dir / "1").mkdir()
-    shutil.copy2(PREPROCESS_SHIM, preprocess_dir / "1" / PYTHON_MODEL_FILENAME)
-
-    pipeline_dir = repository / spec.pipeline_name
-    if pipeline_dir.exists():
-        shutil.rmtree(pipeline_dir)
-    pipeline_config(spec).write(pipeline_dir)
-    (pipeline_dir / "1").mkdir()  # Triton needs a version folder, even an empty one, for an ensemble
+    preprocess_dir = _fresh_entry(repository, spec.preprocess_name, preprocess_config(spec), PREPROCESS_SHIM)
+    pipeline_dir = _fresh_entry(repository, spec.pipeline_name, pipeline_config(spec))
     write_labels(spec, pipeline_dir)
     spec.save(pipeline_dir / SPEC_FILENAME)
     if spec.kind == "video":
-        timeline_dir = repository / spec.timeline_name
-        if timeline_dir.exists():
-            shutil.rmtree(timeline_dir)
-        timeline_config(spec).write(timeline_dir)
-        (timeline_dir / "1").mkdir()
-        shutil.copy2(TIMELINE_SHIM, timeline_dir / "1" / PYTHON_MODEL_FILENAME)
+        _fresh_entry(repository, spec.timeline_name, timeline_config(spec), TIMELINE_SHIM)
     return preprocess_dir, pipeline_dir
+
+
+def _fresh_entry(repository: Path, name: str, config: ModelConfig, python_model: Path | None = None) -> Path:
+    """Write `repository/name/` anew (an earlier one removed): `config` and version folder `1` (Triton needs
+    one, even an empty one, for an ensemble), holding `python_model` as the Python backend's file when given."""
+    entry_dir = repository / name
+    if entry_dir.exists():
+        shutil.rmtree(entry_dir)
+    config.write(entry_dir)
+    (entry_dir / "1").mkdir()
+    if python_model is not None:
+        shutil.copy2(python_model, entry_dir / "1" / PYTHON_MODEL_FILENAME)
+    return entry_dir

@@ -217,6 +217,14 @@ class ModelParameter(_ProtoMessage):
     string_value: str
 
 
+def python_model_config(args: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The config a Python-backend model's `initialize(args)` receives (Triton's JSON form of `config.pbtxt`) and
+    its `parameters` as plain strings."""
+    config: dict[str, Any] = json.loads(args["model_config"])
+    parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+    return config, parameters
+
+
 class EnsembleStep(_ProtoMessage):
     """One step of an ensemble: maps the composing model's tensor names to ensemble tensor names."""
 

@@ -7,20 +7,18 @@ its own request, with the reason; the other requests of the batch are served.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from attnserve.errors import AttnserveError
+from attnserve.repository.config import python_model_config
 from attnserve.serving.python_models.preprocess import PreprocessTarget, decode
 from attnserve.video import VideoLimits
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        config = json.loads(args["model_config"])
-        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        config, parameters = python_model_config(args)
         self.target = PreprocessTarget.from_parameters(parameters)
         self.limits = VideoLimits.from_parameters(parameters)
         self.input_name = config["input"][0]["name"]

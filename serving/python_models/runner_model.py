@@ -10,13 +10,13 @@ a failed run fails its batch with INTERNAL, logged with its traceback.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
 
 from attnserve.errors import AttnserveError, UserInputError
+from attnserve.repository.config import python_model_config
 from attnserve.repository.runner import RunnerParameters
 from attnserve.runtimes.session import intra_op_threads_for, open_session
 from attnserve.serving.python_models.batch_runner import RequestInputs, TensorSpec, run_requests
@@ -24,8 +24,7 @@ from attnserve.serving.python_models.batch_runner import RequestInputs, TensorSp
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        config = json.loads(args["model_config"])
-        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        config, parameters = python_model_config(args)
         runner = RunnerParameters.from_parameters(parameters)
         version_dir = Path(args["model_repository"]) / args["model_version"]
         model_path = version_dir / runner.model_file  # an absolute model_file replaces the folder

@@ -19,6 +19,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from attnserve.errors import AttnserveError, InferenceError
+from attnserve.repository.config import python_model_config
 from attnserve.serving.python_models.preprocess import PreprocessTarget, to_pixels
 from attnserve.video import Timeline, VideoLimits, clip_indices, decode_video, plan_timeline, timeline_result
 
@@ -32,8 +33,7 @@ def _optional(request: object, name: str) -> float | None:
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        config = json.loads(args["model_config"])
-        parameters = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
+        config, parameters = python_model_config(args)
         self.target = PreprocessTarget.from_parameters(parameters)
         self.limits = VideoLimits.from_parameters(parameters)
         self.classifier = parameters["classifier"]
