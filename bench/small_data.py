@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from attnserve.models.metrics import TrainingMetrics
+
 CLASSES = ("circle", "square", "triangle")
 MODEL = "vit_shapes"
 
@@ -49,16 +51,15 @@ def run_train(data: Path, runs_dir: Path, max_minutes: float) -> dict[str, objec
     command += ["--max-minutes", str(max_minutes), "--runs-dir", str(runs_dir), "--no-progress"]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, check=False)
-    metrics_path = runs_dir / MODEL / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if result.returncode == 0 and metrics_path.is_file() else {}
+    metrics = TrainingMetrics.load(runs_dir / MODEL) if result.returncode == 0 else None
     return {
         "returncode": result.returncode,
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "train_seconds": metrics.get("train_seconds"),
-        "test_accuracy": metrics.get("test_accuracy"),
-        "epochs": metrics.get("epochs"),
-        "skipped_files": metrics.get("skipped_files"),
-        "empty_classes": metrics.get("empty_classes"),
+        "train_seconds": metrics.train_seconds if metrics else None,
+        "test_accuracy": metrics.test_accuracy if metrics else None,
+        "epochs": metrics.epochs if metrics else None,
+        "skipped_files": metrics.skipped_files if metrics else None,
+        "empty_classes": metrics.empty_classes if metrics else None,
         "output_tail": (result.stdout + result.stderr).strip().splitlines()[-8:],
     }
 
