@@ -239,18 +239,18 @@ def _train_all(runs_dir: Path, train_minutes: float, retrain: bool, echo: Callab
         run_dir = runs_dir / name
         if has_checkpoint(run_dir) and not retrain:
             echo(f"    {name}: checkpoint in {run_dir}, not retrained")
-            metrics, reused = load_metrics(run_dir) or {}, True
+            metrics, reused = load_metrics(run_dir), True
         else:
             echo(f"    {name}: training for up to {train_minutes:g} min")
             metrics, reused = train(name, max_minutes=train_minutes, runs_dir=runs_dir), False
         results[name] = {
             "reused_checkpoint": reused,
-            "test_accuracy": metrics.get("test_accuracy"),
-            "chance_accuracy": metrics.get("chance_accuracy"),
-            "train_seconds": round(float(metrics.get("train_seconds") or 0.0), 1),
-            "epochs": metrics.get("epochs"),
+            "test_accuracy": metrics.test_accuracy if metrics else None,
+            "chance_accuracy": metrics.chance_accuracy if metrics else None,
+            "train_seconds": round(metrics.train_seconds, 1) if metrics else 0.0,
+            "epochs": metrics.epochs if metrics else None,
         }
-        echo(f"    {name}: test accuracy {_pct(metrics.get('test_accuracy'))}")
+        echo(f"    {name}: test accuracy {_pct(results[name]['test_accuracy'])}")
     return results
 
 

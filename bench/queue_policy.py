@@ -17,6 +17,27 @@ from pathlib import Path
 
 import numpy as np
 
+MODEL = "cnn_cbam_digits"
+
+
+def _export_tiny(name: str, root: Path) -> Path:
+    """Export the tiny variant of deployable `name` (random weights, no explain twin) into `root/exported`.
+
+    Returns:
+        The ONNX file its entry serves.
+    """
+    from attnserve.errors import ExportError
+    from attnserve.export.pipeline import export_model
+    from attnserve.models.deployables import tiny_arch_overrides
+    from attnserve.repository.entries import served_file
+
+    overrides = tiny_arch_overrides(name)
+    report = export_model(name, root / "exported", runs_dir=root / "runs", explain=False, optimize=False, **overrides)
+    onnx_path = served_file(report.entries[name]) if report.ok else None
+    if onnx_path is None:
+        raise ExportError(f"exporting {name} failed: {[(s.stage, s.reason) for s in report.stages]}")
+    return onnx_path
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,12 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     from attnserve.repository.entries import read_entry_spec, write_model_entry
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
-    from tests.support.deployables import build_deployables_repository
 
     with tempfile.TemporaryDirectory(prefix="attnserve-queue-policy-") as scratch:
         root = Path(scratch)
-        _, onnx_paths = build_deployables_repository(root / "exported", ["cnn_cbam_digits"], tiny=True, explain=False)
-        spec = read_entry_spec(root / "exported" / "cnn_cbam_digits")
+        onnx_path = _export_tiny(MODEL, root)
+        spec = read_entry_spec(root / "exported" / MODEL)
         variants = {
             "no_queue_policy": spec.model_copy(
                 update={"name": "q_unbounded", "max_queue_size": 0, "queue_timeout_us": 0}
@@ -44,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         }
         for variant in variants.values():
-            write_model_entry(variant, onnx_paths["cnn_cbam_digits"], root / "repository", version=1)
+            write_model_entry(variant, onnx_path, root / "repository", version=1)
         view, loaded, _ = build_runtime_repository(root / "repository", root / "view")
         results: dict[str, dict[str, float]] = {}
         with TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=5) as server:

@@ -1,8 +1,8 @@
 """`attnserve serve` start-up: seconds from launch to READY with every deployable model, full size.
 
-Exports every deployable at full size (untrained weights unless `runs/NAME/` exists) with its explain model
-and pipeline entries into a repository (reused when it already holds entries), then launches the real CLI
-`attnserve serve` on free loopback ports, waits for its READY line, and stops it with SIGTERM (as Ctrl-C /
+Exports every deployable at full size with the product CLI (`attnserve export --untrained --no-optimize`:
+untrained weights unless `runs/NAME/` exists, with its explain model; then `attnserve pipelines`) into a repository
+(reused when it already holds entries), then launches the real CLI `attnserve serve` on free loopback ports, waits for its READY line, and stops it with SIGTERM (as Ctrl-C /
 `docker stop` would). Prints and writes `reports/bench/serve_ready.json`: READY seconds, stop seconds, model
 count, load average. One run on the shared 2 cores: the figure moves with what else runs (load average kept).
 
@@ -24,6 +24,15 @@ from pathlib import Path
 TARGET_READY_S = 60.0
 
 
+def _export(repository: Path, names: list[str]) -> None:
+    """Export `names` at full size into `repository` with their pipeline entries, through the product CLI."""
+    cli = [sys.executable, "-m", "attnserve.cli"]
+    subprocess.run(
+        [*cli, "export", *names, "--repository", str(repository), "--untrained", "--no-optimize"], check=True
+    )
+    subprocess.run([*cli, "pipelines", "--repository", str(repository)], check=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repository", type=Path, default=Path("reports/bench/serve_repository"))
@@ -34,12 +43,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from attnserve.models.deployables import DEPLOYABLE_NAMES
     from attnserve.serving.server import free_port
-    from tests.support.deployables import build_deployables_repository
 
     names = [n.strip() for n in args.models.split(",") if n.strip()] or list(DEPLOYABLE_NAMES)
     if not args.repository.is_dir() or not any(args.repository.iterdir()):
         started = time.perf_counter()
-        build_deployables_repository(args.repository, names, tiny=False, optimize=False)
+        _export(args.repository, names)
         print(f"exported {len(names)} deployables (full size) in {time.perf_counter() - started:.0f} s", flush=True)
 
     command = [

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from attnserve.models.metrics import TrainingMetrics
+
 CLASSES = ("circle", "square", "triangle")
 MODEL = "vit_shapes"
 TRAIN_DATA_SEED, EVAL_DATA_SEED = 7, 1007
@@ -73,19 +75,18 @@ def run_train(data: Path, runs_dir: Path, max_minutes: float, model: str = MODEL
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, check=False)
-    metrics_path = runs_dir / model / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if result.returncode == 0 and metrics_path.is_file() else {}
+    metrics = TrainingMetrics.load(runs_dir / model) if result.returncode == 0 else None
     return {
         "seed": seed,
         "returncode": result.returncode,
         "wall_seconds": round(time.perf_counter() - started, 1),
-        "train_seconds": metrics.get("train_seconds"),
-        "test_accuracy": metrics.get("test_accuracy"),
-        "test_samples": metrics.get("test_samples"),
-        "steps": metrics.get("steps"),
-        "epochs": metrics.get("epochs"),
-        "skipped_files": metrics.get("skipped_files"),
-        "empty_classes": metrics.get("empty_classes"),
+        "train_seconds": metrics.train_seconds if metrics else None,
+        "test_accuracy": metrics.test_accuracy if metrics else None,
+        "test_samples": metrics.test_samples if metrics else None,
+        "steps": metrics.steps if metrics else None,
+        "epochs": metrics.epochs if metrics else None,
+        "skipped_files": metrics.skipped_files if metrics else None,
+        "empty_classes": metrics.empty_classes if metrics else None,
         "load_average_1min": [load_before, os.getloadavg()[0]],
         "output_tail": (result.stdout + result.stderr).strip().splitlines()[-8:],
     }

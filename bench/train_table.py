@@ -65,15 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             {
                 "name": name,
-                "test_accuracy": metrics["test_accuracy"],
+                "test_accuracy": metrics.test_accuracy,
                 "target": f"{rule[0]} {rule[1]:.3f}",
-                "meets_target": _meets(metrics["test_accuracy"], rule),
-                "chance_accuracy": metrics["chance_accuracy"],
-                "epochs": metrics["epochs"],
-                "stopped_by": metrics["stopped_by"],
-                "train_seconds": metrics["train_seconds"],
+                "meets_target": _meets(metrics.test_accuracy, rule),
+                "chance_accuracy": metrics.chance_accuracy,
+                "epochs": metrics.epochs,
+                "stopped_by": metrics.stopped_by,
+                "train_seconds": metrics.train_seconds,
                 "wall_seconds": time.perf_counter() - started,
-                "samples_per_second": metrics["samples_per_second"],
+                "samples_per_second": metrics.samples_per_second,
                 "load_average_before": load_before,
                 "load_average_after": os.getloadavg()[0],
             }

@@ -6,7 +6,6 @@ and the spec's input facts.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,11 @@ from torch import nn
 
 from attnserve.errors import DataError, UnknownModelError
 from attnserve.models.deployables import DEPLOYABLE_NAMES, INPUT_FACT_ARGS, TRAINABLE_NAMES, default_spec
+from attnserve.models.metrics import TrainingMetrics
 from attnserve.models.registry import create_model
 from attnserve.spec import SPEC_FILENAME, ModelSpec
 
 WEIGHTS_FILENAME = "model.safetensors"
-METRICS_FILENAME = "metrics.json"
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +52,8 @@ def build_model(spec: ModelSpec) -> nn.Module:
     return model.eval()
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy / torch scalars and arrays
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"metrics value of type {type(value).__name__} is not JSON serialisable: {value!r}")
-
-
-def save_run(run_dir: Path, model: nn.Module, spec: ModelSpec, metrics: dict[str, Any]) -> Path:
-    """Write `model.safetensors`, `spec.json` and `metrics.json` into `run_dir` (created if needed).
+def save_run(run_dir: Path, model: nn.Module, spec: ModelSpec, metrics: TrainingMetrics | None = None) -> Path:
+    """Write `model.safetensors`, `spec.json` and (given metrics) `metrics.json` into `run_dir` (created if needed).
 
     Returns:
         The run folder.
@@ -72,7 +63,8 @@ def save_run(run_dir: Path, model: nn.Module, spec: ModelSpec, metrics: dict[str
     state = {key: tensor.detach().to("cpu").contiguous() for key, tensor in model.state_dict().items()}
     save_file(state, str(run_dir / WEIGHTS_FILENAME), metadata={"arch": spec.arch, "name": spec.name})
     spec.save(run_dir / SPEC_FILENAME)
-    (run_dir / METRICS_FILENAME).write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    if metrics is not None:
+        metrics.save(run_dir)
     return run_dir
 
 
@@ -106,10 +98,9 @@ def load_run(run_dir: Path) -> tuple[nn.Module, ModelSpec]:
     return model.eval(), spec
 
 
-def load_metrics(run_dir: Path) -> dict[str, Any] | None:
-    """The run's `metrics.json`, or None when absent."""
-    path = Path(run_dir) / METRICS_FILENAME
-    return json.loads(path.read_text()) if path.is_file() else None
+def load_metrics(run_dir: Path) -> TrainingMetrics | None:
+    """The run's `metrics.json`, or None when absent (`TrainingMetrics.load`; DataError when unreadable)."""
+    return TrainingMetrics.load(run_dir)
 
 
 class MissingCheckpointError(DataError):

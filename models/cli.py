@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from attnserve.models.metrics import TrainingMetrics
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -17,9 +21,8 @@ def _models(args: argparse.Namespace) -> int:
     for name, entry in DEPLOYABLES.items():
         run_dir = runs_dir / name
         if has_checkpoint(run_dir):
-            metrics = load_metrics(run_dir) or {}
-            accuracy = metrics.get("test_accuracy")
-            status = f"trained (test accuracy {accuracy:.2%})" if isinstance(accuracy, float) else "trained"
+            metrics = load_metrics(run_dir)
+            status = f"trained (test accuracy {metrics.test_accuracy:.2%})" if metrics is not None else "trained"
         elif name in TRAINABLE_NAMES:
             status = f"not trained (attnserve train {name})"
         else:
@@ -49,32 +52,30 @@ def _train(args: argparse.Namespace) -> int:
     for line in _data_notes(metrics):
         print(line)
     print(
-        f"{args.name}: test accuracy {metrics['test_accuracy']:.2%} (chance {metrics['chance_accuracy']:.0%}) on "
-        f"{metrics['test_samples']} held-out samples; {metrics['epochs']:.1f} epochs in {metrics['train_seconds']:.0f} s "
-        f"({metrics['samples_per_second']:.0f} samples/s); written to {Path(args.runs_dir) / args.name}/"
+        f"{args.name}: test accuracy {metrics.test_accuracy:.2%} (chance {metrics.chance_accuracy:.0%}) on "
+        f"{metrics.test_samples} held-out samples; {metrics.epochs:.1f} epochs in {metrics.train_seconds:.0f} s "
+        f"({metrics.samples_per_second:.0f} samples/s); written to {Path(args.runs_dir) / args.name}/"
     )
     return 0
 
 
-def _data_notes(metrics: dict) -> list[str]:
+def _data_notes(metrics: TrainingMetrics) -> list[str]:
     """What the run left out or picked, in words (class-folder data)."""
     notes = []
-    skipped = metrics.get("skipped_files") or []
+    skipped = metrics.skipped_files
     if skipped:
         notes.append(f"skipped {len(skipped)} unreadable file(s) (--strict aborts instead):")
         notes += [f"  {item}" for item in skipped[:10]] + (
             [f"  ... and {len(skipped) - 10} more"] if len(skipped) > 10 else []
         )
-    if metrics.get("empty_classes"):
-        notes.append(f"left out empty class folder(s): {', '.join(metrics['empty_classes'])}")
-    if metrics.get("tiny_classes"):
+    if metrics.empty_classes:
+        notes.append(f"left out empty class folder(s): {', '.join(metrics.empty_classes)}")
+    if metrics.tiny_classes:
+        notes.append(f"warning: too few training files to learn class(es) reliably: {', '.join(metrics.tiny_classes)}")
+    if metrics.validation_accuracy is not None:
         notes.append(
-            f"warning: too few training files to learn class(es) reliably: {', '.join(metrics['tiny_classes'])}"
-        )
-    if metrics.get("validation_accuracy") is not None:
-        notes.append(
-            f"kept the weights of step {metrics['best_step']} of {metrics['steps']} (validation accuracy "
-            f"{metrics['validation_accuracy']:.2%} on {metrics['validation_samples']} held-out training files)"
+            f"kept the weights of step {metrics.best_step} of {metrics.steps} (validation accuracy "
+            f"{metrics.validation_accuracy:.2%} on {metrics.validation_samples} held-out training files)"
         )
     return notes
 

@@ -24,6 +24,7 @@ from attnserve.errors import UserInputError
 from attnserve.models.checkpoint import build_model, save_run
 from attnserve.models.data import DatasetSplits, load_dataset
 from attnserve.models.deployables import TRAINABLE_NAMES, default_spec, get_deployable
+from attnserve.models.metrics import TrainingMetrics
 from attnserve.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -114,13 +115,23 @@ def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int = EVAL_BATCH
     return torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.int64)
 
 
-def evaluate(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's top-1 accuracy and confusion matrix on held-out data."""
+
+    accuracy: float
+    """NaN without samples."""
+    confusion_matrix: list[list[int]]
+    """Rows: true class, columns: predicted class."""
+
+
+def evaluate(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, num_classes: int) -> Evaluation:
     """Accuracy and confusion matrix (rows: true class, columns: predicted) on held-out data."""
     predicted = predict(model, pixels)
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (labels.numpy(), predicted.numpy()), 1)
     accuracy = float((predicted == labels).float().mean()) if len(labels) else float("nan")
-    return {"test_accuracy": accuracy, "confusion_matrix": confusion.tolist()}
+    return Evaluation(accuracy, confusion.tolist())
 
 
 def train(
@@ -135,7 +146,7 @@ def train(
     progress: bool = True,
     threads: int | None = DEFAULT_TRAIN_THREADS,
     strict: bool = False,
-) -> dict[str, Any]:
+) -> TrainingMetrics:
     """Train a deployable model, evaluate it on held-out data and write `runs_dir/NAME/`.
 
     On a class folder (`data_dir`) the run is sized by the data and the budget: epochs enough to see
@@ -156,8 +167,8 @@ def train(
         strict: Abort on an unreadable file or an empty class folder instead of leaving it out.
 
     Returns:
-        The metrics (also written to `metrics.json`): test_accuracy, confusion_matrix, train_seconds,
-        epochs, samples_per_second, chance_accuracy, skipped_files, empty_classes, and what was trained on.
+        The metrics (also written to `metrics.json`): test accuracy and confusion matrix, train seconds,
+        epochs, samples per second, chance accuracy, skipped files, empty classes, and what was trained on.
 
     Raises:
         UnknownModelError: For an unknown name.
@@ -300,7 +311,7 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, data: tuple[torch.T
     return loop
 
 
-def _train(options: _Options) -> dict[str, Any]:
+def _train(options: _Options) -> TrainingMetrics:
     from tqdm.auto import tqdm
 
     name = options.name
@@ -344,12 +355,14 @@ def _train(options: _Options) -> dict[str, Any]:
 
 
 def _finish(options: _Options, model: nn.Module, spec: ModelSpec, data: DatasetSplits, recipe: Recipe, plan: _Plan,
-            loop: _Loop, keeper: _BestWeights, train_seconds: float, data_seconds: float) -> dict[str, Any]:  # fmt: skip
+            loop: _Loop, keeper: _BestWeights, train_seconds: float, data_seconds: float) -> TrainingMetrics:  # fmt: skip
     """Evaluate on the held-out test split, write the run folder, return the metrics."""
     eval_started = time.perf_counter()
     train_count = max(1, len(data.train_labels) - len(keeper.labels))
-    metrics: dict[str, Any] = evaluate(model, data.test_pixels, data.test_labels, spec.num_classes)
-    metrics.update(
+    evaluation = evaluate(model, data.test_pixels, data.test_labels, spec.num_classes)
+    metrics = TrainingMetrics(
+        test_accuracy=evaluation.accuracy,
+        confusion_matrix=evaluation.confusion_matrix,
         name=options.name,
         arch=spec.arch,
         dataset=data.source,
@@ -379,6 +392,6 @@ def _finish(options: _Options, model: nn.Module, spec: ModelSpec, data: DatasetS
         tiny_classes=list(data.tiny_classes),
     )
     save_run(Path(options.runs_dir) / options.name, model, spec, metrics)
-    logger.info("%s: test accuracy %.4f after %.1f epochs in %.0f s", options.name, metrics["test_accuracy"],
-                metrics["epochs"], train_seconds)  # fmt: skip
+    logger.info("%s: test accuracy %.4f after %.1f epochs in %.0f s", options.name, metrics.test_accuracy,
+                metrics.epochs, train_seconds)  # fmt: skip
     return metrics

@@ -11,7 +11,10 @@ available versions" answers (`attnserve.clients.status`) then recover by themsel
         ...
 
 Linux only (reads `/proc`). Models unloaded on purpose are left alone: only models the repository index
-reports READY are reloaded.
+reports READY are reloaded. A model reloaded on purpose (e.g. `attnserve tune` loading a candidate config through
+model control) also loses its stubs, for new ones: the watchdog tells the two apart by counting, and reloads only
+a model that has had fewer live stubs than its served config's instance count on two looks in a row. Its reload
+keeps the config the server serves (a config override survives it).
 """
 
 from __future__ import annotations
@@ -78,10 +81,11 @@ class StubWatchdog:
         """Models reloaded so far, in order."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._short: set[str] = set()  # models short of stubs on the previous look
 
-    def _request(self, path: str) -> str:
+    def _call(self, path: str, body: bytes | None = b"", method: str = "POST") -> str:
         request = urllib.request.Request(
-            f"http://{self.server.http_url}{path}", data=b"", method="POST", headers=self.server.admin_headers
+            f"http://{self.server.http_url}{path}", data=body, method=method, headers=self.server.admin_headers
         )
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.read().decode()
@@ -91,14 +95,33 @@ class StubWatchdog:
 
         A plain load of a loaded model is a no-op in Triton 2.51 when it sees no change (measured: it reloads
         once after start-up, then no more), which would leave the dead stub in place. Between the unload and the
-        load, requests get "has no available versions", which the client retries.
+        load, requests get "has no available versions", which the client retries. The load carries the config
+        the server served (Triton's config override), so a config loaded through model control is kept.
         """
-        self._request(f"/v2/repository/models/{model}/unload")
-        self._request(f"/v2/repository/models/{model}/load")
+        config = self._call(f"/v2/models/{model}/config", body=None, method="GET")
+        self._call(f"/v2/repository/models/{model}/unload")
+        self._call(f"/v2/repository/models/{model}/load", json.dumps({"parameters": {"config": config}}).encode())
 
     def _ready_models(self) -> set[str]:
-        index = json.loads(self._request("/v2/repository/index") or "[]")
+        index = json.loads(self._call("/v2/repository/index") or "[]")
         return {entry["name"] for entry in index if entry.get("state") == "READY"}
+
+    def _instance_count(self, model: str) -> int:
+        """How many instances (one stub each) the served config of `model` asks for."""
+        config = json.loads(self._call(f"/v2/models/{model}/config", body=None, method="GET"))
+        return sum(int(group.get("count", 1)) for group in config.get("instance_group") or [{}])
+
+    def _models_to_reload(self, suspects: set[str], alive: dict[int, str]) -> list[str]:
+        """Of `suspects` (lost a stub, or short on the last look), the READY ones short of stubs twice in a row.
+
+        A reload on purpose starts the new instances before the old ones stop, so a model is short only for
+        the instant between two looks; a killed stub leaves it short until it is reloaded.
+        """
+        ready = self._ready_models()
+        short = {model for model in suspects & ready if list(alive.values()).count(model) < self._instance_count(model)}
+        due = sorted(short & self._short)
+        self._short = short - set(due)
+        return due
 
     def check_once(self, known: dict[int, str]) -> dict[int, str]:
         """Compare the stubs with `known`; reload READY models that lost one. Returns the stubs now alive."""
@@ -106,20 +129,18 @@ class StubWatchdog:
         if server_pid is None:
             return {}
         alive = stub_pids(server_pid)
-        lost = sorted({model for pid, model in known.items() if pid not in alive})
-        if lost:
-            ready = self._ready_models()
-            for model in lost:
-                if model not in ready:
-                    continue
-                logger.warning("python-backend stub of %r died; loading the model again", model)
-                try:
-                    self.reload(model)
-                    self.reloads.append(model)
-                except (urllib.error.URLError, OSError) as exc:
-                    logger.error("reloading %r after its stub died failed: %s", model, exc)
-            alive = stub_pids(server_pid)
-        return alive
+        suspects = {model for pid, model in known.items() if pid not in alive} | self._short
+        if not suspects:
+            return alive
+        due = self._models_to_reload(suspects, alive)
+        for model in due:
+            logger.warning("python-backend stub of %r died; loading the model again", model)
+            try:
+                self.reload(model)
+                self.reloads.append(model)
+            except (urllib.error.URLError, OSError) as exc:
+                logger.error("reloading %r after its stub died failed: %s", model, exc)
+        return stub_pids(server_pid) if due else alive
 
     def _run(self) -> None:
         known = stub_pids(self.server.pid or -1)

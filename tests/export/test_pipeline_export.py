@@ -143,7 +143,7 @@ def test_cli_exports_at_the_opset_the_spec_says(tmp_path: Path) -> None:
     from attnserve.models.deployables import default_spec, tiny_arch_overrides
 
     spec = default_spec("vit_shapes", **tiny_arch_overrides("vit_shapes")).model_copy(update={"opset": 18})
-    run_dir = save_run(tmp_path / "runs" / "vit_shapes", build_model(spec), spec, {})
+    run_dir = save_run(tmp_path / "runs" / "vit_shapes", build_model(spec), spec)
     options = ["--no-optimize", "--no-explain", "--repository", str(tmp_path / "repo"), "--runs-dir", str(tmp_path)]
     assert main(["export", str(run_dir), *options]) == 0
     entry = tmp_path / "repo" / "vit_shapes"

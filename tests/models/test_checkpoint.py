@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
 from attnserve.errors import DataError, UnknownModelError
-from attnserve.models.checkpoint import MissingCheckpointError, build_model, load_run, resolve, save_run
+from attnserve.models.checkpoint import MissingCheckpointError, build_model, load_metrics, load_run, resolve, save_run
 from attnserve.models.deployables import DEPLOYABLE_NAMES, default_spec, tiny_arch_overrides
+from attnserve.models.metrics import TrainingMetrics
 from attnserve.spec import ModelSpec
 
 EXPECTED_NAMES = {
@@ -69,12 +71,20 @@ def test_build_model_follows_spec(tiny_spec: ModelSpec) -> None:
 def test_save_load_round_trip_is_exact(tiny_spec: ModelSpec, tmp_path: Path) -> None:
     torch.manual_seed(1)
     model = build_model(tiny_spec)
-    metrics = {"test_accuracy": 0.5, "confusion_matrix": [[1, 0], [0, 1]]}
+    metrics = TrainingMetrics(
+        test_accuracy=0.5, confusion_matrix=[[1, 0], [0, 1]], chance_accuracy=0.5, test_samples=2, epochs=1.0,
+        train_seconds=1.0, samples_per_second=2.0, final_train_loss=float("nan"),
+    )  # fmt: skip
     run_dir = save_run(tmp_path / tiny_spec.name, model, tiny_spec, metrics)
     assert {path.name for path in run_dir.iterdir()} == {"model.safetensors", "spec.json", "metrics.json"}
     loaded, loaded_spec = load_run(run_dir)
     assert loaded_spec == tiny_spec
-    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    assert json.loads((run_dir / "metrics.json").read_text())["confusion_matrix"] == [[1, 0], [0, 1]]
+    again = load_metrics(run_dir)  # NaN (a run without a step) survives the round trip
+    assert again is not None and again.model_dump(exclude={"final_train_loss"}) == metrics.model_dump(
+        exclude={"final_train_loss"}
+    )
+    assert math.isnan(again.final_train_loss)
     original_state, loaded_state = model.state_dict(), loaded.state_dict()
     assert original_state.keys() == loaded_state.keys()
     for key, tensor in original_state.items():
@@ -84,11 +94,18 @@ def test_save_load_round_trip_is_exact(tiny_spec: ModelSpec, tmp_path: Path) -> 
         assert torch.equal(model(pixels), loaded(pixels))
 
 
+def test_unreadable_metrics_are_a_data_error(tmp_path: Path) -> None:
+    assert load_metrics(tmp_path) is None
+    (tmp_path / "metrics.json").write_text('{"confusion_matrix": []}\n')
+    with pytest.raises(DataError, match="test_accuracy"):
+        load_metrics(tmp_path)
+
+
 def test_load_run_rejects_missing_or_mismatched_weights(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="spec.json"):
         load_run(tmp_path)
     spec = default_spec("vit_digits", **tiny_arch_overrides("vit_digits"))
-    save_run(tmp_path, build_model(spec), spec, {})
+    save_run(tmp_path, build_model(spec), spec)
     bigger = default_spec("vit_digits", **{**tiny_arch_overrides("vit_digits"), "embed_dim": 32})
     bigger.save(tmp_path)
     with pytest.raises(DataError, match="do not fit"):
@@ -105,7 +122,7 @@ def test_resolve_prefers_a_trained_run(tmp_path: Path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
     tiny = default_spec(name, **tiny_arch_overrides(name)).model_copy(update={"trained": True})
-    save_run(tmp_path / name, build_model(tiny), tiny, {})
+    save_run(tmp_path / name, build_model(tiny), tiny)
     _, resolved_spec = resolve(name, runs_dir=tmp_path)
     assert resolved_spec == tiny
     _, by_path = resolve(str(tmp_path / name))

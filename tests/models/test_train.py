@@ -14,6 +14,7 @@ from attnserve.errors import UnknownModelError, UserInputError
 from attnserve.models.checkpoint import load_run
 from attnserve.models.deployables import tiny_arch_overrides
 from attnserve.models.folders import write_png
+from attnserve.models.metrics import TrainingMetrics
 from attnserve.models.synthetic import shapes_arrays
 from attnserve.models.train import evaluate, lr_factor, train
 
@@ -29,7 +30,7 @@ def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainingMetrics, Path]:
     runs_dir = tmp_path_factory.mktemp("runs")
     metrics = train(
         "cnn_cbam_digits",
@@ -43,27 +44,28 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     return metrics, runs_dir / "cnn_cbam_digits"
 
 
-def test_train_writes_a_loadable_run(digits_run: tuple[dict, Path]) -> None:
+def test_train_writes_a_loadable_run(digits_run: tuple[TrainingMetrics, Path]) -> None:
     metrics, run_dir = digits_run
     assert {path.name for path in run_dir.iterdir()} == {"model.safetensors", "spec.json", "metrics.json"}
-    assert json.loads((run_dir / "metrics.json").read_text())["test_accuracy"] == metrics["test_accuracy"]
+    assert json.loads((run_dir / "metrics.json").read_text())["test_accuracy"] == metrics.test_accuracy
+    assert TrainingMetrics.load(run_dir) == metrics  # the typed metrics round-trip through metrics.json
     model, spec = load_run(run_dir)
     assert spec.trained and spec.name == "cnn_cbam_digits" and spec.labels == tuple("0123456789")
-    assert metrics["epochs"] == pytest.approx(1.0) and metrics["stopped_by"] == "epochs"
-    confusion = np.array(metrics["confusion_matrix"])
-    assert confusion.shape == (10, 10) and confusion.sum() == metrics["test_samples"] == 360
-    assert metrics["test_accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
-    assert metrics["train_seconds"] > 0 and metrics["samples_per_second"] > 0
+    assert metrics.epochs == pytest.approx(1.0) and metrics.stopped_by == "epochs"
+    confusion = np.array(metrics.confusion_matrix)
+    assert confusion.shape == (10, 10) and confusion.sum() == metrics.test_samples == 360
+    assert metrics.test_accuracy == pytest.approx(np.trace(confusion) / confusion.sum())
+    assert metrics.train_seconds > 0 and metrics.samples_per_second > 0
 
 
-def test_reloaded_model_reproduces_the_metrics(digits_run: tuple[dict, Path]) -> None:
+def test_reloaded_model_reproduces_the_metrics(digits_run: tuple[TrainingMetrics, Path]) -> None:
     from attnserve.models.data import load_dataset
 
     metrics, run_dir = digits_run
     model, spec = load_run(run_dir)
     data = load_dataset("cnn_cbam_digits")
     again = evaluate(model, data.test_pixels, data.test_labels, spec.num_classes)
-    assert again["confusion_matrix"] == metrics["confusion_matrix"]
+    assert again.confusion_matrix == metrics.confusion_matrix
 
 
 def test_train_on_a_user_folder(tmp_path: Path) -> None:
@@ -82,7 +84,7 @@ def test_train_on_a_user_folder(tmp_path: Path) -> None:
         progress=False,
     )
     model, spec = load_run(tmp_path / "runs" / "vit_shapes")
-    assert spec.labels == ("circle", "not_circle") and metrics["labels"] == ["circle", "not_circle"]
+    assert spec.labels == ("circle", "not_circle") and metrics.labels == ["circle", "not_circle"]
     with torch.inference_mode():
         assert model(torch.from_numpy(images[:2])).shape == (2, 2)
 
@@ -96,7 +98,9 @@ def test_train_rejects_bad_requests(tmp_path: Path) -> None:
         train("vit_digits", max_minutes=0, runs_dir=tmp_path)
 
 
-def test_cli_lists_models_with_status(digits_run: tuple[dict, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_lists_models_with_status(
+    digits_run: tuple[TrainingMetrics, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     _, run_dir = digits_run
     assert main(["models", "--runs-dir", str(run_dir.parent)]) == 0
     listing = capsys.readouterr().out
