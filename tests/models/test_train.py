@@ -16,7 +16,17 @@ from attnserve.models.deployables import tiny_arch_overrides
 from attnserve.models.folders import write_png
 from attnserve.models.metrics import TrainingMetrics
 from attnserve.models.synthetic import shapes_arrays
-from attnserve.models.train import RECIPES, _Options, _plan, augment_folder_batch, evaluate, lr_factor, train
+from attnserve.models.train import (
+    MIN_VALIDATION_SAMPLES,
+    RECIPES,
+    _Options,
+    _plan,
+    _validation_split,
+    augment_folder_batch,
+    evaluate,
+    lr_factor,
+    train,
+)
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
@@ -167,3 +177,15 @@ def test_folder_augmentation_keeps_the_shape_and_its_two_colours() -> None:
         assert 0.5 * 100 <= area <= 1.5 * 100, area  # zoom 0.8-1.15x of a 10x10 square, blurred edges
         assert not foreground[0].any() and not foreground[-1].any()  # nothing pushed out of the frame
         assert set(corner.tolist()) in ({0}, {255})  # black or inverted white background, channels agree
+
+
+def test_validation_part_only_when_large_enough_to_pick_weights_on() -> None:
+    small = torch.arange(90) % 3  # 15% would be 14 files: too few to pick weights on, all train
+    train_index, validation_index = _validation_split(small, seed=0)
+    assert len(validation_index) == 0 and torch.equal(train_index, torch.arange(90))
+    large = torch.arange(600) % 3  # 15% = 90 files, stratified
+    train_index, validation_index = _validation_split(large, seed=0)
+    assert len(validation_index) >= MIN_VALIDATION_SAMPLES
+    assert torch.bincount(large[validation_index]).tolist() == [30, 30, 30]
+    assert not set(train_index.tolist()) & set(validation_index.tolist())
+    assert len(train_index) + len(validation_index) == 600
