@@ -177,8 +177,9 @@ def train(
 
     On a class folder (`data_dir`) the run is sized by the data and the budget: epochs enough to see
     `FOLDER_SAMPLES_TARGET` samples (the time budget usually ends it first, the schedule follows time), a
-    validation part of the training files picks the best weights seen, unreadable files are skipped (counted
-    in the metrics) unless `strict`, and empty or tiny classes are named.
+    validation part of the training files picks the best weights seen (only when it holds at least
+    `MIN_VALIDATION_SAMPLES` files; smaller folders train on every file and keep the final weights), unreadable
+    files are skipped (counted in the metrics) unless `strict`, and empty or tiny classes are named.
 
     Args:
         name: A trainable deployable name (`TRAINABLE_NAMES`).
@@ -226,8 +227,9 @@ recipe's ~14 epochs, sized for 12,000 procedural samples, and stop after a secon
 FOLDER_SHIFT = 2
 """Class folders: random translation (pixels) of training images; small data needs the augmentation."""
 AUGMENTATIONS = ("shift", "rotate-colour")
-"""Training-only augmentations `train(augment=...)` offers. "rotate-colour" measured on 3 classes x 30 generated
-shapes, 60 s, load ~5 (vit_shapes, 600 extra evaluation images): 44% / 55% against 38% / 40% with "shift"."""
+"""Training-only augmentations `train(augment=...)` offers. "rotate-colour" measured with bench/small_data.py (3
+classes x 30 generated shapes, 1 minute, 2 seeds, vit_shapes, 600 extra evaluation images): 40% / 52% against
+40% / 43% with "shift" (load 3.3-7.1)."""
 VALIDATION_FRACTION = 0.15
 """Class folders: share of each class's training files held out to pick the best weights."""
 MIN_VALIDATION_SAMPLES = 30
