@@ -26,6 +26,7 @@ from attnserve.preprocessing import (
     sample_frame_indices,
     to_chw,
 )
+from attnserve.video import require_frames
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
@@ -63,8 +64,11 @@ def read_video(
 ) -> np.ndarray:
     """A video file as uint8 (frames, channels, height, width): `frames` sampled decoded frames.
 
+    A video shorter than `frames` is refused, as the server refuses it (`attnserve.video.require_frames`):
+    training on repeated frames would teach the model clips it is never served.
+
     Raises:
-        DataError: When the file cannot be decoded or holds no frame.
+        DataError: When the file cannot be decoded or holds fewer than `frames` frames.
     """
     import av
 
@@ -73,8 +77,7 @@ def read_video(
             decoded = [frame.to_image() for frame in container.decode(video=0)]
     except (av.FFmpegError, OSError) as exc:
         raise DataError(f"cannot decode video {path}: {exc}") from exc
-    if not decoded:
-        raise DataError(f"video {path} holds no frame; expected at least 1")
+    require_frames(len(decoded), frames, what=f"video {path}")
     indices = sample_frame_indices(len(decoded), frames, preprocessing)
     return np.stack([frame_to_chw(decoded[i], channels, height, width or height, preprocessing) for i in indices])
 

@@ -55,6 +55,21 @@ class Restart:
         return None if self.ready_at is None else self.ready_at - self.died_at
 
 
+def cpu_shares(replicas: int) -> list[list[int] | None]:
+    """This process's CPUs split into `replicas` disjoint, near-equal sets (None each when there are fewer CPUs
+    than replicas: sharing is then unavoidable, and the runner's default threads apply)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < replicas:
+        return [None] * replicas
+    size, extra = divmod(len(cpus), replicas)
+    shares, start = [], 0
+    for i in range(replicas):
+        end = start + size + (1 if i < extra else 0)
+        shares.append(cpus[start:end])
+        start = end
+    return shares
+
+
 class ReplicaSet:
     """N `TritonServer`s on one repository behind a generated HAProxy (context manager).
 
@@ -69,6 +84,10 @@ class ReplicaSet:
         ready_timeout_s: how long a (re)started replica may take to become ready.
         restart: restart replicas whose process died.
         extra_env: more environment for the replicas.
+        pin_cpus: give each replica its own share of this process's CPUs (Linux affinity), as a Kubernetes CPU
+            request gives each pod its own: the runner sizes ONNX Runtime's threads from it, so N replicas on
+            one host do not each start a thread per core and fight over them (their tail latency). Ignored when
+            there are more replicas than CPUs.
     """
 
     def __init__(
@@ -84,6 +103,7 @@ class ReplicaSet:
         ready_timeout_s: float = 300.0,
         restart: bool = True,
         extra_env: Mapping[str, str] | None = None,
+        pin_cpus: bool = True,
     ) -> None:
         if not 1 <= replicas <= 16:
             raise UserInputError(f"replicas must be in 1..16, got {replicas}")
@@ -104,8 +124,9 @@ class ReplicaSet:
                 work_dir=self.work_dir / f"replica-{i}",
                 exit_timeout_s=exit_timeout_s,
                 extra_env=extra_env,
+                cpus=cpus,
             )
-            for i in range(replicas)
+            for i, cpus in enumerate(cpu_shares(replicas) if pin_cpus else [None] * replicas)
         ]
         token = self.servers[0].admin_token
         for server in self.servers[1:]:

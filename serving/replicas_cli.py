@@ -56,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help=f"refuse requests without the key from ${API_KEY_FROM_ENV} in the x-api-key header (401)",
     )
+    parser.add_argument(
+        "--no-pin-cpus",
+        action="store_true",
+        help="let every replica run on every CPU (default: each replica gets its own share of the CPUs, and its "
+        "ONNX Runtime threads are sized to it, instead of N replicas each starting a thread per core)",
+    )
     parser.add_argument("--work-dir", type=Path, default=None, help="runtime view, logs, haproxy.cfg (default: temp)")
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds a replica may take to be ready")
     parser.set_defaults(func=run_replicas)
@@ -91,7 +97,13 @@ def run_replicas(args: argparse.Namespace) -> int:
     if not loaded:
         raise UserInputError(f"nothing the CPU server can load in {args.repository}: run `attnserve export NAME` first")
     replica_set = ReplicaSet(
-        view, edge, replicas=args.replicas, models=loaded, work_dir=work_dir, ready_timeout_s=args.ready_timeout
+        view,
+        edge,
+        replicas=args.replicas,
+        models=loaded,
+        work_dir=work_dir,
+        ready_timeout_s=args.ready_timeout,
+        pin_cpus=not args.no_pin_cpus,
     )
 
     def _interrupt(signum: int, frame: object) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import re
@@ -152,6 +153,14 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _child_setup(die_with_parent: bool, cpus: frozenset[int] | None) -> None:  # pragma: no cover - in the child
+    """Between fork and exec: the parent-death signal, and the CPU set the server and its stubs inherit."""
+    if die_with_parent:
+        _die_with_parent()
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the server
 # ---------------------------------------------------------------------------------------------------------
@@ -173,6 +182,8 @@ class TritonServer:
         exit_timeout_s: seconds in-flight requests get to finish after SIGTERM.
         extra_env: more environment variables for the server (and its python-backend stubs).
         die_with_parent: SIGTERM the server if the starting thread's process dies (Linux `PR_SET_PDEATHSIG`).
+        cpus: CPU numbers the server and its python-backend stubs may run on (Linux affinity; None = all this
+            process may use). The runner sizes ONNX Runtime's thread pools from it (`available_cores`).
     """
 
     def __init__(
@@ -190,6 +201,7 @@ class TritonServer:
         exit_timeout_s: int = DEFAULT_EXIT_TIMEOUT_S,
         extra_env: Mapping[str, str] | None = None,
         die_with_parent: bool = True,
+        cpus: Sequence[int] | None = None,
     ) -> None:
         self.repository = Path(repository).resolve()
         if not self.repository.is_dir():
@@ -210,6 +222,7 @@ class TritonServer:
         self.exit_timeout_s = exit_timeout_s
         self.extra_env = dict(extra_env or {})
         self.die_with_parent = die_with_parent
+        self.cpus = frozenset(cpus) if cpus else None
         self._process: subprocess.Popen[bytes] | None = None
 
     # endpoints -------------------------------------------------------------------------------------------
@@ -304,7 +317,7 @@ class TritonServer:
                 env=server_environment(self.extra_env),
                 cwd=self.work_dir,
                 start_new_session=True,  # own process group: stop() ends the stubs with it
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=functools.partial(_child_setup, self.die_with_parent, self.cpus),
             )
 
     def wait_ready(self, timeout: float = 120.0) -> None:

@@ -78,6 +78,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tune.add_argument(
         "--verify", action="store_true", help="measure the applied winner again on a freshly started server"
     )
+    tune.add_argument(
+        "--no-confirm",
+        action="store_true",
+        help="skip the confirmation round (by default the 3 leading candidates are measured again and ranked on "
+        "mean throughput and worst p99 of both measurements)",
+    )
     tune.add_argument("--no-apply", action="store_true", help="report only; leave the repository entry as it is")
     tune.add_argument("--out", type=Path, default=Path("reports/tune"), help="folder for NAME.json/.csv/.png")
     tune.set_defaults(func=run_tune)
@@ -121,6 +127,7 @@ def run_tune(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         apply=not args.no_apply,
         verify=args.verify,
+        confirm=not args.no_confirm,
         measurement={"window_s": args.window_s},
     )
     report = tune(args.name, options)

@@ -50,7 +50,8 @@ class TuneReport(BaseModel):
     def write_csv(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         columns = ["index", "candidate", "status", "level", "throughput", "p50_ms", "p99_ms", "errors"]
-        columns += ["avg_batch", "queue_us", "compute_infer_us", "counts_agree", "meets_slo", "score", "reason"]
+        columns += ["avg_batch", "queue_us", "compute_infer_us", "counts_agree", "meets_slo", "score", "measurements"]
+        columns += ["reason"]
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(columns)
@@ -66,7 +67,7 @@ class TuneReport(BaseModel):
                     )
                     writer.writerow(
                         [result.index, result.name, result.status, *level_values]
-                        + [result.meets_slo, round(result.score, 1), result.reason]
+                        + [result.meets_slo, round(result.score, 1), result.measurements, result.reason]
                     )
         return path
 
@@ -110,7 +111,7 @@ class TuneReport(BaseModel):
         header = f"{'#':>3} {'candidate':<58} " + " ".join(
             f"{unit + '=' + format(level, 'g') + ' req/s':>11} {'p99':>7}" for level in self.levels
         )
-        lines = [header + "  SLO"]
+        lines = [header + "  SLO (xN: measured N times, mean throughput, worst p99)"]
         for result in self.ranked()[:limit]:
             cells = []
             for level in self.levels:
@@ -121,6 +122,7 @@ class TuneReport(BaseModel):
             verdict = (
                 "ok" if result.meets_slo else ("FAILED: " + result.reason[:60] if result.status != "ok" else "miss")
             )
+            verdict += f" (x{result.measurements})" if result.measurements > 1 else ""
             lines.append(f"{result.index:>3} {result.name:<58} " + " ".join(cells) + f"  {verdict}")
         if len(self.candidates) > limit:
             lines.append(f"    ... {len(self.candidates) - limit} more in the CSV")

@@ -18,7 +18,17 @@ from attnserve.tune.apply import apply_candidate
 from attnserve.tune.candidates import Candidate, Grid, gated_variants, thread_layouts
 from attnserve.tune.control import ModelControl
 from attnserve.tune.report import TuneReport
-from attnserve.tune.search import CandidateResult, Measurement, Mode, Tuner, exhaustive, hill_climb, rank_key
+from attnserve.tune.search import (
+    CONFIRM_LEADERS,
+    CandidateResult,
+    Measurement,
+    Mode,
+    Tuner,
+    confirm,
+    exhaustive,
+    hill_climb,
+    rank_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +60,8 @@ class TuneOptions:
     out_dir: Path = Path("reports/tune")
     runs_dir: Path = Path("runs")
     apply: bool = True
+    confirm: bool = True
+    """Measure the leading candidates again before choosing (`confirm`); off only in tests of the search."""
     verify: bool = False
     """Measure the applied winner again on a freshly started embedded server (outside the budget)."""
     measurement: dict[str, float] = field(default_factory=dict)
@@ -167,6 +179,9 @@ def tune(name: str, options: TuneOptions, echo: Callable[[str], None] = print) -
             exhaustive(tuner, grid)
         else:
             hill_climb(tuner, grid, options.start or starting_point(spec), deadline)
+        if options.confirm:
+            echo(f"confirmation round: measuring the {CONFIRM_LEADERS} leading candidates again")
+            confirm(tuner, deadline if options.mode == "quick" else None)
         report.candidates = sorted(tuner.results.values(), key=lambda r: r.index)
         winner = next((r for r in sorted(report.candidates, key=rank_key) if r.meets_slo), None)
         _finish(report, winner, name, options, tuner, echo)

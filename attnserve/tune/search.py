@@ -63,6 +63,9 @@ class CandidateResult(BaseModel):
     score: float = 0.0
     """Geometric mean of throughput over the levels (0 when failed)."""
     worst_p99_ms: float = math.inf
+    measurements: int = 1
+    """How many times it was measured: the confirmation round measures the leaders again and keeps, per level,
+    the mean throughput and the worst p99 (a verdict from one lucky window does not win)."""
 
     def figures(self, level: float) -> LevelFigures | None:
         return next((f for f in self.levels if f.level == level), None)
@@ -123,11 +126,51 @@ def summarize(result: CandidateResult, report: Any, slo_p99_ms: float) -> Candid
                 counts_agree=level.client_success == level.server_success,
             )
         )
+    _verdict(result, slo_p99_ms)
+    return result
+
+
+def _verdict(result: CandidateResult, slo_p99_ms: float) -> None:
+    """Score (geometric mean throughput), worst p99 and the SLO verdict from `result.levels`."""
     throughputs = [max(f.throughput, 1e-9) for f in result.levels]
     result.score = math.exp(sum(math.log(t) for t in throughputs) / len(throughputs)) if throughputs else 0.0
     result.worst_p99_ms = max((f.p99_ms for f in result.levels), default=math.inf)
     result.meets_slo = bool(result.levels) and all(f.p99_ms <= slo_p99_ms and not f.errors for f in result.levels)
-    return result
+
+
+def merge_measurements(first: CandidateResult, again: CandidateResult, slo_p99_ms: float) -> CandidateResult:
+    """`first` updated with a second measurement of the same candidate: per level the mean throughput, batch,
+    queue and compute times, the worst p50 and p99, the summed errors; then the verdict again."""
+    if again.status != "ok":
+        first.status, first.reason = again.status, f"failed when measured again: {again.reason}"
+        first.meets_slo, first.score = False, 0.0
+        return first
+    n = first.measurements
+    merged = []
+    for old in first.levels:
+        new = again.figures(old.level) or old
+
+        def mean(a: float, b: float) -> float:
+            return (a * n + b) / (n + 1)
+
+        merged.append(
+            old.model_copy(
+                update={
+                    "throughput": mean(old.throughput, new.throughput),
+                    "p50_ms": max(old.p50_ms, new.p50_ms),
+                    "p99_ms": max(old.p99_ms, new.p99_ms),
+                    "errors": old.errors + new.errors,
+                    "avg_batch": mean(old.avg_batch, new.avg_batch),
+                    "queue_us": mean(old.queue_us, new.queue_us),
+                    "compute_infer_us": mean(old.compute_infer_us, new.compute_infer_us),
+                    "counts_agree": old.counts_agree and new.counts_agree,
+                }
+            )
+        )
+    first.levels, first.measurements = merged, n + 1
+    first.seconds += again.seconds
+    _verdict(first, slo_p99_ms)
+    return first
 
 
 class Tuner:
@@ -159,10 +202,26 @@ class Tuner:
         """Load and measure `candidate` (once: a second call returns the first result)."""
         if candidate in self.results:
             return self.results[candidate]
+        result = self._load_and_measure(candidate, index=len(self.results) + 1)
+        self.results[candidate] = result
+        if self.on_result is not None:
+            self.on_result(result, self.planned)
+        return result
+
+    def measure_again(self, candidate: Candidate) -> CandidateResult:
+        """Load and measure a measured `candidate` once more; its result becomes the merge of all measurements."""
+        first = self.results[candidate]
+        again = self._load_and_measure(candidate, index=first.index)
+        merge_measurements(first, again, self.measurement.slo_p99_ms)
+        if self.on_result is not None:
+            self.on_result(first, self.planned)
+        return first
+
+    def _load_and_measure(self, candidate: Candidate, index: int) -> CandidateResult:
         from attnserve.clients.loadtest import run_loadtest
 
         started = time.monotonic()
-        result = CandidateResult(index=len(self.results) + 1, name=candidate.name, candidate=candidate)
+        result = CandidateResult(index=index, name=candidate.name, candidate=candidate)
         try:
             self.control.load(self.model, candidate_config(self.base_config, candidate))
             report = run_loadtest(self.settings, self.model, self.measurement.loadtest_options())
@@ -172,9 +231,6 @@ class Tuner:
             result.status, result.reason = "failed", str(exc).splitlines()[0][:400]
             logger.warning("candidate %s failed: %s", candidate.name, result.reason)
         result.seconds = time.monotonic() - started
-        self.results[candidate] = result
-        if self.on_result is not None:
-            self.on_result(result, self.planned)
         return result
 
     def _check_still_served(self, candidate: Candidate) -> None:
@@ -229,7 +285,7 @@ def hill_climb(tuner: Tuner, grid: Grid, start: Candidate, deadline: float) -> N
                 candidate = build({**current, knob: value})
                 if candidate is None or candidate in tuner.results:
                     continue
-                if not _time_left(tuner, deadline):
+                if not _time_left(tuner, deadline, candidates=1 + CONFIRM_LEADERS):  # the confirmation round's share
                     return
                 result = tuner.measure(candidate)
                 if rank_key(result) < rank_key(best):
@@ -238,10 +294,33 @@ def hill_climb(tuner: Tuner, grid: Grid, start: Candidate, deadline: float) -> N
             tuner.planned = len(tuner.results) + sum(max(len(v) - 1, 0) for v in dimensions.values())
 
 
-def _time_left(tuner: Tuner, deadline: float) -> bool:
-    spent = [r.seconds for r in tuner.results.values()]
+def _time_left(tuner: Tuner, deadline: float, candidates: int = 1) -> bool:
+    """Whether `candidates` more measurements likely end before `deadline` (from the mean so far)."""
+    spent = [r.seconds / r.measurements for r in tuner.results.values()]
     estimate = sum(spent) / len(spent) if spent else 0.0
-    return time.monotonic() + estimate <= deadline
+    return time.monotonic() + candidates * estimate <= deadline
+
+
+CONFIRM_LEADERS = 3
+"""How many leading candidates the confirmation round measures again."""
+
+
+def confirm(tuner: Tuner, deadline: float | None = None, leaders: int = CONFIRM_LEADERS) -> list[CandidateResult]:
+    """The confirmation round: measure the `leaders` best candidates again (as long as `deadline` allows) and
+    merge each one's figures (mean throughput, worst p99), so the winner is chosen on two measurements.
+
+    On 2 shared cores one window's p99 moves by a factor of 2 between runs of the same config; hill climbing
+    keeps whichever measurement looked best, which favours the luckiest, not the best.
+    """
+    ranked = [r for r in sorted(tuner.results.values(), key=rank_key) if r.status == "ok"][:leaders]
+    tuner.planned = len(tuner.results) + len(ranked)
+    confirmed = []
+    for result in ranked:
+        if deadline is not None and not _time_left(tuner, deadline):
+            logger.warning("budget spent: %d of %d leaders measured again", len(confirmed), len(ranked))
+            break
+        confirmed.append(tuner.measure_again(result.candidate))
+    return confirmed
 
 
 def _knobs_of(candidate: Candidate) -> dict[str, object]:

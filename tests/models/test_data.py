@@ -144,3 +144,14 @@ def test_folder_errors_are_clear(tmp_path: Path) -> None:
     write_png(np.zeros((3, 8, 8), np.uint8), tmp_path / "only" / "a.png")
     with pytest.raises(DataError, match="at least 2 class folders"):
         load_dataset("vit_shapes", data_dir=tmp_path)
+
+
+def test_a_video_shorter_than_the_clip_is_refused_not_padded(tmp_path: Path) -> None:
+    from attnserve.errors import DataError
+    from attnserve.models.folders import write_mp4
+
+    clips, _ = sample_inputs("timesformer_motion", 1)
+    short = write_mp4(clips[0][:3], tmp_path / "short.mp4")  # 3 of the 8 frames the model takes
+    with pytest.raises(DataError, match=r"short\.mp4 holds 3 frames: the model needs a video of at least 8"):
+        read_video(short, 8, 3, 32)
+    assert read_video(short, 3, 3, 32).shape == (3, 3, 32, 32)

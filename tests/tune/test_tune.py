@@ -78,6 +78,8 @@ def test_applied_winner_is_what_the_server_serves_and_a_broken_candidate_does_no
     assert report.candidates[-1].status == "failed" and report.candidates[2].status == "ok"  # went on after one
     measured = [r for r in report.candidates if r.status == "ok"]
     assert all(r.meets_slo and all(f.counts_agree for f in r.levels) for r in measured)
+    assert all(r.measurements == 2 for r in measured)  # the confirmation round measured both leaders again
+    assert any(line.startswith("confirmation round") for line in lines)
     assert report.winner is not None and report.applied
     assert report.verification_meets_slo and [f.level for f in report.verification] == [1.0, 2.0]  # fresh server
     assert {p.suffix for p in (tmp_path / "reports").iterdir()} == {".json", ".csv", ".png"}
@@ -104,3 +106,22 @@ def test_an_slo_no_candidate_meets_applies_nothing_and_names_the_closest(reposit
     assert report.closest in {r.name for r in report.candidates}
     assert any(line.startswith("closest: " + report.closest) for line in lines)
     assert any("nothing applied" in line for line in lines)
+
+
+def test_a_second_measurement_keeps_the_worst_p99_and_the_mean_throughput() -> None:
+    from attnserve.tune.candidates import Candidate
+    from attnserve.tune.search import CandidateResult, LevelFigures, merge_measurements
+
+    def result(throughput: float, p99_ms: float) -> CandidateResult:
+        figures = LevelFigures(
+            level=1.0, throughput=throughput, p50_ms=1.0, p99_ms=p99_ms, errors=0, avg_batch=1.0, queue_us=0.0,
+            compute_infer_us=100.0, counts_agree=True,
+        )  # fmt: skip
+        return CandidateResult(index=1, name="c", candidate=Candidate(), levels=[figures])
+
+    first, again = result(300.0, 8.0), result(100.0, 12.0)
+    first.meets_slo, first.score, first.worst_p99_ms = True, 300.0, 8.0  # what one lucky measurement said
+    merged = merge_measurements(first, again, slo_p99_ms=10.0)
+    assert merged.measurements == 2
+    assert merged.levels[0].throughput == 200.0 and merged.levels[0].p99_ms == 12.0
+    assert not merged.meets_slo and merged.worst_p99_ms == 12.0 and merged.score == pytest.approx(200.0)
