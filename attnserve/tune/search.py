@@ -305,7 +305,7 @@ def confirm(tuner: Tuner, deadline: float | None = None, leaders: int = CONFIRM_
     """
     ranked = [r for r in sorted(tuner.results.values(), key=rank_key) if r.status == "ok"][:leaders]
     tuner.planned = len(tuner.results) + len(ranked)
-    confirmed = []
+    confirmed: list[CandidateResult] = []
     for result in ranked:
         if deadline is not None and not _time_left(tuner, deadline):
             logger.warning("budget spent: %d of %d leaders measured again", len(confirmed), len(ranked))
