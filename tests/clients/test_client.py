@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import socket
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from PIL import Image
 
 from attnserve.clients.client import AsyncTritonClient, ModelNotFoundError, TritonClient
+from attnserve.clients.core import Call
 from attnserve.clients.predictions import softmax
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import ServerUnavailableError
@@ -120,7 +122,7 @@ def test_server_side_rejection_keeps_triton_status(triton_server: Any) -> None:
         bad = grpcclient.InferInput("pixels", [1, 3, 9, 8], "UINT8")
         bad.set_data_from_numpy(np.zeros((1, 3, 9, 8), np.uint8))
         with pytest.raises(InferenceError, match="INVALID_ARGUMENT") as caught:
-            client._retrying(lambda: client._transport.infer(IMAGE_MODEL, [bad]), IMAGE_MODEL)
+            client._run(client._core.retrying(Call("infer", (IMAGE_MODEL, [bad])), IMAGE_MODEL))
     assert not isinstance(caught.value, ServerUnavailableError)
 
 
@@ -191,3 +193,90 @@ def test_pipeline_bytes_match_client_side_pixels(triton_server: Any) -> None:
         direct = client.classify(IMAGE_MODEL, [pixels], top_k=4)[0]
     assert via_pipeline.label == direct.label
     np.testing.assert_allclose(via_pipeline.score, direct.score, atol=1e-4)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_async_client_sends_encoded_bytes_like_the_blocking_one(triton_server: Any, protocol: str) -> None:
+    """classify_encoded (server-side decoding) answers the same through both clients, for a batch of two."""
+    payloads = [png_bytes(random_pixels((32, 32, 3), seed=seed)) for seed in (12, 13)]
+    settings = settings_for(triton_server, protocol)
+
+    async def classify() -> list:
+        async with AsyncTritonClient(settings) as client:
+            return await client.classify_encoded(f"{IMAGE_MODEL}_pipeline", payloads, top_k=4)
+
+    asynchronous = asyncio.run(classify())
+    with TritonClient(settings) as client:
+        blocking = client.classify_encoded(f"{IMAGE_MODEL}_pipeline", payloads, top_k=4)
+        direct = client.classify(IMAGE_MODEL, [random_pixels((32, 32, 3), seed=seed) for seed in (12, 13)], top_k=4)
+    assert [p.label for p in asynchronous] == [p.label for p in blocking] == [p.label for p in direct]
+    assert [p.source for p in asynchronous] == ["#0", "#1"]
+    np.testing.assert_allclose([p.score for p in asynchronous], [p.score for p in direct], atol=1e-4)
+
+
+def _system_regions(server: Any) -> list[str]:
+    """The names of the system shared-memory regions the server has registered (gRPC, with the admin token)."""
+    import tritonclient.grpc as grpcclient
+
+    headers = settings_for(server, "grpc", admin_token=server.admin_token).admin_headers()
+    with grpcclient.InferenceServerClient(server.grpc_url) as raw:
+        return list(raw.get_system_shared_memory_status(headers=headers).regions)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_async_client_sends_inputs_through_shared_memory(triton_server: Any, protocol: str) -> None:
+    """With the admin token the asyncio client's inputs travel through shared memory; no region is left behind."""
+    pixels = random_pixels((3, *IMAGE_SHAPE), seed=14)
+    settings = settings_for(
+        triton_server, protocol, shared_memory=True, shared_memory_min_bytes=0, admin_token=triton_server.admin_token
+    )
+
+    async def infer() -> tuple[Call, np.ndarray]:
+        async with AsyncTritonClient(settings) as client:
+            await client.model_info(IMAGE_MODEL)
+            abandoned = client._core.infer(IMAGE_MODEL, {"pixels": pixels})
+            first_step = next(abandoned)  # the region is created and about to be registered...
+            abandoned.close()  # ...when the caller goes away (a cancelled task): freed locally, nothing sent
+            return first_step, (await client.infer(IMAGE_MODEL, {"pixels": pixels}))["logits"]
+
+    first_step, served = asyncio.run(infer())
+    assert isinstance(first_step, Call) and first_step.method == "register_system_shared_memory"
+    np.testing.assert_allclose(served, reference(triton_server, IMAGE_MODEL, pixels)[0], rtol=1e-4, atol=1e-4)
+    assert _system_regions(triton_server) == []  # unregistered once the answer came
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_async_shared_memory_without_the_admin_token_is_refused(triton_server: Any, protocol: str) -> None:
+    settings = settings_for(triton_server, protocol, shared_memory=True, shared_memory_min_bytes=0, retries=0)
+
+    async def infer() -> None:
+        async with AsyncTritonClient(settings) as client:
+            await client.infer(IMAGE_MODEL, {"pixels": random_pixels((1, *IMAGE_SHAPE))})
+
+    with pytest.raises(InferenceError, match="(?i)shared.memory|restricted|403|PERMISSION"):
+        asyncio.run(infer())
+    assert _system_regions(triton_server) == []
+
+
+def test_blocking_and_asyncio_clients_offer_the_same_methods() -> None:
+    """Same I/O methods with the same parameters, the asyncio ones coroutines (`pixels_for` etc. are shared)."""
+
+    def public(cls: type) -> dict[str, inspect.Signature]:
+        return {
+            name: inspect.signature(member)
+            for name, member in vars(cls).items()
+            if inspect.isfunction(member) and not name.startswith("_")
+        }
+
+    blocking, asynchronous = public(TritonClient), public(AsyncTritonClient)
+    assert blocking.keys() == asynchronous.keys()
+    assert {"classify_encoded", "infer", "classify", "classify_video", "explain", "timeline"} <= blocking.keys()
+    for name in blocking:
+        assert list(blocking[name].parameters) == list(asynchronous[name].parameters), name
+        assert inspect.iscoroutinefunction(getattr(AsyncTritonClient, name)), name
