@@ -408,7 +408,7 @@ def _write_heatmap(grpc: Any, samples_dir: Path, reports_dir: Path, echo: Callab
 def _loadtest_batching(
     grpc: Any, concurrency: Sequence[int], window_s: float, reports_dir: Path, echo: Callable[[str], None]
 ) -> dict[str, Any]:
-    from attnserve.clients.loadtest import run_loadtest
+    from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
 
     results: dict[str, Any] = {}
     for name in BATCHING_MODELS:
@@ -422,11 +422,9 @@ def _loadtest_batching(
             load_report = run_loadtest(
                 grpc,
                 model,
-                concurrency=list(concurrency),
-                warmup_s=1.0,
-                window_s=window_s,
-                min_windows=2,
-                max_windows=4,
+                LoadTestOptions(
+                    concurrency=list(concurrency), warmup_s=1.0, window_s=window_s, min_windows=2, max_windows=4
+                ),
             )
             load_report.write_json(reports_dir / f"loadtest_{model}.json")
             load_report.write_csv(reports_dir / f"loadtest_{model}.csv")
