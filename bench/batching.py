@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from attnserve.clients.loadtest import run_loadtest
+    from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
     from attnserve.clients.settings import ClientSettings
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
@@ -130,10 +130,12 @@ def main(argv: list[str] | None = None) -> int:
                     sweeps[entry] = run_loadtest(
                         settings,
                         entry,
-                        concurrency=concurrency,
-                        warmup_s=args.warmup_s,
-                        window_s=args.window_s,
-                        max_windows=args.max_windows,
+                        LoadTestOptions(
+                            concurrency=concurrency,
+                            warmup_s=args.warmup_s,
+                            window_s=args.window_s,
+                            max_windows=args.max_windows,
+                        ),
                     )
                 on, off = sweeps[spec.name], sweeps[nobatch_name(spec.name)]
                 in_process = in_process_p50_ms(onnx_path, spec, args.in_process_repeats)

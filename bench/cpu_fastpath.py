@@ -74,7 +74,7 @@ def in_process_meter(runtime: str, precision: str, model_path: Path, spec: Any, 
 
 def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Serve the pick and the fp32 entry from one Triton; load each in turn; ratios measured in this run."""
-    from attnserve.clients.loadtest import run_loadtest
+    from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
     from attnserve.clients.settings import ClientSettings
     from attnserve.export.cpu_choice import serve_pick
     from attnserve.export.cpu_variants import FP32_FILENAME
@@ -117,11 +117,13 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
                     level = run_loadtest(
                         settings,
                         entry,
-                        concurrency=[concurrency],
-                        warmup_s=args.warmup_s,
-                        window_s=args.window_s,
-                        min_windows=min(3, args.max_windows),
-                        max_windows=args.max_windows,
+                        LoadTestOptions(
+                            concurrency=[concurrency],
+                            warmup_s=args.warmup_s,
+                            window_s=args.window_s,
+                            min_windows=min(3, args.max_windows),
+                            max_windows=args.max_windows,
+                        ),
                     ).levels[0]
                     # the same model in-process at the batch Triton actually formed: splits the gap to the
                     # batch-16 figure into "smaller batches" and "serving overhead"

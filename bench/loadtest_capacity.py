@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from attnserve.clients.loadtest import run_loadtest
+    from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
     from attnserve.clients.settings import ClientSettings
     from attnserve.serving.server import TritonServer
 
@@ -64,11 +64,13 @@ def main(argv: list[str] | None = None) -> int:
                     report = run_loadtest(
                         ClientSettings(url=url, protocol=protocol),
                         IDENTITY_MODEL,
-                        concurrency=concurrency,
-                        workers=workers,
-                        warmup_s=1.0,
-                        window_s=args.window_s,
-                        max_windows=args.max_windows,
+                        LoadTestOptions(
+                            concurrency=concurrency,
+                            workers=workers,
+                            warmup_s=1.0,
+                            window_s=args.window_s,
+                            max_windows=args.max_windows,
+                        ),
                     )
                     for level in report.levels:
                         row = {

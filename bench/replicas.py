@@ -78,17 +78,13 @@ def _repository(root: Path) -> tuple[Path, str]:
 
 
 def _measure(url: str, model: str, concurrency: int, window_s: float) -> dict[str, Any]:
-    from attnserve.clients.loadtest import run_loadtest
+    from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
     from attnserve.clients.settings import ClientSettings
 
     report = run_loadtest(
         ClientSettings(url=url, protocol="grpc"),
         model,
-        concurrency=[concurrency],
-        warmup_s=1.0,
-        window_s=window_s,
-        min_windows=3,
-        max_windows=5,
+        LoadTestOptions(concurrency=[concurrency], warmup_s=1.0, window_s=window_s, min_windows=3, max_windows=5),
     )
     level = report.levels[0]
     return {

@@ -108,15 +108,14 @@ def in_process(onnx_path: Path, spec: Any, batch: int, seconds: float, variant: 
 
 
 def _sweep(settings: Any, entry: str, concurrency: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
-    from attnserve.clients.loadtest import run_loadtest
+    from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
 
     report = run_loadtest(
         settings,
         entry,
-        concurrency=concurrency,
-        warmup_s=args.warmup_s,
-        window_s=args.window_s,
-        max_windows=args.max_windows,
+        LoadTestOptions(
+            concurrency=concurrency, warmup_s=args.warmup_s, window_s=args.window_s, max_windows=args.max_windows
+        ),
     )
     return [
         {

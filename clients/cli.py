@@ -7,6 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from attnserve.clients.loadtest import WindowProgress
+    from attnserve.clients.loadtest_options import LoadTestOptions
+    from attnserve.clients.loadtest_report import LevelResult, LoadTestReport
+    from attnserve.clients.settings import ClientSettings
     from attnserve.video import Timeline
 
 
@@ -287,8 +293,7 @@ def _window_counts(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def run_loadtest_command(args: argparse.Namespace) -> int:
-    from attnserve.clients.loadtest import WindowProgress
-    from attnserve.clients.loadtest_report import LevelResult
+    from attnserve.clients.loadtest import LoadTestOptions
     from attnserve.console import make_console, print_json, status
 
     console = make_console(stderr=args.json)  # with --json, stdout carries only the JSON
@@ -298,6 +303,19 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
         {"rates": _levels(args.rate, float)}
         if args.rate
         else {"concurrency": _levels(args.concurrency or "1,2,4,8", int)}
+    )
+    options = LoadTestOptions(
+        **levels,
+        poisson=args.poisson,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        warmup_s=args.warmup_s,
+        window_s=args.window_s,
+        stability_pct=args.stability_pct,
+        min_windows=min_windows,
+        max_windows=max_windows,
+        slo_p99_ms=args.slo_p99_ms,
+        input_file=args.input_file,
     )
     with status(console, f"load test of {args.model} ...") as spinner:
 
@@ -314,23 +332,7 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
                 f"{'stable' if level.stable else 'not stable'} after {level.windows} windows"
             )
 
-        report = _run_loadtest_or_explain(
-            settings,
-            args.model,
-            **levels,
-            poisson=args.poisson,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            warmup_s=args.warmup_s,
-            window_s=args.window_s,
-            stability_pct=args.stability_pct,
-            min_windows=min_windows,
-            max_windows=max_windows,
-            slo_p99_ms=args.slo_p99_ms,
-            input_file=args.input_file,
-            on_progress=on_progress,
-            on_level=on_level,
-        )
+        report = _run_loadtest_or_explain(settings, args.model, options, on_progress=on_progress, on_level=on_level)
     stem = args.name or f"{report.model}-{report.mode}"
     paths = (
         report.write_json(args.out_dir / f"{stem}.json"),
@@ -345,13 +347,20 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_loadtest_or_explain(settings: Any, model: str, **options: Any) -> Any:
+def _run_loadtest_or_explain(
+    settings: ClientSettings,
+    model: str,
+    options: LoadTestOptions,
+    *,
+    on_progress: Callable[[WindowProgress], None],
+    on_level: Callable[[LevelResult], None],
+) -> LoadTestReport:
     """`run_loadtest`; an unknown model's error lists the served ones."""
     from attnserve.clients.client import ModelNotFoundError, TritonClient
     from attnserve.clients.loadtest import run_loadtest
 
     try:
-        return run_loadtest(settings, model, **options)
+        return run_loadtest(settings, model, options, on_progress=on_progress, on_level=on_level)
     except ModelNotFoundError as exc:
         with TritonClient(settings) as client:
             raise _with_served_models(client, exc) from exc

@@ -1,6 +1,6 @@
 """The load tester: closed-loop concurrency sweeps and open-loop (fixed or Poisson) request rates.
 
-    report = run_loadtest(ClientSettings(url="127.0.0.1:8001"), "vit_digits", concurrency=[1, 2, 4, 8])
+    report = run_loadtest(ClientSettings(url="127.0.0.1:8001"), "vit_digits", LoadTestOptions(concurrency=[1, 2, 4, 8]))
 
 How one level is measured (the same for every mode):
 1. warm-up: load for `warmup_s`, then stop issuing and wait for every request in flight;
@@ -33,19 +33,22 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 import numpy as np
 
 from attnserve.clients.client import AsyncTritonClient, build_request, call_kwargs
+from attnserve.clients.loadtest_options import LoadTestOptions
 from attnserve.clients.loadtest_report import LatencyStats, LevelResult, LoadMode, LoadTestReport, ServerBreakdown
 from attnserve.clients.media import read_bytes
 from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import classify_exception
 from attnserve.errors import UserInputError, WorkerError
+
+__all__ = ["LoadGenerator", "LoadTestOptions", "run_loadtest", "run_loadtest_async", "settled_reading"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -93,33 +96,103 @@ class WindowProgress:
     deviation_pct: float | None
 
 
+class LoadPhase(NamedTuple):
+    """How one generator loads the server for a while: its share of the level and the kind of load."""
+
+    mode: LoadMode
+    level: float
+    """Closed loop: requests in flight; open loop: requests per second."""
+    poisson: bool
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """What a `LoadGenerator` sends where (a spawned worker receives it pickled: secrets stay intact)."""
+
+    settings: ClientSettings
+    model: str
+    batch_size: int = 1
+    input_file: Path | None = None
+    max_outstanding: int = 4096
+    """Open loop: requests in flight beyond this are counted as `client_overload` instead of sent."""
+    seed: int = 0
+    connections: int = 128
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the messages between the parent and a spawned worker (one per pipe message, pickled)
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Warmup:
+    """Parent -> worker: load for `seconds`, drain, record nothing; answered by `Warmed`."""
+
+    phase: LoadPhase
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Measure:
+    """Parent -> worker: the measure phase (see `LoadGenerator.measure`); answered by `Window`s, then `Measured`."""
+
+    phase: LoadPhase
+    start_at: float
+    """time.monotonic() at which load starts (the same clock in every process)."""
+    settle_s: float
+    window_s: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Parent -> worker, after each `Window`: whether to measure another window."""
+
+    keep_going: bool
+
+
+@dataclass(frozen=True)
+class Close:
+    """Parent -> worker: stop and exit."""
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Worker -> parent: the model's metadata is read and the request tensors are built."""
+
+
+@dataclass(frozen=True)
+class Warmed:
+    """Worker -> parent: the warm-up is over and drained."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """Worker -> parent: what it saw in one measurement window; the parent answers with a `Decision`."""
+
+    sample: WindowSample
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Worker -> parent: its totals over the measure phase."""
+
+    totals: PhaseTotals
+
+
 # ---------------------------------------------------------------------------------------------------------
 # load generation (one per process)
 # ---------------------------------------------------------------------------------------------------------
 class LoadGenerator:
     """Sends requests from one asyncio loop: `concurrency` closed loops, or an open-loop schedule."""
 
-    def __init__(
-        self,
-        settings: ClientSettings,
-        model: str,
-        batch_size: int = 1,
-        input_file: Path | None = None,
-        max_outstanding: int = 4096,
-        seed: int = 0,
-        connections: int = 128,
-    ) -> None:
-        self.settings = settings
-        self.model = model
-        self.batch_size = batch_size
-        self.input_file = input_file
-        self.max_outstanding = max_outstanding
-        self.rng = np.random.default_rng(seed)
-        self.client = AsyncTritonClient(settings, concurrency=connections)
+    def __init__(self, config: GeneratorConfig) -> None:
+        self.config = config
+        self.model = config.model
+        self.max_outstanding = config.max_outstanding
+        self.rng = np.random.default_rng(config.seed)
+        self.client = AsyncTritonClient(config.settings, concurrency=config.connections)
         self.info: ModelInfo | None = None
         self._inputs: list[Any] = []
         self._outputs: list[Any] = []
-        self._kwargs = call_kwargs(settings)
+        self._kwargs = call_kwargs(config.settings)
         self._records: list[tuple[float, str | None]] = []  # (latency_s, error kind or None)
         self._sent = 0
         self._stopping = False
@@ -128,12 +201,13 @@ class LoadGenerator:
     async def open(self) -> ModelInfo:
         """Read the model's metadata and build the (reused) request tensors."""
         self.info = await self.client.model_info(self.model)
-        inputs = make_inputs(self.info, self.batch_size, self.input_file, self.rng)
+        inputs = make_inputs(self.info, self.config.batch_size, self.config.input_file, self.rng)
         self.info.validate_inputs(inputs)
         self._inputs, self._outputs = build_request(self.client.module, self.info, inputs)
         return self.info
 
     async def close(self) -> None:
+        """Close the client's connections."""
         await self.client.close()
 
     # one request ----------------------------------------------------------------------------------------
@@ -167,13 +241,13 @@ class LoadGenerator:
                 task.add_done_callback(self._tasks.discard)
             due += float(self.rng.exponential(1.0 / rate)) if poisson else 1.0 / rate
 
-    def _start(self, mode: LoadMode, level: float, poisson: bool) -> list[asyncio.Task[None]]:
+    def _start(self, phase: LoadPhase) -> list[asyncio.Task[None]]:
         self._stopping = False
-        if level <= 0:
+        if phase.level <= 0:
             return []
-        if mode == "concurrency":
-            return [asyncio.create_task(self._closed_loop()) for _ in range(int(level))]
-        return [asyncio.create_task(self._open_loop(level, poisson))]
+        if phase.mode == "concurrency":
+            return [asyncio.create_task(self._closed_loop()) for _ in range(int(phase.level))]
+        return [asyncio.create_task(self._open_loop(phase.level, phase.poisson))]
 
     async def _stop(self, loops: list[asyncio.Task[None]]) -> None:
         self._stopping = True
@@ -182,26 +256,17 @@ class LoadGenerator:
             await asyncio.gather(*list(self._tasks))
 
     # phases -----------------------------------------------------------------------------------------------
-    async def warmup(self, mode: LoadMode, level: float, poisson: bool, seconds: float) -> None:
-        """Load for `seconds`, then drain; nothing is recorded (no warm-up at all when `seconds` is 0)."""
-        if seconds <= 0:
+    async def warmup(self, warmup: Warmup) -> None:
+        """Load for `warmup.seconds`, then drain; nothing is recorded (no warm-up at all when it is 0)."""
+        if warmup.seconds <= 0:
             return
-        loops = self._start(mode, level, poisson)
-        await asyncio.sleep(seconds)
+        loops = self._start(warmup.phase)
+        await asyncio.sleep(warmup.seconds)
         await self._stop(loops)
         self._records.clear()
 
-    async def measure(
-        self,
-        mode: LoadMode,
-        level: float,
-        poisson: bool,
-        start_at: float,
-        settle_s: float,
-        window_s: float,
-        decide: Callable[[WindowSample], Any],
-    ) -> PhaseTotals:
-        """Load from `start_at` (time.monotonic); after `settle_s`, in windows until `decide(window)` is False.
+    async def measure(self, plan: Measure, decide: Callable[[WindowSample], Awaitable[bool]]) -> PhaseTotals:
+        """Load from `plan.start_at` (time.monotonic); after `settle_s`, in windows until `decide(window)` is False.
 
         Requests of the settle period count in the totals (Triton counts them too) but in no window: the
         first window starts with the pipeline already full, so it does not miss the responses still on
@@ -210,9 +275,9 @@ class LoadGenerator:
         self._records.clear()
         self._sent = 0
         cpu_started = time.process_time()
-        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-        loops = self._start(mode, level, poisson)
-        start_at += settle_s
+        await asyncio.sleep(max(0.0, plan.start_at - time.monotonic()))
+        loops = self._start(plan.phase)
+        start_at, window_s = plan.start_at + plan.settle_s, plan.window_s
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         cut, sent_cut, index = len(self._records), self._sent, 0
         cut_at = time.monotonic()
@@ -229,9 +294,7 @@ class LoadGenerator:
                 latencies_s=np.fromiter((lat for lat, kind in records if kind is None), dtype=np.float64),
                 errors=dict(Counter(kind for _, kind in records if kind is not None)),
             )
-            keep_going = decide(sample)
-            if asyncio.iscoroutine(keep_going):
-                keep_going = await keep_going
+            keep_going = await decide(sample)
             index += 1
             if not keep_going:
                 break
@@ -276,60 +339,36 @@ def make_inputs(
 # ---------------------------------------------------------------------------------------------------------
 # worker processes
 # ---------------------------------------------------------------------------------------------------------
-def _worker_main(
-    connection: Any,
-    settings_json: str,
-    model: str,
-    batch_size: int,
-    input_file: str | None,
-    max_outstanding: int,
-    seed: int,
-) -> None:
+def _worker_main(connection: Any, config: GeneratorConfig) -> None:
     """Entry point of a spawned worker: obey the parent's commands over `connection`."""
-    asyncio.run(
-        _worker_loop(
-            connection,
-            ClientSettings.model_validate_json(settings_json),
-            model,
-            batch_size,
-            Path(input_file) if input_file else None,
-            max_outstanding,
-            seed,
-        )
-    )
+    asyncio.run(_worker_loop(connection, config))
 
 
-async def _worker_loop(
-    connection: Any,
-    settings: ClientSettings,
-    model: str,
-    batch_size: int,
-    input_file: Path | None,
-    max_outstanding: int,
-    seed: int,
-) -> None:
+async def _worker_loop(connection: Any, config: GeneratorConfig) -> None:
+    """Answer `Warmup` with `Warmed` and `Measure` with `Window`s and `Measured` until `Close`; report a failure."""
     loop = asyncio.get_running_loop()
-    generator = LoadGenerator(settings, model, batch_size, input_file, max_outstanding, seed)
+    generator = LoadGenerator(config)
+
+    async def decide(sample: WindowSample) -> bool:
+        connection.send(Window(sample))
+        reply = await loop.run_in_executor(None, connection.recv)
+        if not isinstance(reply, Decision):
+            raise RuntimeError(f"load-test worker protocol: expected a Decision, got {reply!r}")
+        return reply.keep_going
+
     try:
         await generator.open()
-        connection.send(("ready", None))
-        while True:
-            command, *arguments = await loop.run_in_executor(None, connection.recv)
-            if command == "close":
-                break
-            if command == "warmup":
-                await generator.warmup(*arguments)
-                connection.send(("warmed", None))
-            elif command == "measure":
-
-                async def decide(sample: WindowSample) -> bool:
-                    connection.send(("window", sample))
-                    return bool((await loop.run_in_executor(None, connection.recv))[1])
-
-                totals = await generator.measure(*arguments, decide=decide)  # type: ignore[misc]
-                connection.send(("measured", totals))
+        connection.send(Ready())
+        while not isinstance(command := await loop.run_in_executor(None, connection.recv), Close):
+            if isinstance(command, Warmup):
+                await generator.warmup(command)
+                connection.send(Warmed())
+            elif isinstance(command, Measure):
+                connection.send(Measured(await generator.measure(command, decide)))
+            else:
+                raise RuntimeError(f"load-test worker protocol: unexpected command {command!r}")
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which logs the traceback and raises
-        connection.send(("error", WorkerFailure.from_exception(exc)))
+        connection.send(WorkerFailure.from_exception(exc))
     finally:
         await generator.close()
 
@@ -346,6 +385,7 @@ class WorkerFailure:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> WorkerFailure:
+        """The failure of `exc`, with the traceback being handled."""
         return cls(type(exc).__name__, str(exc), isinstance(exc, UserInputError), traceback.format_exc())
 
     def raise_(self) -> NoReturn:
@@ -359,44 +399,35 @@ class WorkerFailure:
 class _WorkerProcess:
     """Parent-side handle of one spawned worker."""
 
-    def __init__(
-        self,
-        context: Any,
-        index: int,
-        settings: ClientSettings,
-        model: str,
-        batch_size: int,
-        input_file: Path | None,
-        max_outstanding: int,
-    ) -> None:
+    def __init__(self, context: Any, index: int, config: GeneratorConfig) -> None:
         self.connection, child = context.Pipe()
         self.process = context.Process(
-            target=_worker_main,
-            name=f"attnserve-loadtest-{index}",
-            daemon=True,
-            args=(
-                child,
-                settings.model_dump_json(),
-                model,
-                batch_size,
-                str(input_file) if input_file else None,
-                max_outstanding,
-                index + 1,
-            ),
+            target=_worker_main, name=f"attnserve-loadtest-{index}", daemon=True, args=(child, config)
         )
         self.process.start()
 
-    async def receive(self, expected: str) -> Any:
-        kind, payload = await asyncio.get_running_loop().run_in_executor(None, self.connection.recv)
-        if kind == "error":
-            payload.raise_()
-        if kind != expected:
-            raise RuntimeError(f"load-test worker protocol: expected {expected!r}, got {kind!r}")
-        return payload
+    def send(self, command: Warmup | Measure | Decision | Close) -> None:
+        """Send one command to the worker."""
+        self.connection.send(command)
+
+    async def next_message(self) -> object:
+        """The worker's next message; a `WorkerFailure` is raised instead (`WorkerFailure.raise_`)."""
+        message = await asyncio.get_running_loop().run_in_executor(None, self.connection.recv)
+        if isinstance(message, WorkerFailure):
+            message.raise_()
+        return message
+
+    async def receive(self, expected: type[T]) -> T:
+        """The worker's next message, which must be an `expected`; a `WorkerFailure` is raised."""
+        message = await self.next_message()
+        if not isinstance(message, expected):
+            raise RuntimeError(f"load-test worker protocol: expected {expected.__name__}, got {message!r}")
+        return message
 
     def close(self) -> None:
+        """Ask the worker to stop; terminate it when it does not exit within 10 s."""
         try:
-            self.connection.send(("close",))
+            self.send(Close())
         except (BrokenPipeError, OSError):
             pass
         self.process.join(timeout=10)
@@ -412,18 +443,12 @@ class _Stability:
     """Merges the workers' windows and decides when to stop (perf_analyzer's stability rule)."""
 
     def __init__(
-        self,
-        workers: int,
-        stability_pct: float,
-        min_windows: int,
-        max_windows: int,
-        label: str,
-        on_progress: Callable[[WindowProgress], None] | None,
+        self, options: LoadTestOptions, label: str, on_progress: Callable[[WindowProgress], None] | None
     ) -> None:
-        self.workers = workers
-        self.stability_pct = stability_pct
-        self.min_windows = min_windows
-        self.max_windows = max_windows
+        self.workers = options.workers
+        self.stability_pct = options.stability_pct
+        self.min_windows = options.min_windows
+        self.max_windows = options.max_windows
         self.label = label
         self.on_progress = on_progress
         self.pending: dict[int, list[WindowSample]] = {}
@@ -433,6 +458,7 @@ class _Stability:
         self.deviation_pct = float("inf")
 
     async def submit(self, sample: WindowSample) -> bool:
+        """Add one worker's window; once every worker's is in, whether to measure another (for all of them)."""
         future = self.decisions.setdefault(sample.index, asyncio.get_running_loop().create_future())
         self.pending.setdefault(sample.index, []).append(sample)
         if len(self.pending[sample.index]) == self.workers:
@@ -537,50 +563,31 @@ class _Runner:
         self,
         settings: ClientSettings,
         model: str,
-        mode: LoadMode,
-        poisson: bool,
-        batch_size: int,
-        workers: int,
-        warmup_s: float,
-        window_s: float,
-        stability_pct: float,
-        min_windows: int,
-        max_windows: int,
-        input_file: Path | None,
-        max_outstanding: int,
+        options: LoadTestOptions,
         on_progress: Callable[[WindowProgress], None] | None,
     ) -> None:
-        self.settings, self.model, self.mode, self.poisson = settings, model, mode, poisson
-        self.batch_size, self.workers, self.warmup_s, self.window_s = batch_size, workers, warmup_s, window_s
-        self.stability_pct, self.min_windows, self.max_windows = stability_pct, min_windows, max_windows
-        self.input_file, self.max_outstanding, self.on_progress = input_file, max_outstanding, on_progress
+        self.settings, self.model, self.options, self.on_progress = settings, model, options, on_progress
         self.local: LoadGenerator | None = None
         self.processes: list[_WorkerProcess] = []
         self.stats_client = AsyncTritonClient(settings)
 
     async def open(self) -> None:
-        if self.workers == 1:
-            self.local = LoadGenerator(
-                self.settings, self.model, self.batch_size, self.input_file, self.max_outstanding
-            )
+        """Start the generator (one local, or `workers` spawned processes) and wait until each is ready."""
+        options = self.options
+        config = GeneratorConfig(
+            self.settings, self.model, options.batch_size, options.input_file, options.max_outstanding
+        )
+        if options.workers == 1:
+            self.local = LoadGenerator(config)
             await self.local.open()
             return
         context = multiprocessing.get_context("spawn")  # fork + gRPC threads is unsafe
-        self.processes = [
-            _WorkerProcess(
-                context,
-                i,
-                self.settings,
-                self.model,
-                self.batch_size,
-                self.input_file,
-                self.max_outstanding // self.workers or 1,
-            )
-            for i in range(self.workers)
-        ]
-        await asyncio.gather(*(p.receive("ready") for p in self.processes))
+        share = replace(config, max_outstanding=options.max_outstanding // options.workers or 1)
+        self.processes = [_WorkerProcess(context, i, replace(share, seed=i + 1)) for i in range(options.workers)]
+        await asyncio.gather(*(p.receive(Ready) for p in self.processes))
 
     async def close(self) -> None:
+        """Stop the generators and close the statistics client."""
         if self.local is not None:
             await self.local.close()
         for process in self.processes:
@@ -602,45 +609,45 @@ class _Runner:
         return await settled_reading(self._statistics)
 
     async def run_level(self, level: float) -> LevelResult:
-        label = f"c={int(level)}" if self.mode == "concurrency" else f"{level:g}/s"
-        stability = _Stability(
-            self.workers, self.stability_pct, self.min_windows, self.max_windows, label, self.on_progress
-        )
-        shares = _shares(level, self.workers, self.mode)
-        if self.local is not None:
-            await self.local.warmup(self.mode, shares[0], self.poisson, self.warmup_s)
-        else:
-            for process, share in zip(self.processes, shares):
-                process.connection.send(("warmup", self.mode, share, self.poisson, self.warmup_s))
-            await asyncio.gather(*(p.receive("warmed") for p in self.processes))
-
+        """Warm up, snapshot the statistics, measure until stable, snapshot again once they settle."""
+        options = self.options
+        label = f"c={int(level)}" if options.mode == "concurrency" else f"{level:g}/s"
+        stability = _Stability(options, label, self.on_progress)
+        shares = _shares(level, options.workers, options.mode)
+        phases = [LoadPhase(options.mode, share, options.poisson) for share in shares]
+        await self._warmup(phases)
         before = await self._quiescent_statistics()
         start_at = time.monotonic() + 0.05
-        settle_s = min(self.warmup_s, self.window_s, _SETTLE_MAX_S)
+        settle_s = min(options.warmup_s, options.window_s, _SETTLE_MAX_S)
+        plans = [Measure(phase, start_at, settle_s, options.window_s) for phase in phases]
         if self.local is not None:
-            totals = [
-                await self.local.measure(
-                    self.mode, shares[0], self.poisson, start_at, settle_s, self.window_s, stability.submit
-                )
-            ]
+            totals = [await self.local.measure(plans[0], stability.submit)]
         else:
-            for process, share in zip(self.processes, shares):
-                process.connection.send(("measure", self.mode, share, self.poisson, start_at, settle_s, self.window_s))
+            for process, plan in zip(self.processes, plans):
+                process.send(plan)
             totals = await asyncio.gather(*(self._relay(p, stability) for p in self.processes))
         ok = sum(t.ok for t in totals)
         after = await self._settled_statistics(before, ok)
         return self._result(level, stability, totals, ServerBreakdown.from_delta(before, after))
 
+    async def _warmup(self, phases: list[LoadPhase]) -> None:
+        """Every generator warms up on its share, then drains."""
+        if self.local is not None:
+            await self.local.warmup(Warmup(phases[0], self.options.warmup_s))
+            return
+        for process, phase in zip(self.processes, phases):
+            process.send(Warmup(phase, self.options.warmup_s))
+        await asyncio.gather(*(p.receive(Warmed) for p in self.processes))
+
     async def _relay(self, process: _WorkerProcess, stability: _Stability) -> PhaseTotals:
-        loop = asyncio.get_running_loop()
+        """Pass a worker's windows to `stability` and its decisions back, until the worker's totals arrive."""
         while True:
-            kind, payload = await loop.run_in_executor(None, process.connection.recv)
-            if kind == "window":
-                process.connection.send(("decision", await stability.submit(payload)))
-            elif kind == "measured":
-                return payload
-            elif kind == "error":
-                payload.raise_()
+            message = await process.next_message()
+            if isinstance(message, Measured):
+                return message.totals
+            if not isinstance(message, Window):
+                raise RuntimeError(f"load-test worker protocol: expected Window or Measured, got {message!r}")
+            process.send(Decision(await stability.submit(message.sample)))
 
     def _result(
         self, level: float, stability: _Stability, totals: Sequence[PhaseTotals], server: ServerBreakdown
@@ -654,13 +661,14 @@ class _Runner:
             errors.update(total.errors)
         sent = sum(t.sent for t in totals)
         achieved = latencies.size / measured_s if measured_s else 0.0
+        mode = self.options.mode
         return LevelResult(
-            mode=self.mode,
-            concurrency=int(level) if self.mode == "concurrency" else None,
-            target_rate=level if self.mode == "rate" else None,
+            mode=mode,
+            concurrency=int(level) if mode == "concurrency" else None,
+            target_rate=level if mode == "rate" else None,
             achieved_rate=achieved,
             send_rate=sum(w.sent for w in windows) / measured_s if measured_s else 0.0,
-            throughput_infer_s=achieved * self.batch_size,
+            throughput_infer_s=achieved * self.options.batch_size,
             latency=LatencyStats.from_seconds(np.concatenate([latencies, drained])),
             windows=len(windows),
             stable=stability.stable,
@@ -681,94 +689,39 @@ class _Runner:
 async def run_loadtest_async(
     settings: ClientSettings,
     model: str,
+    options: LoadTestOptions,
     *,
-    concurrency: Sequence[int] | None = None,
-    rates: Sequence[float] | None = None,
-    poisson: bool = False,
-    batch_size: int = 1,
-    workers: int = 1,
-    warmup_s: float = 1.0,
-    window_s: float = 2.0,
-    stability_pct: float = 10.0,
-    min_windows: int = 3,
-    max_windows: int = 6,
-    slo_p99_ms: float | None = None,
-    slo_refine_steps: int = 2,
-    input_file: Path | None = None,
-    max_outstanding: int = 8192,
     on_progress: Callable[[WindowProgress], None] | None = None,
     on_level: Callable[[LevelResult], None] | None = None,
 ) -> LoadTestReport:
     """Asyncio form of `run_loadtest` (same arguments)."""
-    mode, levels = _levels(concurrency, rates)
-    _check_run_options(workers, min_windows, max_windows, window_s, warmup_s)
     report = LoadTestReport(
         model=model,
         protocol=settings.protocol,
         url=settings.resolved_url,
-        mode=mode,
-        poisson=poisson,
-        batch_size=batch_size,
-        workers=workers,
-        warmup_s=warmup_s,
-        window_s=window_s,
-        stability_target_pct=stability_pct,
-        slo_p99_ms=slo_p99_ms,
+        mode=options.mode,
+        poisson=options.poisson,
+        batch_size=options.batch_size,
+        workers=options.workers,
+        warmup_s=options.warmup_s,
+        window_s=options.window_s,
+        stability_target_pct=options.stability_pct,
+        slo_p99_ms=options.slo_p99_ms,
     )
-    runner = _Runner(
-        settings,
-        model,
-        mode,
-        poisson,
-        batch_size,
-        workers,
-        warmup_s,
-        window_s,
-        stability_pct,
-        min_windows,
-        max_windows,
-        input_file,
-        max_outstanding,
-        on_progress,
-    )
-
+    runner = _Runner(settings, model, options, on_progress)
     try:
         await runner.open()  # inside the try: a failed open (unknown model) still closes the HTTP sessions
-        await _sweep(runner, report, levels, slo_p99_ms, slo_refine_steps, on_level)
+        await _sweep(runner, report, options, on_level)
     finally:
         await runner.close()
     return report
 
 
-def _levels(concurrency: Sequence[int] | None, rates: Sequence[float] | None) -> tuple[LoadMode, list[float]]:
-    """The load mode and its sorted levels (UserInputError unless exactly one of the two is given, all > 0)."""
-    if (concurrency is None) == (rates is None):
-        raise UserInputError("give exactly one of concurrency (closed loop) or rates (open loop)")
-    mode: LoadMode = "concurrency" if concurrency is not None else "rate"
-    levels = sorted(float(v) for v in (concurrency if concurrency is not None else rates or []))
-    if not levels or min(levels) <= 0:
-        raise UserInputError(f"levels must be positive numbers, got {levels}")
-    return mode, levels
-
-
-def _check_run_options(workers: int, min_windows: int, max_windows: int, window_s: float, warmup_s: float) -> None:
-    if workers < 1 or min_windows < 1 or max_windows < min_windows or window_s <= 0 or warmup_s < 0:
-        raise UserInputError(
-            f"expected workers >= 1, 1 <= min_windows <= max_windows, window_s > 0, warmup_s >= 0; got "
-            f"workers={workers}, min_windows={min_windows}, max_windows={max_windows}, window_s={window_s}, "
-            f"warmup_s={warmup_s}"
-        )
-
-
 async def _sweep(
-    runner: _Runner,
-    report: LoadTestReport,
-    levels: list[float],
-    slo_p99_ms: float | None,
-    slo_refine_steps: int,
-    on_level: Callable[[LevelResult], None] | None,
+    runner: _Runner, report: LoadTestReport, options: LoadTestOptions, on_level: Callable[[LevelResult], None] | None
 ) -> None:
     """Run the levels in order (stopping at the first SLO miss); an open-loop SLO search then bisects."""
+    slo_p99_ms = options.slo_p99_ms
 
     async def run(level: float) -> bool:
         result = await runner.run_level(level)
@@ -778,7 +731,7 @@ async def _sweep(
         return slo_p99_ms is not None and result.latency.p99_ms <= slo_p99_ms and not result.errors
 
     first_miss: float | None = None
-    for level in levels:
+    for level in options.levels:
         meets = await run(level)
         if slo_p99_ms is not None:
             if not meets:
@@ -787,7 +740,7 @@ async def _sweep(
             report.slo_best_level = level
     if report.mode == "rate" and slo_p99_ms is not None and first_miss is not None:
         low, high = report.slo_best_level or 0.0, first_miss
-        for _ in range(slo_refine_steps):  # bisect between the last rate that held and the first that did not
+        for _ in range(options.slo_refine_steps):  # bisect between the last rate that held and the first that did not
             middle = (low + high) / 2 if low else high / 2
             if await run(middle):
                 low = report.slo_best_level = middle
@@ -796,23 +749,30 @@ async def _sweep(
     report.levels.sort(key=lambda r: float((r.concurrency if report.mode == "concurrency" else r.target_rate) or 0.0))
 
 
-def run_loadtest(settings: ClientSettings, model: str, **options: Any) -> LoadTestReport:
+def run_loadtest(
+    settings: ClientSettings,
+    model: str,
+    options: LoadTestOptions,
+    *,
+    on_progress: Callable[[WindowProgress], None] | None = None,
+    on_level: Callable[[LevelResult], None] | None = None,
+) -> LoadTestReport:
     """Measure `model` under load; see the module docstring for the method.
 
     Args:
         settings: where the server is (protocol, URL, timeouts).
         model: the served model to load.
-        **options: `concurrency=[1, 2, 4]` (closed loop) or `rates=[100.0]` (open loop, `poisson=True` for
-            exponential gaps); `batch_size`, `workers` (processes), `warmup_s`, `window_s`, `stability_pct`,
-            `min_windows`, `max_windows`, `slo_p99_ms` (stop at the first level whose p99 exceeds it; rates
-            are then bisected `slo_refine_steps` times), `input_file` (payload for BYTES inputs),
-            `max_outstanding`, `on_progress(WindowProgress)`, `on_level(LevelResult)`.
+        options: the levels (`concurrency=[1, 2, 4]` closed loop, or `rates=[100.0]` open loop) and how each
+            is measured (`LoadTestOptions`).
+        on_progress: called after each merged measurement window.
+        on_level: called with each finished level.
 
     Returns:
         The report (JSON/CSV/PNG writers on it).
 
     Raises:
-        UserInputError: bad options, or the model's inputs cannot be generated.
+        UserInputError: the model's inputs cannot be generated (e.g. a batch size it cannot take).
+        WorkerError: a spawned worker failed (its traceback is logged).
         InferenceError: the server or model cannot be reached / described.
     """
-    return asyncio.run(run_loadtest_async(settings, model, **options))
+    return asyncio.run(run_loadtest_async(settings, model, options, on_progress=on_progress, on_level=on_level))

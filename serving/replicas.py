@@ -62,7 +62,8 @@ def cpu_shares(replicas: int) -> list[list[int] | None]:
     if len(cpus) < replicas:
         return [None] * replicas
     size, extra = divmod(len(cpus), replicas)
-    shares, start = [], 0
+    shares: list[list[int] | None] = []
+    start = 0
     for i in range(replicas):
         end = start + size + (1 if i < extra else 0)
         shares.append(cpus[start:end])

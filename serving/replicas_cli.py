@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from attnserve.security import DEFAULT_BIND_ADDRESS
 from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
@@ -18,6 +19,10 @@ logger = logging.getLogger(__name__)
 
 API_KEY_FROM_ENV = "ATTNSERVE_API_KEY"
 """The edge key is read from the environment (never a command-line argument: `ps` would show it)."""
+
+
+if TYPE_CHECKING:
+    from attnserve.serving.haproxy import EdgeSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,17 +72,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_replicas)
 
 
-def run_replicas(args: argparse.Namespace) -> int:
+def _edge_settings(args: argparse.Namespace) -> EdgeSettings:
+    """The load balancer's typed settings from the flags (the API key from the environment)."""
     from attnserve.errors import UserInputError
     from attnserve.serving.haproxy import EdgeSettings
-    from attnserve.serving.replicas import ReplicaSet
-    from attnserve.serving.runtime_view import build_runtime_repository
 
     api_key = os.environ.get(API_KEY_FROM_ENV) if args.require_api_key else None
     if args.require_api_key and not api_key:
         raise UserInputError(f"--require-api-key needs the key in ${API_KEY_FROM_ENV} (at least 16 characters)")
     try:
-        edge = EdgeSettings(
+        return EdgeSettings(
             host=args.host,
             http_port=args.http_port,
             grpc_port=args.grpc_port,
@@ -89,6 +93,14 @@ def run_replicas(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UserInputError(f"invalid replica-set settings: {exc}") from exc
+
+
+def run_replicas(args: argparse.Namespace) -> int:
+    from attnserve.errors import UserInputError
+    from attnserve.serving.replicas import ReplicaSet
+    from attnserve.serving.runtime_view import build_runtime_repository
+
+    edge = _edge_settings(args)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="attnserve-replicas-"))
     models = [name.strip() for name in args.models.split(",") if name.strip()] if args.models else None
     view, loaded, skipped = build_runtime_repository(args.repository, work_dir / "runtime", models)

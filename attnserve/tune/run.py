@@ -238,7 +238,7 @@ def verify_applied(
     )
     longer.max_windows = max(longer.max_windows, longer.min_windows)
     with serve_target(name, options) as target:
-        load_report = run_loadtest(target.settings, name, **longer.loadtest_options())
+        load_report = run_loadtest(target.settings, name, longer.loadtest_options())
     winner = next(r for r in report.candidates if r.name == report.winner)
     again = summarize(
         CandidateResult(index=0, name=winner.name, candidate=winner.candidate), load_report, options.slo_p99_ms

@@ -17,13 +17,16 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from attnserve.errors import AttnserveError, ServerError
 from attnserve.tune.candidates import Candidate, Grid, build
 from attnserve.tune.control import ModelControl, candidate_config, served_knobs
+
+if TYPE_CHECKING:
+    from attnserve.clients.loadtest_options import LoadTestOptions
 
 logger = logging.getLogger(__name__)
 
@@ -80,16 +83,22 @@ class Measurement:
     min_windows: int = 2
     max_windows: int = 4
 
-    def loadtest_options(self) -> dict[str, Any]:
-        key = "concurrency" if self.mode == "concurrency" else "rates"
-        levels = [int(v) for v in self.levels] if self.mode == "concurrency" else [float(v) for v in self.levels]
-        return {
-            key: levels,
-            "warmup_s": self.warmup_s,
-            "window_s": self.window_s,
-            "min_windows": self.min_windows,
-            "max_windows": self.max_windows,
-        }
+    def loadtest_options(self) -> LoadTestOptions:
+        """The load test of one measurement at every level."""
+        from attnserve.clients.loadtest_options import LoadTestOptions
+
+        if self.mode == "concurrency":
+            concurrency, rates = [int(v) for v in self.levels], None
+        else:
+            concurrency, rates = None, [float(v) for v in self.levels]
+        return LoadTestOptions(
+            concurrency=concurrency,
+            rates=rates,
+            warmup_s=self.warmup_s,
+            window_s=self.window_s,
+            min_windows=self.min_windows,
+            max_windows=self.max_windows,
+        )
 
 
 def rank_key(result: CandidateResult) -> tuple[int, float]:
@@ -215,7 +224,7 @@ class Tuner:
         result = CandidateResult(index=index, name=candidate.name, candidate=candidate)
         try:
             self.control.load(self.model, candidate_config(self.base_config, candidate))
-            report = run_loadtest(self.settings, self.model, **self.measurement.loadtest_options())
+            report = run_loadtest(self.settings, self.model, self.measurement.loadtest_options())
             self._check_still_served(candidate)
             summarize(result, report, self.measurement.slo_p99_ms)
         except AttnserveError as exc:
@@ -305,7 +314,7 @@ def confirm(tuner: Tuner, deadline: float | None = None, leaders: int = CONFIRM_
     """
     ranked = [r for r in sorted(tuner.results.values(), key=rank_key) if r.status == "ok"][:leaders]
     tuner.planned = len(tuner.results) + len(ranked)
-    confirmed = []
+    confirmed: list[CandidateResult] = []
     for result in ranked:
         if deadline is not None and not _time_left(tuner, deadline):
             logger.warning("budget spent: %d of %d leaders measured again", len(confirmed), len(ranked))

@@ -62,7 +62,7 @@ def test_open_loop_overload_is_rejected_not_queued(
     reliability_server: ReliabilityServer, record_property: Callable[[str, object], None]
 ) -> None:
     """The load tester at several times capacity: rejections counted apart from failures; p99 stays bounded."""
-    from attnserve.clients.loadtest import run_loadtest
+    from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
     from attnserve.clients.settings import ClientSettings
 
     _, timeout_ms = _queue_bounds(reliability_server)
@@ -71,14 +71,16 @@ def test_open_loop_overload_is_rejected_not_queued(
     # Capacity is measured on the unbounded twin (same ONNX, same batching): on Triton 2.51 a bounded queue
     # policy stalls the batcher ~0.5 s now and then (ModelSpec.max_queue_size), which would understate it.
     closed = run_loadtest(
-        settings, UNBOUNDED_MODEL, concurrency=[4], warmup_s=0.3, window_s=1.0, min_windows=1, max_windows=2
+        settings,
+        UNBOUNDED_MODEL,
+        LoadTestOptions(concurrency=[4], warmup_s=0.3, window_s=1.0, min_windows=1, max_windows=2),
     ).levels[0]
     capacity = closed.achieved_rate
     assert capacity > 0, f"the closed loop (one batch in flight) served nothing: {closed.errors}"
 
     offered = min(max(OVERLOAD_FACTOR * capacity, MIN_OFFERED_RATE), MAX_OFFERED_RATE)
     level = run_loadtest(
-        settings, MODEL, rates=[offered], warmup_s=0.3, window_s=1.0, min_windows=2, max_windows=2
+        settings, MODEL, LoadTestOptions(rates=[offered], warmup_s=0.3, window_s=1.0, min_windows=2, max_windows=2)
     ).levels[0]
     rejected = level.errors.get("rejected", 0)
     other_errors = {kind: count for kind, count in level.errors.items() if kind != "rejected"}

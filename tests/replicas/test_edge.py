@@ -82,14 +82,16 @@ def test_tls_with_the_key_gives_the_direct_answer(edge, protocol) -> None:
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_load_tester_speaks_tls_with_the_key(edge, protocol) -> None:
-    from attnserve.clients.loadtest import run_loadtest
+    from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
 
     replica_set, ca_file, key = edge
     server = replica_set.servers[0]
     before = settled_counts([server.http_url], MODEL)
     url = replica_set.http_url if protocol == "http" else replica_set.grpc_url
     settings = _client_settings(url, protocol, tls=True, tls_ca_file=ca_file, api_key=key)
-    report = run_loadtest(settings, MODEL, concurrency=[2], warmup_s=0.0, window_s=0.5, min_windows=2, max_windows=2)
+    report = run_loadtest(
+        settings, MODEL, LoadTestOptions(concurrency=[2], warmup_s=0.0, window_s=0.5, min_windows=2, max_windows=2)
+    )
     level = report.levels[0]
     assert not level.errors and level.client_success > 0, level.errors
     assert level.client_success == settled_counts([server.http_url], MODEL)[0] - before[0]

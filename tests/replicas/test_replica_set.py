@@ -78,18 +78,14 @@ def test_requests_reach_both_replicas_with_the_direct_answer(replica_set, replic
 
 
 def test_load_tester_success_count_equals_the_replicas_deltas(replica_set) -> None:
-    from attnserve.clients.loadtest import run_loadtest
+    from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
 
     urls = [server.http_url for server in replica_set.servers]
     before = settled_counts(urls, "rep_light")
     report = run_loadtest(
         _settings(replica_set.grpc_url, "grpc"),
         "rep_light",
-        concurrency=[4],
-        warmup_s=0.0,
-        window_s=0.5,
-        min_windows=2,
-        max_windows=3,
+        LoadTestOptions(concurrency=[4], warmup_s=0.0, window_s=0.5, min_windows=2, max_windows=3),
     )
     after = settled_counts(urls, "rep_light")
     level = report.levels[0]
