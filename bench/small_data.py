@@ -2,6 +2,7 @@
 
     python -m bench.small_data                       # 3 classes x 30 images, 1 minute, seed 0
     python -m bench.small_data --seeds 0,1,2         # three training runs, mean accuracy
+    python -m bench.small_data --seeds 0,1,2 --augment rotate-colour
     python -m bench.small_data --max-minutes 0.5 --per-class 20
 
 Writes a folder of procedural shapes (circle, square, triangle: `--per-class` PNGs each, 48x48, so the
@@ -68,9 +69,12 @@ def eval_accuracy(run_dir: Path, data: Path) -> float:
     return float((predicted == torch.from_numpy(targets)).float().mean())
 
 
-def run_train(data: Path, runs_dir: Path, max_minutes: float, model: str = MODEL, seed: int = 0) -> dict[str, object]:
+def run_train(
+    data: Path, runs_dir: Path, max_minutes: float, model: str = MODEL, seed: int = 0, augment: str = "shift"
+) -> dict[str, object]:
     """One `attnserve train` run as a subprocess: exit code, seconds, output and the run's metrics."""
     command = [sys.executable, "-m", "attnserve.cli", "train", model, "--data", str(data), "--seed", str(seed)]
+    command += ["--augment", augment]
     command += ["--max-minutes", str(max_minutes), "--runs-dir", str(runs_dir), "--no-progress"]
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
@@ -103,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=30, help="images per non-empty class (default: 30)")
     parser.add_argument("--clean", action="store_true", help="no corrupt file and no empty class")
     parser.add_argument("--model", default=MODEL, help=f"image deployable to train (default: {MODEL})")
+    parser.add_argument("--augment", default="shift", help="passed to `attnserve train --augment` (default: shift)")
     parser.add_argument("--seeds", default="0", help="comma-separated training seeds, one run each (default: 0)")
     parser.add_argument(
         "--eval-per-class", type=int, default=200, help="extra evaluation images per class; 0: none (default: 200)"
@@ -117,13 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.eval_per_class > 0:
             write_dataset(evaluation, args.eval_per_class, seed=EVAL_DATA_SEED, clean=True)
         for seed in seeds:
-            result = run_train(data, Path(scratch) / f"runs-{seed}", args.max_minutes, args.model, seed)
+            result = run_train(data, Path(scratch) / f"runs-{seed}", args.max_minutes, args.model, seed, args.augment)
             if args.eval_per_class > 0 and result["returncode"] == 0:
                 result["eval_accuracy"] = eval_accuracy(Path(scratch) / f"runs-{seed}" / args.model, evaluation)
             runs.append(result)
             print(json.dumps({key: value for key, value in result.items() if key != "output_tail"}), flush=True)
     summary = {
         "model": args.model,
+        "augment": args.augment,
         "max_minutes": args.max_minutes,
         "per_class": args.per_class,
         "clean": args.clean,

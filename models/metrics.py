@@ -60,6 +60,8 @@ class TrainingMetrics(BaseModel):
     """Unreadable files left out (`path: reason`); `--strict` aborts instead."""
     empty_classes: list[str] = Field(default_factory=list)
     tiny_classes: list[str] = Field(default_factory=list)
+    augment: str = "shift"
+    """Training-only augmentation (`attnserve.models.train.AUGMENTATIONS`)."""
 
     def save(self, run_dir: Path) -> Path:
         """Write `run_dir/metrics.json`; returns its path."""

@@ -16,7 +16,17 @@ from attnserve.models.deployables import tiny_arch_overrides
 from attnserve.models.folders import write_png
 from attnserve.models.metrics import TrainingMetrics
 from attnserve.models.synthetic import shapes_arrays
-from attnserve.models.train import evaluate, lr_factor, train
+from attnserve.models.train import (
+    MIN_VALIDATION_SAMPLES,
+    RECIPES,
+    _Options,
+    _plan,
+    _validation_split,
+    augment_folder_batch,
+    evaluate,
+    lr_factor,
+    train,
+)
 
 
 def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
@@ -85,8 +95,39 @@ def test_train_on_a_user_folder(tmp_path: Path) -> None:
     )
     model, spec = load_run(tmp_path / "runs" / "vit_shapes")
     assert spec.labels == ("circle", "not_circle") and metrics.labels == ["circle", "not_circle"]
+    assert metrics.augment == "shift"  # the default: rotation and colour changes only on request
     with torch.inference_mode():
         assert model(torch.from_numpy(images[:2])).shape == (2, 2)
+
+
+def test_train_on_a_user_folder_with_rotate_colour_augmentation(tmp_path: Path) -> None:
+    images, labels = shapes_arrays(24, seed=0)
+    for index, (image, label) in enumerate(zip(images, labels)):
+        folder = tmp_path / "data" / ("circle" if label == 0 else "not_circle")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_png(image, folder / f"{index}.png")
+    metrics = train(
+        "vit_shapes",
+        max_minutes=1,
+        epochs=1,
+        data_dir=tmp_path / "data",
+        runs_dir=tmp_path / "runs",
+        arch_overrides=tiny_arch_overrides("vit_shapes"),
+        progress=False,
+        augment="rotate-colour",
+    )
+    assert metrics.augment == "rotate-colour" and metrics.steps >= 1
+    assert TrainingMetrics.load(tmp_path / "runs" / "vit_shapes").augment == "rotate-colour"
+
+
+def test_rotate_colour_is_planned_only_when_asked_and_only_for_images() -> None:
+    def options(augment: str) -> _Options:
+        return _Options("vit_shapes", 1.0, None, Path("data"), 0, Path("runs"), None, False, False, augment)
+
+    assert _plan(options("rotate-colour"), RECIPES["vit_shapes"], "image", 60).augment
+    assert not _plan(options("shift"), RECIPES["vit_shapes"], "image", 60).augment
+    with pytest.raises(UserInputError, match="image models"):
+        _plan(options("rotate-colour"), RECIPES["temporal_motion"], "video", 60)
 
 
 def test_train_rejects_bad_requests(tmp_path: Path) -> None:
@@ -96,6 +137,8 @@ def test_train_rejects_bad_requests(tmp_path: Path) -> None:
         train("vit_tiny_patch16_224", max_minutes=1, runs_dir=tmp_path)
     with pytest.raises(UserInputError, match="max_minutes"):
         train("vit_digits", max_minutes=0, runs_dir=tmp_path)
+    with pytest.raises(UserInputError, match="augment must be one of"):
+        train("vit_digits", max_minutes=1, runs_dir=tmp_path, augment="rotate")
 
 
 def test_cli_lists_models_with_status(
@@ -114,3 +157,35 @@ def test_cli_train_rejects_unknown_name(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         main(["train", "vit_nothing"])
     assert "vit_digits" in capsys.readouterr().err
+
+
+def test_folder_augmentation_keeps_the_shape_and_its_two_colours() -> None:
+    # a white square on black, centred: any rotation, mirror, zoom and shift keeps a square of similar area
+    # inside the frame; the colours may be permuted or inverted but stay one background and one foreground
+    image = torch.zeros(1, 3, 32, 32, dtype=torch.uint8)
+    image[:, :, 11:21, 11:21] = 255
+    batch = image.repeat(64, 1, 1, 1)
+    augmented = augment_folder_batch(batch, torch.Generator().manual_seed(0))
+    assert augmented.shape == batch.shape and augmented.dtype == torch.uint8
+    assert not torch.equal(augmented, batch)  # it does change the pixels
+    again = augment_folder_batch(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(augmented, again)  # seeded: a run is reproducible
+    for picture in augmented:
+        corner = picture[:, 0, 0]  # the background (border colour fills the rotated-in corners)
+        foreground = (picture.int() - corner[:, None, None].int()).abs().amax(dim=0) > 127  # (H, W)
+        area = int(foreground.sum())
+        assert 0.5 * 100 <= area <= 1.5 * 100, area  # zoom 0.8-1.15x of a 10x10 square, blurred edges
+        assert not foreground[0].any() and not foreground[-1].any()  # nothing pushed out of the frame
+        assert set(corner.tolist()) in ({0}, {255})  # black or inverted white background, channels agree
+
+
+def test_validation_part_only_when_large_enough_to_pick_weights_on() -> None:
+    small = torch.arange(90) % 3  # 15% would be 14 files: too few to pick weights on, all train
+    train_index, validation_index = _validation_split(small, seed=0)
+    assert len(validation_index) == 0 and torch.equal(train_index, torch.arange(90))
+    large = torch.arange(600) % 3  # 15% = 90 files, stratified
+    train_index, validation_index = _validation_split(large, seed=0)
+    assert len(validation_index) >= MIN_VALIDATION_SAMPLES
+    assert torch.bincount(large[validation_index]).tolist() == [30, 30, 30]
+    assert not set(train_index.tolist()) & set(validation_index.tolist())
+    assert len(train_index) + len(validation_index) == 600
