@@ -3,7 +3,7 @@
 A `Stage` has a name, a reason to skip it (decided before it runs), a function returning a typed result,
 and optionally a check that turns a result into a failure (a parity report that is not ok). `StageRunner.run`
 times it and records a `StageResult`: `ok`, `skipped` with the reason, or `failed` with the exception type,
-its message and a logged traceback. The typed result itself lives in the caller's report; the stage record
+its message, where it was raised (`origin`) and a logged traceback. The typed result itself lives in the caller's report; the stage record
 keeps a one-line summary of it for people (the CLI prints it).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,9 @@ class StageResult(_Report):
     """Why the stage was skipped or failed."""
     error_type: str | None = None
     """The exception's type when the stage failed by raising (the traceback is in the log)."""
+    origin: str | None = None
+    """Where that exception was raised: the innermost frame, and the last attnserve frame on the way when it
+    differs (`error_origin`); the full traceback is in the log."""
     seconds: float = 0.0
     summary: str = ""
     """One line about the stage's typed result, for people (the CLI prints it)."""
@@ -121,9 +125,15 @@ class StageRunner:
         except Exception as exc:
             seconds = time.perf_counter() - started
             logger.log(stage.log_level, "stage %s failed: %s", stage.name, short_error(exc), exc_info=True)
-            reason, error_type = short_error(exc), type(exc).__name__
             self.record(
-                StageResult(stage=stage.name, status="failed", reason=reason, error_type=error_type, seconds=seconds)
+                StageResult(
+                    stage=stage.name,
+                    status="failed",
+                    reason=short_error(exc),
+                    error_type=type(exc).__name__,
+                    origin=error_origin(exc),
+                    seconds=seconds,
+                )
             )
             if stage.required:
                 raise
@@ -148,6 +158,38 @@ class StageRunner:
     def succeeded(self, name: str) -> bool:
         """Whether the stage called `name` ran and was ok."""
         return any(result.stage == name and result.ok for result in self.results)
+
+
+_PACKAGE_DIRS = ("attnserve", "models", "export", "serving", "clients")
+
+
+_SOURCE_ROOT = Path(__file__).resolve().parents[1]
+"""The folder holding the package's source folders (`export/` is one)."""
+
+
+def _is_ours(frame: traceback.FrameSummary) -> bool:
+    path = Path(frame.filename).resolve()
+    if path == Path(__file__).resolve():  # the runner's own frame says nothing about the failure
+        return False
+    return path.is_relative_to(_SOURCE_ROOT) and path.relative_to(_SOURCE_ROOT).parts[0] in _PACKAGE_DIRS
+
+
+def _frame_text(frame: traceback.FrameSummary) -> str:
+    parts = Path(frame.filename).parts
+    return f"{'/'.join(parts[-2:])}:{frame.lineno} in {frame.name}"
+
+
+def error_origin(exc: BaseException) -> str | None:
+    """`folder/file.py:LINE in function` of the frame that raised `exc`, followed by `(via ...)` the last frame
+    of the package's own code on the way when the exception came from a library (None without a traceback)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return None
+    ours = [frame for frame in frames if _is_ours(frame)]
+    origin = _frame_text(frames[-1])
+    if ours and ours[-1] is not frames[-1]:
+        origin += f" (via {_frame_text(ours[-1])})"
+    return origin
 
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
