@@ -83,7 +83,6 @@ def _data_notes(metrics: TrainingMetrics) -> list[str]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `models` and `train` subcommands."""
-    from attnserve.models.deployables import TRAINABLE_NAMES
 
     models_parser = subparsers.add_parser(
         "models",
@@ -95,6 +94,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--runs-dir", type=Path, default=Path("runs"), help="folder of training runs (default: runs)"
     )
     models_parser.set_defaults(func=_models)
+
+    _register_train(subparsers)
+
+
+def _register_train(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `train` subcommand."""
+    from attnserve.models.deployables import TRAINABLE_NAMES
 
     train_parser = subparsers.add_parser(
         "train",
