@@ -58,8 +58,9 @@ class Deployable:
 
 # Serving knobs of the deployables: images take the project's batch sizes with the queue delay and threads that
 # `attnserve tune` chose on the project's 2-core machine (docs/tuning.md has the runs and the commands that reproduce
-# them): a 100 us delay (on a quiet machine it cost the lone request nothing measurable against delay 0, 244 vs 240
-# req/s over three runs, and gained 27% at concurrency 16 by letting requests meet: 1,043 vs 821 req/s), and for
+# them): a 100 us delay for vit_digits (on a quiet machine it cost the lone request nothing measurable against delay
+# 0, 244 vs 240 req/s over three runs, and gained 27% at concurrency 16 by letting requests meet: 1,043 vs 821
+# req/s) and delay 0 for cnn_cbam_digits (a 0.3 ms model: there the wait cost c=1 throughput ~20%), and for
 # the small 32x32 models one instance on ONE intra-op thread without spinning (their operators are microseconds
 # long: a second thread only adds hand-offs, and a spinning pool took a core from Triton and the client).
 # Videos keep smaller batches and the spec's defaults (not tuned).
@@ -123,7 +124,9 @@ def _motion_deployable(arch: str, tubelet_size: int) -> Deployable:
 DEPLOYABLES: dict[str, Deployable] = {
     "vit_digits": _digits_deployable("vit_convstem_32", dict(_VIT_32), {}),
     "cnn_cbam_digits": _digits_deployable(
-        "cnn_cbam_32", dict(widths=(16, 32, 64), attn="cbam", first_stride=2), dict(atol=5e-4)
+        "cnn_cbam_32",
+        dict(widths=(16, 32, 64), attn="cbam", first_stride=2),
+        dict(atol=5e-4, max_queue_delay_us=0),  # tuned: its 0.3 ms compute makes a 100 us wait cost c=1 ~20%
     ),
     "vit_shapes": Deployable(
         "vit_convstem_32",
