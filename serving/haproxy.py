@@ -154,7 +154,7 @@ def _edge_rules(settings: EdgeSettings, grpc: bool) -> list[str]:
             f'\\"{_KEY_REFUSED}\\"}}" hdr www-authenticate ApiKey if !key_ok !health'
         )
     return [
-        f'    acl key_ok req.hdr({API_KEY_HEADER}) -m str "${{{API_KEY_ENV}}}"',
+        f'    acl key_ok req.hdr({API_KEY_HEADER}) -m str -- "${{{API_KEY_ENV}}}"',
         f"    acl health path_beg /v2/health/ {_GRPC_HEALTH}/ServerLive {_GRPC_HEALTH}/ServerReady",
         answer,
     ]

@@ -44,7 +44,7 @@ def edge(replica_repository, tmp_path_factory: pytest.TempPathFactory):
     require_binary("haproxy", "haproxy")
     folder = tmp_path_factory.mktemp("edge")
     pem, ca_file = make_certificate(folder)
-    key = secrets.token_urlsafe(24)
+    key = "-" + secrets.token_urlsafe(24)  # a leading dash once broke the ACL (HAProxy read it as an option)
     settings = EdgeSettings(http_port=0, grpc_port=0, tls_certificate=pem, api_key=key, queue_timeout_ms=1000)
     replica_set = ReplicaSet(
         replica_repository.view, settings, replicas=1, models=[MODEL], work_dir=folder / "set", ready_timeout_s=120
