@@ -78,7 +78,8 @@ def test_reloaded_model_reproduces_the_metrics(digits_run: tuple[TrainingMetrics
     assert again.confusion_matrix == metrics.confusion_matrix
 
 
-def test_train_on_a_user_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("augment", [None, "rotate-colour"])
+def test_train_on_a_user_folder(tmp_path: Path, augment: str | None) -> None:
     images, labels = shapes_arrays(24, seed=0)
     for index, (image, label) in enumerate(zip(images, labels)):
         folder = tmp_path / "data" / ("circle" if label == 0 else "not_circle")
@@ -92,32 +93,15 @@ def test_train_on_a_user_folder(tmp_path: Path) -> None:
         runs_dir=tmp_path / "runs",
         arch_overrides=tiny_arch_overrides("vit_shapes"),
         progress=False,
+        **({"augment": augment} if augment else {}),
     )
     model, spec = load_run(tmp_path / "runs" / "vit_shapes")
     assert spec.labels == ("circle", "not_circle") and metrics.labels == ["circle", "not_circle"]
-    assert metrics.augment == "shift"  # the default: rotation and colour changes only on request
+    # the default is shift: rotation and colour changes only on request, and recorded
+    assert metrics.augment == (augment or "shift") and metrics.steps >= 1
+    assert TrainingMetrics.load(tmp_path / "runs" / "vit_shapes").augment == (augment or "shift")
     with torch.inference_mode():
         assert model(torch.from_numpy(images[:2])).shape == (2, 2)
-
-
-def test_train_on_a_user_folder_with_rotate_colour_augmentation(tmp_path: Path) -> None:
-    images, labels = shapes_arrays(24, seed=0)
-    for index, (image, label) in enumerate(zip(images, labels)):
-        folder = tmp_path / "data" / ("circle" if label == 0 else "not_circle")
-        folder.mkdir(parents=True, exist_ok=True)
-        write_png(image, folder / f"{index}.png")
-    metrics = train(
-        "vit_shapes",
-        max_minutes=1,
-        epochs=1,
-        data_dir=tmp_path / "data",
-        runs_dir=tmp_path / "runs",
-        arch_overrides=tiny_arch_overrides("vit_shapes"),
-        progress=False,
-        augment="rotate-colour",
-    )
-    assert metrics.augment == "rotate-colour" and metrics.steps >= 1
-    assert TrainingMetrics.load(tmp_path / "runs" / "vit_shapes").augment == "rotate-colour"
 
 
 def test_rotate_colour_is_planned_only_when_asked_and_only_for_images() -> None:
