@@ -312,14 +312,19 @@ def confirm(tuner: Tuner, deadline: float | None = None, leaders: int = CONFIRM_
     On 2 shared cores one window's p99 moves by a factor of 2 between runs of the same config; hill climbing
     keeps whichever measurement looked best, which favours the luckiest, not the best.
     """
-    ranked = [r for r in sorted(tuner.results.values(), key=rank_key) if r.status == "ok"][:leaders]
-    tuner.planned = len(tuner.results) + len(ranked)
     confirmed: list[CandidateResult] = []
-    for result in ranked:
-        if deadline is not None and not _time_left(tuner, deadline):
-            logger.warning("budget spent: %d of %d leaders measured again", len(confirmed), len(ranked))
+    tuner.planned = len(tuner.results) + leaders
+    # Until the `leaders` best are all measured twice: a second measurement can drop a leader below a candidate
+    # measured once, which then has to be measured again too (at most twice the leaders in all).
+    while len(confirmed) < 2 * leaders:
+        ranked = [r for r in sorted(tuner.results.values(), key=rank_key) if r.status == "ok"][:leaders]
+        pending = [r for r in ranked if r.measurements == 1]
+        if not pending:
             break
-        confirmed.append(tuner.measure_again(result.candidate))
+        if deadline is not None and not _time_left(tuner, deadline):
+            logger.warning("budget spent: %d leaders measured again, %d not", len(confirmed), len(pending))
+            break
+        confirmed.append(tuner.measure_again(pending[0].candidate))
     return confirmed
 
 
