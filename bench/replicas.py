@@ -1,13 +1,20 @@
 """What the HAProxy edge costs: the project's load tester straight to one Triton replica vs through the replica
 set's load balancer with that one replica behind it, in one run (gRPC, a light model, so the proxy's share shows).
 
-    python -m bench.replicas [--window 2]
+    python -m bench.replicas [--window 2]                 # a linear model: the proxy's worst case
+    python -m bench.replicas --model cnn_cbam_digits      # a deployable (random weights: timing only)
 
 Measures p50 latency at concurrency 1 and throughput at concurrency 16, direct and through HAProxy, in two
 interleaved passes (direct, edge, direct, edge) so a drifting machine load hits both sides alike; prints the
 differences/ratios (targets: p50 <= +0.5 ms, throughput >= 0.95x) with the load average and writes
-reports/bench/replicas.json. The edge's per-replica limit is raised to 32 here: this measures the proxy hop,
-not admission control (tests/replicas cover that).
+reports/bench/replicas.json (replicas_NAME.json with --model). The edge's per-replica limit is raised to 32
+here: this measures the proxy hop, not admission control (tests/replicas cover that).
+
+On one host the load generator, Triton and HAProxy share the cores, so at concurrency 16 (CPU-bound) the
+proxy's CPU per request comes straight out of the served throughput: the smaller the model's own work, the
+larger that share. The linear model (next to no compute) shows the worst case; `--model` shows it for a
+deployable served with its default configuration (`attnserve export NAME --untrained`: random weights do
+the same work as trained ones).
 """
 
 from __future__ import annotations
@@ -77,6 +84,18 @@ def _repository(root: Path) -> tuple[Path, str]:
     return view, spec.name
 
 
+def _deployable_repository(root: Path, name: str) -> tuple[Path, str]:
+    """A deployable exported with random weights (timing only), in a runtime view of its own."""
+    from attnserve.export.pipeline import export_model
+    from attnserve.serving.runtime_view import build_runtime_repository
+
+    export_model(name, root / "repository", runs_dir=root / "runs", explain=False, untrained=True)
+    view, loaded, skipped = build_runtime_repository(root / "repository", root / "view", [name])
+    if name not in loaded:
+        raise SystemExit(f"the runtime view did not take {name}: {skipped}")
+    return view, name
+
+
 def _measure(url: str, model: str, concurrency: int, window_s: float) -> dict[str, Any]:
     from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
     from attnserve.clients.settings import ClientSettings
@@ -97,48 +116,24 @@ def _measure(url: str, model: str, concurrency: int, window_s: float) -> dict[st
     }
 
 
-def _cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process so far (/proc/PID/stat; 0 when unknown)."""
+def _cpu_seconds(pid: int | None, group: bool = False) -> float:
+    """User + system CPU seconds so far of a process, or with `group` of every live process in its process group
+    (Triton and its python-backend stubs), from /proc; 0 when unknown."""
     if pid is None:
         return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat") if group else [Path(f"/proc/{pid}/stat")]:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if not group or int(fields[2]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--window", type=float, default=2.0, help="seconds per measurement window")
-    parser.add_argument("--haproxy-threads", type=int, default=None, help="HAProxy's nbthread (default: per CPU)")
-    parser.add_argument("--buffer-kb", type=int, default=64, help="HAProxy's tune.bufsize in KiB (default 64)")
-    parser.add_argument("--out", type=Path, default=Path("reports/bench/replicas.json"))
-    args = parser.parse_args(argv)
-
-    from attnserve.serving.haproxy import EdgeSettings
-    from attnserve.serving.replicas import ReplicaSet
-
-    results: dict[str, list[dict[str, Any]]] = {}
-    with tempfile.TemporaryDirectory(prefix="attnserve-bench-replicas-") as scratch:
-        view, model = _repository(Path(scratch))
-        edge = EdgeSettings(
-            http_port=0,
-            grpc_port=0,
-            maxconn_per_replica=32,
-            queue_timeout_ms=1000,
-            threads=args.haproxy_threads,
-            buffer_kb=args.buffer_kb,
-        )
-        with ReplicaSet(view, edge, replicas=1, models=[model], work_dir=Path(scratch) / "set") as replica_set:
-            targets = {"direct": replica_set.servers[0].grpc_url, "edge": replica_set.grpc_url}
-            for _ in range(2):  # interleaved passes
-                for name, url in targets.items():
-                    for concurrency in (1, 16):
-                        cpu_before = _cpu_seconds(replica_set.haproxy_pid)
-                        figures = _measure(url, model, concurrency, args.window)
-                        # HAProxy's CPU per measured request (its warm-up requests count too: an upper bound)
-                        cpu_s = _cpu_seconds(replica_set.haproxy_pid) - cpu_before
-                        figures["haproxy_cpu_us_per_request"] = cpu_s / max(figures["requests"], 1) * 1e6
-                        results.setdefault(f"{name}_c{concurrency}", []).append(figures)
-                        print(f"{name:6s} c={concurrency:<2d} {json.dumps(figures)}", flush=True)
+def _summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Means over the passes, the edge's added p50 at c=1 and its throughput ratio at c=16; printed too."""
 
     def mean(key: str, field: str) -> float:
         return float(np.mean([r[field] for r in results[key]]))
@@ -150,20 +145,75 @@ def main(argv: list[str] | None = None) -> int:
         "throughput_c16_direct_rps": mean("direct_c16", "throughput_rps"),
         "throughput_c16_edge_rps": mean("edge_c16", "throughput_rps"),
         "throughput_c16_ratio": mean("edge_c16", "throughput_rps") / mean("direct_c16", "throughput_rps"),
-        "haproxy_cpu_us_per_request_edge_c16": mean("edge_c16", "haproxy_cpu_us_per_request"),
+        **{
+            f"{part}_cpu_us_per_request_{side}_c16": mean(f"{side}_c16", f"{part}_cpu_us_per_request")
+            for part in ("client", "triton", "haproxy")
+            for side in ("direct", "edge")
+        },  # fmt: skip
         "loadavg": os.getloadavg(),
         "cpus": os.cpu_count(),
     }
+    cpu = {key: value for key, value in summary.items() if "cpu_us" in key}
     print(
         f"p50 at c=1: direct {summary['p50_c1_direct_ms']:.2f} ms, through HAProxy {summary['p50_c1_edge_ms']:.2f} ms "
         f"({summary['p50_c1_added_ms']:+.2f} ms; target <= +0.5 ms)\n"
         f"throughput at c=16, one replica: direct {summary['throughput_c16_direct_rps']:.0f}/s, through HAProxy "
         f"{summary['throughput_c16_edge_rps']:.0f}/s ({summary['throughput_c16_ratio']:.2f}x; target >= 0.95x)\n"
-        f"HAProxy CPU per request (c=16): {summary['haproxy_cpu_us_per_request_edge_c16']:.0f} us; "
+        f"CPU per request at c=16 (us, direct / through HAProxy): load generator "
+        f"{cpu['client_cpu_us_per_request_direct_c16']:.0f} / {cpu['client_cpu_us_per_request_edge_c16']:.0f}, "
+        f"Triton with its stubs {cpu['triton_cpu_us_per_request_direct_c16']:.0f} / "
+        f"{cpu['triton_cpu_us_per_request_edge_c16']:.0f}, HAProxy {cpu['haproxy_cpu_us_per_request_edge_c16']:.0f}; "
         f"load average {summary['loadavg'][0]:.2f} on {summary['cpus']} cores"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"summary": summary, "runs": results}, indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--window", type=float, default=2.0, help="seconds per measurement window")
+    parser.add_argument("--haproxy-threads", type=int, default=None, help="HAProxy's nbthread (default: per CPU)")
+    parser.add_argument("--buffer-kb", type=int, default=64, help="HAProxy's tune.bufsize in KiB (default 64)")
+    parser.add_argument(
+        "--model", default=None, help="a deployable to serve instead of the linear model (e.g. cnn_cbam_digits)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON report (default: reports/bench/replicas[_MODEL].json)"
+    )
+    args = parser.parse_args(argv)
+    out = args.out or Path(f"reports/bench/replicas{'_' + args.model if args.model else ''}.json")
+
+    from attnserve.serving.haproxy import EdgeSettings
+    from attnserve.serving.replicas import ReplicaSet
+
+    results: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="attnserve-bench-replicas-") as scratch:
+        view, model = _deployable_repository(Path(scratch), args.model) if args.model else _repository(Path(scratch))
+        edge = EdgeSettings(
+            http_port=0,
+            grpc_port=0,
+            maxconn_per_replica=32,
+            queue_timeout_ms=1000,
+            threads=args.haproxy_threads,
+            buffer_kb=args.buffer_kb,
+        )
+        with ReplicaSet(view, edge, replicas=1, models=[model], work_dir=Path(scratch) / "set") as replica_set:
+            targets = {"direct": replica_set.servers[0].grpc_url, "edge": replica_set.grpc_url}
+            # CPU per measured request of HAProxy and of Triton's process group (warm-up counts too: upper bounds)
+            pids = {"haproxy": (replica_set.haproxy_pid, False), "triton": (replica_set.servers[0].pid, True)}
+            for _ in range(2):  # interleaved passes
+                for name, url in targets.items():
+                    for concurrency in (1, 16):
+                        cpu_before = {part: _cpu_seconds(*where) for part, where in pids.items()}
+                        figures = _measure(url, model, concurrency, args.window)
+                        for part, where in pids.items():
+                            cpu_s = _cpu_seconds(*where) - cpu_before[part]
+                            figures[f"{part}_cpu_us_per_request"] = cpu_s / max(figures["requests"], 1) * 1e6
+                        results.setdefault(f"{name}_c{concurrency}", []).append(figures)
+                        print(f"{name:6s} c={concurrency:<2d} {json.dumps(figures)}", flush=True)
+
+    summary = _summary(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": model, "summary": summary, "runs": results}, indent=2))
     return 0
 
 

@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -194,14 +195,25 @@ def _ratios(name: str, sweeps: dict[str, list[dict[str, Any]]], tune_report: Pat
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="vit_digits,cnn_cbam_digits", help="comma list of deployables")
-    parser.add_argument("--concurrency", default="1,4,16")
-    parser.add_argument("--warmup-s", type=float, default=1.0)
-    parser.add_argument("--window-s", type=float, default=2.0)
-    parser.add_argument("--max-windows", type=int, default=5)
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    parser.add_argument("--tune-reports", type=Path, default=Path("reports/tune"))
-    parser.add_argument("--out", type=Path, default=Path("reports/bench/tuned_defaults.json"))
+    parser.add_argument(
+        "--models", default="vit_digits,cnn_cbam_digits", help="comma list of deployables (default: %(default)s)"
+    )
+    parser.add_argument("--concurrency", default="1,4,16", help="comma list of levels (default: %(default)s)")
+    parser.add_argument("--warmup-s", type=float, default=1.0, help="warm-up per level, s (default: %(default)s)")
+    parser.add_argument("--window-s", type=float, default=2.0, help="one window, s (default: %(default)s)")
+    parser.add_argument(
+        "--max-windows", type=int, default=5, help="windows until stable, at most (default: %(default)s)"
+    )
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="trained runs (default: %(default)s)")
+    parser.add_argument(
+        "--tune-reports",
+        type=Path,
+        default=Path("reports/tune"),
+        help="tune reports for NAME_best16 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("reports/bench/tuned_defaults.json"), help="JSON report (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -213,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     concurrency = [int(c) for c in args.concurrency.split(",")]
     results: dict[str, Any] = {
         "benchmark": "tuned default configuration vs batching off vs hand-picked (2 ms) vs tune's best at c=16",
-        "command": "python -m bench.tuned_defaults " + " ".join(argv or []),
+        "command": "python -m bench.tuned_defaults " + " ".join(sys.argv[1:] if argv is None else argv),
         "cpu_count": os.cpu_count(),
         "load_average_before": os.getloadavg(),
         "models": {},

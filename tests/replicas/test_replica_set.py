@@ -119,9 +119,11 @@ async def _burst(url: str, pixels: np.ndarray, rate: float, seconds: float):
         await transport.close()
 
 
-def _fast_enough(accepted: list[float], rejected: list[float]) -> bool:
-    """The asserted latency verdict: rejections within 20 ms (median)."""
-    return bool(accepted and rejected) and np.median(rejected) <= 0.020
+def _fast_enough(accepted: list[float], rejected: list[float], unloaded_p99_s: float) -> bool:
+    """The asserted latency verdict: rejections within 20 ms (median), accepted p99 within 5x the unloaded p99."""
+    if not (accepted and rejected):
+        return False
+    return bool(np.median(rejected) <= 0.020 and np.percentile(accepted, 99) <= 5 * unloaded_p99_s)
 
 
 def _p(values: list[float], q: float) -> float | None:
@@ -139,7 +141,7 @@ def test_overload_is_rejected_fast_and_accepted_requests_stay_fast(replica_set, 
         outcomes, send_rate = asyncio.run(_burst(replica_set.grpc_url, pixels, rate, seconds=3.0))
         accepted = [o.latency_s for o in outcomes if o.kind is None]
         rejected = [o.latency_s for o in outcomes if o.kind == "rejected"]
-        if _fast_enough(accepted, rejected):
+        if _fast_enough(accepted, rejected, unloaded_p99):
             break
         log.warning("overload burst: a latency verdict missed (a stall on the shared cores?), measuring once more")
     other = [o.kind for o in outcomes if o.kind not in (None, "rejected")]
@@ -174,8 +176,8 @@ def test_overload_is_rejected_fast_and_accepted_requests_stay_fast(replica_set, 
     assert not other, record
     assert rejected and accepted, record
     assert np.median(rejected) <= 0.020, record
-    # The issue's accepted-p99 target (<= 5x the unloaded p99) is recorded above, not asserted: on 2 shared cores
-    # it held in some fresh-clone runs and missed in others (179-231 ms vs 5 x 17-24 ms); see docs/replicas.md.
+    # with the replicas on their own CPU shares, 2.5-3.0x on a quiet machine (4 runs, docs/replicas.md)
+    assert np.percentile(accepted, 99) <= 5 * unloaded_p99, record
     assert len(hpa) == 2 and np.mean(list(hpa.values())) > hpa_target_us(), record
 
 
