@@ -86,10 +86,14 @@ def _repository(root: Path) -> tuple[Path, str]:
 
 def _deployable_repository(root: Path, name: str) -> tuple[Path, str]:
     """A deployable exported with random weights (timing only), in a runtime view of its own."""
+    from attnserve.errors import AttnserveError
     from attnserve.export.pipeline import export_model
     from attnserve.serving.runtime_view import build_runtime_repository
 
-    export_model(name, root / "repository", runs_dir=root / "runs", explain=False, untrained=True)
+    try:
+        export_model(name, root / "repository", runs_dir=root / "runs", explain=False, untrained=True)
+    except AttnserveError as exc:  # e.g. an unknown name: the message lists the known ones
+        raise SystemExit(f"bench.replicas --model {name}: {exc}") from None
     view, loaded, skipped = build_runtime_repository(root / "repository", root / "view", [name])
     if name not in loaded:
         raise SystemExit(f"the runtime view did not take {name}: {skipped}")
@@ -153,6 +157,10 @@ def _summary(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "loadavg": os.getloadavg(),
         "cpus": os.cpu_count(),
     }
+    failed = {key: sum(sum(r["errors"].values()) for r in runs) for key, runs in results.items()}
+    summary["failed_requests"] = failed
+    if any(failed.values()):  # the figures count successes only: say so rather than print a clean ratio
+        print(f"WARNING: requests failed during the measurement ({failed}); see the JSON's errors per run")
     cpu = {key: value for key, value in summary.items() if "cpu_us" in key}
     print(
         f"p50 at c=1: direct {summary['p50_c1_direct_ms']:.2f} ms, through HAProxy {summary['p50_c1_edge_ms']:.2f} ms "
