@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from attnserve import __version__
 from attnserve.errors import AttnserveError
@@ -46,6 +48,14 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {shown})"
 
 
+def installed_version() -> str:
+    """The version pip installed (the distribution's metadata), else the source tree's `__version__`."""
+    try:
+        return importlib.metadata.version("attnserve")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnserve",
@@ -55,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"attnserve {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"attnserve {installed_version()} ({Path(__file__).resolve().parent})",
+        help="print the installed version and where the package was imported from, then exit",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in _COMMAND_MODULES:
