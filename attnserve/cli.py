@@ -56,6 +56,17 @@ def installed_version() -> str:
         return __version__
 
 
+class _VersionAction(argparse.Action):
+    """`--version` on one line (argparse's own action wraps long paths at the terminal's width)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:  # noqa: A002
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object, option: object = None) -> None:
+        print(f"attnserve {installed_version()} ({Path(__file__).resolve().parent})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnserve",
@@ -67,8 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--version",
-        action="version",
-        version=f"attnserve {installed_version()} ({Path(__file__).resolve().parent})",
+        action=_VersionAction,
         help="print the installed version and where the package was imported from, then exit",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
