@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.attnserve-installed
 EXTRAS := serve,hf,openvino,fp16,test
 
-.PHONY: setup demo lint test bench clean-runs
+.PHONY: setup demo lint test bench dist clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The sdist and wheel users install (python -m build), with their metadata checked as PyPI renders it.
+dist: $(STAMP)
+	rm -rf dist build attnserve.egg-info  # setuptools would reuse their file lists from earlier builds
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m twine check --strict dist/*
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

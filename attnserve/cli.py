@@ -59,10 +59,12 @@ def installed_version() -> str:
 class _VersionAction(argparse.Action):
     """`--version` on one line (argparse's own action wraps long paths at the terminal's width)."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:  # noqa: A002
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object, option: object = None) -> None:
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: object, values: object, option: object = None
+    ) -> None:
         print(f"attnserve {installed_version()} ({Path(__file__).resolve().parent})")
         parser.exit()
 

@@ -24,17 +24,15 @@ pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
 def _stub_libraries(server_pid: int) -> set[str]:
     """Shared objects mapped by the python-backend stubs of the server `server_pid`."""
+    from attnserve.serving.watchdog import stub_pids
+
     libraries: set[str] = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    for pid in stub_pids(server_pid):
         try:
-            if "triton_python_backend_stub" not in (proc / "cmdline").read_text():
-                continue
-            if int((proc / "stat").read_text().split()[3]) != server_pid:  # ppid: a stub of this server
-                continue
-            libraries |= {line.split()[-1] for line in (proc / "maps").read_text().splitlines() if ".so" in line}
-        except (OSError, IndexError, ValueError):
+            libraries |= {
+                line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if ".so" in line
+            }
+        except OSError:
             continue  # the process ended meanwhile
     return libraries
 
