@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.attnserve-installed
 EXTRAS := serve,hf,openvino,fp16,test
 
-.PHONY: setup demo lint test bench dist clean-runs
+.PHONY: setup demo lint test bench dist install-check clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,16 @@ dist: $(STAMP)
 	rm -rf dist build attnserve.egg-info  # setuptools would reuse their file lists from earlier builds
 	$(BIN)/python -m build --outdir dist .
 	$(BIN)/python -m twine check --strict dist/*
+
+# A user's install, for real: the built wheel with its [serve] dependencies resolved by pip into a new virtual
+# environment (minutes: torch is unpacked again), then `attnserve --version` outside the checkout and `pip check`.
+# CI runs it after the tests; tests/packaging covers serving from the wheel in seconds.
+INSTALL_CHECK := .install-check
+install-check: dist
+	rm -rf $(INSTALL_CHECK) && $(PYTHON) -m venv $(INSTALL_CHECK)
+	$(INSTALL_CHECK)/bin/python -m pip install -q "$$(ls dist/attnserve-*.whl)[serve]"
+	cd / && "$(CURDIR)/$(INSTALL_CHECK)/bin/attnserve" --version
+	$(INSTALL_CHECK)/bin/python -m pip check
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

@@ -1,6 +1,6 @@
 """A short soak (`python -m bench.soak --minutes 1`): a mixed open-loop load on `attnserve serve` loses no request
 and records the memory of every process. Timing is not asserted here; the bench's own limits (p99 drift, memory
-growth) apply to runs of 10 minutes and more, reported in docs/reliability.md."""
+growth) apply to runs of 10 minutes and more, reported in docs/installing.md#long-runs."""
 
 from __future__ import annotations
 
