@@ -127,9 +127,11 @@ def explain_connection_error(error: InferenceError, settings: ClientSettings) ->
     if cause is None:
         return None
     text = " ".join(transport_message(_transport_exception(error)).split())  # one line, whatever the transport said
-    explained = ServerUnavailableError(f"{cause} (the client said: {text})", status=error.status, model=error.model)
-    explained.kind = "connection"
-    explained.attempts = getattr(error, "attempts", 1)
+    attempts = getattr(error, "attempts", 1)
+    tried = f"; gave up after {attempts} attempts" if attempts > 1 else ""
+    message = f"{cause} (the client said: {text}{tried})"
+    explained = ServerUnavailableError(message, status=error.status, model=error.model, kind="connection")
+    explained.attempts = attempts
     return explained
 
 
