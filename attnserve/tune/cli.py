@@ -19,12 +19,11 @@ no candidate meets the SLO, nothing is applied and the closest candidate is name
 entry serves already, nothing is written and the run says "unchanged". Reports: JSON, CSV and a PNG (throughput
 vs p99, Pareto front, SLO line) in --out.
 
-Words of the output:
-  score          a candidate's throughput (req/s) averaged over the traffic levels with a geometric mean
-  [m/n] #i       measurement m of the n planned so far (n moves as the search goes), candidate number i
-  confirmation   the leading candidates (3) measured again after the search: one measurement's p99 varies
-  round          from run to run on shared cores, so each leader is ranked on the mean throughput and the
-                 worst p99 of its measurements (xN in the table: measured N times)"""
+Words of the output: the score of a candidate is its throughput (req/s) averaged over the traffic levels with a
+geometric mean; [m/n] #i is measurement m of the n planned so far (n moves as the search goes), of candidate
+number i; in the confirmation round (the leaders measured again), after the search the 3 leading candidates are measured again,
+because one measurement's p99 varies from run to run on shared cores; each leader is then ranked on the mean
+throughput and the worst p99 of its measurements (xN in the table: measured N times)."""
 
 
 def _floats(text: str) -> list[float]:
