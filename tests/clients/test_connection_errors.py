@@ -1,5 +1,5 @@
 """A request that cannot connect says why, in one line, against real listeners on 127.0.0.1: nothing listening, the
-gRPC client on Triton's HTTP port and the HTTP client on its gRPC port (the session's real server), plain text sent
+gRPC client on Triton's HTTP port and the HTTP client on its gRPC port (the tests' real Triton), plain text sent
 to a TLS port and a certificate the client does not trust (a real HTTPS server with a self-signed certificate made
 by `openssl`). A mismatch that retrying cannot heal is not retried; empty or bad `ATTNSERVE_*` settings are one line.
 """
