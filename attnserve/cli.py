@@ -12,6 +12,7 @@ import argparse
 import importlib
 import importlib.metadata
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # gRPC's C core logs a failed TLS handshake on stderr beside the one-line error that names it
+        os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # read when grpc is first imported, inside the commands
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -77,3 +77,21 @@ class InferenceError(AttnserveError):
         """The message without the `[status]` prefix (for wrapping it in another error without repeating it)."""
         prefix = f"[{status}] " if status else ""
         super().__init__(f"{prefix}{message}")
+
+
+def validation_summary(error: Exception) -> str:
+    """One line from a pydantic `ValidationError`: each failing field and what it expected, never the values given
+    (a secret such as a key or token must not reach a terminal or a log).
+
+    Args:
+        error: the `ValidationError` (anything with pydantic's `errors()`; other exceptions: their text).
+    """
+    errors = getattr(error, "errors", None)
+    if not callable(errors):
+        return str(error)
+    parts = []
+    for item in errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in item.get("loc", ()))
+        text = str(item.get("msg", "")).removeprefix("Value error, ")
+        parts.append(f"{where}: {text}" if where else text)
+    return "; ".join(parts)

@@ -25,14 +25,20 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+
     from attnserve.clients.settings import ClientSettings
+    from attnserve.errors import UserInputError, validation_summary
 
     overrides = {
         key: value
         for key, value in (("url", args.url), ("protocol", args.protocol), ("timeout_s", args.timeout_s))
         if value is not None
     }
-    return ClientSettings(**overrides)
+    try:
+        return ClientSettings(**overrides)
+    except ValidationError as exc:  # read from the options and $ATTNSERVE_* variables
+        raise UserInputError(f"invalid client settings (options or $ATTNSERVE_*): {validation_summary(exc)}") from exc
 
 
 def _levels(text: str, kind: type) -> list:
@@ -231,7 +237,9 @@ def _infer_json(model: str, settings: Any, trained: bool | None, predictions: li
 def _print_predictions(console: Any, title: str, predictions: list[Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=title)
+    batched = any(prediction.batch_size > 1 for prediction in predictions)
+    caption = "several files per request: the latency is the whole request's, shared by its batch" if batched else None
+    table = Table(title=title, caption=caption)
     for column, justify in (("file", "left"), ("label", "left"), ("probability", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     table.add_column("top-k (label probability)")
@@ -239,6 +247,7 @@ def _print_predictions(console: Any, title: str, predictions: list[Any]) -> None
     for prediction in predictions:
         others = ", ".join(f"{item.label} {item.score:.3f}" for item in prediction.top_k)
         latency = f"{prediction.latency_ms:.1f}"
+        latency += f" (batch of {prediction.batch_size})" if prediction.batch_size > 1 else ""
         table.add_row(prediction.source, prediction.label, f"{prediction.score:.3f}", others, latency)
     console.print(table)
 

@@ -44,11 +44,12 @@ from attnserve.clients.core import (
     pixels_for,
     timeline_inputs,
 )
+from attnserve.clients.diagnose import explain_connection_error
 from attnserve.clients.media import ImageSource
 from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.predictions import Prediction, softmax
 from attnserve.clients.settings import ClientSettings
-from attnserve.errors import UserInputError
+from attnserve.errors import InferenceError, UserInputError
 from attnserve.security import API_KEY_HEADER
 from attnserve.spec import OUTPUT_NAME
 from attnserve.video import Timeline
@@ -166,8 +167,14 @@ class TritonClient(_Client):
     def _run(self, plan: Plan[T]) -> T:
         """Drive a core plan to its result: each call made on the blocking transport, pauses with `time.sleep`."""
         steps = PlanSteps(plan)
-        for step in steps:
-            steps.settle(self._perform, step)
+        try:
+            for step in steps:
+                steps.settle(self._perform, step)
+        except InferenceError as exc:
+            explained = explain_connection_error(exc, self.settings)  # probes the endpoint after a connection error
+            if explained is None:
+                raise
+            raise explained from exc
         return steps.result
 
     def _perform(self, step: Step) -> Any:
@@ -263,13 +270,19 @@ class AsyncTritonClient(_Client):
     async def _run(self, plan: Plan[T]) -> T:
         """Drive a core plan to its result: each call awaited on the asyncio transport, pauses with `asyncio.sleep`."""
         steps = PlanSteps(plan)
-        for step in steps:
-            try:
-                steps.reply(
-                    await (asyncio.sleep(step.seconds) if isinstance(step, Sleep) else step.on(self._transport))
-                )
-            except Exception as exc:  # noqa: BLE001 - handed to the plan, which retries, cleans up or raises it
-                steps.fail(exc)
+        try:
+            for step in steps:
+                try:
+                    steps.reply(
+                        await (asyncio.sleep(step.seconds) if isinstance(step, Sleep) else step.on(self._transport))
+                    )
+                except Exception as exc:  # noqa: BLE001 - handed to the plan, which retries, cleans up or raises it
+                    steps.fail(exc)
+        except InferenceError as exc:
+            explained = await asyncio.to_thread(explain_connection_error, exc, self.settings)  # blocking probes
+            if explained is None:
+                raise
+            raise explained from exc
         return steps.result
 
     async def is_ready(self) -> bool:

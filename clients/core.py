@@ -221,7 +221,10 @@ class ClientCore:
                 metadata = yield from self.retrying(Call("get_model_metadata", (model,), self._json_kwargs), model)
                 config = yield from self.retrying(Call("get_model_config", (model,), self._json_kwargs), model)
             except InferenceError as exc:
-                raise metadata_error(exc, model, self.url) from exc
+                error = metadata_error(exc, model, self.url)
+                if error is exc:
+                    raise  # as it is: `raise exc from exc` would replace its cause (the transport's exception)
+                raise error from exc
             self._infos[model] = ModelInfo.from_server(metadata, config)
         return self._infos[model]
 
@@ -300,20 +303,28 @@ class ClientCore:
     def classify_encoded(
         self, pipeline_model: str, payloads: Sequence[Encoded], top_k: int = 5
     ) -> Plan[list[Prediction]]:
-        """Send encoded image/video bytes to a `NAME_pipeline` ensemble (server-side decoding)."""
+        """Send encoded image/video bytes to a `NAME_pipeline` ensemble (server-side decoding).
+
+        More payloads than the pipeline's `max_batch_size` are split into several requests, as `classify` does.
+        """
         info = yield from self.model_info(pipeline_model)
         tensor, output = info.input(), info.output()
         encoded = [read_bytes(p) for p in payloads]
         # (N, 1, ...): one encoded payload per sample, whatever the sample rank the pipeline declares
         array = np.array(encoded, dtype=np.object_).reshape((len(encoded),) + (1,) * len(info.sample_shape(tensor)))
         count = num_classes(info, output.name)
-        started = time.perf_counter()
-        result = yield from self.infer(
-            pipeline_model, {tensor.name: array}, outputs=[output.name], class_count={output.name: count}
-        )
-        latency_ms = (time.perf_counter() - started) * 1e3
         sources = source_names(payloads)
-        return predictions_from_classification(result[output.name], len(encoded), count, top_k, latency_ms, sources)
+        predictions: list[Prediction] = []
+        for chunk in batch_slices(info, len(encoded)):
+            started = time.perf_counter()
+            result = yield from self.infer(
+                pipeline_model, {tensor.name: array[chunk]}, outputs=[output.name], class_count={output.name: count}
+            )
+            latency_ms = (time.perf_counter() - started) * 1e3
+            size = chunk.stop - chunk.start
+            entries = result[output.name]
+            predictions += predictions_from_classification(entries, size, count, top_k, latency_ms, sources[chunk])
+        return predictions
 
     def timeline(self, model: str, video: Encoded, options: TimelineOptions) -> Plan[Timeline]:
         """Label a video of any length with `NAME_timeline` (see `TritonClient.timeline`)."""
@@ -498,8 +509,9 @@ def as_list(images: Any) -> list[Any]:
 
 
 def source_names(images: Sequence[Any]) -> list[str]:
-    """What each prediction reports as its source: a file's name, else `#i`."""
-    return [Path(image).name if isinstance(image, (str, Path)) else f"#{i}" for i, image in enumerate(images)]
+    """What each prediction reports as its source: a file's path as given (two folders may hold the same name),
+    else `#i`."""
+    return [str(image) if isinstance(image, (str, Path)) else f"#{i}" for i, image in enumerate(images)]
 
 
 # responses -----------------------------------------------------------------------------------------------
@@ -536,11 +548,9 @@ def predictions_from_classification(
 ) -> list[Prediction]:
     """Predictions from full classification strings (all `count` classes), scores re-normalised with softmax."""
     rows = np.asarray(entries).reshape(batch, -1)
-    predictions = []
-    for row, source in zip(rows, sources):
-        logits = np.full(count, -np.inf)
-        labels = [str(i) for i in range(count)]
+    logits = np.full((batch, count), -np.inf)
+    labels = [str(i) for i in range(count)]
+    for position, row in enumerate(rows):
         for value, index, label in parse_classification(row):
-            logits[index], labels[index] = value, label
-        predictions += predictions_from_logits(logits[None], labels, top_k, latency_ms, [source])
-    return predictions
+            logits[position, index], labels[index] = value, label
+    return predictions_from_logits(logits, labels, top_k, latency_ms, sources)

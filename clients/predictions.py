@@ -19,7 +19,11 @@ class LabelScore:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The top class of one input, its probability, the top-k list and the request latency."""
+    """The top class of one input, its probability, the top-k list and the latency of the request that carried it.
+
+    Several inputs of one call may travel in one request: `latency_ms` is then that request's (the whole batch's),
+    shared by its `batch_size` inputs, not a per-input figure.
+    """
 
     label: str
     index: int
@@ -27,7 +31,9 @@ class Prediction:
     top_k: tuple[LabelScore, ...]
     latency_ms: float
     source: str = ""
-    """What was classified (file name, or `#i` for in-memory inputs)."""
+    """What was classified (the file's path as given, or `#i` for in-memory inputs)."""
+    batch_size: int = 1
+    """How many inputs the request that measured `latency_ms` carried."""
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -40,7 +46,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def predictions_from_logits(
     logits: np.ndarray, labels: Sequence[str], top_k: int, latency_ms: float, sources: Sequence[str]
 ) -> list[Prediction]:
-    """One `Prediction` per row of `logits` (batch, classes)."""
+    """One `Prediction` per row of `logits` (batch, classes), all from one request of `len(sources)` inputs."""
     probabilities = softmax(np.asarray(logits).reshape(len(sources), -1))
     k = max(1, min(top_k, probabilities.shape[-1]))
     predictions = []
@@ -48,7 +54,7 @@ def predictions_from_logits(
         order = np.argsort(-row, kind="stable")[:k]
         ranked = tuple(LabelScore(label=_label(labels, int(i)), index=int(i), score=float(row[i])) for i in order)
         best = ranked[0]
-        predictions.append(Prediction(best.label, best.index, best.score, ranked, latency_ms, source))
+        predictions.append(Prediction(best.label, best.index, best.score, ranked, latency_ms, source, len(sources)))
     return predictions
 
 

@@ -8,7 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, SecretStr, model_validator
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from attnserve.security import ADMIN_TOKEN_ENV
@@ -52,6 +60,13 @@ class ClientSettings(BaseSettings):
     """PEM of the certificate authority (or self-signed certificate) to trust; None = the system's store."""
     api_key: SecretStr | None = None
     """Sent in the `x-api-key` header / metadata of every request (`ATTNSERVE_API_KEY`); the edge checks it."""
+
+    @field_validator("tls_ca_file", "api_key", "admin_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `ATTNSERVE_TLS_CA_FILE=` (an emptied variable) means "not set", as it does for a shell; read as a
+        # path it would be the current folder.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _check_backoff(self) -> ClientSettings:

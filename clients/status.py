@@ -29,6 +29,18 @@ _CONNECTION_HINTS = (
     "connection closed",
 )
 
+_NEVER_HEALS = (
+    "certificate_verify_failed",
+    "certificate verify failed",
+    "handshake failed",
+    "wrong_version_number",
+    "wrong version number",
+    "expected http/",
+)
+"""A connection that reached something speaking another protocol, or a certificate the client refuses: the same
+request meets the same answer, so these are connection errors that are never retried (`attnserve.clients.diagnose`
+names the cause)."""
+
 
 _STATUS_PREFIX = re.compile(r"^(\[(StatusCode\.)?[A-Z_0-9]+\]\s*)+")
 """tritonclient's `str()` form starts with `[StatusCode.NOT_FOUND] ` (gRPC) or `[400] ` (HTTP)."""
@@ -60,6 +72,8 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     message = str(exc).lower()
     if isinstance(exc, (ConnectionError, OSError)) and not isinstance(exc, InferenceError):
         return "connection"
+    if any(h in message for h in _NEVER_HEALS):
+        return "connection"
     if "stub process" in message and "is not healthy" in message:
         # A python-backend stub died; Triton 2.51 does not restart it, `attnserve.serving.watchdog` reloads
         # the model, after which a retry succeeds (INTERNAL otherwise means a model error: not retried).
@@ -80,7 +94,10 @@ def classify_exception(exc: BaseException) -> ErrorKind:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Only UNAVAILABLE answers and connection failures are retried (never a bad request)."""
+    """Only UNAVAILABLE answers and connection failures are retried (never a bad request, never a protocol or
+    certificate mismatch)."""
+    if any(h in str(exc).lower() for h in _NEVER_HEALS):
+        return False
     return classify_exception(exc) in ("rejected", "connection")
 
 
@@ -89,7 +106,7 @@ def to_inference_error(exc: BaseException, model: str | None, url: str) -> Infer
     if isinstance(exc, InferenceError):
         return exc
     status = _status_of(exc)
-    text = _message_of(exc)
+    text = transport_message(exc)
     kind = classify_exception(exc)
     where = f"model {model!r} at {url}" if model else f"server at {url}"
     if kind == "connection":
@@ -117,7 +134,8 @@ def _status_of(exc: BaseException) -> str | None:
     return str(status) if status else None
 
 
-def _message_of(exc: BaseException) -> str:
+def transport_message(exc: BaseException) -> str:
+    """A transport exception's message without tritonclient's `[status]` prefix."""
     message = getattr(exc, "message", None)
     if callable(message):
         try:

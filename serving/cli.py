@@ -94,8 +94,9 @@ def run_load(args: argparse.Namespace) -> int:
 
     from attnserve.errors import UserInputError
     from attnserve.security import ADMIN_TOKEN_ENV
-    from attnserve.serving.live import ServeState, load_models, refresh_view
+    from attnserve.serving.live import ServeState, load_models, refresh_view, require_exported
 
+    require_exported(args.repository, args.names)  # before looking for a server: say what to run first
     state = None if (args.url and args.view) else ServeState.read(args.repository)
     url = args.url or state.http_url  # type: ignore[union-attr]
     view = args.view or Path(state.view)  # type: ignore[union-attr]

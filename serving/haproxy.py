@@ -44,6 +44,23 @@ _SERVER_CLOSED = ("conn-failure", "empty-response", "junk-response", "0rtt-rejec
 """`retry-on` events: the replica failed before answering (a killed process); the request is sent again."""
 
 
+API_KEY_MIN_LENGTH = 16
+"""Shortest edge API key accepted: a short key is a guessable one."""
+
+_API_KEY_FORBIDDEN = "\"'\\$"
+"""Characters HAProxy's configuration would have to escape (the key is read from its environment)."""
+
+
+def api_key_problem(key: str) -> str | None:
+    """What is wrong with an edge API key, in words that never repeat the key; None when it is acceptable."""
+    rule = f"expected at least {API_KEY_MIN_LENGTH} characters without spaces, quotes, '\\' or '$'"
+    if len(key) < API_KEY_MIN_LENGTH:
+        return f"{rule}, got {len(key)} characters"
+    if any(c.isspace() or c in _API_KEY_FORBIDDEN for c in key):
+        return f"{rule}, got a key holding one of those"
+    return None
+
+
 class EdgeSettings(BaseModel):
     """The load balancer's settings (ports 0 = pick free ones)."""
 
@@ -86,10 +103,9 @@ class EdgeSettings(BaseModel):
     @field_validator("api_key")
     @classmethod
     def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            secret = value.get_secret_value()
-            if len(secret) < 16 or any(c.isspace() or c in "\"'\\$" for c in secret):
-                raise ValueError("api_key must be at least 16 characters, without spaces, quotes, '\\' or '$'")
+        problem = api_key_problem(value.get_secret_value()) if value is not None else None
+        if problem is not None:
+            raise ValueError(f"api_key: {problem}")
         return value
 
     @property

@@ -30,6 +30,19 @@ STATE_FILENAME = ".attnserve-serve.json"
 """Left in the served repository by `attnserve serve` while it runs (removed at stop)."""
 
 
+class NotExportedError(UnknownModelError):
+    """`attnserve load NAME` for a name with no entry in the served repository (not exported there yet)."""
+
+    def __init__(self, name: str, repository: Path, known: Sequence[str]) -> None:
+        super().__init__(name, list(known))
+        listed = ", ".join(self.known) or "(none)"
+        self.args = (
+            f"{name!r} is not exported to {repository} (its entries: {listed}); export it first with "
+            f"`attnserve export {name} --repository {repository}` (or `attnserve export --hf DIR --hf-name {name}` for "
+            f"a Hugging Face folder), then run `attnserve load {name}` again",
+        )
+
+
 @dataclass(frozen=True)
 class ServeState:
     """Where a running `attnserve serve` is: its URLs, runtime view, work folder and CPU runtime override."""
@@ -110,16 +123,29 @@ def add_pipeline_entries(repository: Path | str, view: Path | str, names: Sequen
     return written
 
 
+def require_exported(repository: Path | str, names: Sequence[str], entries: Sequence[str] | None = None) -> None:
+    """Check that every name has an entry in the repository before anything is loaded.
+
+    Raises:
+        NotExportedError: A name has no entry: the error says which command writes it.
+    """
+    from attnserve.repository.layout import repository_entries
+
+    known = list(entries) if entries is not None else list(repository_entries(Path(repository)))
+    for name in names:
+        if name not in known:
+            raise NotExportedError(name, Path(repository), known)
+
+
 def _entries_for(repository: Path, names: Sequence[str]) -> list[str]:
     """`names` and their siblings in the source (`NAME_explain`, `NAME_preprocess`, `NAME_pipeline`)."""
     from attnserve.repository.layout import repository_entries
     from attnserve.spec import explain_name, pipeline_name, preprocess_name, timeline_name
 
     entries = repository_entries(repository)
+    require_exported(repository, names, list(entries))
     wanted: list[str] = []
     for name in names:
-        if name not in entries:
-            raise UnknownModelError(name, list(entries))
         siblings = (name, explain_name(name), preprocess_name(name), pipeline_name(name), timeline_name(name))
         wanted += [entry for entry in siblings if entry in entries and entry not in wanted]
     return wanted

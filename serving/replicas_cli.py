@@ -59,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--require-api-key",
         action="store_true",
-        help=f"refuse requests without the key from ${API_KEY_FROM_ENV} in the x-api-key header (401)",
+        help=f"refuse requests without the key from ${API_KEY_FROM_ENV} in the x-api-key header (401); the key must "
+        "be at least 16 characters, without spaces, quotes, '\\' or '$'",
     )
     parser.add_argument(
         "--no-pin-cpus",
@@ -74,12 +75,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _edge_settings(args: argparse.Namespace) -> EdgeSettings:
     """The load balancer's typed settings from the flags (the API key from the environment)."""
-    from attnserve.errors import UserInputError
-    from attnserve.serving.haproxy import EdgeSettings
+    from pydantic import ValidationError
+
+    from attnserve.errors import UserInputError, validation_summary
+    from attnserve.serving.haproxy import API_KEY_MIN_LENGTH, EdgeSettings, api_key_problem
 
     api_key = os.environ.get(API_KEY_FROM_ENV) if args.require_api_key else None
     if args.require_api_key and not api_key:
-        raise UserInputError(f"--require-api-key needs the key in ${API_KEY_FROM_ENV} (at least 16 characters)")
+        raise UserInputError(
+            f"--require-api-key needs the key in ${API_KEY_FROM_ENV} (at least {API_KEY_MIN_LENGTH} characters)"
+        )
+    problem = api_key_problem(api_key) if api_key else None
+    if problem is not None:
+        raise UserInputError(f"--require-api-key: ${API_KEY_FROM_ENV}: {problem}")
     try:
         return EdgeSettings(
             host=args.host,
@@ -91,8 +99,8 @@ def _edge_settings(args: argparse.Namespace) -> EdgeSettings:
             tls_certificate=args.tls_cert,
             api_key=api_key,
         )
-    except ValueError as exc:
-        raise UserInputError(f"invalid replica-set settings: {exc}") from exc
+    except ValidationError as exc:
+        raise UserInputError(f"invalid replica-set settings: {validation_summary(exc)}") from exc
 
 
 def run_replicas(args: argparse.Namespace) -> int:

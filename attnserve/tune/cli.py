@@ -15,8 +15,15 @@ those that passed `attnserve cpu-variants`'s accuracy gate. Each candidate is lo
 measured with the project's load tester. The winner is the candidate whose p99 meets the SLO at every
 traffic level with the highest throughput (geometric mean over the levels); it is written into the model's
 repository entry (config.pbtxt and spec.json, through the generator), so `attnserve serve` serves it. When
-no candidate meets the SLO, nothing is applied and the closest candidate is named. Reports: JSON, CSV and a
-PNG (throughput vs p99, Pareto front, SLO line) in --out."""
+no candidate meets the SLO, nothing is applied and the closest candidate is named; when the winner is what the
+entry serves already, nothing is written and the run says "unchanged". Reports: JSON, CSV and a PNG (throughput
+vs p99, Pareto front, SLO line) in --out.
+
+Words of the output: the score of a candidate is its throughput (req/s) averaged over the traffic levels with a
+geometric mean; [m/n] #i is measurement m of the n planned so far (n moves as the search goes), of candidate
+number i; in the confirmation round (the leaders measured again), after the search the 3 leading candidates are measured again,
+because one measurement's p99 varies from run to run on shared cores; each leader is then ranked on the mean
+throughput and the worst p99 of its measurements (xN in the table: measured N times)."""
 
 
 def _floats(text: str) -> list[float]:
@@ -71,7 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--preferred", default=None, help="preferred batch sets, e.g. 4/8/16,none (default: spec's, none)"
     )
     tune.add_argument(
-        "--spinning", default=None, choices=("on", "off", "on,off"), help="spinning values (default on,off)"
+        "--spinning",
+        default=None,
+        choices=("on", "off", "on,off"),
+        metavar="on|off|on,off",
+        help="whether idle runtime threads spin: one value, or both to search (default on,off)",
     )
     tune.add_argument("--no-variants", action="store_true", help="keep the entry's CPU variant (do not search it)")
     tune.add_argument("--window-s", type=float, default=1.0, help="load tester window per measurement (default 1)")
@@ -82,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-confirm",
         action="store_true",
         help="skip the confirmation round (by default the 3 leading candidates are measured again and ranked on "
-        "mean throughput and worst p99 of both measurements)",
+        "the mean throughput and the worst p99 of their measurements)",
     )
     tune.add_argument("--no-apply", action="store_true", help="report only; leave the repository entry as it is")
     tune.add_argument("--out", type=Path, default=Path("reports/tune"), help="folder for NAME.json/.csv/.png")

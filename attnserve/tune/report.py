@@ -34,6 +34,8 @@ class TuneReport(BaseModel):
     applied: bool = False
     applied_to: list[str] = Field(default_factory=list)
     """Files the winner was written to (repository entry config and spec, the run's spec)."""
+    unchanged: bool = False
+    """The winner is the configuration the entry served already: nothing was written."""
     machine: dict[str, Any] = Field(default_factory=dict)
     verification: list[LevelFigures] = Field(default_factory=list)
     """With `--verify`: the applied winner measured again on a freshly started server (after the budget)."""
@@ -111,7 +113,7 @@ class TuneReport(BaseModel):
         header = f"{'#':>3} {'candidate':<58} " + " ".join(
             f"{unit + '=' + format(level, 'g') + ' req/s':>11} {'p99':>7}" for level in self.levels
         )
-        lines = [header + "  SLO (xN: measured N times, mean throughput, worst p99)"]
+        lines = [header + f" {'score':>9}  SLO (xN: measured N times, mean throughput, worst p99)"]
         for result in self.ranked()[:limit]:
             cells = []
             for level in self.levels:
@@ -123,9 +125,14 @@ class TuneReport(BaseModel):
                 "ok" if result.meets_slo else ("FAILED: " + result.reason[:60] if result.status != "ok" else "miss")
             )
             verdict += f" (x{result.measurements})" if result.measurements > 1 else ""
-            lines.append(f"{result.index:>3} {result.name:<58} " + " ".join(cells) + f"  {verdict}")
+            score = f"{result.score:>9,.0f}" if result.status == "ok" else f"{'-':>9}"
+            lines.append(f"{result.index:>3} {result.name:<58} " + " ".join(cells) + f" {score}  {verdict}")
         if len(self.candidates) > limit:
             lines.append(f"    ... {len(self.candidates) - limit} more in the CSV")
+        lines.append(
+            "score: throughput averaged over the levels (geometric mean); the best score among candidates meeting "
+            "the SLO wins. xN: measured N times (the leaders are measured again)"
+        )
         return "\n".join(lines)
 
 

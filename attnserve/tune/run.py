@@ -119,21 +119,28 @@ def starting_point(spec: Any) -> Candidate:
 def progress_printer(
     echo: Callable[[str], None], tuner_ref: list[Tuner]
 ) -> Callable[[CandidateResult, int | None], None]:
-    """Prints `[i/n] candidate: figures | best so far: ...` after each candidate."""
+    """Prints `[m/n] #i candidate: figures | best so far: ...` after each measurement.
+
+    `m` counts measurements (a candidate measured again in the confirmation round is one more), `n` is the number
+    of measurements planned so far (it moves when hill climbing finds another pass worth running, or when the
+    budget ends the search early), and `#i` is the candidate's own number in the report, the CSV and the table.
+    """
 
     def report(result: CandidateResult, planned: int | None) -> None:
-        total = f"/{planned}" if planned else ""
+        tuner = tuner_ref[0] if tuner_ref else None
+        done = tuner.measurements_made if tuner is not None else result.index
+        total = f"/{max(planned, done)}" if planned else ""
         if result.status != "ok":
             figures = f"FAILED to load/measure: {result.reason[:160]}"
         else:
             figures = ", ".join(f"{f.level:g}: {f.throughput:,.0f}/s p99 {f.p99_ms:.2f} ms" for f in result.levels)
             figures += " (meets SLO)" if result.meets_slo else " (misses SLO)"
-        best = tuner_ref[0].best() if tuner_ref else None
-        echo(f"[{result.index}{total}] {result.name}: {figures} ({result.seconds:.0f} s)")
+        again = f", measured {result.measurements} times" if result.measurements > 1 else ""
+        echo(f"[{done}{total}] #{result.index} {result.name}: {figures} ({result.seconds:.0f} s{again})")
+        best = tuner.best() if tuner is not None else None
         if best is not None and best.status == "ok":
-            echo(
-                f"      best so far: {best.name} ({'meets' if best.meets_slo else 'misses'} SLO, score {best.score:,.0f})"
-            )
+            verdict = "meets" if best.meets_slo else "misses"
+            echo(f"      best so far: #{best.index} {best.name} ({verdict} SLO, score {best.score:,.0f} req/s)")
 
     return report
 
@@ -179,14 +186,19 @@ def tune(name: str, options: TuneOptions, echo: Callable[[str], None] = print) -
             exhaustive(tuner, grid)
         else:
             hill_climb(tuner, grid, options.start or starting_point(spec), deadline)
+        if tuner.planned is not None and tuner.planned > tuner.measurements_made:
+            echo(f"search stopped by the budget after {tuner.measurements_made} of {tuner.planned} measurements")
         if options.confirm:
-            echo(f"confirmation round: measuring the {CONFIRM_LEADERS} leading candidates again")
+            echo(
+                f"confirmation round: measuring the {CONFIRM_LEADERS} leading candidates again (one measurement's p99 "
+                "varies from run to run; each leader keeps the mean throughput and the worst p99 of its measurements)"
+            )
             confirm(tuner, deadline if options.mode == "quick" else None)
         report.candidates = sorted(tuner.results.values(), key=lambda r: r.index)
         winner = next((r for r in sorted(report.candidates, key=rank_key) if r.meets_slo), None)
-        _finish(report, winner, name, options, tuner, echo)
+        _finish(report, winner, name, options, tuner, echo, current=starting_point(spec))
     report.seconds = time.monotonic() - started
-    if options.verify and report.applied and options.url is None:
+    if options.verify and (report.applied or report.unchanged) and options.url is None:
         verify_applied(report, name, options, measurement, echo)
     _write(report, options.out_dir, echo)
     return report
@@ -199,7 +211,9 @@ def _finish(
     options: TuneOptions,
     tuner: Tuner,
     echo: Callable[[str], None],
+    current: Candidate,
 ) -> None:
+    """Name the winner (or the closest), apply it unless it is what the entry serves already, restore a server."""
     if winner is None:
         measured = [r for r in report.candidates if r.status == "ok"]
         closest = min(measured, key=lambda r: r.worst_p99_ms, default=None)
@@ -211,11 +225,15 @@ def _finish(
             tuner.restore()
         return
     report.winner = winner.name
-    echo(f"winner: {winner.name}")
-    if options.apply:
+    echo(f"winner: #{winner.index} {winner.name} (score {winner.score:,.0f} req/s)")
+    changes = knob_changes(current, winner.candidate)
+    if options.apply and not changes:
+        report.unchanged = True
+        echo(f"unchanged: {options.repository / name} already serves the winner; nothing written")
+    elif options.apply:
         written = apply_candidate(options.repository, name, winner.candidate, options.runs_dir)
         report.applied, report.applied_to = True, [str(p) for p in written]
-        echo(f"applied to {', '.join(report.applied_to)}")
+        echo(f"applied {', '.join(changes)} to {', '.join(report.applied_to)}")
     if options.url is not None:  # the server keeps serving the winner (or what it served before)
         if options.apply:
             from attnserve.tune.control import candidate_config
@@ -223,6 +241,20 @@ def _finish(
             tuner.control.load(name, candidate_config(tuner.base_config, winner.candidate))
         else:
             tuner.restore()
+
+
+def knob_changes(current: Candidate, winner: Candidate) -> list[str]:
+    """`knob old -> new` for each knob the winner changes (empty: the entry serves the winner already)."""
+    current, winner = current.normalized(), winner.normalized()
+    changes = []
+    for knob in Candidate.model_fields:
+        before, after = getattr(current, knob), getattr(winner, knob)
+        if knob == "variant":  # None: the variant the entry serves today
+            before = before.name if before is not None else "the entry's own"
+            after = after.name if after is not None else before
+        if after != before:
+            changes.append(f"{knob} {before} -> {after}")
+    return changes
 
 
 def verify_applied(

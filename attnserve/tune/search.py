@@ -197,6 +197,9 @@ class Tuner:
         self.results: dict[Candidate, CandidateResult] = {}
         self.on_result = on_result
         self.planned: int | None = None
+        """Measurements planned so far (the progress output's total; the search revises it as it goes)."""
+        self.measurements_made = 0
+        """Measurements made so far, a candidate measured again counting once more."""
 
     def measure(self, candidate: Candidate) -> CandidateResult:
         """Load and measure `candidate` (once: a second call returns the first result)."""
@@ -204,6 +207,7 @@ class Tuner:
             return self.results[candidate]
         result = self._load_and_measure(candidate, index=len(self.results) + 1)
         self.results[candidate] = result
+        self.measurements_made += 1
         if self.on_result is not None:
             self.on_result(result, self.planned)
         return result
@@ -213,6 +217,7 @@ class Tuner:
         first = self.results[candidate]
         again = self._load_and_measure(candidate, index=first.index)
         merge_measurements(first, again, self.measurement.slo_p99_ms)
+        self.measurements_made += 1
         if self.on_result is not None:
             self.on_result(first, self.planned)
         return first
@@ -257,7 +262,7 @@ class Tuner:
 def exhaustive(tuner: Tuner, grid: Grid, deadline: float | None = None) -> None:
     """Measure every candidate of the grid (stops early only past `deadline`)."""
     candidates = grid.candidates()
-    tuner.planned = len(candidates)
+    tuner.planned = tuner.measurements_made + len(candidates)
     for candidate in candidates:
         if deadline is not None and time.monotonic() > deadline:
             logger.warning("budget spent: %d of %d candidates measured", len(tuner.results), len(candidates))
@@ -273,7 +278,7 @@ def hill_climb(tuner: Tuner, grid: Grid, start: Candidate, deadline: float) -> N
     """
     dimensions = grid.dimensions()
     current = _knobs_of(start)
-    tuner.planned = 1 + sum(max(len(v) - 1, 0) for v in dimensions.values())
+    tuner.planned = tuner.measurements_made + 1 + sum(max(len(v) - 1, 0) for v in dimensions.values())
     best = tuner.measure(start)
     improved = True
     while improved:
@@ -291,7 +296,7 @@ def hill_climb(tuner: Tuner, grid: Grid, start: Candidate, deadline: float) -> N
                 if rank_key(result) < rank_key(best):
                     best, current, improved = result, {**current, knob: value}, True
         if improved:
-            tuner.planned = len(tuner.results) + sum(max(len(v) - 1, 0) for v in dimensions.values())
+            tuner.planned = tuner.measurements_made + sum(max(len(v) - 1, 0) for v in dimensions.values())
 
 
 def _time_left(tuner: Tuner, deadline: float, candidates: int = 1) -> bool:
@@ -313,7 +318,6 @@ def confirm(tuner: Tuner, deadline: float | None = None, leaders: int = CONFIRM_
     keeps whichever measurement looked best, which favours the luckiest, not the best.
     """
     confirmed: list[CandidateResult] = []
-    tuner.planned = len(tuner.results) + leaders
     # Until the `leaders` best are all measured twice: a second measurement can drop a leader below a candidate
     # measured once, which then has to be measured again too (at most twice the leaders in all).
     while len(confirmed) < 2 * leaders:
@@ -321,6 +325,7 @@ def confirm(tuner: Tuner, deadline: float | None = None, leaders: int = CONFIRM_
         pending = [r for r in ranked if r.measurements == 1]
         if not pending:
             break
+        tuner.planned = tuner.measurements_made + len(pending)  # counted on from the search's measurements
         if deadline is not None and not _time_left(tuner, deadline):
             logger.warning("budget spent: %d leaders measured again, %d not", len(confirmed), len(pending))
             break

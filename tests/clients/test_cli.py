@@ -84,8 +84,38 @@ def test_infer_json_parses_and_says_the_model_is_untrained(triton_server: Any, t
     captured = capsys.readouterr()
     payload = json.loads(captured.out)  # stdout holds the JSON only
     assert payload["model"] == "vit_shapes" and payload["trained"] is False  # the fixture serves random weights
-    assert payload["predictions"][0]["source"] == "wide.png" and len(payload["predictions"][0]["top_k"]) == 2
+    assert payload["predictions"][0]["source"] == str(image_path) and len(payload["predictions"][0]["top_k"]) == 2
     assert "UNTRAINED" in captured.err
+
+
+def test_pipeline_chunks_more_files_than_max_batch_size_and_reports_each_requests_latency(
+    triton_server: Any, tmp_path, capsys
+) -> None:
+    from attnserve.clients.client import TritonClient
+    from attnserve.clients.settings import ClientSettings
+
+    settings = ClientSettings(url=triton_server.grpc_url)
+    with TritonClient(settings) as client:
+        max_batch_size = client.model_info("vit_shapes_pipeline").max_batch_size
+    rng = np.random.default_rng(7)
+    files = []
+    for index in range(max_batch_size + 2):  # one full request and one of 2; the same names in two folders
+        folder = tmp_path / ("a" if index % 2 else "b")
+        folder.mkdir(exist_ok=True)
+        files.append(folder / f"{index // 2}.png")
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(files[-1])
+    common = ["infer", "--model", "vit_shapes", *map(str, files), "--url", triton_server.grpc_url, "--json"]
+    assert main([*common, "--pipeline"]) == 0
+    piped = json.loads(capsys.readouterr().out)["predictions"]
+    assert main(common) == 0
+    direct = json.loads(capsys.readouterr().out)["predictions"]
+
+    assert [p["source"] for p in piped] == [str(f) for f in files] == [p["source"] for p in direct]
+    assert [p["label"] for p in piped] == [p["label"] for p in direct]
+    sizes = [p["batch_size"] for p in piped]
+    assert sizes == [max_batch_size] * max_batch_size + [2, 2] == [p["batch_size"] for p in direct]
+    first, second = piped[:max_batch_size], piped[max_batch_size:]
+    assert len({p["latency_ms"] for p in first}) == 1 and len({p["latency_ms"] for p in second}) == 1  # per request
 
 
 def test_connection_refused_suggests_starting_the_server(tmp_path, capsys) -> None:

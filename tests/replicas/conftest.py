@@ -13,13 +13,13 @@ Under CI (`CI=true`) a missing `haproxy` / `prometheus` binary fails the tests i
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support.binaries import require_binary
 from support.synthetic import SYNTHETIC_LABELS as LABELS
 from support.synthetic import heavy_onnx, heavy_spec, light_spec, linear_onnx, reference_logits
 
@@ -30,19 +30,6 @@ HEAVY_SHAPE = (1, 64, 256)  # 16384 uint8 = a (32, 512) token view
 HEAVY_DEPTH = 24
 MAXCONN_PER_REPLICA = 2
 QUEUE_TIMEOUT_MS = 5
-
-
-def require_binary(name: str, package: str) -> str:
-    """Path of `name`; skip when missing, but fail under CI (where `.ci/run` installs `package`)."""
-    found = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if Path(p).is_file()), None
-    )
-    if found is None:
-        message = f"`{name}` is not installed (Debian package `{package}`: apt-get install -y {package})"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{message}; CI must install it (.ci/run does)")
-        pytest.skip(message)
-    return found
 
 
 def replica_specs() -> dict[str, ModelSpec]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import secrets
 import ssl
-import subprocess
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import tls
 
 from .conftest import require_binary
 from .helpers import settled_counts
@@ -22,18 +22,7 @@ MODEL = "rep_light"
 
 def make_certificate(folder: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1: (HAProxy's PEM with certificate + key, the client's CA file)."""
-    openssl = require_binary("openssl", "openssl")
-    key, cert = folder / "key.pem", folder / "cert.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
-         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    combined = folder / "edge.pem"
-    combined.write_bytes(cert.read_bytes() + key.read_bytes())
-    combined.chmod(0o600)
-    return combined, cert
+    return tls.make_certificate(folder, require_binary("openssl", "openssl"))
 
 
 @pytest.fixture(scope="module")

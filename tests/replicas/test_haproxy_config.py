@@ -58,6 +58,20 @@ def test_settings_refuse_a_weak_key_and_a_missing_certificate(tmp_path: Path) ->
         haproxy_config(EdgeSettings(tls_certificate=tmp_path / "absent.pem"), _replicas(), 1, 2)
 
 
+def test_a_short_api_key_is_one_line_giving_its_length_never_the_key(monkeypatch, capsys) -> None:
+    from attnserve.cli import main
+
+    key = "k" * 14
+    monkeypatch.setenv("ATTNSERVE_API_KEY", key)
+    assert main(["replicas", "--require-api-key", "--replicas", "1"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "at least 16 characters" in error and "got 14 characters" in error, error
+    assert key not in error and len(error.splitlines()) == 1 and "validation error" not in error, error
+    with pytest.raises(SystemExit):
+        main(["replicas", "--help"])
+    assert "at least 16 characters" in " ".join(capsys.readouterr().out.split())  # the minimum is documented
+
+
 def test_missing_haproxy_is_a_clear_error_naming_the_package(monkeypatch, replica_repository, tmp_path) -> None:
     from attnserve.errors import ServerError
     from attnserve.serving import haproxy

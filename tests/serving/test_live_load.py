@@ -65,6 +65,20 @@ def test_a_model_exported_while_serving_answers_after_load(triton_server, tmp_pa
 
 
 def test_load_without_a_running_serve_says_how_to_start_one(tmp_path: Path, capsys) -> None:
-    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "vit_shapes").mkdir(parents=True)
+    (tmp_path / "repo" / "vit_shapes" / "config.pbtxt").write_text('name: "vit_shapes"\n')  # an exported entry
     assert main(["load", "vit_shapes", "--repository", str(tmp_path / "repo")]) == 1
     assert "attnserve serve" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("server", ["found from its state file", "given by --url and --view"])
+def test_load_of_a_model_not_exported_says_to_export_it_first(tmp_path: Path, capsys, server: str) -> None:
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    arguments = ["load", "vit_digits", "--repository", str(repository)]
+    if server.startswith("given"):
+        arguments += ["--url", "127.0.0.1:1", "--view", str(tmp_path)]
+    assert main(arguments) == 1
+    error = capsys.readouterr().err.strip()
+    assert "'vit_digits' is not exported to" in error and "unknown model" not in error, error
+    assert f"attnserve export vit_digits --repository {repository}" in error and len(error.splitlines()) == 1

@@ -125,3 +125,45 @@ def test_a_second_measurement_keeps_the_worst_p99_and_the_mean_throughput() -> N
     assert merged.measurements == 2
     assert merged.levels[0].throughput == 200.0 and merged.levels[0].p99_ms == 12.0
     assert not merged.meets_slo and merged.worst_p99_ms == 12.0 and merged.score == pytest.approx(200.0)
+
+
+def test_a_winner_the_entry_serves_already_is_unchanged_and_the_counter_counts_measurements(
+    repository: Path, tmp_path: Path
+) -> None:
+    import re
+
+    from attnserve.repository.entries import read_entry_spec
+    from attnserve.tune.run import starting_point
+
+    entry = repository / MODEL
+    before = {path.name: path.read_bytes() for path in (entry / "config.pbtxt", entry / "spec.json")}
+    start = starting_point(read_entry_spec(entry))
+    only_the_start = Grid(
+        dynamic_batching=(start.dynamic_batching,),
+        max_queue_delay_us=(start.max_queue_delay_us,),
+        preferred_batch_sizes=(start.preferred_batch_sizes,),
+        max_batch_size=(start.max_batch_size,),
+        layouts=((start.instance_count, start.intra_op_threads),),
+        allow_spinning=(start.allow_spinning,),
+    )
+    lines: list[str] = []
+    options = _options(repository, tmp_path, 60_000.0, only_the_start)
+    options.mode, options.levels = "quick", (1,)
+    report = tune(MODEL, options, echo=lines.append)  # the search measures the start, the confirmation again
+
+    assert report.winner is not None and report.unchanged and not report.applied and not report.applied_to
+    assert any(line.startswith("unchanged: ") for line in lines) and not any("applied" in line for line in lines)
+    assert {path.name: path.read_bytes() for path in (entry / "config.pbtxt", entry / "spec.json")} == before
+    counters = [tuple(map(int, m.groups())) for line in lines if (m := re.match(r"\[(\d+)/(\d+)\] #1 ", line))]
+    assert [done for done, _ in counters] == [1, 2] and all(done <= total for done, total in counters), lines
+    assert "score: throughput averaged over the levels" in report.table()
+
+
+def test_tune_help_explains_its_words_and_lists_choices_once(capsys) -> None:
+    from attnserve.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["tune", "--help"])
+    text = capsys.readouterr().out
+    assert "{on,off,on,off}" not in text and "on|off|on,off" in text
+    assert "score" in text and "geometric mean" in text and "confirmation" in text and "unchanged" in text
