@@ -347,18 +347,39 @@ def test_probes_gpu_services_and_autoscaling() -> None:
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
 
 
+RECORDING_RULES = CHART / "files" / "recording_rules.yaml"
+
+
+def _recorded() -> dict[str, str]:
+    """record name -> expression, from the chart's recording rules."""
+    groups = yaml.safe_load(RECORDING_RULES.read_text())["groups"]
+    return {rule["record"]: rule["expr"] for group in groups for rule in group["rules"]}
+
+
+def test_dashboard_and_adapter_read_only_recorded_series() -> None:
+    """One definition of every expression: the dashboard's and the adapter's queries name recorded series."""
+    recorded = _recorded()
+    dashboard = json.loads((CHART / "dashboards" / "triton.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    assert exprs and all(expr in recorded for expr in exprs), [e for e in exprs if e not in recorded]
+    adapter = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "prometheus-adapter-values.yaml").read_text())
+    rule = adapter["rules"]["custom"][0]
+    assert rule["seriesQuery"].split("{")[0] in recorded and rule["name"]["matches"] in recorded
+    assert "<<.Series>>" in rule["metricsQuery"] and "nv_" not in rule["metricsQuery"]
+    prometheus_rule = next(o for o in render() if o["kind"] == "PrometheusRule")
+    assert prometheus_rule["spec"] == yaml.safe_load(RECORDING_RULES.read_text())
+
+
 @pytest.mark.triton
-def test_dashboard_and_hpa_query_use_metric_names_triton_exports(triton_server) -> None:
+def test_recording_rules_use_metric_names_triton_exports(triton_server) -> None:
     import urllib.request
 
     with urllib.request.urlopen(triton_server.metrics_url, timeout=10) as response:
         exported = set(re.findall(r"^(nv_[a-z_]+)", response.read().decode(), flags=re.MULTILINE))
-    dashboard = (CHART / "dashboards" / "triton.json").read_text()
-    adapter = (ROOT / "deploy" / "kubernetes" / "prometheus-adapter-values.yaml").read_text()
-    used = set(re.findall(r"\bnv_[a-z_]+", dashboard + adapter))
+    used = set(re.findall(r"\bnv_[a-z_]+", " ".join(_recorded().values())))
     gpu_only = {name for name in used if name.startswith("nv_gpu_")}  # exported only where a GPU is visible
     assert used - gpu_only and used - gpu_only <= exported, sorted(used - gpu_only - exported)
-    panels = {panel["title"] for panel in json.loads(dashboard)["panels"]}
+    panels = {panel["title"] for panel in json.loads((CHART / "dashboards" / "triton.json").read_text())["panels"]}
     for needed in ("Throughput", "Queue time", "Compute time", "batch size", "Failed"):
         assert any(needed.lower() in title.lower() for title in panels), needed
 
@@ -436,7 +457,11 @@ def test_edge_finds_its_backends_in_every_variant_and_serves_tls_and_key_from_se
     )  # fmt: skip
     config = tmp_path / "haproxy.cfg"
     config.write_text(_edge(objects, "ConfigMap")["data"]["haproxy.cfg"])
-    pod_env = {KUBERNETES_DNS_ENV: "localhost", TLS_CERTIFICATE_ENV: str(folder / certificate.name), API_KEY_ENV: "k" * 24}
+    pod_env = {
+        KUBERNETES_DNS_ENV: "localhost",
+        TLS_CERTIFICATE_ENV: str(folder / certificate.name),
+        API_KEY_ENV: "k" * 24,
+    }
     check = subprocess.run(
         [_haproxy(), "-c", "-f", str(config)], capture_output=True, text=True, env={**os.environ, **pod_env}
     )
@@ -457,7 +482,10 @@ def test_edge_has_metrics_autoscaling_disruption_budget_and_cert_manager_certifi
     monitor = _edge(objects, "ServiceMonitor")
     metrics_service = _edge(objects, "Service", "-edge-metrics")
     assert monitor["spec"]["selector"]["matchLabels"].items() <= metrics_service["metadata"]["labels"].items()
-    assert not monitor["spec"]["selector"]["matchLabels"].items() <= _edge(objects, "Service")["metadata"]["labels"].items()
+    assert (
+        not monitor["spec"]["selector"]["matchLabels"].items()
+        <= _edge(objects, "Service")["metadata"]["labels"].items()
+    )
     hpa = _edge(objects, "HorizontalPodAutoscaler")
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     assert _edge(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
@@ -527,7 +555,9 @@ def test_drains_complete_at_every_replica_count(autoscaling: bool) -> None:
         objects = render(*sets)
         for deployment in (o for o in objects if o["kind"] == "Deployment"):
             name = deployment["metadata"]["name"]
-            hpa = next((o for o in objects if o["kind"] == "HorizontalPodAutoscaler" and o["metadata"]["name"] == name), None)
+            hpa = next(
+                (o for o in objects if o["kind"] == "HorizontalPodAutoscaler" and o["metadata"]["name"] == name), None
+            )
             running = hpa["spec"]["minReplicas"] if hpa else deployment["spec"]["replicas"]
             assert running == replicas
             budget = next(o for o in objects if o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"] == name)
@@ -578,3 +608,40 @@ def test_kserve_variant_has_shm_gpu_toleration_pull_secrets_and_requires_storage
         [helm(), "template", "attnserve", str(CHART), "--set", "mode=kserve"], capture_output=True, text=True
     )
     assert missing.returncode != 0 and "kserve.storageUri is required" in missing.stderr
+
+
+def _checkov() -> str:
+    """checkov from its own venv (deploy/kubernetes/install_checkov.sh, which `make setup` runs)."""
+    candidate = Path(sys.executable).parent / "checkov"
+    found = str(candidate) if candidate.is_file() else shutil.which("checkov")
+    if found is None:
+        message = "checkov is not installed: run `bash deploy/kubernetes/install_checkov.sh .venv` (make setup does)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def test_checkov_passes_every_rendered_variant(tmp_path: Path) -> None:
+    """One checkov process over every variant (its startup dominates); no failed check, and every skipped check
+    carries its reason in the chart, on the object it concerns. A copy of the Deployment stripped of its
+    securityContext rides along in the same scan: it must fail (the scan can fail)."""
+    for name, sets in VARIANTS.items():
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump_all(render(*sets)))
+    broken = json.loads(json.dumps(next(o for o in render() if o["kind"] == "Deployment")))
+    broken["metadata"]["name"] = "stripped"
+    broken["spec"]["template"]["spec"]["containers"][0].pop("securityContext")
+    (tmp_path / "stripped.yaml").write_text(yaml.safe_dump(broken))
+    result = subprocess.run(
+        [_checkov(), "-d", str(tmp_path), "--framework", "kubernetes", "--compact", "-o", "json", "--skip-download"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    results = json.loads(result.stdout)["results"]
+    failed = {(c["check_id"], Path(c["file_path"]).stem) for c in results["failed_checks"]}
+    assert {stem for _, stem in failed} == {"stripped"}, sorted(failed)
+    assert {"CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_28"} <= {check for check, _ in failed}, sorted(failed)
+    scanned = {Path(c["file_path"]).stem for c in results["passed_checks"]}
+    assert scanned == set(VARIANTS) | {"stripped"}, scanned
+    for skipped in results["skipped_checks"]:
+        reason = skipped["check_result"].get("suppress_comment", "")
+        assert len(reason) > 20, (skipped["check_id"], skipped["resource"], reason)

@@ -73,3 +73,12 @@ app.kubernetes.io/component: edge
 {{- define "attnserve.containerSecurityContext" -}}
 {{ toYaml .Values.triton.securityContext }}
 {{- end -}}
+
+{{/* repository:tag, or repository@digest when a digest is given (an immutable pull). */}}
+{{- define "attnserve.image" -}}
+{{- if .digest -}}
+{{ .repository }}@{{ .digest }}
+{{- else -}}
+{{ .repository }}:{{ .tag }}
+{{- end -}}
+{{- end -}}
