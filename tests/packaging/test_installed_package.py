@@ -193,7 +193,7 @@ def test_export_and_pipelines_from_the_wheel_then_load_live(served: Served, tmp_
 
 
 def test_two_replicas_answer_behind_haproxy(installed: Installed, served: Served, triton_server) -> None:
-    from replicas.conftest import require_binary
+    from support.binaries import require_binary
 
     require_binary("haproxy", "haproxy")
     model = next(name for name, spec in triton_server.specs.items() if spec.kind == "image")
