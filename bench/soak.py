@@ -72,6 +72,7 @@ def _start_server(args: argparse.Namespace, repository: Path, work_dir: Path) ->
     command = [str(Path(sys.executable).parent / "attnserve")]
     if args.replicas:
         command += ["replicas", "--replicas", str(args.replicas), "--work-dir", str(work_dir / "replicas")]
+        command += ["--queue-timeout-ms", str(args.queue_timeout_ms)]
     else:
         command += ["serve", "--metrics-port", str(_free_port()), "--work-dir", str(work_dir / "serve")]
     command += ["--repository", str(repository), "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
@@ -354,6 +355,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the open-loop run (default 10)")
     parser.add_argument("--replicas", type=int, default=0, help="N > 0: `attnserve replicas --replicas N`")
+    parser.add_argument(
+        "--queue-timeout-ms",
+        type=int,
+        default=1000,
+        help="with --replicas: HAProxy's wait for a free replica before 503; the soak looks for leaks, so bursts of "
+        "the open loop wait instead of being shed (admission control is tested apart) (default 1000)",
+    )
     parser.add_argument("--load", type=float, default=0.7, help="share of the measured capacity sent (default 0.7)")
     parser.add_argument("--interval-s", type=float, default=60.0, help="seconds per recorded row (default 60)")
     parser.add_argument("--probe-s", type=float, default=20.0, help="closed-loop capacity measurement (default 20)")
