@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from serving_helpers import encoded_image, encoded_video
+from support.media import encoded_image, encoded_video
 
 from attnserve.errors import DataError, UserInputError
 from attnserve.preprocessing import Preprocessing

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from serving_helpers import encoded_image, encoded_video
+from support.media import encoded_image, encoded_video
 from tritonclient.utils import InferenceServerException
 
 from attnserve.clients.loadtest import settled_reading
