@@ -31,8 +31,12 @@ OUTPUT_NAME = "logits"
 """Name of the fp32 class-score output of every exported model."""
 ATTENTION_OUTPUT_NAME = "attention_map"
 """Name of the second output of `NAME_explain` models."""
+DETECTION_OUTPUTS = ("boxes", "scores", "classes")
+"""Outputs of a `detection` model: K candidates per image, best first: boxes (K, 4) `[x0, y0, x1, y1]` in
+model-input pixels (fp32), scores (K,) in 0..1 (fp32), class indices (K,) (int64)."""
 
-Kind = Literal["image", "video"]
+Kind = Literal["image", "video", "detection"]
+"""`detection` models take images (NCHW) and answer boxes (`DETECTION_OUTPUTS`), not `logits`."""
 Layout = Literal["NCHW", "NTCHW"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 CpuRuntime = Literal["auto", "onnxruntime", "openvino"]

@@ -25,6 +25,8 @@ from attnserve.spec import (
 
 DIGIT_LABELS = tuple(str(digit) for digit in range(10))
 SHAPE_LABELS = ("circle", "square", "triangle", "cross")
+DETECTION_LABELS = ("circle", "square", "triangle")
+"""Object classes of the procedural detection scenes (attnserve.models.scenes)."""
 MOTION_LABELS = ("right", "left", "right_and_back", "left_and_back")
 """Motion classes: steady drift right/left, or a fast trip right/left and back (see attnserve.models.data)."""
 
@@ -53,7 +55,7 @@ class Deployable:
 
     @property
     def layout(self) -> Layout:
-        return "NCHW" if self.kind == "image" else "NTCHW"
+        return "NTCHW" if self.kind == "video" else "NCHW"
 
 
 # Serving knobs of the deployables: images take the project's batch sizes with the queue delay and threads that
@@ -143,6 +145,18 @@ DEPLOYABLES: dict[str, Deployable] = {
         dict(_VIT_32, embed_dim=48, depth=2, num_heads=2, stem_width=16),
         dict(_IMAGE_SERVING, **_SMALL_MODEL_THREADS),  # not tuned itself: the same size class as vit_digits
     ),
+    # The detector (models/detector.py): procedural scenes of 3 shape classes drawn at 96x64 (docs/detection.md).
+    "det_shapes": Deployable(
+        "vit_centernet",
+        "scenes",
+        "detection",
+        (3, 64, 96),
+        DETECTION_LABELS,
+        SHAPES_MEAN,
+        SHAPES_STD,
+        dict(embed_dim=64, depth=3, num_heads=4, mlp_ratio=2.0, stem_width=24, max_detections=32),
+        dict(_IMAGE_SERVING, atol=1e-3),
+    ),
     "timesformer_motion": _motion_deployable("timesformer_divided_8x32", tubelet_size=3),
     # The 3-frame tubelet stem of timesformer_motion: with strictly per-frame tokens (tubelet_size=1) the
     # temporal-only model stayed at chance within 3-minute budgets (5 variants tried, see the issue note).
@@ -168,6 +182,7 @@ _TINY_BY_FAMILY: dict[str, dict[str, Any]] = {
     "vision_transformer": dict(embed_dim=16, depth=1, num_heads=2, stem_width=8),
     "cnn_attention": dict(widths=(8, 16)),
     "video_transformer": dict(embed_dim=16, depth=1, num_heads=2, stem_width=8),
+    "detector": dict(embed_dim=16, depth=1, num_heads=2, stem_width=8),
 }
 
 
