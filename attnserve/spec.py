@@ -62,6 +62,7 @@ EXPLAIN_SUFFIX = "_explain"
 TRT_SUFFIX = "_trt"
 PIPELINE_SUFFIX = "_pipeline"
 PREPROCESS_SUFFIX = "_preprocess"
+POSTPROCESS_SUFFIX = "_postprocess"
 TIMELINE_SUFFIX = "_timeline"
 NOBATCH_SUFFIX = "_nobatch"
 """The demo's and benchmarks' twin of a model served without dynamic batching (the batching comparison)."""
@@ -89,6 +90,11 @@ def pipeline_name(name: str) -> str:
 def preprocess_name(name: str) -> str:
     """`NAME_preprocess`: the python-backend decoder step of the pipeline."""
     return _entry(name, PREPROCESS_SUFFIX)
+
+
+def postprocess_name(name: str) -> str:
+    """`NAME_postprocess`: the python-backend step turning a detector's candidates into JSON detections."""
+    return _entry(name, POSTPROCESS_SUFFIX)
 
 
 def timeline_name(name: str) -> str:
@@ -122,6 +128,10 @@ class ModelSpec(BaseModel):
     preprocessing: Preprocessing = Preprocessing()
     """How an image or frame becomes `input_shape` (resize mode, channel order, frame sampling); training, the
     Python client and the served `NAME_pipeline` all apply it through `attnserve.preprocessing.to_chw`."""
+
+    max_detections: PositiveInt | None = None
+    """Detection models only: K, the fixed number of candidates per image the graph outputs (`DETECTION_OUTPUTS`);
+    the served answer keeps those above the score threshold, so an image never gets more than K detections."""
 
     # batching and serving
     max_batch_size: PositiveInt = DEFAULT_MAX_BATCH_SIZE
@@ -173,6 +183,9 @@ class ModelSpec(BaseModel):
             )
         if (self.kind == "video") != (self.layout == "NTCHW"):
             raise ValueError(f"kind {self.kind!r} does not match layout {self.layout!r} (video <-> NTCHW)")
+        if (self.kind == "detection") != (self.max_detections is not None):
+            raise ValueError(f"max_detections is set for detection models and only for them (kind {self.kind!r}, "
+                             f"max_detections {self.max_detections})")  # fmt: skip
         if not (len(self.mean) == len(self.std) == self.channels):
             raise ValueError(
                 f"mean/std need one value per channel ({self.channels}), got {len(self.mean)} and {len(self.std)}"
@@ -211,6 +224,11 @@ class ModelSpec(BaseModel):
         return max(self.preferred_batch_sizes, default=self.max_batch_size)
 
     @property
+    def output_names(self) -> tuple[str, ...]:
+        """The exported graph's outputs: `logits`, or for detection models `DETECTION_OUTPUTS`."""
+        return DETECTION_OUTPUTS if self.kind == "detection" else (OUTPUT_NAME,)
+
+    @property
     def explain_name(self) -> str:
         return explain_name(self.name)
 
@@ -225,6 +243,10 @@ class ModelSpec(BaseModel):
     @property
     def preprocess_name(self) -> str:
         return preprocess_name(self.name)
+
+    @property
+    def postprocess_name(self) -> str:
+        return postprocess_name(self.name)
 
     @property
     def timeline_name(self) -> str:

@@ -160,7 +160,7 @@ class _ExportRun:
         self.report.onnx = self.runner.run(
             Stage(
                 "onnx",
-                lambda: export_onnx(self.model, self.spec, self.onnx_path),
+                lambda: export_onnx(self.model, self.spec, self.onnx_path, output_names=self.spec.output_names),
                 summary=lambda r: f"exporter={r.exporter}, opset={r.opset}, attention_nodes={r.attention_nodes}",
                 required=True,
             )

@@ -35,7 +35,7 @@ DIGITS_MEAN, DIGITS_STD = (0.3,), (0.32,)
 SHAPES_MEAN, SHAPES_STD = (0.5, 0.5, 0.5), (0.29, 0.29, 0.29)
 MOTION_MEAN, MOTION_STD = (0.5, 0.5, 0.5), (0.29, 0.29, 0.29)
 
-INPUT_FACT_ARGS = ("img_size", "in_chans", "num_classes", "num_frames", "mean", "std")
+INPUT_FACT_ARGS = ("img_size", "in_chans", "num_classes", "num_frames", "mean", "std", "max_detections")
 """Constructor arguments that `build_model` derives from the spec; they may not appear in `arch_args`."""
 
 
@@ -154,8 +154,8 @@ DEPLOYABLES: dict[str, Deployable] = {
         DETECTION_LABELS,
         SHAPES_MEAN,
         SHAPES_STD,
-        dict(embed_dim=64, depth=3, num_heads=4, mlp_ratio=2.0, stem_width=24, max_detections=32),
-        dict(_IMAGE_SERVING, atol=1e-3),
+        dict(embed_dim=64, depth=3, num_heads=4, mlp_ratio=2.0, stem_width=24),
+        dict(_IMAGE_SERVING, atol=1e-3, max_detections=32),
     ),
     "timesformer_motion": _motion_deployable("timesformer_divided_8x32", tubelet_size=3),
     # The 3-frame tubelet stem of timesformer_motion: with strictly per-frame tokens (tubelet_size=1) the
