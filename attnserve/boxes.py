@@ -47,7 +47,12 @@ class BoxMapping:
 
     @classmethod
     def for_image(
-        cls, original_width: int, original_height: int, input_width: int, input_height: int, preprocessing: Preprocessing
+        cls,
+        original_width: int,
+        original_height: int,
+        input_width: int,
+        input_height: int,
+        preprocessing: Preprocessing,
     ) -> BoxMapping:
         """The map for an original of `original_width` x `original_height` fed to a model taking
         `input_width` x `input_height` through `preprocessing` (the spec's).

@@ -13,12 +13,21 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 from attnserve.boxes import BoxMapping
 from attnserve.errors import UserInputError
+
+
+class Detection(TypedDict):
+    """One detected object: its label, score (0..1) and box `[x0, y0, x1, y1]` in the image's own pixels."""
+
+    label: str
+    score: float
+    box: list[float]
+
 
 DEFAULT_SCORE_THRESHOLD = 0.3
 """Served answers keep candidates scoring at least this (mAP is computed with threshold 0: every candidate)."""
@@ -50,7 +59,7 @@ def detections_from_candidates(
     score_threshold: float = DEFAULT_SCORE_THRESHOLD,
     top_k: int = DEFAULT_TOP_K,
     nms_iou: float | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Detection]:
     """One image's candidates -> detections in original pixels, best first.
 
     Args:
@@ -82,17 +91,21 @@ def detections_from_candidates(
     keep = keep[np.argsort(-scores[keep], kind="stable")][:top_k]
     original = mapping.to_original(boxes[keep])
     return [
-        {"label": labels[int(classes[i])], "score": float(scores[i]), "box": [float(v) for v in box]}
+        Detection(label=labels[int(classes[i])], score=float(scores[i]), box=[float(v) for v in box])
         for i, box in zip(keep, original, strict=True)
     ]
 
 
-def coco_results(image_id: int, detections: list[dict[str, Any]], labels: Sequence[str]) -> list[dict[str, Any]]:
+def coco_results(image_id: int, detections: Sequence[Detection], labels: Sequence[str]) -> list[dict[str, Any]]:
     """Detections -> COCO result records (`bbox` as x, y, width, height; `category_id` = label index)."""
     index = {label: position for position, label in enumerate(labels)}
     return [
-        {"image_id": image_id, "category_id": index[d["label"]], "score": d["score"],
-         "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]}  # fmt: skip
+        {
+            "image_id": image_id,
+            "category_id": index[d["label"]],
+            "score": d["score"],
+            "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]],
+        }  # fmt: skip
         for d in detections
     ]
 

@@ -34,6 +34,10 @@ ATTENTION_OUTPUT_NAME = "attention_map"
 DETECTION_OUTPUTS = ("boxes", "scores", "classes")
 """Outputs of a `detection` model: K candidates per image, best first: boxes (K, 4) `[x0, y0, x1, y1]` in
 model-input pixels (fp32), scores (K,) in 0..1 (fp32), class indices (K,) (int64)."""
+DETECTIONS_OUTPUT = "detections"
+"""The JSON output of a detector's `NAME_pipeline` (and its `NAME_postprocess` step), one string per image."""
+ORIGINAL_SIZE = "original_size"
+"""The int32 `[width, height]` of each decoded image, passed from `NAME_preprocess` to `NAME_postprocess`."""
 
 Kind = Literal["image", "video", "detection"]
 """`detection` models take images (NCHW) and answer boxes (`DETECTION_OUTPUTS`), not `logits`."""

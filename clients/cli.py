@@ -78,6 +78,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     infer.add_argument("--json", action="store_true", help="print the predictions as JSON on stdout (no table)")
     infer.add_argument(
+        "--boxes",
+        type=Path,
+        metavar="OUT.png",
+        help="detectors: draw the labelled boxes on the original image (several files: OUT_1.png, ...); a detector "
+        "answers through NAME_pipeline (its boxes in each file's own pixels), --json prints COCO-style results",
+    )
+    infer.add_argument(
         "--timeline",
         action="store_true",
         help="videos of any length: label sliding windows with NAME_timeline (per-segment top-k + whole video)",
@@ -148,6 +155,8 @@ def run_infer(args: argparse.Namespace) -> int:
     with TritonClient(settings) as client:
         if args.timeline:
             return _run_timeline(client, args, console)
+        if args.boxes is not None or _is_detector(client, args.model):
+            return _run_detect(client, args, console)
         model = pipeline_name(args.model) if args.pipeline else args.model
         try:
             if args.pipeline:
@@ -166,6 +175,49 @@ def run_infer(args: argparse.Namespace) -> int:
             make_console(stderr=True).print(note)
         if args.explain is not None:
             _write_explain(client, args, console)
+    return 0
+
+
+def _is_detector(client: Any, model: str) -> bool:
+    """Whether `model` is served as a detector (its `NAME_pipeline` answers `detections`)."""
+    from attnserve.errors import AttnserveError
+    from attnserve.spec import pipeline_name
+
+    try:
+        return client.model_info(pipeline_name(model)).spec.get("kind") == "detection"
+    except AttnserveError:  # no pipeline (or no such model): not a detector; the classifier path says why
+        return False
+
+
+def _run_detect(client: Any, args: argparse.Namespace, console: Any) -> int:
+    """`infer` on a detector: a table per file (or COCO-style JSON), and the boxes drawn with --boxes."""
+    from rich.table import Table
+
+    from attnserve.clients.drawing import write_detections
+    from attnserve.console import print_json
+    from attnserve.spec import pipeline_name
+
+    labels = tuple(client.model_info(pipeline_name(args.model)).spec.get("labels", ()))
+    answers = client.detect(args.model, args.files)
+    if args.json:
+        print_json([{"image_id": index, "file": str(path), "category_id": labels.index(d["label"]),
+                     "label": d["label"], "score": d["score"],
+                     "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]}
+                    for index, (path, found) in enumerate(zip(args.files, answers, strict=True)) for d in found])  # fmt: skip
+    else:
+        for path, found in zip(args.files, answers, strict=True):
+            table = Table(title=f"{path}: {len(found)} detection(s) by {args.model}")
+            for column in ("label", "score", "box [x0, y0, x1, y1] (pixels of the file)"):
+                table.add_column(column)
+            for d in found:
+                table.add_row(d["label"], f"{d['score']:.3f}", ", ".join(f"{v:.1f}" for v in d["box"]))
+            console.print(table)
+    if args.boxes is not None:
+        for index, (path, found) in enumerate(zip(args.files, answers, strict=True)):
+            out = args.boxes if len(args.files) == 1 else args.boxes.with_name(f"{args.boxes.stem}_{index + 1}.png")
+            write_detections(path, found, out, labels)
+            if not args.json:
+                console.print(f"boxes drawn on {path}: {out}")
     return 0
 
 

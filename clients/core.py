@@ -16,6 +16,7 @@ chunks; register shared memory, infer, unregister) read top to bottom.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -32,8 +33,16 @@ from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.predictions import Prediction, parse_classification, predictions_from_logits
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import ServerUnavailableError, is_retryable, to_inference_error
+from attnserve.detection import Detection
 from attnserve.errors import InferenceError, ShapeError, UserInputError
-from attnserve.spec import ATTENTION_OUTPUT_NAME, OUTPUT_NAME, explain_name, timeline_name
+from attnserve.spec import (
+    ATTENTION_OUTPUT_NAME,
+    DETECTIONS_OUTPUT,
+    OUTPUT_NAME,
+    explain_name,
+    pipeline_name,
+    timeline_name,
+)
 from attnserve.video import Timeline
 
 log = logging.getLogger(__name__)
@@ -314,6 +323,19 @@ class ClientCore:
         latency_ms = (time.perf_counter() - started) * 1e3
         sources = source_names(payloads)
         return predictions_from_classification(result[output.name], len(encoded), count, top_k, latency_ms, sources)
+
+    def detect(self, model: str, images: Encoded | Sequence[Encoded]) -> Plan[list[list[Detection]]]:
+        """Detections per image (files or encoded bytes) from a detector's `NAME_pipeline` (`model` may name
+        either): `{label, score, box: [x0, y0, x1, y1]}` in each image's own pixels, best first."""
+        pipeline = pipeline_name(model)
+        info = yield from self.model_info(pipeline)
+        payloads = [read_bytes(source) for source in as_list(images)]
+        answers: list[list[Detection]] = []
+        for chunk in batch_slices(info, len(payloads)):
+            array = np.array(payloads[chunk], dtype=np.object_).reshape(-1, 1)  # (n, 1): one encoded image each
+            result = yield from self.infer(pipeline, {info.input().name: array}, outputs=[DETECTIONS_OUTPUT])
+            answers += [json.loads(answer) for answer in result[DETECTIONS_OUTPUT].reshape(-1)]
+        return answers
 
     def timeline(self, model: str, video: Encoded, options: TimelineOptions) -> Plan[Timeline]:
         """Label a video of any length with `NAME_timeline` (see `TritonClient.timeline`)."""

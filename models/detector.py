@@ -88,7 +88,7 @@ class CenterDetector(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(trunc_normal_init)
         with torch.no_grad():  # heatmap prior 0.01 (focal-loss init): the first steps are not swamped by negatives
-            self.head.bias[:num_classes].fill_(-4.6)
+            nn.init.constant_(self.head.bias[:num_classes], -4.6)  # type: ignore[index]
 
     def forward_heads(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """uint8 (B, C, H, W) -> heatmap logits (B, K, h, w), log box size in cells (B, 2, h, w) as (w, h),

@@ -10,6 +10,7 @@ hold no object at all. Numpy + Pillow, no torch: tests and the demo write files 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -110,9 +111,10 @@ def render_batch(scenes: list[Scene], width: int, height: int) -> np.ndarray:
     return np.stack([np.asarray(render(scene, width, height)).transpose(2, 0, 1) for scene in scenes])
 
 
-def coco_ground_truth(scenes: list[Scene], sizes: list[tuple[int, int]]) -> dict:
+def coco_ground_truth(scenes: list[Scene], sizes: list[tuple[int, int]]) -> dict[str, Any]:
     """COCO-format ground truth of `scenes` drawn at `sizes` ((width, height) each): image ids are indices."""
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image_id, (scene, (width, height)) in enumerate(zip(scenes, sizes, strict=True)):
         images.append({"id": image_id, "width": width, "height": height})
         for box, label in zip(scene.boxes(width, height), scene.labels(), strict=True):

@@ -105,7 +105,11 @@ def add_pipeline_entries(repository: Path | str, view: Path | str, names: Sequen
         if spec is None or (Path(repository) / spec.pipeline_name).is_dir():
             continue
         write_pipeline_entries(spec, view)
-        written += [spec.preprocess_name, *([spec.postprocess_name] if spec.kind == "detection" else []), spec.pipeline_name]
+        written += [
+            spec.preprocess_name,
+            *([spec.postprocess_name] if spec.kind == "detection" else []),
+            spec.pipeline_name,
+        ]
         written += [spec.timeline_name] if spec.kind == "video" else []  # loads after the model it calls
     return written
 

@@ -155,11 +155,17 @@ def detection_pipeline_config(spec: ModelSpec) -> ModelConfig:
         output=(TensorConfig(name=DETECTIONS_OUTPUT, data_type="TYPE_STRING", dims=(1,)),),
         ensemble_scheduling=EnsembleScheduling(
             step=(
-                EnsembleStep(model_name=spec.preprocess_name, input_map={"image": "image"},
-                             output_map={INPUT_NAME: INPUT_NAME, ORIGINAL_SIZE: ORIGINAL_SIZE}),
+                EnsembleStep(
+                    model_name=spec.preprocess_name,
+                    input_map={"image": "image"},
+                    output_map={INPUT_NAME: INPUT_NAME, ORIGINAL_SIZE: ORIGINAL_SIZE},
+                ),
                 EnsembleStep(model_name=spec.name, input_map={INPUT_NAME: INPUT_NAME}, output_map=candidates),
-                EnsembleStep(model_name=spec.postprocess_name, input_map={**candidates, ORIGINAL_SIZE: ORIGINAL_SIZE},
-                             output_map={DETECTIONS_OUTPUT: DETECTIONS_OUTPUT}),
+                EnsembleStep(
+                    model_name=spec.postprocess_name,
+                    input_map={**candidates, ORIGINAL_SIZE: ORIGINAL_SIZE},
+                    output_map={DETECTIONS_OUTPUT: DETECTIONS_OUTPUT},
+                ),
             )  # fmt: skip
         ),
         parameters={SPEC_PARAMETER: spec.model_dump_json()},

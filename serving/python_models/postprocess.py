@@ -16,14 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attnserve.boxes import BoxMapping
-from attnserve.detection import DEFAULT_SCORE_THRESHOLD, DEFAULT_TOP_K, detections_from_candidates
+from attnserve.detection import DEFAULT_SCORE_THRESHOLD, DEFAULT_TOP_K, Detection, detections_from_candidates
 from attnserve.errors import UserInputError
 from attnserve.preprocessing import Preprocessing
+from attnserve.spec import DETECTIONS_OUTPUT, ORIGINAL_SIZE
 
-DETECTIONS_OUTPUT = "detections"
-"""The JSON output of `NAME_postprocess` and of a detection `NAME_pipeline`."""
-ORIGINAL_SIZE = "original_size"
-"""The int32 `[width, height]` of each decoded image, from `NAME_preprocess` to `NAME_postprocess`."""
+__all__ = ["DETECTIONS_OUTPUT", "ORIGINAL_SIZE", "DetectionTarget", "detections", "detections_json"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ class DetectionTarget:
 
 
 def detections(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, original_size: np.ndarray,
-               target: DetectionTarget) -> list[dict]:  # fmt: skip
+               target: DetectionTarget) -> list[Detection]:  # fmt: skip
     """One image's candidates (K, 4), (K,), (K,) and its original `[width, height]` -> detections."""
     width, height = (int(v) for v in np.asarray(original_size).reshape(-1)[:2])
     mapping = BoxMapping.for_image(width, height, target.width, target.height, target.preprocessing)

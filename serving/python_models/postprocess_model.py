@@ -12,7 +12,12 @@ import triton_python_backend_utils as pb_utils
 
 from attnserve.errors import AttnserveError
 from attnserve.repository.config import python_model_config
-from attnserve.serving.python_models.postprocess import DETECTIONS_OUTPUT, ORIGINAL_SIZE, DetectionTarget, detections_json
+from attnserve.serving.python_models.postprocess import (
+    DETECTIONS_OUTPUT,
+    ORIGINAL_SIZE,
+    DetectionTarget,
+    detections_json,
+)
 from attnserve.spec import DETECTION_OUTPUTS
 
 
@@ -22,7 +27,9 @@ class TritonPythonModel:
         self.target = DetectionTarget.from_parameters(parameters)
 
     def _answers(self, request: object) -> np.ndarray:
-        boxes, scores, classes = (pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in DETECTION_OUTPUTS)
+        boxes, scores, classes = (
+            pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in DETECTION_OUTPUTS
+        )
         sizes = pb_utils.get_input_tensor_by_name(request, ORIGINAL_SIZE).as_numpy()
         answers = [detections_json(boxes[i], scores[i], classes[i], sizes[i], self.target) for i in range(len(boxes))]
         return np.array(answers, dtype=np.object_).reshape(-1, 1)  # (b, 1) of JSON bytes

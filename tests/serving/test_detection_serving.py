@@ -1,0 +1,212 @@
+"""A detector served for real: trained briefly here, exported, served by Triton as `det_shapes_pipeline`.
+
+Held-out scenes are written as non-square PNG and JPEG files larger than the model's input; the mAP of the served
+answers (HTTP and gRPC, boxes in the files' own pixels) equals the mAP of the same files run in-process through the
+same preprocessing, model and post-processing. Also: the empty scene, the async client, the batcher forming
+batches on the detection model, and bad payloads refused with the server still serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+from PIL import Image
+
+from attnserve.boxes import BoxMapping
+from attnserve.clients.client import AsyncTritonClient, TritonClient
+from attnserve.clients.loadtest import settled_reading
+from attnserve.clients.settings import ClientSettings
+from attnserve.detection import DEFAULT_SCORE_THRESHOLD, coco_map, coco_results, detections_from_candidates
+from attnserve.errors import InferenceError
+from attnserve.preprocessing import to_chw
+from attnserve.spec import ModelSpec
+
+pytestmark = pytest.mark.triton
+
+NAME = "det_shapes"
+SMALL = dict(embed_dim=32, depth=1, num_heads=2, stem_width=12)
+"""A smaller detector than the deployable's: it reaches a non-trivial mAP within the test's training budget."""
+TRAIN_MINUTES = 0.4
+SCENES = 24
+SIZES = ((192, 128), (240, 160), (150, 100))
+"""Non-square files at the model's aspect (96x64 is 1.5): squash keeps the shapes, the boxes scale 1.56-2.5x."""
+
+
+@dataclass(frozen=True)
+class Served:
+    server: Any
+    spec: ModelSpec
+    model: torch.nn.Module
+    files: list[Path]
+    truth: dict[str, Any]
+
+
+def _scene_files(out_dir: Path) -> tuple[list[Path], dict[str, Any]]:
+    from attnserve.models.scenes import coco_ground_truth, make_scenes, render
+
+    scenes = make_scenes(SCENES, seed=424242)
+    sizes = [SIZES[index % len(SIZES)] for index in range(SCENES)]
+    files = []
+    for index, (scene, (width, height)) in enumerate(zip(scenes, sizes, strict=True)):
+        path = out_dir / f"scene_{index}.{'png' if index % 2 else 'jpg'}"  # half PNG, half JPEG
+        render(scene, width, height).save(path, **({"quality": 95} if path.suffix == ".jpg" else {}))
+        files.append(path)
+    return files, coco_ground_truth(scenes, sizes)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    from support.servers import local_server
+
+    from attnserve.export.pipeline import export_model
+    from attnserve.models.checkpoint import resolve
+    from attnserve.models.deployables import default_spec
+    from attnserve.models.detection_train import train_detector
+    from attnserve.serving.pipelines import write_pipeline_entries
+    from attnserve.serving.runtime_view import build_runtime_repository
+
+    root = tmp_path_factory.mktemp("detector")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_detector(NAME, default_spec(NAME, **SMALL), TRAIN_MINUTES, 0, root / "runs", train_samples=1500,
+                       test_samples=20)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    report = export_model(root / "runs" / NAME, root / "repo", runs_dir=root / "runs", explain=False, optimize=False)
+    write_pipeline_entries(report.spec, root / "repo")
+    model, spec = resolve(root / "runs" / NAME, root / "runs")
+    view, loaded, _ = build_runtime_repository(root / "repo", root / "runtime")
+    (root / "scenes").mkdir()
+    files, truth = _scene_files(root / "scenes")
+    with local_server(view, loaded, root / "server") as server:
+        yield Served(server, spec, model.eval(), files, truth)
+
+
+def _in_process(served: Served) -> list[dict[str, Any]]:
+    """The files through the same preprocessing, the PyTorch model and the same post-processing, in-process."""
+    spec, results = served.spec, []
+    for image_id, path in enumerate(served.files):
+        image = Image.open(path)
+        pixels = torch.from_numpy(to_chw(image, spec.channels, spec.height, spec.width, spec.preprocessing))
+        with torch.inference_mode():
+            boxes, scores, classes = (t[0].numpy() for t in served.model(pixels[None]))
+        mapping = BoxMapping.for_image(image.width, image.height, spec.width, spec.height, spec.preprocessing)
+        found = detections_from_candidates(boxes, scores, classes, spec.labels, mapping, DEFAULT_SCORE_THRESHOLD)
+        results += coco_results(image_id, found, spec.labels)
+    return results
+
+
+def _client(served: Served, protocol: str) -> TritonClient:
+    url = served.server.http_url if protocol == "http" else served.server.grpc_url
+    return TritonClient(ClientSettings(url=url, protocol=protocol))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_served_map_equals_in_process_map_in_original_pixels(served: Served, protocol: str) -> None:
+    with _client(served, protocol) as client:
+        answers = client.detect(NAME, served.files)
+    served_results = [
+        r for image_id, found in enumerate(answers) for r in coco_results(image_id, found, served.spec.labels)
+    ]
+    served_map = coco_map(served.truth, served_results)
+    in_process = coco_map(served.truth, _in_process(served))
+    assert in_process["map50"] > 0.3, f"the briefly trained detector found too little for a real check: {in_process}"
+    assert abs(served_map["map"] - in_process["map"]) <= 0.005, (served_map, in_process)
+    assert abs(served_map["map50"] - in_process["map50"]) <= 0.005, (served_map, in_process)
+    widths = {image["id"]: image["width"] for image in served.truth["images"]}
+    assert all(0 <= d["box"][2] <= widths[i] for i, found in enumerate(answers) for d in found)
+
+
+def test_async_client_answers_as_the_blocking_one(served: Served) -> None:
+    settings = ClientSettings(url=served.server.grpc_url, protocol="grpc")
+
+    async def detect() -> list:
+        client = AsyncTritonClient(settings)
+        try:
+            return await client.detect(NAME, served.files[:4])
+        finally:
+            await client.close()
+
+    with _client(served, "grpc") as client:
+        expected = client.detect(NAME, served.files[:4])
+    assert asyncio.run(detect()) == expected
+
+
+def test_an_empty_scene_answers_an_empty_list(served: Served) -> None:
+    from attnserve.models.scenes import Scene, render
+
+    buffer = io.BytesIO()
+    render(Scene((), (40, 40, 40), 7), 210, 140).save(buffer, "PNG")
+    with _client(served, "http") as client:
+        assert client.detect(NAME, buffer.getvalue()) == [[]]
+
+
+def test_the_batcher_forms_batches_on_the_detection_model(served: Served) -> None:
+    spec, requests = served.spec, 32
+    client = grpcclient.InferenceServerClient(served.server.grpc_url)
+
+    async def counts() -> tuple[int, int]:
+        stats = (await asyncio.to_thread(client.get_inference_statistics, NAME)).model_stats[0]
+        return int(stats.inference_count), int(stats.execution_count)
+
+    inferences_before, executions_before = asyncio.run(settled_reading(counts))
+    finished, errors = threading.Semaphore(0), []
+
+    def on_result(result: Any, error: Any) -> None:
+        errors.append(error)
+        finished.release()
+
+    pixels = np.random.default_rng(0).integers(0, 256, (1, *spec.input_shape), dtype=np.uint8)
+    for _ in range(requests):  # fired without waiting: they meet in Triton's queue
+        tensor = grpcclient.InferInput("pixels", [1, *spec.input_shape], "UINT8")
+        tensor.set_data_from_numpy(pixels)
+        client.async_infer(NAME, [tensor], on_result)
+    for _ in range(requests):
+        assert finished.acquire(timeout=120)
+    assert errors == [None] * requests
+    inferences, executions = asyncio.run(
+        settled_reading(counts, lambda after: after[0] - inferences_before >= requests, timeout_s=30.0)
+    )
+    assert inferences - inferences_before == requests
+    assert executions - executions_before < requests, "Triton ran every request alone: no dynamic batching"
+    client.close()
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")  # IHDR size (CRC left stale)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_bad_payloads_are_refused_and_the_server_keeps_serving(served: Served, protocol: str) -> None:
+    good = served.files[0].read_bytes()
+    gif = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(gif, "GIF")
+    bad = {
+        b"": "empty image payload",
+        good[: len(good) // 2]: "cannot decode image",
+        bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)): "cannot decode image",
+        gif.getvalue(): "unsupported image format 'GIF'",
+        _png_declaring(8000, 8000): "exceeds the limit",
+    }
+    with _client(served, protocol) as client:
+        for payload, fragment in bad.items():
+            with pytest.raises(InferenceError) as refused:
+                client.detect(NAME, payload)
+            assert fragment in str(refused.value), (fragment, str(refused.value))
+            assert str(refused.value.status) in ("400", "StatusCode.INVALID_ARGUMENT"), str(refused.value)
+        assert isinstance(client.detect(NAME, good)[0], list)  # still serving
