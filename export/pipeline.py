@@ -413,8 +413,12 @@ def export_hf(
         options: the optional stages, as for `export_model` (default: `ExportOptions()`).
         on_stage: called with each finished stage.
     """
-    from attnserve.export.hf_import import load_hf_classifier
+    from attnserve.export.hf_detection import load_hf_detector, loads_a_detector
+    from attnserve.export.hf_import import _config_folder, _spec_name, load_hf_classifier
 
-    model, spec = load_hf_classifier(path, name=name)
+    if loads_a_detector(path):  # DETR, YOLOS: detection candidates, served through NAME_postprocess
+        model, spec = load_hf_detector(path, name=name or _spec_name(_config_folder(path)))
+    else:
+        model, spec = load_hf_classifier(path, name=name)
     options = options or ExportOptions()
     return _export(model, spec, Path(repository), Path(runs_dir) / spec.name / "export", options, on_stage)

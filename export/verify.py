@@ -20,7 +20,7 @@ from attnserve.export.onnx_graph import batch_dim_name, value_info_dims
 from attnserve.export.reports import OutputParity, ParityReport
 from attnserve.export.stages import StageResult, short_error
 from attnserve.export.torch2onnx import example_pixels
-from attnserve.spec import INPUT_NAME, ModelSpec
+from attnserve.spec import DETECTION_OUTPUTS, INPUT_NAME, ModelSpec
 
 VACUOUS_FACTOR = 2.0
 """A reference output must reach `VACUOUS_FACTOR * tolerance` somewhere: at or below `tolerance` an all-zero
@@ -65,8 +65,13 @@ def compare_outputs(
     batch_size: int,
     atol: float,
     rtol: float,
+    indices: Sequence[str] = (),
 ) -> list[OutputParity]:
-    """Compare each output with its reference; the verdict names the reason when it fails."""
+    """Compare each output with its reference; the verdict names the reason when it fails.
+
+    Outputs named in `indices` hold integers (a detector's class indices): they must be equal, and all-zero is a
+    valid answer for them (one class everywhere), not a vacuous one.
+    """
     results: list[OutputParity] = []
     for name, got, want in zip(output_names, actual, reference, strict=True):
         got = np.asarray(got, dtype=np.float64)
@@ -83,7 +88,9 @@ def compare_outputs(
             max_abs_diff = float(np.max(np.abs(got - want))) if want.size else 0.0
             if max_abs_diff > tolerance:
                 reason = f"max abs diff {max_abs_diff:.3g} > tolerance {tolerance:.3g}"
-            elif reference_max_abs <= VACUOUS_FACTOR * tolerance:
+            elif name in indices and max_abs_diff > 0:
+                reason = f"indices differ (max abs diff {max_abs_diff:.3g})"
+            elif reference_max_abs <= VACUOUS_FACTOR * tolerance and name not in indices:
                 reason = (
                     f"reference is ~0 (max |ref| {reference_max_abs:.3g} <= {VACUOUS_FACTOR:g} x tolerance "
                     f"{tolerance:.3g}): an all-zero output would pass, parity would be vacuous"
@@ -226,9 +233,11 @@ def verify_against(
             if len(expected) != len(output_names):
                 failures.append(f"reference gives {len(expected)} outputs, graph has {output_names}")
                 break
+            indices: tuple[str, ...] = ()
             if spec.kind == "detection":
-                actual = align_candidates(actual, expected, atol, rtol)
-            parity.extend(compare_outputs(output_names, actual, expected, batch_size=batch_size, atol=atol, rtol=rtol))
+                actual, indices = align_candidates(actual, expected, atol, rtol), (DETECTION_OUTPUTS[2],)
+            parity.extend(compare_outputs(output_names, actual, expected, batch_size=batch_size, atol=atol, rtol=rtol,
+                                          indices=indices))  # fmt: skip
         failures.extend(f"output {p.output!r} at batch {p.batch_size}: {p.reason}" for p in parity if not p.ok)
 
     return ParityReport(

@@ -49,6 +49,7 @@ class Served:
     model: torch.nn.Module
     files: list[Path]
     truth: dict[str, Any]
+    hf_folders: dict[str, Path]
 
 
 def _scene_files(out_dir: Path) -> tuple[list[Path], dict[str, Any]]:
@@ -66,9 +67,10 @@ def _scene_files(out_dir: Path) -> tuple[list[Path], dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    from support.hf_detectors import save_tiny_detectors
     from support.servers import local_server
 
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import export_hf, export_model
     from attnserve.models.checkpoint import resolve
     from attnserve.models.deployables import default_spec
     from attnserve.models.detection_train import train_detector
@@ -85,12 +87,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         torch.set_num_threads(threads)
     report = export_model(root / "runs" / NAME, root / "repo", runs_dir=root / "runs", explain=False, optimize=False)
     write_pipeline_entries(report.spec, root / "repo")
+    hf_folders = save_tiny_detectors(root / "hf")
+    for hf_name, folder in hf_folders.items():
+        hf_report = export_hf(folder, root / "repo", name=hf_name, runs_dir=root / "runs")
+        write_pipeline_entries(hf_report.spec, root / "repo")
     model, spec = resolve(root / "runs" / NAME, root / "runs")
     view, loaded, _ = build_runtime_repository(root / "repo", root / "runtime")
     (root / "scenes").mkdir()
     files, truth = _scene_files(root / "scenes")
     with local_server(view, loaded, root / "server") as server:
-        yield Served(server, spec, model.eval(), files, truth)
+        yield Served(server, spec, model.eval(), files, truth, hf_folders)
 
 
 def _in_process(served: Served) -> list[dict[str, Any]]:
@@ -210,3 +216,47 @@ def test_bad_payloads_are_refused_and_the_server_keeps_serving(served: Served, p
             assert fragment in str(refused.value), (fragment, str(refused.value))
             assert str(refused.value.status) in ("400", "StatusCode.INVALID_ARGUMENT"), str(refused.value)
         assert isinstance(client.detect(NAME, good)[0], list)  # still serving
+
+
+@pytest.mark.parametrize("hf_name", ["hf_detr", "hf_yolos"])
+def test_hf_detector_answers_what_transformers_post_processing_gives(served: Served, hf_name: str) -> None:
+    """Same file: the served detections equal `processor.post_process_object_detection(..., target_sizes=...)` on
+    the model's own outputs (boxes within 1 pixel, same labels, scores within 0.01), on non-square images."""
+    from transformers import AutoModelForObjectDetection
+
+    from attnserve.models.scenes import make_scenes, render
+
+    folder = served.hf_folders[hf_name]
+    processor = _pil_processor(hf_name).from_pretrained(folder)
+    model = AutoModelForObjectDetection.from_pretrained(folder).eval()
+    compared = 0
+    with _client(served, "grpc") as client:
+        for scene, (width, height) in zip(make_scenes(3, seed=99), ((150, 100), (97, 181), (320, 120)), strict=True):
+            buffer = io.BytesIO()
+            render(scene, width, height).save(buffer, "PNG")
+            image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+            with torch.inference_mode():
+                outputs = model(**processor(images=image, return_tensors="pt"))
+            expected = processor.post_process_object_detection(
+                outputs, threshold=DEFAULT_SCORE_THRESHOLD, target_sizes=[(height, width)]
+            )[0]
+            answer = sorted(client.detect(hf_name, buffer.getvalue())[0], key=lambda d: -d["score"])
+            order = expected["scores"].argsort(descending=True)
+            assert len(answer) == len(order), (answer, expected)
+            for detection, index in zip(answer, order.tolist(), strict=True):
+                assert detection["label"] == model.config.id2label[int(expected["labels"][index])]
+                assert abs(detection["score"] - float(expected["scores"][index])) <= 0.01
+                box = expected["boxes"][index].numpy().clip(0, [width, height, width, height])  # served boxes clip
+                np.testing.assert_allclose(detection["box"], box, atol=1.0)
+            compared += len(answer)
+    assert compared > 0, f"{hf_name}: no detection above the threshold: the comparison would be vacuous"
+
+
+def _pil_processor(hf_name: str) -> Any:
+    if hf_name == "hf_detr":
+        from transformers.models.detr.image_processing_pil_detr import DetrImageProcessorPil
+
+        return DetrImageProcessorPil
+    from transformers.models.yolos.image_processing_pil_yolos import YolosImageProcessorPil
+
+    return YolosImageProcessorPil
