@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ pytestmark = pytest.mark.triton
 NAME = "det_shapes"
 SMALL = dict(embed_dim=32, depth=1, num_heads=2, stem_width=12)
 """A smaller detector than the deployable's: it reaches a non-trivial mAP within the test's training budget."""
-TRAIN_MINUTES = 0.4
+TRAIN_MINUTES = 0.3
 SCENES = 24
 SIZES = ((192, 128), (240, 160), (150, 100))
 """Non-square files at the model's aspect (96x64 is 1.5): squash keeps the shapes, the boxes scale 1.56-2.5x."""
@@ -70,7 +72,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     from support.hf_detectors import save_tiny_detectors
     from support.servers import local_server
 
-    from attnserve.export.pipeline import export_hf, export_model
+    from attnserve.export.pipeline import ExportOptions, export_hf, export_model
     from attnserve.models.checkpoint import resolve
     from attnserve.models.deployables import default_spec
     from attnserve.models.detection_train import train_detector
@@ -89,7 +91,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     write_pipeline_entries(report.spec, root / "repo")
     hf_folders = save_tiny_detectors(root / "hf")
     for hf_name, folder in hf_folders.items():
-        hf_report = export_hf(folder, root / "repo", name=hf_name, runs_dir=root / "runs")
+        options = ExportOptions(explain=False, optimize=False)
+        hf_report = export_hf(folder, root / "repo", name=hf_name, runs_dir=root / "runs", options=options)
         write_pipeline_entries(hf_report.spec, root / "repo")
     model, spec = resolve(root / "runs" / NAME, root / "runs")
     view, loaded, _ = build_runtime_repository(root / "repo", root / "runtime")
@@ -190,10 +193,12 @@ def test_the_batcher_forms_batches_on_the_detection_model(served: Served) -> Non
 
 
 def _png_declaring(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header claims `width x height` pixels (a decompression bomb's header, no data)."""
     buffer = io.BytesIO()
     Image.new("L", (1, 1)).save(buffer, "PNG")
     data = bytearray(buffer.getvalue())
-    data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")  # IHDR size (CRC left stale)
+    data[16:24] = struct.pack(">II", width, height)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
     return bytes(data)
 
 
