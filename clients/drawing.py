@@ -32,7 +32,7 @@ def draw_detections(image: Image.Image, detections: Sequence[Detection], labels:
         draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=colour, width=width)
         caption = f"{detection['label']} {detection['score']:.2f}"
         left, top, right, bottom = draw.textbbox((x0, y0), caption)
-        lift = bottom - top + 2
+        lift = bottom - top + 2 if top - (bottom - top + 2) >= 0 else -width  # above the box, or inside at the top
         draw.rectangle((left, top - lift, right + 2, bottom - lift), fill=colour)
         draw.text((x0 + 1, y0 - lift), caption, fill=(255, 255, 255))
     return canvas
