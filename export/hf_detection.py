@@ -34,6 +34,9 @@ class HFDetector(nn.Module):
                  width: int) -> None:  # fmt: skip
         super().__init__()
         self.hf_model = hf_model
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.scale: torch.Tensor
         self.register_buffer("mean", torch.tensor(mean).reshape(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).reshape(1, -1, 1, 1))
         self.register_buffer("scale", torch.tensor([width, height, width, height], dtype=torch.float32))
