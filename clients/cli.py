@@ -179,13 +179,12 @@ def run_infer(args: argparse.Namespace) -> int:
 
 
 def _is_detector(client: Any, model: str) -> bool:
-    """Whether `model` is served as a detector (its `NAME_pipeline` answers `detections`)."""
+    """Whether the served `model` is a detector (its spec says so; the metadata is cached for the classify path)."""
     from attnserve.errors import AttnserveError
-    from attnserve.spec import pipeline_name
 
     try:
-        return client.model_info(pipeline_name(model)).spec.get("kind") == "detection"
-    except AttnserveError:  # no pipeline (or no such model): not a detector; the classifier path says why
+        return client.model_info(model).spec.get("kind") == "detection"
+    except AttnserveError:  # no such model: the classifier path names the served ones
         return False
 
 
