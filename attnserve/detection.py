@@ -50,6 +50,26 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.array(kept, dtype=np.int64)
 
 
+def select_candidates(
+    scores: np.ndarray,
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    top_k: int = DEFAULT_TOP_K,
+    nms_iou: float | None = None,
+) -> np.ndarray:
+    """Indices of the candidates kept, best first: score at least the threshold, class-aware NMS when
+    `nms_iou` is given, at most `top_k`."""
+    keep = np.flatnonzero(scores >= score_threshold)
+    if nms_iou is not None and len(keep):
+        kept = []
+        for label in np.unique(classes[keep]):
+            members = keep[classes[keep] == label]
+            kept.append(members[nms(boxes[members], scores[members], nms_iou)])
+        keep = np.concatenate(kept)
+    return keep[np.argsort(-scores[keep], kind="stable")][:top_k]
+
+
 def detections_from_candidates(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -60,7 +80,7 @@ def detections_from_candidates(
     top_k: int = DEFAULT_TOP_K,
     nms_iou: float | None = None,
 ) -> list[Detection]:
-    """One image's candidates -> detections in original pixels, best first.
+    """One image's candidates -> detections in original pixels, best first (`select_candidates` chooses them).
 
     Args:
         boxes: (K, 4) `[x0, y0, x1, y1]` in model-input pixels.
@@ -81,14 +101,7 @@ def detections_from_candidates(
         raise UserInputError(f"candidates disagree: {len(boxes)} boxes, {len(scores)} scores, {len(classes)} classes")
     if len(classes) and (classes.min() < 0 or classes.max() >= len(labels)):
         raise UserInputError(f"class index outside 0..{len(labels) - 1}: {sorted(set(classes.tolist()))}")
-    keep = np.flatnonzero(scores >= score_threshold)
-    if nms_iou is not None and len(keep):
-        kept = []
-        for label in np.unique(classes[keep]):
-            members = keep[classes[keep] == label]
-            kept.append(members[nms(boxes[members], scores[members], nms_iou)])
-        keep = np.concatenate(kept)
-    keep = keep[np.argsort(-scores[keep], kind="stable")][:top_k]
+    keep = select_candidates(scores, boxes, classes, score_threshold, top_k, nms_iou)
     original = mapping.to_original(boxes[keep])
     return [
         Detection(label=labels[int(classes[i])], score=float(scores[i]), box=[float(v) for v in box])

@@ -211,6 +211,8 @@ def _run_detect(client: Any, args: argparse.Namespace, console: Any) -> int:
             for d in found:
                 table.add_row(d["label"], f"{d['score']:.3f}", ", ".join(f"{v:.1f}" for v in d["box"]))
             console.print(table)
+    if args.explain is not None:
+        _write_detection_explain(client, args, console)
     if args.boxes is not None:
         for index, (path, found) in enumerate(zip(args.files, answers, strict=True)):
             out = args.boxes if len(args.files) == 1 else args.boxes.with_name(f"{args.boxes.stem}_{index + 1}.png")
@@ -218,6 +220,26 @@ def _run_detect(client: Any, args: argparse.Namespace, console: Any) -> int:
             if not args.json:
                 console.print(f"boxes drawn on {path}: {out}")
     return 0
+
+
+def _write_detection_explain(client: Any, args: argparse.Namespace, console: Any) -> None:
+    """`infer --explain OUT.png` on a DETR-style detector: each detection of the first file over its attention."""
+    from PIL import Image
+
+    from attnserve.boxes import BoxMapping
+    from attnserve.clients.drawing import write_detection_attention
+    from attnserve.console import make_console
+    from attnserve.spec import explain_name
+
+    first = args.files[0]
+    found, maps = client.explain_detections(args.model, first)
+    info = client.model_info(explain_name(args.model))
+    with Image.open(first) as image:
+        mapping = BoxMapping.for_image(image.width, image.height, info.image_size[1], info.image_size[0],
+                                       info.preprocessing)  # fmt: skip
+    write_detection_attention(first, found, maps, mapping, info.image_size, args.explain, info.spec.get("labels", ()))
+    message = f"cross-attention of {len(found)} detection(s) in {first.name}: {args.explain}"
+    (make_console(stderr=True) if args.json else console).print(message)
 
 
 def _run_timeline(client: Any, args: argparse.Namespace, console: Any) -> int:

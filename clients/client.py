@@ -231,6 +231,11 @@ class TritonClient(_Client):
         """
         return self._run(self._core.detect(model, images))
 
+    def explain_detections(self, model: str, image: ImageSource) -> tuple[list[Detection], np.ndarray]:
+        """A DETR-style detector's detections of `image` (boxes in its pixels, the default threshold) and one
+        cross-attention map per detection (N, gh, gw) over the model's input frame, from `NAME_explain`."""
+        return self._run(self._core.explain_detections(model, image))
+
     def timeline(self, model: str, video: Encoded, **options: Unpack[TimelineOptions]) -> Timeline:
         """Label a video of any length with `NAME_timeline`: per-segment top-k and a video-level result.
 
@@ -326,6 +331,10 @@ class AsyncTritonClient(_Client):
     async def detect(self, model: str, images: Encoded | Sequence[Encoded]) -> list[list[Detection]]:
         """See `TritonClient.detect`."""
         return await self._run(self._core.detect(model, images))
+
+    async def explain_detections(self, model: str, image: ImageSource) -> tuple[list[Detection], np.ndarray]:
+        """See `TritonClient.explain_detections`."""
+        return await self._run(self._core.explain_detections(model, image))
 
     async def timeline(self, model: str, video: Encoded, **options: Unpack[TimelineOptions]) -> Timeline:
         """See `TritonClient.timeline`."""

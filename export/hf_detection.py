@@ -41,16 +41,72 @@ class HFDetector(nn.Module):
         self.register_buffer("std", torch.tensor(std).reshape(1, -1, 1, 1))
         self.register_buffer("scale", torch.tensor([width, height, width, height], dtype=torch.float32))
 
+    def pixel_values(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels.float() / 255.0 - self.mean) / self.std
+
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pixel_values = (pixels.float() / 255.0 - self.mean) / self.std
-        outputs = self.hf_model(pixel_values=pixel_values)
+        boxes, scores, classes, _ = self.candidates(self.hf_model(pixel_values=self.pixel_values(pixels)))
+        return boxes, scores, classes
+
+    def candidates(self, outputs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(boxes, scores, classes) best first from the model's outputs, and the order (B, Q) that sorted them."""
         scores, classes = outputs.logits.softmax(-1)[..., :-1].max(-1)  # (B, Q): the last class is "no object"
         centre_x, centre_y, width, height = outputs.pred_boxes.unbind(-1)  # relative to the input
         corners = torch.stack([centre_x - width / 2, centre_y - height / 2, centre_x + width / 2,
                                centre_y + height / 2], dim=-1)  # fmt: skip
         order = scores.argsort(dim=1, descending=True)
         boxes = (corners * self.scale).gather(1, order[..., None].expand(-1, -1, 4))
-        return boxes, scores.gather(1, order), classes.gather(1, order)
+        return boxes, scores.gather(1, order), classes.gather(1, order), order
+
+
+class HFDetrDetector(HFDetector):
+    """A DETR-style detector that also explains itself: each candidate's cross-attention map.
+
+    `forward_with_attention` runs the same weights with eager attention (the only path that returns the softmax
+    probabilities; a copy of the model, since DETR cannot switch back to SDPA: its ResNet backbone refuses) and adds, per object query, its last decoder layer's cross-attention over the encoder's feature
+    grid, averaged over heads and scaled to max 1: which image regions that query read (B, Q, gh, gw), in the
+    candidates' order. `forward` keeps SDPA, so the main graph stays fused.
+    """
+
+    def __init__(self, hf_model: nn.Module, eager_model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...],
+                 height: int, width: int, grid: tuple[int, int]) -> None:  # fmt: skip
+        super().__init__(hf_model, mean, std, height, width)
+        self.eager_model, self.grid = eager_model, grid
+
+    def forward_with_attention(
+        self, pixels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        from attnserve.models.layers import normalize_map
+
+        outputs = self.eager_model(pixel_values=self.pixel_values(pixels), output_attentions=True)
+        boxes, scores, classes, order = self.candidates(outputs)
+        maps = outputs.cross_attentions[-1].mean(dim=1)  # (B, Q, gh * gw): heads averaged
+        maps = maps.gather(1, order[..., None].expand(-1, -1, maps.shape[-1]))
+        maps = normalize_map(maps.reshape(-1, *self.grid)).reshape(maps.shape[0], maps.shape[1], *self.grid)
+        return boxes, scores, classes, maps
+
+
+def _eager_twin(hf_model: nn.Module, height: int, width: int) -> tuple[nn.Module, tuple[int, int]] | None:
+    """An eager-attention copy of a DETR-style model and the feature grid its queries cross-attend over (None: no
+    cross-attention, e.g. YOLOS, or no eager path)."""
+    import copy
+
+    try:
+        eager_model = copy.deepcopy(hf_model)
+        eager_model.set_attn_implementation("eager")
+        with torch.no_grad():
+            outputs = eager_model(pixel_values=torch.zeros(1, 3, height, width), output_attentions=True)
+    except Exception:  # noqa: BLE001 - any failure means: no explain path for this architecture
+        return None
+    cross = getattr(outputs, "cross_attentions", None)
+    if not cross:
+        return None
+    tokens = int(cross[-1].shape[-1])
+    for stride in (2**k for k in range(1, 7)):
+        grid = (-(-height // stride), -(-width // stride))
+        if grid[0] * grid[1] == tokens:
+            return eager_model.eval(), grid
+    return None
 
 
 def is_detection_config(config: Any) -> bool:
@@ -133,4 +189,7 @@ def load_hf_detector(path: Path, *, name: str, max_batch_size: int = 16,
         max_batch_size=max_batch_size, preferred_batch_sizes=preferred_batch_sizes_up_to(max_batch_size),
         **spec_overrides,
     )  # fmt: skip
-    return HFDetector(hf_model.eval(), spec.mean, spec.std, height, width).eval(), spec
+    twin = _eager_twin(hf_model.eval(), height, width)
+    if twin is None:
+        return HFDetector(hf_model, spec.mean, spec.std, height, width).eval(), spec
+    return HFDetrDetector(hf_model, twin[0], spec.mean, spec.std, height, width, twin[1]).eval(), spec

@@ -119,13 +119,15 @@ def align_candidates(actual: Sequence[np.ndarray], reference: Sequence[np.ndarra
     follows fails on it, unless its score ties the K-th score (within tolerance): there either runtime may keep
     another candidate of the same score, and the reference's value is taken as equal.
     """
-    boxes, scores, classes = (np.asarray(a, dtype=np.float64).copy() for a in actual)
-    ref_boxes, ref_scores, ref_classes = (np.asarray(a, dtype=np.float64) for a in reference)
-    if boxes.shape != ref_boxes.shape or scores.shape != ref_scores.shape:
-        return [boxes, scores, classes]
+    actual = [np.asarray(a, dtype=np.float64) for a in actual]  # boxes, scores, classes (+ per-candidate maps)
+    reference = [np.asarray(a, dtype=np.float64) for a in reference]
+    if len(actual) < 3 or any(a.shape[:2] != r.shape[:2] for a, r in zip(actual, reference, strict=True)):
+        return actual
+    boxes, scores, classes = actual[:3]
+    ref_boxes, ref_scores, ref_classes = reference[:3]
     score_tol = atol + rtol * float(np.abs(ref_scores).max(initial=0.0))
     box_tol = atol + rtol * float(np.abs(ref_boxes).max(initial=0.0))
-    aligned = [boxes.copy(), scores.copy(), classes.copy()]
+    aligned = [a.copy() for a in actual]
     for image in range(len(ref_scores)):
         free = np.ones(ref_scores.shape[1], dtype=bool)
         for index in range(ref_scores.shape[1]):
@@ -135,10 +137,10 @@ def align_candidates(actual: Sequence[np.ndarray], reference: Sequence[np.ndarra
             if fits.any():
                 match = int(np.flatnonzero(fits)[0])
                 free[match] = False
-                for target, source in zip(aligned, (boxes, scores, classes), strict=True):
+                for target, source in zip(aligned, actual, strict=True):
                     target[image, index] = source[image, match]
             elif ref_scores[image, index] <= ref_scores[image, -1] + score_tol:  # a tie at the K-th place
-                for target, source in zip(aligned, (ref_boxes, ref_scores, ref_classes), strict=True):
+                for target, source in zip(aligned, reference, strict=True):
                     target[image, index] = source[image, index]
     return aligned
 

@@ -91,7 +91,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     write_pipeline_entries(report.spec, root / "repo")
     hf_folders = save_tiny_detectors(root / "hf")
     for hf_name, folder in hf_folders.items():
-        options = ExportOptions(explain=False, optimize=False)
+        options = ExportOptions(explain=hf_name == "hf_detr", optimize=False)  # DETR: NAME_explain (cross-attention)
         hf_report = export_hf(folder, root / "repo", name=hf_name, runs_dir=root / "runs", options=options)
         write_pipeline_entries(hf_report.spec, root / "repo")
     model, spec = resolve(root / "runs" / NAME, root / "runs")
@@ -265,3 +265,26 @@ def _pil_processor(hf_name: str) -> Any:
     from transformers.models.yolos.image_processing_pil_yolos import YolosImageProcessorPil
 
     return YolosImageProcessorPil
+
+
+def test_detr_explains_each_detection_with_its_cross_attention(served: Served, tmp_path: Path) -> None:
+    """`hf_detr_explain`: the same detections as the pipeline, each with the map of where its query attended,
+    drawn under its box on the original (non-square) image."""
+    from attnserve.clients.drawing import write_detection_attention
+    from attnserve.models.scenes import make_scenes, render
+
+    path = tmp_path / "scene.png"
+    render(make_scenes(1, seed=5)[0], 210, 90).save(path)
+    with _client(served, "grpc") as client:
+        found, maps = client.explain_detections("hf_detr", path)
+        served_answer = client.detect("hf_detr", path)[0]
+        info = client.model_info("hf_detr_explain")
+    assert [d["label"] for d in found] == [d["label"] for d in served_answer] and found
+    for explained, answered in zip(found, served_answer, strict=True):
+        np.testing.assert_allclose(explained["box"], answered["box"], atol=0.01)
+        assert abs(explained["score"] - answered["score"]) <= 1e-3
+    assert maps.shape == (len(found), 8, 12) and (maps >= 0).all()
+    np.testing.assert_allclose(maps.reshape(len(found), -1).max(axis=1), 1.0, atol=1e-5)
+    mapping = BoxMapping.for_image(210, 90, 96, 64, info.preprocessing)
+    picture = write_detection_attention(path, found, maps, mapping, info.image_size, tmp_path / "explain.png")
+    assert Image.open(picture).size == (210 * min(len(found), 6), 90)
