@@ -58,7 +58,7 @@ def attention_on_original(attention: np.ndarray, mapping: BoxMapping, input_size
     image's pixels through the box mapping (the same geometry as the boxes): (H0, W0), values kept."""
     height, width = input_size
     frame = np.asarray(
-        Image.fromarray(np.asarray(attention, np.float32), mode="F").resize((width, height), Image.BILINEAR)
+        Image.fromarray(np.asarray(attention, np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
     )
     xs = ((np.arange(mapping.original_width) + 0.5) / mapping.scale_x + mapping.offset_x).astype(np.int64)
     ys = ((np.arange(mapping.original_height) + 0.5) / mapping.scale_y + mapping.offset_y).astype(np.int64)

@@ -318,8 +318,6 @@ def choose_cpu_variant(
     started = time.perf_counter()
     if BASELINE_VARIANT not in variants or repeats < 1:
         raise UserInputError(f"variants must include the baseline {BASELINE_VARIANT.name} and repeats be >= 1")
-    if spec.kind == "detection":  # its gate compares logits; a detector's candidates need an mAP gate (not built)
-        raise UserInputError(f"{spec.name!r} is a detector: the CPU variant choice gates on logits; it serves fp32")
     eval_pixels = check_pixels(eval_pixels, spec, "evaluation pixels")
     calibration_pixels = check_pixels(calibration_pixels, spec, "calibration pixels")
     gate = _gate_for(spec, eval_labels, len(eval_pixels), budget_points, cosine_budget)
@@ -379,6 +377,8 @@ def _gate_for(
     cosine_budget: float | None,
 ) -> Gate:
     """Trained models: top-1 points against fp32 on held-out labels; untrained: cosine similarity of logits."""
+    if spec.kind == "detection":  # its gate compares logits; a detector's candidates need an mAP gate (not built)
+        raise UserInputError(f"{spec.name!r} is a detector: the CPU variant choice gates on logits; it serves fp32")
     if not spec.trained:
         budget = spec.cosine_budget if cosine_budget is None else cosine_budget
         rule = f"untrained model: mean cosine similarity of logits to fp32 >= {budget:g} on {eval_samples} samples"

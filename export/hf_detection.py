@@ -93,7 +93,7 @@ def _eager_twin(hf_model: nn.Module, height: int, width: int) -> tuple[nn.Module
 
     try:
         eager_model = copy.deepcopy(hf_model)
-        eager_model.set_attn_implementation("eager")
+        eager_model.set_attn_implementation("eager")  # type: ignore[operator]
         with torch.no_grad():
             outputs = eager_model(pixel_values=torch.zeros(1, 3, height, width), output_attentions=True)
     except Exception:  # noqa: BLE001 - any failure means: no explain path for this architecture
