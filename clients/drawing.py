@@ -68,13 +68,15 @@ def attention_on_original(attention: np.ndarray, mapping: BoxMapping, input_size
 def write_detection_attention(source: Path, detections: Sequence[Detection], maps: np.ndarray, mapping: BoxMapping,
                               input_size: tuple[int, int], out_path: Path, labels: Sequence[str] = ()) -> Path:  # fmt: skip
     """One panel per detection (at most `MAX_PANELS`), side by side: the original image, red where that
-    detection's object query attended (its cross-attention map), its labelled box on top. Saved as `out_path`."""
+    detection's object query attended most (its cross-attention map, min-max scaled), its labelled box on top."""
     with Image.open(source) as opened:
         image = opened.convert("RGB")
     panels = []
     for detection, attention in list(zip(detections, maps, strict=True))[:MAX_PANELS]:
         weight = attention_on_original(attention, mapping, input_size)
-        weight = (weight / max(float(weight.max()), 1e-12))[..., None] * 0.7  # (H0, W0, 1)
+        # min-max: the regions a query preferred stand out; a uniform map (no preference) tints nothing
+        span = max(float(weight.max() - weight.min()), 1e-12)
+        weight = ((weight - weight.min()) / span)[..., None] * 0.7  # (H0, W0, 1)
         tinted = np.asarray(image, np.float32) * (1 - weight) + np.array([255.0, 0.0, 0.0]) * weight
         panels.append(draw_detections(Image.fromarray(tinted.round().astype(np.uint8)), [detection], labels))
     panels = panels or [image]
