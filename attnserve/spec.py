@@ -31,8 +31,16 @@ OUTPUT_NAME = "logits"
 """Name of the fp32 class-score output of every exported model."""
 ATTENTION_OUTPUT_NAME = "attention_map"
 """Name of the second output of `NAME_explain` models."""
+DETECTION_OUTPUTS = ("boxes", "scores", "classes")
+"""Outputs of a `detection` model: K candidates per image, best first: boxes (K, 4) `[x0, y0, x1, y1]` in
+model-input pixels (fp32), scores (K,) in 0..1 (fp32), class indices (K,) (int64)."""
+DETECTIONS_OUTPUT = "detections"
+"""The JSON output of a detector's `NAME_pipeline` (and its `NAME_postprocess` step), one string per image."""
+ORIGINAL_SIZE = "original_size"
+"""The int32 `[width, height]` of each decoded image, passed from `NAME_preprocess` to `NAME_postprocess`."""
 
-Kind = Literal["image", "video"]
+Kind = Literal["image", "video", "detection"]
+"""`detection` models take images (NCHW) and answer boxes (`DETECTION_OUTPUTS`), not `logits`."""
 Layout = Literal["NCHW", "NTCHW"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 CpuRuntime = Literal["auto", "onnxruntime", "openvino"]
@@ -58,6 +66,7 @@ EXPLAIN_SUFFIX = "_explain"
 TRT_SUFFIX = "_trt"
 PIPELINE_SUFFIX = "_pipeline"
 PREPROCESS_SUFFIX = "_preprocess"
+POSTPROCESS_SUFFIX = "_postprocess"
 TIMELINE_SUFFIX = "_timeline"
 NOBATCH_SUFFIX = "_nobatch"
 """The demo's and benchmarks' twin of a model served without dynamic batching (the batching comparison)."""
@@ -85,6 +94,11 @@ def pipeline_name(name: str) -> str:
 def preprocess_name(name: str) -> str:
     """`NAME_preprocess`: the python-backend decoder step of the pipeline."""
     return _entry(name, PREPROCESS_SUFFIX)
+
+
+def postprocess_name(name: str) -> str:
+    """`NAME_postprocess`: the python-backend step turning a detector's candidates into JSON detections."""
+    return _entry(name, POSTPROCESS_SUFFIX)
 
 
 def timeline_name(name: str) -> str:
@@ -118,6 +132,10 @@ class ModelSpec(BaseModel):
     preprocessing: Preprocessing = Preprocessing()
     """How an image or frame becomes `input_shape` (resize mode, channel order, frame sampling); training, the
     Python client and the served `NAME_pipeline` all apply it through `attnserve.preprocessing.to_chw`."""
+
+    max_detections: PositiveInt | None = None
+    """Detection models only: K, the fixed number of candidates per image the graph outputs (`DETECTION_OUTPUTS`);
+    the served answer keeps those above the score threshold, so an image never gets more than K detections."""
 
     # batching and serving
     max_batch_size: PositiveInt = DEFAULT_MAX_BATCH_SIZE
@@ -169,6 +187,9 @@ class ModelSpec(BaseModel):
             )
         if (self.kind == "video") != (self.layout == "NTCHW"):
             raise ValueError(f"kind {self.kind!r} does not match layout {self.layout!r} (video <-> NTCHW)")
+        if (self.kind == "detection") != (self.max_detections is not None):
+            raise ValueError(f"max_detections is set for detection models and only for them (kind {self.kind!r}, "
+                             f"max_detections {self.max_detections})")  # fmt: skip
         if not (len(self.mean) == len(self.std) == self.channels):
             raise ValueError(
                 f"mean/std need one value per channel ({self.channels}), got {len(self.mean)} and {len(self.std)}"
@@ -207,6 +228,11 @@ class ModelSpec(BaseModel):
         return max(self.preferred_batch_sizes, default=self.max_batch_size)
 
     @property
+    def output_names(self) -> tuple[str, ...]:
+        """The exported graph's outputs: `logits`, or for detection models `DETECTION_OUTPUTS`."""
+        return DETECTION_OUTPUTS if self.kind == "detection" else (OUTPUT_NAME,)
+
+    @property
     def explain_name(self) -> str:
         return explain_name(self.name)
 
@@ -221,6 +247,10 @@ class ModelSpec(BaseModel):
     @property
     def preprocess_name(self) -> str:
         return preprocess_name(self.name)
+
+    @property
+    def postprocess_name(self) -> str:
+        return postprocess_name(self.name)
 
     @property
     def timeline_name(self) -> str:

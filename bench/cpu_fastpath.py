@@ -44,9 +44,13 @@ ACCEPTANCE_SERVED_SHARE_OF_IN_PROCESS = 0.85
 def trained_runs(runs_dir: Path) -> list[str]:
     """Deployables with a trained checkpoint under `runs_dir`."""
     from attnserve.models.checkpoint import has_checkpoint
-    from attnserve.models.deployables import TRAINABLE_NAMES
+    from attnserve.models.deployables import TRAINABLE_NAMES, get_deployable
 
-    return [name for name in TRAINABLE_NAMES if has_checkpoint(Path(runs_dir) / name)]
+    return [
+        name
+        for name in TRAINABLE_NAMES
+        if has_checkpoint(Path(runs_dir) / name) and get_deployable(name).kind != "detection"  # logits gate only
+    ]
 
 
 def in_process_meter(runtime: str, precision: str, model_path: Path, spec: Any, seconds: float) -> Any:

@@ -84,6 +84,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     infer.add_argument("--json", action="store_true", help="print the predictions as JSON on stdout (no table)")
     infer.add_argument(
+        "--boxes",
+        type=Path,
+        metavar="OUT.png",
+        help="detectors: draw the labelled boxes on the original image (several files: OUT_1.png, ...); a detector "
+        "answers through NAME_pipeline (its boxes in each file's own pixels), --json prints COCO-style results",
+    )
+    infer.add_argument(
         "--timeline",
         action="store_true",
         help="videos of any length: label sliding windows with NAME_timeline (per-segment top-k + whole video)",
@@ -154,6 +161,8 @@ def run_infer(args: argparse.Namespace) -> int:
     with TritonClient(settings) as client:
         if args.timeline:
             return _run_timeline(client, args, console)
+        if args.boxes is not None or _is_detector(client, args.model):
+            return _run_detect(client, args, console)
         model = pipeline_name(args.model) if args.pipeline else args.model
         try:
             if args.pipeline:
@@ -173,6 +182,70 @@ def run_infer(args: argparse.Namespace) -> int:
         if args.explain is not None:
             _write_explain(client, args, console)
     return 0
+
+
+def _is_detector(client: Any, model: str) -> bool:
+    """Whether the served `model` is a detector (its spec says so; the metadata is cached for the classify path)."""
+    from attnserve.errors import AttnserveError
+
+    try:
+        return client.model_info(model).spec.get("kind") == "detection"
+    except AttnserveError:  # no such model: the classifier path names the served ones
+        return False
+
+
+def _run_detect(client: Any, args: argparse.Namespace, console: Any) -> int:
+    """`infer` on a detector: a table per file (or COCO-style JSON), and the boxes drawn with --boxes."""
+    from rich.table import Table
+
+    from attnserve.clients.drawing import write_detections
+    from attnserve.console import print_json
+    from attnserve.spec import pipeline_name
+
+    labels = tuple(client.model_info(pipeline_name(args.model)).spec.get("labels", ()))
+    answers = client.detect(args.model, args.files)
+    if args.json:
+        print_json([{"image_id": index, "file": str(path), "category_id": labels.index(d["label"]),
+                     "label": d["label"], "score": d["score"],
+                     "bbox": [d["box"][0], d["box"][1], d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]]}
+                    for index, (path, found) in enumerate(zip(args.files, answers, strict=True)) for d in found])  # fmt: skip
+    else:
+        for path, found in zip(args.files, answers, strict=True):
+            table = Table(title=f"{path}: {len(found)} detection(s) by {args.model}")
+            for column in ("label", "score", "box [x0, y0, x1, y1] (pixels of the file)"):
+                table.add_column(column)
+            for d in found:
+                table.add_row(d["label"], f"{d['score']:.3f}", ", ".join(f"{v:.1f}" for v in d["box"]))
+            console.print(table)
+    if args.explain is not None:
+        _write_detection_explain(client, args, console)
+    if args.boxes is not None:
+        for index, (path, found) in enumerate(zip(args.files, answers, strict=True)):
+            out = args.boxes if len(args.files) == 1 else args.boxes.with_name(f"{args.boxes.stem}_{index + 1}.png")
+            write_detections(path, found, out, labels)
+            if not args.json:
+                console.print(f"boxes drawn on {path}: {out}")
+    return 0
+
+
+def _write_detection_explain(client: Any, args: argparse.Namespace, console: Any) -> None:
+    """`infer --explain OUT.png` on a DETR-style detector: each detection of the first file over its attention."""
+    from PIL import Image
+
+    from attnserve.boxes import BoxMapping
+    from attnserve.clients.drawing import write_detection_attention
+    from attnserve.console import make_console
+    from attnserve.spec import explain_name
+
+    first = args.files[0]
+    found, maps = client.explain_detections(args.model, first)
+    info = client.model_info(explain_name(args.model))
+    with Image.open(first) as image:
+        mapping = BoxMapping.for_image(image.width, image.height, info.image_size[1], info.image_size[0],
+                                       info.preprocessing)  # fmt: skip
+    write_detection_attention(first, found, maps, mapping, info.image_size, args.explain, info.spec.get("labels", ()))
+    message = f"cross-attention of {len(found)} detection(s) in {first.name}: {args.explain}"
+    (make_console(stderr=True) if args.json else console).print(message)
 
 
 def _run_timeline(client: Any, args: argparse.Namespace, console: Any) -> int:

@@ -49,6 +49,7 @@ from attnserve.clients.media import ImageSource
 from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.predictions import Prediction, softmax
 from attnserve.clients.settings import ClientSettings
+from attnserve.detection import Detection
 from attnserve.errors import InferenceError, UserInputError
 from attnserve.security import API_KEY_HEADER
 from attnserve.spec import OUTPUT_NAME
@@ -225,6 +226,23 @@ class TritonClient(_Client):
         """Send encoded image/video bytes to a `NAME_pipeline` ensemble (server-side decoding)."""
         return self._run(self._core.classify_encoded(pipeline_model, payloads, top_k))
 
+    def detect(self, model: str, images: Encoded | Sequence[Encoded]) -> list[list[Detection]]:
+        """Detect objects in images (files or encoded bytes) with a detector's `NAME_pipeline`.
+
+        Returns:
+            Per image, its detections best first: `{"label", "score", "box": [x0, y0, x1, y1]}` in the image's
+            own pixels (the server maps boxes back through the model's preprocessing); `[]` when none.
+
+        Raises:
+            InferenceError: INVALID_ARGUMENT (400) for an undecodable image, with the reason.
+        """
+        return self._run(self._core.detect(model, images))
+
+    def explain_detections(self, model: str, image: ImageSource) -> tuple[list[Detection], np.ndarray]:
+        """A DETR-style detector's detections of `image` (boxes in its pixels, the default threshold) and one
+        cross-attention map per detection (N, gh, gw) over the model's input frame, from `NAME_explain`."""
+        return self._run(self._core.explain_detections(model, image))
+
     def timeline(self, model: str, video: Encoded, **options: Unpack[TimelineOptions]) -> Timeline:
         """Label a video of any length with `NAME_timeline`: per-segment top-k and a video-level result.
 
@@ -322,6 +340,14 @@ class AsyncTritonClient(_Client):
     ) -> list[Prediction]:
         """See `TritonClient.classify_encoded`."""
         return await self._run(self._core.classify_encoded(pipeline_model, payloads, top_k))
+
+    async def detect(self, model: str, images: Encoded | Sequence[Encoded]) -> list[list[Detection]]:
+        """See `TritonClient.detect`."""
+        return await self._run(self._core.detect(model, images))
+
+    async def explain_detections(self, model: str, image: ImageSource) -> tuple[list[Detection], np.ndarray]:
+        """See `TritonClient.explain_detections`."""
+        return await self._run(self._core.explain_detections(model, image))
 
     async def timeline(self, model: str, video: Encoded, **options: Unpack[TimelineOptions]) -> Timeline:
         """See `TritonClient.timeline`."""

@@ -16,6 +16,7 @@ chunks; register shared memory, infer, unregister) read top to bottom.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -27,13 +28,23 @@ from typing import Any, Generic, TypeAlias, TypedDict, TypeVar
 
 import numpy as np
 
-from attnserve.clients.media import ImageSource, image_to_tensor, read_bytes, video_to_tensor
+from attnserve.boxes import BoxMapping
+from attnserve.clients.media import ImageSource, image_to_tensor, open_image, read_bytes, video_to_tensor
 from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.predictions import Prediction, parse_classification, predictions_from_logits
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import ServerUnavailableError, is_retryable, to_inference_error
+from attnserve.detection import Detection, detections_from_candidates, select_candidates
 from attnserve.errors import InferenceError, ShapeError, UserInputError
-from attnserve.spec import ATTENTION_OUTPUT_NAME, OUTPUT_NAME, explain_name, timeline_name
+from attnserve.spec import (
+    ATTENTION_OUTPUT_NAME,
+    DETECTION_OUTPUTS,
+    DETECTIONS_OUTPUT,
+    OUTPUT_NAME,
+    explain_name,
+    pipeline_name,
+    timeline_name,
+)
 from attnserve.video import Timeline
 
 log = logging.getLogger(__name__)
@@ -325,6 +336,35 @@ class ClientCore:
             entries = result[output.name]
             predictions += predictions_from_classification(entries, size, count, top_k, latency_ms, sources[chunk])
         return predictions
+
+    def detect(self, model: str, images: Encoded | Sequence[Encoded]) -> Plan[list[list[Detection]]]:
+        """Detections per image (files or encoded bytes) from a detector's `NAME_pipeline` (`model` may name
+        either): `{label, score, box: [x0, y0, x1, y1]}` in each image's own pixels, best first."""
+        pipeline = pipeline_name(model)
+        info = yield from self.model_info(pipeline)
+        payloads = [read_bytes(source) for source in as_list(images)]
+        answers: list[list[Detection]] = []
+        for chunk in batch_slices(info, len(payloads)):
+            array = np.array(payloads[chunk], dtype=np.object_).reshape(-1, 1)  # (n, 1): one encoded image each
+            result = yield from self.infer(pipeline, {info.input().name: array}, outputs=[DETECTIONS_OUTPUT])
+            answers += [json.loads(answer) for answer in result[DETECTIONS_OUTPUT].reshape(-1)]
+        return answers
+
+    def explain_detections(self, model: str, image: ImageSource) -> Plan[tuple[list[Detection], np.ndarray]]:
+        """A DETR-style detector's detections of one image (boxes in its pixels) and, per detection, the map of
+        where its object query cross-attended (gh, gw) over the model's input frame, from `NAME_explain`."""
+        explain_model = explain_name(model)
+        info = yield from self.model_info(explain_model)
+        pixels = pixels_for(info, [image])
+        result = yield from self.infer(explain_model, {info.input().name: pixels})
+        boxes, scores, classes = (result[name][0] for name in DETECTION_OUTPUTS)
+        original = open_image(image)
+        height, width = info.image_size
+        mapping = BoxMapping.for_image(original.width, original.height, width, height, info.preprocessing)
+        labels = tuple(info.spec.get("labels", ()))
+        keep = select_candidates(scores, boxes, classes)
+        found = detections_from_candidates(boxes[keep], scores[keep], classes[keep], labels, mapping, 0.0)
+        return found, result[ATTENTION_OUTPUT_NAME][0][keep]
 
     def timeline(self, model: str, video: Encoded, options: TimelineOptions) -> Plan[Timeline]:
         """Label a video of any length with `NAME_timeline` (see `TritonClient.timeline`)."""

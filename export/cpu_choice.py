@@ -377,6 +377,8 @@ def _gate_for(
     cosine_budget: float | None,
 ) -> Gate:
     """Trained models: top-1 points against fp32 on held-out labels; untrained: cosine similarity of logits."""
+    if spec.kind == "detection":  # its gate compares logits; a detector's candidates need an mAP gate (not built)
+        raise UserInputError(f"{spec.name!r} is a detector: the CPU variant choice gates on logits; it serves fp32")
     if not spec.trained:
         budget = spec.cosine_budget if cosine_budget is None else cosine_budget
         rule = f"untrained model: mean cosine similarity of logits to fp32 >= {budget:g} on {eval_samples} samples"

@@ -34,7 +34,7 @@ from attnserve.export.stages import Stage, StageResult, StageRunner, _Report
 from attnserve.export.torch2onnx import example_pixels, export_onnx
 from attnserve.export.verify import verify_onnx
 from attnserve.repository.entries import write_explain_entry, write_model_entry, write_trt_entry
-from attnserve.spec import ATTENTION_OUTPUT_NAME, OUTPUT_NAME, ModelSpec
+from attnserve.spec import ATTENTION_OUTPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +76,14 @@ class ExportReport(_Report):
 
 
 class ExplainModel(nn.Module):
-    """Exports `forward_with_attention`: uint8 pixels -> (logits, attention_map)."""
+    """Exports `forward_with_attention`: uint8 pixels -> (logits, attention_map), or for a detector (boxes, scores,
+    classes, attention_map) with one map per candidate."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self.model.forward_with_attention(pixels)
 
 
@@ -160,7 +161,7 @@ class _ExportRun:
         self.report.onnx = self.runner.run(
             Stage(
                 "onnx",
-                lambda: export_onnx(self.model, self.spec, self.onnx_path),
+                lambda: export_onnx(self.model, self.spec, self.onnx_path, output_names=self.spec.output_names),
                 summary=lambda r: f"exporter={r.exporter}, opset={r.opset}, attention_nodes={r.attention_nodes}",
                 required=True,
             )
@@ -204,9 +205,10 @@ class _ExportRun:
     def _export_explain(self) -> _ExplainExport:
         explain_model = ExplainModel(self.model).eval()
         with torch.inference_mode():
-            _, attention_map = explain_model(example_pixels(self.spec, 2))
+            *_, attention_map = explain_model(example_pixels(self.spec, 2))
         path = self.work_dir / "explain.onnx"
-        onnx_report = export_onnx(explain_model, self.spec, path, output_names=(OUTPUT_NAME, ATTENTION_OUTPUT_NAME))
+        output_names = (*self.spec.output_names, ATTENTION_OUTPUT_NAME)
+        onnx_report = export_onnx(explain_model, self.spec, path, output_names=output_names)
         parity = verify_onnx(path, explain_model, self.spec)
         return _ExplainExport(onnx_report, parity, tuple(int(d) for d in attention_map.shape[1:]))
 
@@ -413,8 +415,12 @@ def export_hf(
         options: the optional stages, as for `export_model` (default: `ExportOptions()`).
         on_stage: called with each finished stage.
     """
-    from attnserve.export.hf_import import load_hf_classifier
+    from attnserve.export.hf_detection import load_hf_detector, loads_a_detector
+    from attnserve.export.hf_import import _config_folder, _spec_name, load_hf_classifier
 
-    model, spec = load_hf_classifier(path, name=name)
+    if loads_a_detector(path):  # DETR, YOLOS: detection candidates, served through NAME_postprocess
+        model, spec = load_hf_detector(path, name=name or _spec_name(_config_folder(path)))
+    else:
+        model, spec = load_hf_classifier(path, name=name)
     options = options or ExportOptions()
     return _export(model, spec, Path(repository), Path(runs_dir) / spec.name / "export", options, on_stage)

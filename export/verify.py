@@ -20,7 +20,7 @@ from attnserve.export.onnx_graph import batch_dim_name, value_info_dims
 from attnserve.export.reports import OutputParity, ParityReport
 from attnserve.export.stages import StageResult, short_error
 from attnserve.export.torch2onnx import example_pixels
-from attnserve.spec import INPUT_NAME, ModelSpec
+from attnserve.spec import DETECTION_OUTPUTS, INPUT_NAME, ModelSpec
 
 VACUOUS_FACTOR = 2.0
 """A reference output must reach `VACUOUS_FACTOR * tolerance` somewhere: at or below `tolerance` an all-zero
@@ -65,8 +65,13 @@ def compare_outputs(
     batch_size: int,
     atol: float,
     rtol: float,
+    indices: Sequence[str] = (),
 ) -> list[OutputParity]:
-    """Compare each output with its reference; the verdict names the reason when it fails."""
+    """Compare each output with its reference; the verdict names the reason when it fails.
+
+    Outputs named in `indices` hold integers (a detector's class indices): they must be equal, and all-zero is a
+    valid answer for them (one class everywhere), not a vacuous one.
+    """
     results: list[OutputParity] = []
     for name, got, want in zip(output_names, actual, reference, strict=True):
         got = np.asarray(got, dtype=np.float64)
@@ -83,7 +88,9 @@ def compare_outputs(
             max_abs_diff = float(np.max(np.abs(got - want))) if want.size else 0.0
             if max_abs_diff > tolerance:
                 reason = f"max abs diff {max_abs_diff:.3g} > tolerance {tolerance:.3g}"
-            elif reference_max_abs <= VACUOUS_FACTOR * tolerance:
+            elif name in indices and max_abs_diff > 0:
+                reason = f"indices differ (max abs diff {max_abs_diff:.3g})"
+            elif reference_max_abs <= VACUOUS_FACTOR * tolerance and name not in indices:
                 reason = (
                     f"reference is ~0 (max |ref| {reference_max_abs:.3g} <= {VACUOUS_FACTOR:g} x tolerance "
                     f"{tolerance:.3g}): an all-zero output would pass, parity would be vacuous"
@@ -100,6 +107,42 @@ def compare_outputs(
             )
         )
     return results
+
+
+def align_candidates(actual: Sequence[np.ndarray], reference: Sequence[np.ndarray], atol: float,
+                     rtol: float) -> list[np.ndarray]:  # fmt: skip
+    """A detector's `(boxes, scores, classes)` from ONNX Runtime reordered into the reference's order.
+
+    Top-k over near-equal scores may order candidates differently in two runtimes (an untrained model's scores
+    tie within 1e-7), so candidates are matched one to one: same class, score and box within tolerance.
+    A reference candidate left without a match keeps the runtime's value at its place, so the comparison that
+    follows fails on it, unless its score ties the K-th score (within tolerance): there either runtime may keep
+    another candidate of the same score, and the reference's value is taken as equal.
+    """
+    actual = [np.asarray(a, dtype=np.float64) for a in actual]  # boxes, scores, classes (+ per-candidate maps)
+    reference = [np.asarray(a, dtype=np.float64) for a in reference]
+    if len(actual) < 3 or any(a.shape[:2] != r.shape[:2] for a, r in zip(actual, reference, strict=True)):
+        return actual
+    boxes, scores, classes = actual[:3]
+    ref_boxes, ref_scores, ref_classes = reference[:3]
+    score_tol = atol + rtol * float(np.abs(ref_scores).max(initial=0.0))
+    box_tol = atol + rtol * float(np.abs(ref_boxes).max(initial=0.0))
+    aligned = [a.copy() for a in actual]
+    for image in range(len(ref_scores)):
+        free = np.ones(ref_scores.shape[1], dtype=bool)
+        for index in range(ref_scores.shape[1]):
+            fits = (free & (classes[image] == ref_classes[image, index])
+                    & (np.abs(scores[image] - ref_scores[image, index]) <= score_tol)
+                    & (np.abs(boxes[image] - ref_boxes[image, index]).max(axis=1) <= box_tol))  # fmt: skip
+            if fits.any():
+                match = int(np.flatnonzero(fits)[0])
+                free[match] = False
+                for target, source in zip(aligned, actual, strict=True):
+                    target[image, index] = source[image, match]
+            elif ref_scores[image, index] <= ref_scores[image, -1] + score_tol:  # a tie at the K-th place
+                for target, source in zip(aligned, reference, strict=True):
+                    target[image, index] = source[image, index]
+    return aligned
 
 
 def check_graph(onnx_path: Path) -> StageResult:
@@ -192,7 +235,11 @@ def verify_against(
             if len(expected) != len(output_names):
                 failures.append(f"reference gives {len(expected)} outputs, graph has {output_names}")
                 break
-            parity.extend(compare_outputs(output_names, actual, expected, batch_size=batch_size, atol=atol, rtol=rtol))
+            indices: tuple[str, ...] = ()
+            if spec.kind == "detection":
+                actual, indices = align_candidates(actual, expected, atol, rtol), (DETECTION_OUTPUTS[2],)
+            parity.extend(compare_outputs(output_names, actual, expected, batch_size=batch_size, atol=atol, rtol=rtol,
+                                          indices=indices))  # fmt: skip
         failures.extend(f"output {p.output!r} at batch {p.batch_size}: {p.reason}" for p in parity if not p.ok)
 
     return ParityReport(

@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 def spec_input_args(spec: ModelSpec) -> dict[str, Any]:
     """Constructor arguments derived from the spec's input facts (size, channels, frames, classes, mean/std)."""
+    if spec.kind == "detection":  # the detector takes a non-square (H, W)
+        return dict(img_size=(spec.height, spec.width), in_chans=spec.channels, num_classes=spec.num_classes,
+                    mean=spec.mean, std=spec.std, max_detections=spec.max_detections)  # fmt: skip
     if spec.height != spec.width:
         raise ValueError(f"models take square inputs; spec {spec.name!r} has {spec.height}x{spec.width}")
     input_args: dict[str, Any] = dict(

@@ -23,6 +23,8 @@ def _models(args: argparse.Namespace) -> int:
         if has_checkpoint(run_dir):
             metrics = load_metrics(run_dir)
             status = f"trained (test accuracy {metrics.test_accuracy:.2%})" if metrics is not None else "trained"
+            if metrics is not None and metrics.coco_map is not None:
+                status = f"trained (mAP@[.5:.95] {metrics.coco_map:.3f}, mAP@.5 {metrics.coco_map50:.3f})"
         elif name in TRAINABLE_NAMES:
             status = f"not trained (attnserve train {name})"
         else:
@@ -52,6 +54,13 @@ def _train(args: argparse.Namespace) -> int:
     )
     for line in _data_notes(metrics):
         print(line)
+    if metrics.coco_map is not None:  # a detector: COCO mAP on held-out scenes, not an accuracy
+        print(
+            f"{args.name}: held-out mAP@[.5:.95] {metrics.coco_map:.3f}, mAP@.5 {metrics.coco_map50:.3f} (pycocotools) "
+            f"on {metrics.test_samples} scenes; {metrics.steps} steps in {metrics.train_seconds:.0f} s; written to "
+            f"{Path(args.runs_dir) / args.name}/"
+        )
+        return 0
     print(
         f"{args.name}: test accuracy {metrics.test_accuracy:.2%} (chance {metrics.chance_accuracy:.0%}) on "
         f"{metrics.test_samples} held-out samples; {metrics.epochs:.1f} epochs in {metrics.train_seconds:.0f} s "

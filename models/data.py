@@ -165,7 +165,8 @@ def sample_inputs(name: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
     Digits: drawn from the fixed test split (cycled when n exceeds its 360 samples). Shapes/motion: the
     procedural test distribution (`HELD_OUT_SEED + seed`; seed 0 gives the first samples of the test set).
     `vit_tiny_patch16_224` (no dataset): shapes rendered at 224x224, labels are the shape index (the
-    untrained 1000-class model has no meaningful labels).
+    untrained 1000-class model has no meaningful labels). `det_shapes`: held-out detection scenes; the label is
+    the class of the scene's first object (-1 for an empty scene).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -178,6 +179,12 @@ def sample_inputs(name: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
         return test_x[picked], test_y[picked]
     if entry.dataset in SYNTHETIC_SIZES:
         return _synthetic(entry.dataset, n, HELD_OUT_SEED + seed)  # seed 0: the test split's first n samples
+    if entry.dataset == "scenes":  # detection scenes: the label is the first object's class (-1: an empty scene)
+        from attnserve.models.scenes import make_scenes, render_batch
+
+        scenes = make_scenes(n, HELD_OUT_SEED + seed, aspect=entry.input_shape[2] / entry.input_shape[1])
+        firsts = np.array([scene.objects[0].label if scene.objects else -1 for scene in scenes], dtype=np.int64)
+        return render_batch(scenes, entry.input_shape[2], entry.input_shape[1]), firsts
     return shapes_arrays(n, HELD_OUT_SEED + seed, size=entry.input_shape[-1])
 
 

@@ -25,6 +25,8 @@ from attnserve.spec import (
 
 DIGIT_LABELS = tuple(str(digit) for digit in range(10))
 SHAPE_LABELS = ("circle", "square", "triangle", "cross")
+DETECTION_LABELS = ("circle", "square", "triangle")
+"""Object classes of the procedural detection scenes (attnserve.models.scenes)."""
 MOTION_LABELS = ("right", "left", "right_and_back", "left_and_back")
 """Motion classes: steady drift right/left, or a fast trip right/left and back (see attnserve.models.data)."""
 
@@ -33,7 +35,7 @@ DIGITS_MEAN, DIGITS_STD = (0.3,), (0.32,)
 SHAPES_MEAN, SHAPES_STD = (0.5, 0.5, 0.5), (0.29, 0.29, 0.29)
 MOTION_MEAN, MOTION_STD = (0.5, 0.5, 0.5), (0.29, 0.29, 0.29)
 
-INPUT_FACT_ARGS = ("img_size", "in_chans", "num_classes", "num_frames", "mean", "std")
+INPUT_FACT_ARGS = ("img_size", "in_chans", "num_classes", "num_frames", "mean", "std", "max_detections")
 """Constructor arguments that `build_model` derives from the spec; they may not appear in `arch_args`."""
 
 
@@ -53,7 +55,7 @@ class Deployable:
 
     @property
     def layout(self) -> Layout:
-        return "NCHW" if self.kind == "image" else "NTCHW"
+        return "NTCHW" if self.kind == "video" else "NCHW"
 
 
 # Serving knobs of the deployables: images take the project's batch sizes with the queue delay and threads that
@@ -159,6 +161,18 @@ DEPLOYABLES: dict[str, Deployable] = {
         dict(patch_size=16, embed_dim=192, depth=12, num_heads=3),
         dict(_IMAGE_SERVING, precisions=("fp32", "fp16")),
     ),
+    # The detector (models/detector.py): procedural scenes of 3 shape classes drawn at 96x64 (docs/detection.md).
+    "det_shapes": Deployable(
+        "vit_centernet",
+        "scenes",
+        "detection",
+        (3, 64, 96),
+        DETECTION_LABELS,
+        SHAPES_MEAN,
+        SHAPES_STD,
+        dict(embed_dim=64, depth=3, num_heads=4, mlp_ratio=2.0, stem_width=24),
+        dict(_IMAGE_SERVING, atol=1e-3, max_detections=32),
+    ),
 }
 
 DEPLOYABLE_NAMES: tuple[str, ...] = tuple(DEPLOYABLES)
@@ -168,6 +182,7 @@ _TINY_BY_FAMILY: dict[str, dict[str, Any]] = {
     "vision_transformer": dict(embed_dim=16, depth=1, num_heads=2, stem_width=8),
     "cnn_attention": dict(widths=(8, 16)),
     "video_transformer": dict(embed_dim=16, depth=1, num_heads=2, stem_width=8),
+    "detector": dict(embed_dim=16, depth=1, num_heads=2, stem_width=8),
 }
 
 

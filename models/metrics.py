@@ -62,6 +62,13 @@ class TrainingMetrics(BaseModel):
     tiny_classes: list[str] = Field(default_factory=list)
     augment: str = "shift"
     """Training-only augmentation (`attnserve.models.train.AUGMENTATIONS`)."""
+    coco_map: float | None = None
+    """Detectors: COCO mAP@[.5:.95] on the held-out scenes (pycocotools); `test_accuracy` is NaN for them."""
+    coco_map50: float | None = None
+    """Detectors: COCO mAP@.5 on the held-out scenes."""
+    coco_map75: float | None = None
+    curve: list[dict[str, float]] = Field(default_factory=list)
+    """Detectors: the training curve, `{seconds, step, loss, map, map50, map75}` on validation scenes."""
 
     def save(self, run_dir: Path) -> Path:
         """Write `run_dir/metrics.json`; returns its path."""

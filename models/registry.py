@@ -43,7 +43,7 @@ def register_model(factory: _Factory) -> _Factory:
 
 def _import_families() -> None:
     # Importing the family modules runs their @register_model decorators.
-    from attnserve.models import cnn_attention, video_transformer, vision_transformer  # noqa: F401
+    from attnserve.models import cnn_attention, detector, video_transformer, vision_transformer  # noqa: F401
 
 
 def list_models(family: str | None = None) -> list[str]:

@@ -381,6 +381,8 @@ def _train(options: _Options) -> TrainingMetrics:
         )
     if options.max_minutes <= 0:
         raise UserInputError(f"max_minutes must be > 0, got {options.max_minutes}")
+    if entry.kind == "detection":
+        return _train_detector(options)
     recipe = RECIPES.get(name, Recipe(epochs=10))
     torch.manual_seed(options.seed)
     data_started = time.perf_counter()
@@ -411,6 +413,16 @@ def _train(options: _Options) -> TrainingMetrics:
     keeper.maybe_check(model, loop.step, train_seconds, force=True)
     keeper.restore(model)
     return _finish(options, model, spec, data, recipe, plan, loop, keeper, train_seconds, data_seconds)
+
+
+def _train_detector(options: _Options) -> TrainingMetrics:
+    """Detectors train on their procedural scenes (`attnserve.models.detection_train`), scored by COCO mAP."""
+    from attnserve.models.detection_train import train_detector
+
+    if options.data_dir is not None or options.augment != "shift":
+        raise UserInputError(f"{options.name!r} trains on procedural scenes only: --data and --augment do not apply")
+    spec = default_spec(options.name, **(options.arch_overrides or {}))
+    return train_detector(options.name, spec, options.max_minutes, options.seed, options.runs_dir)
 
 
 def _finish(options: _Options, model: nn.Module, spec: ModelSpec, data: DatasetSplits, recipe: Recipe, plan: _Plan,

@@ -212,6 +212,7 @@ def run_pipelines(args: argparse.Namespace) -> int:
     for name in args.names or sorted(specs):
         preprocess_dir, pipeline_dir = write_pipeline_entries(specs[name], args.repository)
         written = [preprocess_dir.name, pipeline_dir.name]
+        written += [specs[name].postprocess_name] if specs[name].kind == "detection" else []
         written += [specs[name].timeline_name] if specs[name].kind == "video" else []
         print(f"{name}: wrote {', '.join(written[:-1])} and {written[-1]}")
     return 0

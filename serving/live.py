@@ -118,7 +118,11 @@ def add_pipeline_entries(repository: Path | str, view: Path | str, names: Sequen
         if spec is None or (Path(repository) / spec.pipeline_name).is_dir():
             continue
         write_pipeline_entries(spec, view)
-        written += [spec.preprocess_name, spec.pipeline_name]
+        written += [
+            spec.preprocess_name,
+            *([spec.postprocess_name] if spec.kind == "detection" else []),
+            spec.pipeline_name,
+        ]
         written += [spec.timeline_name] if spec.kind == "video" else []  # loads after the model it calls
     return written
 
@@ -140,13 +144,14 @@ def require_exported(repository: Path | str, names: Sequence[str], entries: Sequ
 def _entries_for(repository: Path, names: Sequence[str]) -> list[str]:
     """`names` and their siblings in the source (`NAME_explain`, `NAME_preprocess`, `NAME_pipeline`)."""
     from attnserve.repository.layout import repository_entries
-    from attnserve.spec import explain_name, pipeline_name, preprocess_name, timeline_name
+    from attnserve.spec import explain_name, pipeline_name, postprocess_name, preprocess_name, timeline_name
 
     entries = repository_entries(repository)
     require_exported(repository, names, list(entries))
     wanted: list[str] = []
     for name in names:
-        siblings = (name, explain_name(name), preprocess_name(name), pipeline_name(name), timeline_name(name))
+        siblings = (name, explain_name(name), preprocess_name(name), postprocess_name(name), pipeline_name(name),
+                    timeline_name(name))  # fmt: skip
         wanted += [entry for entry in siblings if entry in entries and entry not in wanted]
     return wanted
 

@@ -28,18 +28,21 @@ from attnserve.repository.config import (
 )
 from attnserve.repository.entries import (
     ENSEMBLE_PLATFORM,
+    detection_outputs,
     dynamic_batching_for,
     logits_output,
     pixels_input,
     write_labels,
 )
 from attnserve.repository.layout import PYTHON_MODEL_FILENAME
+from attnserve.serving.python_models.postprocess import DETECTIONS_OUTPUT, ORIGINAL_SIZE, DetectionTarget
 from attnserve.serving.python_models.preprocess import PreprocessTarget
-from attnserve.spec import INPUT_NAME, OUTPUT_NAME, SPEC_FILENAME, ModelSpec
+from attnserve.spec import DETECTION_OUTPUTS, INPUT_NAME, OUTPUT_NAME, SPEC_FILENAME, ModelSpec
 from attnserve.video import VideoLimits
 
 PREPROCESS_SHIM = Path(__file__).parent / "python_models" / "preprocess_model.py"
 TIMELINE_SHIM = Path(__file__).parent / "python_models" / "timeline_model.py"
+POSTPROCESS_SHIM = Path(__file__).parent / "python_models" / "postprocess_model.py"
 TIMELINE_OUTPUT = "timeline"
 """The JSON output of `NAME_timeline` (see `attnserve.video.timeline_result`)."""
 TIMELINE_OPTIONS = {
@@ -80,7 +83,7 @@ def timeline_config(spec: ModelSpec) -> ModelConfig:
 
 def pipeline_input_name(spec: ModelSpec) -> str:
     """Name of the encoded-bytes input of `NAME_preprocess` and `NAME_pipeline`: `image` or `video`."""
-    return spec.kind
+    return "video" if spec.kind == "video" else "image"
 
 
 def preprocess_target(spec: ModelSpec) -> PreprocessTarget:
@@ -109,20 +112,70 @@ def encoded_input(spec: ModelSpec) -> TensorConfig:
 def preprocess_config(spec: ModelSpec) -> ModelConfig:
     """`NAME_preprocess`: python backend, batched like the model, decoding per request."""
     pixels = pixels_input(spec)
+    sizes = (TensorConfig(name=ORIGINAL_SIZE, data_type="TYPE_INT32", dims=(2,)),) if spec.kind == "detection" else ()
     return ModelConfig(
         name=spec.preprocess_name,
         backend="python",
         max_batch_size=spec.max_batch_size,
         input=(encoded_input(spec),),
-        output=(TensorConfig(name=INPUT_NAME, data_type=pixels.data_type, dims=pixels.dims),),
+        output=(TensorConfig(name=INPUT_NAME, data_type=pixels.data_type, dims=pixels.dims), *sizes),
         dynamic_batching=dynamic_batching_for(spec),
         instance_group=(InstanceGroup(count=1, kind="KIND_CPU"),),
         parameters=preprocess_parameters(spec),
     )
 
 
+def detection_target(spec: ModelSpec) -> DetectionTarget:
+    """What `NAME_postprocess` needs from a detection spec: labels, input size, preprocessing (default limits)."""
+    return DetectionTarget(labels=spec.labels, width=spec.width, height=spec.height, preprocessing=spec.preprocessing)
+
+
+def postprocess_config(spec: ModelSpec) -> ModelConfig:
+    """`NAME_postprocess`: python backend, candidates + original size -> JSON detections, batched like the model."""
+    return ModelConfig(
+        name=spec.postprocess_name,
+        backend="python",
+        max_batch_size=spec.max_batch_size,
+        input=(*detection_outputs(spec), TensorConfig(name=ORIGINAL_SIZE, data_type="TYPE_INT32", dims=(2,))),
+        output=(TensorConfig(name=DETECTIONS_OUTPUT, data_type="TYPE_STRING", dims=(1,)),),
+        dynamic_batching=dynamic_batching_for(spec),
+        instance_group=(InstanceGroup(count=1, kind="KIND_CPU"),),
+        parameters=detection_target(spec).to_parameters(),
+    )
+
+
+def detection_pipeline_config(spec: ModelSpec) -> ModelConfig:
+    """A detector's `NAME_pipeline`: `NAME_preprocess` (pixels + original size) -> `NAME` -> `NAME_postprocess`."""
+    candidates = {name: name for name in DETECTION_OUTPUTS}
+    return ModelConfig(
+        name=spec.pipeline_name,
+        platform=ENSEMBLE_PLATFORM,
+        max_batch_size=spec.max_batch_size,
+        input=(encoded_input(spec),),
+        output=(TensorConfig(name=DETECTIONS_OUTPUT, data_type="TYPE_STRING", dims=(1,)),),
+        ensemble_scheduling=EnsembleScheduling(
+            step=(
+                EnsembleStep(
+                    model_name=spec.preprocess_name,
+                    input_map={"image": "image"},
+                    output_map={INPUT_NAME: INPUT_NAME, ORIGINAL_SIZE: ORIGINAL_SIZE},
+                ),
+                EnsembleStep(model_name=spec.name, input_map={INPUT_NAME: INPUT_NAME}, output_map=candidates),
+                EnsembleStep(
+                    model_name=spec.postprocess_name,
+                    input_map={**candidates, ORIGINAL_SIZE: ORIGINAL_SIZE},
+                    output_map={DETECTIONS_OUTPUT: DETECTIONS_OUTPUT},
+                ),
+            )  # fmt: skip
+        ),
+        parameters={SPEC_PARAMETER: spec.model_dump_json()},
+    )
+
+
 def pipeline_config(spec: ModelSpec) -> ModelConfig:
     """`NAME_pipeline`: ensemble of `NAME_preprocess` then `NAME`; `logits` keep the labels file."""
+    if spec.kind == "detection":
+        return detection_pipeline_config(spec)
     input_name = pipeline_input_name(spec)
     return ModelConfig(
         name=spec.pipeline_name,
@@ -161,6 +214,8 @@ def write_pipeline_entries(spec: ModelSpec, repository: Path | str) -> tuple[Pat
     spec.save(pipeline_dir / SPEC_FILENAME)
     if spec.kind == "video":
         _fresh_entry(repository, spec.timeline_name, timeline_config(spec), TIMELINE_SHIM)
+    if spec.kind == "detection":
+        _fresh_entry(repository, spec.postprocess_name, postprocess_config(spec), POSTPROCESS_SHIM)
     return preprocess_dir, pipeline_dir
 
 

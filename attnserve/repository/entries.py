@@ -55,7 +55,7 @@ from attnserve.repository.layout import (
     repository_entries,
 )
 from attnserve.repository.runner import MODEL_FILE_PARAMETER, RunnerParameters
-from attnserve.spec import ATTENTION_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME, SPEC_FILENAME, ModelSpec
+from attnserve.spec import ATTENTION_OUTPUT_NAME, DETECTION_OUTPUTS, INPUT_NAME, OUTPUT_NAME, SPEC_FILENAME, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,22 @@ def logits_output(spec: ModelSpec) -> TensorConfig:
     return TensorConfig(
         name=OUTPUT_NAME, data_type="TYPE_FP32", dims=(spec.num_classes,), label_filename=LABELS_FILENAME
     )
+
+
+def detection_outputs(spec: ModelSpec) -> tuple[TensorConfig, ...]:
+    """A detection model's K candidates: `boxes` fp32 (K, 4) in input pixels, `scores` fp32 (K,), `classes` int64."""
+    count = spec.max_detections or 1
+    boxes, scores, classes = DETECTION_OUTPUTS
+    return (
+        TensorConfig(name=boxes, data_type="TYPE_FP32", dims=(count, 4)),
+        TensorConfig(name=scores, data_type="TYPE_FP32", dims=(count,)),
+        TensorConfig(name=classes, data_type="TYPE_INT64", dims=(count,)),
+    )
+
+
+def model_outputs(spec: ModelSpec) -> tuple[TensorConfig, ...]:
+    """The outputs of the model entry: `logits` (classifiers) or the detection candidates."""
+    return detection_outputs(spec) if spec.kind == "detection" else (logits_output(spec),)
 
 
 def dynamic_batching_for(spec: ModelSpec) -> DynamicBatching | None:
@@ -130,7 +146,7 @@ def model_config_for(
         platform=platform,
         max_batch_size=spec.max_batch_size,
         input=(pixels_input(spec),),
-        output=(logits_output(spec), *extra_outputs),
+        output=(*model_outputs(spec), *extra_outputs),
         dynamic_batching=dynamic_batching_for(spec),
         instance_group=(InstanceGroup(count=spec.instance_count),),
         default_model_filename=default_model_filename,

@@ -38,8 +38,8 @@ class PreprocessTarget:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("image", "video"):
-            raise UserInputError(f"kind must be 'image' or 'video', got {self.kind!r}")
+        if self.kind not in ("image", "video", "detection"):
+            raise UserInputError(f"kind must be 'image', 'video' or 'detection', got {self.kind!r}")
         if self.channels not in (1, 3):
             raise UserInputError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
         if self.height < 1 or self.width < 1:
@@ -51,7 +51,7 @@ class PreprocessTarget:
     def output_shape(self) -> tuple[int, ...]:
         """Per-sample shape of the pixels: (C, H, W) or (T, C, H, W)."""
         image_shape = (self.channels, self.height, self.width)
-        return image_shape if self.kind == "image" else (self.frames or 1, *image_shape)
+        return (self.frames or 1, *image_shape) if self.kind == "video" else image_shape
 
     def to_parameters(self) -> dict[str, str]:
         """As Triton config parameters (strings)."""
@@ -102,8 +102,20 @@ def decode_image(payload: bytes, target: PreprocessTarget) -> np.ndarray:
     Raises:
         DataError: empty, undecodable, truncated, too large, or not JPEG/PNG (the message names which).
     """
+    return decode_image_with_size(payload, target)[0]
+
+
+def decode_image_with_size(payload: bytes, target: PreprocessTarget) -> tuple[np.ndarray, np.ndarray]:
+    """Encoded JPEG/PNG bytes -> (uint8 (C, H, W) for `target`, the original `[width, height]` as int32).
+
+    Detection pipelines pass the original size on, so boxes map back to the pixels the user sent.
+
+    Raises:
+        DataError: as `decode_image`.
+    """
     _check_payload(payload, "image")
-    return to_pixels(open_image_bytes(bytes(payload), IMAGE_FORMATS), target)
+    image = open_image_bytes(bytes(payload), IMAGE_FORMATS)
+    return to_pixels(image, target), np.array([image.width, image.height], dtype=np.int32)
 
 
 def decode_video(payload: bytes, target: PreprocessTarget, limits: VideoLimits | None = None) -> np.ndarray:
@@ -124,4 +136,4 @@ def decode_video(payload: bytes, target: PreprocessTarget, limits: VideoLimits |
 
 def decode(payload: bytes, target: PreprocessTarget, limits: VideoLimits | None = None) -> np.ndarray:
     """Dispatch on `target.kind`: `decode_image` or `decode_video`."""
-    return decode_image(payload, target) if target.kind == "image" else decode_video(payload, target, limits)
+    return decode_video(payload, target, limits) if target.kind == "video" else decode_image(payload, target)

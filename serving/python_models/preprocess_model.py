@@ -12,7 +12,7 @@ import triton_python_backend_utils as pb_utils
 
 from attnserve.errors import AttnserveError
 from attnserve.repository.config import python_model_config
-from attnserve.serving.python_models.preprocess import PreprocessTarget, decode
+from attnserve.serving.python_models.preprocess import PreprocessTarget, decode, decode_image_with_size
 from attnserve.video import VideoLimits
 
 
@@ -23,21 +23,27 @@ class TritonPythonModel:
         self.limits = VideoLimits.from_parameters(parameters)
         self.input_name = config["input"][0]["name"]
         self.output_name = config["output"][0]["name"]
+        # detection pipelines: a second output carries each original [width, height] to the post-processing
+        self.size_name = config["output"][1]["name"] if len(config["output"]) > 1 else None
 
-    def _pixels(self, request: object) -> np.ndarray:
+    def _outputs(self, request: object) -> list:
         payloads = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()  # (b, 1) of bytes
-        samples = [decode(payload, self.target, self.limits) for payload in payloads.reshape(-1)]
-        return np.stack(samples)  # (b, *target.output_shape)
+        if self.size_name is None:
+            samples = [decode(payload, self.target, self.limits) for payload in payloads.reshape(-1)]
+            return [pb_utils.Tensor(self.output_name, np.stack(samples))]  # (b, *target.output_shape)
+        decoded = [decode_image_with_size(payload, self.target) for payload in payloads.reshape(-1)]
+        return [pb_utils.Tensor(self.output_name, np.stack([pixels for pixels, _ in decoded])),
+                pb_utils.Tensor(self.size_name, np.stack([size for _, size in decoded]))]  # fmt: skip
 
     def execute(self, requests: list) -> list:
         responses = []
         for request in requests:
             try:
-                pixels = self._pixels(request)
+                outputs = self._outputs(request)
             except AttnserveError as exc:
                 # a bad payload is the caller's error: INVALID_ARG (HTTP 400), not INTERNAL (500)
                 error = pb_utils.TritonError(f"{self.input_name}: {exc}", pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=error))
                 continue
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.output_name, pixels)]))
+            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
         return responses

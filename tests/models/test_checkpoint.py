@@ -23,6 +23,7 @@ EXPECTED_NAMES = {
     "temporal_motion",
     "spatial_motion",
     "vit_tiny_patch16_224",
+    "det_shapes",
 }
 
 
@@ -34,8 +35,8 @@ def test_deployable_names() -> None:
 def test_default_spec_is_consistent(name: str) -> None:
     spec = default_spec(name)
     assert spec.name == name and spec.trained is False
-    assert (spec.layout == "NCHW") == (spec.kind == "image")
-    assert spec.max_batch_size == (16 if spec.kind == "image" else 8)
+    assert (spec.layout == "NCHW") == (spec.kind in ("image", "detection"))
+    assert spec.max_batch_size == (8 if spec.kind == "video" else 16)
     assert ModelSpec.model_validate_json(spec.model_dump_json()) == spec  # JSON round trip
 
 
@@ -63,7 +64,14 @@ def test_build_model_follows_spec(tiny_spec: ModelSpec) -> None:
     assert tuple(model.input_shape) == tiny_spec.input_shape
     pixels = torch.zeros((2, *tiny_spec.input_shape), dtype=torch.uint8)
     with torch.inference_mode():
-        assert model(pixels).shape == (2, tiny_spec.num_classes)
+        outputs = model(pixels)
+    if tiny_spec.kind == "detection":  # boxes, scores, classes: K candidates each
+        assert [tuple(o.shape) for o in outputs] == [
+            (2, tiny_spec.max_detections, 4),
+            *[(2, tiny_spec.max_detections)] * 2,
+        ]
+    else:
+        assert outputs.shape == (2, tiny_spec.num_classes)
     torch.testing.assert_close(model.normalize.mean.flatten(), torch.tensor(tiny_spec.mean))
     torch.testing.assert_close(model.normalize.std.flatten(), torch.tensor(tiny_spec.std))
 
@@ -91,7 +99,9 @@ def test_save_load_round_trip_is_exact(tiny_spec: ModelSpec, tmp_path: Path) -> 
         assert torch.equal(tensor, loaded_state[key]), key
     pixels = torch.randint(0, 256, (2, *tiny_spec.input_shape), dtype=torch.uint8)
     with torch.inference_mode():
-        assert torch.equal(model(pixels), loaded(pixels))
+        expected, again_out = model(pixels), loaded(pixels)
+    for one, other in zip(*(o if isinstance(o, tuple) else (o,) for o in (expected, again_out)), strict=True):
+        assert torch.equal(one, other)
 
 
 def test_unreadable_metrics_are_a_data_error(tmp_path: Path) -> None:
