@@ -4,7 +4,7 @@
 test builds exactly that in a fresh virtual environment (plus ONNX Runtime: on the embedded server the CPU runner
 stands in for the onnxruntime backend of NVIDIA's image), puts it first on the PATH of a real Triton's
 python-backend stubs, and serves the session's exported repository from it: runner, explain, pre-processing,
-pipeline and timeline. A module the models import that only the development environment has fails the load.
+post-processing (detection), pipeline and timeline. A module the models import that only the development environment has fails the load.
 The stubs' memory maps show which environment they really run from.
 """
 
@@ -20,6 +20,8 @@ from support.installs import REPOSITORY_ROOT, SERVING_IMAGE_REQUIREMENTS, fresh_
 from support.media import encoded_image, encoded_video
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
+
+DETECTOR = "det_shapes"  # the session's server has no detector; its NAME_postprocess is a python model too
 
 
 def _stub_libraries(server_pid: int) -> set[str]:
@@ -52,6 +54,7 @@ def test_the_dockerfile_installs_the_requirements_file_and_passes_hadolint() -> 
 def test_every_python_backend_model_loads_and_answers_in_the_image_environment(
     triton_server, distributions: tuple[Path, Path], tmp_path: Path
 ) -> None:
+    from support.deployables import build_deployables_repository
     from support.servers import local_server
 
     from attnserve.clients.client import TritonClient
@@ -63,9 +66,10 @@ def test_every_python_backend_model_loads_and_answers_in_the_image_environment(
     venv = fresh_venv(tmp_path / "image-env", wheel, requirements=requirements)
     repository = tmp_path / "model_repository"
     shutil.copytree(triton_server.repository, repository, ignore=shutil.ignore_patterns(".attnserve-*"))
+    build_deployables_repository(repository, [DETECTOR], tiny=True)  # adds NAME_postprocess, a python model too
     view, loaded, _ = build_runtime_repository(repository, tmp_path / "runtime")
     kinds = {name.rsplit("_", 1)[-1] for name in loaded}
-    assert {"explain", "preprocess", "pipeline", "timeline"} <= kinds, loaded
+    assert {"explain", "preprocess", "postprocess", "pipeline", "timeline"} <= kinds, loaded
 
     path = f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin"
     server = local_server(view, loaded, tmp_path / "server")
@@ -84,3 +88,6 @@ def test_every_python_backend_model_loads_and_answers_in_the_image_environment(
             assert piped[0].label in triton_server.specs[image_model].labels
             timeline = client.timeline(video_model, encoded_video(frames=24), window_s=1.0, stride_s=1.0, top_k=1)
             assert timeline.segments and timeline.video
+            (detections,) = client.detect(DETECTOR, [encoded_image(height=64, width=112, seed=3)])
+            boxes = [detection["box"] for detection in detections]
+            assert all(0 <= x0 <= x1 <= 112 and 0 <= y0 <= y1 <= 64 for x0, y0, x1, y1 in boxes), boxes
