@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.attnserve-installed
 EXTRAS := serve,hf,openvino,fp16,test
 
-.PHONY: setup demo lint test bench dist install-check clean-runs
+.PHONY: setup demo lint test test-fast bench dist install-check clean-runs
 
 $(STAMP): pyproject.toml deploy/kubernetes/install_checkov.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The unit tests: no Triton server, nothing marked slow (about 2 minutes); `make test` runs everything, as CI does.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not triton and not slow"
 
 # The sdist and wheel users install (python -m build), with their metadata checked as PyPI renders it.
 dist: $(STAMP)
