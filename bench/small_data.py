@@ -1,4 +1,4 @@
-"""Training on a user's small class folder (issue 14): does `train --max-minutes M` use its budget?
+"""Training on a user's small class folder: does `train --max-minutes M` use its budget?
 
     python -m bench.small_data                       # 3 classes x 30 images, 1 minute, seed 0
     python -m bench.small_data --seeds 0,1,2         # three training runs, mean accuracy

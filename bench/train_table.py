@@ -1,4 +1,4 @@
-"""Training-to-accuracy table of the deployable models (issue 2's acceptance table).
+"""Training-to-accuracy table of the deployable models.
 
     python -m bench.train_table                      # all six, 5 minutes each, into runs/
     python -m bench.train_table --max-minutes 3 --names vit_digits,cnn_cbam_digits

@@ -147,7 +147,7 @@ DEPLOYABLES: dict[str, Deployable] = {
     ),
     "timesformer_motion": _motion_deployable("timesformer_divided_8x32", tubelet_size=3),
     # The 3-frame tubelet stem of timesformer_motion: with strictly per-frame tokens (tubelet_size=1) the
-    # temporal-only model stayed at chance within 3-minute budgets (5 variants tried, see the issue note).
+    # temporal-only model stayed at chance within 3-minute budgets (5 variants tried).
     "temporal_motion": _motion_deployable("temporal_transformer_8x32", tubelet_size=3),
     "spatial_motion": _motion_deployable("spatial_transformer_8x32", tubelet_size=1),
     "vit_tiny_patch16_224": Deployable(

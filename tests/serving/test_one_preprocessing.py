@@ -1,4 +1,4 @@
-"""Acceptance (issue 14): one non-square image file becomes the same model input in training, in the Python
+"""One preprocessing: one non-square image file becomes the same model input in training, in the Python
 client and in the served `_pipeline`, byte for byte, and gets the same top-1 from all three."""
 
 from __future__ import annotations
