@@ -46,7 +46,7 @@ from attnserve.export.cpu_variants import (
     check_pixels,
     unavailable_reason,
 )
-from attnserve.export.stages import Stage, StageRunner, StageStatus, _Report
+from attnserve.export.stages import ArtefactReport, Stage, StageRunner, StageStatus
 from attnserve.runtimes.session import PRECISION_OPTION, Session, intra_op_threads_for, open_session
 from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
 
@@ -98,7 +98,7 @@ class VariantRow(BaseModel):
     why: str = ""
 
 
-class CpuChoiceReport(_Report):
+class CpuChoiceReport(ArtefactReport):
     """The whole table, the gate, the pick and how it was measured (written beside the artefacts)."""
 
     model: str

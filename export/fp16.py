@@ -20,7 +20,7 @@ import onnx
 from attnserve.errors import ExportError
 from attnserve.export.onnx_graph import count_attention_nodes
 from attnserve.export.reports import ParityReport
-from attnserve.export.stages import _Report
+from attnserve.export.stages import ArtefactReport
 from attnserve.export.torch2onnx import example_pixels
 from attnserve.export.verify import ort_session, verify_against
 from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
@@ -28,7 +28,7 @@ from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
 logger = logging.getLogger(__name__)
 
 
-class Fp16Report(_Report):
+class Fp16Report(ArtefactReport):
     """The fp16 graph against its fp32 source, in ONNX Runtime (CPU)."""
 
     fp32_path: Path

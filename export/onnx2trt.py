@@ -30,7 +30,7 @@ from pydantic import model_validator
 
 from attnserve.errors import ParityError
 from attnserve.export.reports import ParityReport
-from attnserve.export.stages import Stage, StageResult, StageRunner, _Report
+from attnserve.export.stages import ArtefactReport, Stage, StageResult, StageRunner
 from attnserve.spec import INPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 WORKSPACE_BYTES = 2 << 30
 
 
-class TensorRTProfile(_Report):
+class TensorRTProfile(ArtefactReport):
     """One optimisation profile for the `pixels` input; shapes include the batch."""
 
     input_name: str = INPUT_NAME
@@ -148,7 +148,7 @@ def count_fused_attention_layers(engine_info: dict[str, Any]) -> dict[str, Any]:
     return {"layers": len(layers), "fused_attention_layers": len(names), "fused_attention_names": names}
 
 
-class TensorRTBuildReport(_Report):
+class TensorRTBuildReport(ArtefactReport):
     """The TensorRT stage: built (with fusion facts) or skipped/failed with the reason."""
 
     stage: StageResult

@@ -18,7 +18,7 @@ import numpy as np
 
 from attnserve.export.onnx_graph import op_histogram
 from attnserve.export.reports import ParityReport
-from attnserve.export.stages import _Report
+from attnserve.export.stages import ArtefactReport
 from attnserve.export.torch2onnx import example_pixels
 from attnserve.export.verify import verify_against
 from attnserve.spec import INPUT_NAME, ModelSpec
@@ -29,7 +29,7 @@ KEEP_MIN_SPEEDUP = 1.05
 """The optimised graph replaces the original only when parity holds and it is at least this much faster."""
 
 
-class OrtOptimizationReport(_Report):
+class OrtOptimizationReport(ArtefactReport):
     """What ORT's offline optimisation did to a graph and whether it is worth keeping."""
 
     source_path: Path

@@ -30,7 +30,7 @@ from attnserve.export.fp16 import Fp16Report, export_fp16, modelopt_available
 from attnserve.export.onnx2trt import TensorRTBuildReport, build_engine
 from attnserve.export.ort_optimize import OrtOptimizationReport, optimize_for_cpu
 from attnserve.export.reports import OnnxExportReport, ParityReport
-from attnserve.export.stages import Stage, StageResult, StageRunner, _Report
+from attnserve.export.stages import ArtefactReport, Stage, StageResult, StageRunner
 from attnserve.export.torch2onnx import example_pixels, export_onnx
 from attnserve.export.verify import verify_onnx
 from attnserve.repository.entries import write_explain_entry, write_model_entry, write_trt_entry
@@ -44,7 +44,7 @@ StageCallback = Callable[[StageResult], None]
 """Called after each stage (the CLI prints a line per stage)."""
 
 
-class ExportReport(_Report):
+class ExportReport(ArtefactReport):
     """Everything the pipeline did for one deployable."""
 
     name: str

@@ -13,10 +13,10 @@ from typing import Literal
 from pydantic import computed_field
 
 from attnserve.errors import ParityError
-from attnserve.export.stages import StageResult, _Report
+from attnserve.export.stages import ArtefactReport, StageResult
 
 
-class OnnxExportReport(_Report):
+class OnnxExportReport(ArtefactReport):
     """Result of `torch2onnx.export_onnx`."""
 
     onnx_path: Path
@@ -35,7 +35,7 @@ class OnnxExportReport(_Report):
     seconds: float
 
 
-class OutputParity(_Report):
+class OutputParity(ArtefactReport):
     """One output at one batch size: ONNX Runtime vs the reference."""
 
     output: str
@@ -48,7 +48,7 @@ class OutputParity(_Report):
     reason: str | None = None
 
 
-class ParityReport(_Report):
+class ParityReport(ArtefactReport):
     """Result of `verify.verify_onnx` (or a variant check): checker, symbolic batch, per-output parity."""
 
     onnx_path: Path

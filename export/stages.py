@@ -26,7 +26,7 @@ StageStatus = Literal["ok", "skipped", "failed"]
 T = TypeVar("T")
 
 
-class _Report(BaseModel):
+class ArtefactReport(BaseModel):
     """Base of the JSON reports written beside the artefacts."""
 
     model_config = ConfigDict(extra="forbid")
@@ -39,7 +39,7 @@ class _Report(BaseModel):
         return path
 
 
-class StageResult(_Report):
+class StageResult(ArtefactReport):
     """One stage: what ran, whether it worked, why not (with the exception type), how long it took."""
 
     stage: str

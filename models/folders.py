@@ -211,18 +211,3 @@ def decode_items(
         labels.append(label)
     pixels = np.stack(arrays) if arrays else np.zeros((0, *input_shape), dtype=np.uint8)
     return pixels, np.array(labels, dtype=np.int64), skipped
-
-
-def read_files(
-    items: list[tuple[Path, int]],
-    kind: str,
-    input_shape: tuple[int, ...],
-    preprocessing: Preprocessing = DEFAULT_PREPROCESSING,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Decode (path, label) items to uint8 arrays of the model's per-sample `input_shape` and int64 labels.
-
-    Raises:
-        DataError: For the first file that cannot be read.
-    """
-    pixels, labels, _ = decode_items(items, kind, input_shape, preprocessing, strict=True)
-    return pixels, labels
