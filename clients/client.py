@@ -213,8 +213,9 @@ class TritonClient(_Client):
     def classify(self, model: str, images: ImageSource | Sequence[ImageSource], top_k: int = 5) -> list[Prediction]:
         """Classify images (paths, bytes, PIL images, uint8 arrays) or, for video models, videos.
 
-        Images are resized and centre-cropped client-side to the model's input size; batches larger than
-        the model's `max_batch_size` are split into several requests.
+        Images become the model's input client-side through the preprocessing the model declares (read from
+        the server: squash, letterbox or crop to its size, channel order), the same transform as training;
+        batches larger than the model's `max_batch_size` are split into several requests.
         """
         return self._run(self._core.classify(model, images, top_k))
 
