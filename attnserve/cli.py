@@ -9,7 +9,6 @@ those functions, so `attnserve --help` stays fast and `infer`/`loadtest` never i
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.metadata
 import logging
 import os
@@ -17,18 +16,25 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from attnserve import __version__
+from attnserve import __version__, demo
+from attnserve.clients import cli as clients_cli
 from attnserve.errors import AttnserveError
+from attnserve.export import cli as export_cli
+from attnserve.models import cli as models_cli
+from attnserve.serving import cli as serving_cli
+from attnserve.serving import replicas_cli
+from attnserve.tune import cli as tune_cli
 
-# Package CLI modules, in the order their commands appear in `--help`.
+# Package CLI modules, in the order their commands appear in `--help`. Each imports only argparse-level code at
+# module level (the heavy libraries load inside the command functions), so importing them all keeps --help fast.
 _COMMAND_MODULES = (
-    "attnserve.models.cli",  # models, train
-    "attnserve.export.cli",  # export, optimize
-    "attnserve.serving.cli",  # serve
-    "attnserve.serving.replicas_cli",  # replicas
-    "attnserve.clients.cli",  # infer, loadtest
-    "attnserve.tune.cli",  # tune
-    "attnserve.demo",  # demo
+    models_cli,  # models, train
+    export_cli,  # export, cpu-variants
+    serving_cli,  # serve, pipelines, load
+    replicas_cli,  # replicas
+    clients_cli,  # infer, loadtest
+    tune_cli,  # tune
+    demo,  # demo
 )
 
 
@@ -86,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in _COMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    for module in _COMMAND_MODULES:
+        module.register(subparsers)
     for subparser in subparsers.choices.values():  # one rule for every subcommand: defaults shown
         subparser.formatter_class = HelpFormatter
     return parser

@@ -40,7 +40,7 @@ class RunnerParameters(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     runtime: str = DEFAULT_RUNTIME
-    """A key of `attnserve.runtimes.session.RUNTIME_MODULES` (`onnxruntime`, `openvino`)."""
+    """A key of `attnserve.runtimes.session.RUNTIMES` (`onnxruntime`, `openvino`)."""
     precision: Precision = DEFAULT_PRECISION
     model_file: str = ONNX_FILENAME
     """File in the version folder (relative), or the absolute file the runtime view points the runner at."""

@@ -7,15 +7,14 @@ exposing
     def open_session(model_path: Path, *, intra_op_threads: int, options: Mapping[str, str]) -> Session
 
 where `Session` satisfies the `Session` protocol below. The runner picks the module by the entry's runner
-parameter `runtime` (`RUNTIME_MODULES`); `options` are the entry's string parameters, so a runtime may read
-its own keys (`PRECISION_OPTION`). Adding a runtime = adding a module and a line here.
+parameter `runtime` (`RUNTIMES`); `options` are the entry's string parameters, so a runtime may read its own
+keys (`PRECISION_OPTION`). Adding a runtime = adding a module, an opener below and a line in `RUNTIMES`.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -24,19 +23,30 @@ import numpy as np
 from attnserve.errors import ShapeError, UnknownRuntimeError, UserInputError
 
 DEFAULT_RUNTIME = "onnxruntime"
-RUNTIME_MODULES: dict[str, str] = {
-    "onnxruntime": "attnserve.runtimes.onnxruntime_session",
-    "openvino": "attnserve.runtimes.openvino_session",
-}
-"""Runtime name -> module that implements `open_session`."""
 PRECISION_OPTION = "precision"
 """Session option naming the precision to run in (`fp32` when absent); runtimes without a choice ignore it."""
 
 
+def _open_onnxruntime(model_path: Path, *, intra_op_threads: int, options: Mapping[str, str]) -> Session:
+    from attnserve.runtimes.onnxruntime_session import open_session as open_onnxruntime  # onnxruntime: when used
+
+    return open_onnxruntime(model_path, intra_op_threads=intra_op_threads, options=options)
+
+
+def _open_openvino(model_path: Path, *, intra_op_threads: int, options: Mapping[str, str]) -> Session:
+    from attnserve.runtimes.openvino_session import open_session as open_openvino  # the openvino extra: when used
+
+    return open_openvino(model_path, intra_op_threads=intra_op_threads, options=options)
+
+
+RUNTIMES: dict[str, Callable[..., Session]] = {"onnxruntime": _open_onnxruntime, "openvino": _open_openvino}
+"""Runtime name -> its `open_session`; each imports its library only when a model is opened with it."""
+
+
 def check_runtime_name(runtime: str) -> str:
     """`runtime` when it names a known runtime; else `UnknownRuntimeError` listing the known ones."""
-    if runtime not in RUNTIME_MODULES:
-        raise UnknownRuntimeError(runtime, list(RUNTIME_MODULES))
+    if runtime not in RUNTIMES:
+        raise UnknownRuntimeError(runtime, list(RUNTIMES))
     return runtime
 
 
@@ -132,7 +142,7 @@ def parse_allow_spinning(options: Mapping[str, str]) -> bool:
 def open_session(
     runtime: str, model_path: Path | str, *, intra_op_threads: int, options: Mapping[str, str] | None = None
 ) -> Session:
-    """Open `model_path` with the runtime named `runtime` (a key of `RUNTIME_MODULES`).
+    """Open `model_path` with the runtime named `runtime` (a key of `RUNTIMES`).
 
     Raises:
         UnknownRuntimeError: the runtime name is not known.
@@ -142,5 +152,4 @@ def open_session(
     model_path = Path(model_path)
     if not model_path.is_file():
         raise UserInputError(f"model file for runtime {runtime!r} not found: expected {model_path}")
-    module = importlib.import_module(RUNTIME_MODULES[runtime])
-    return module.open_session(model_path, intra_op_threads=intra_op_threads, options=dict(options or {}))
+    return RUNTIMES[runtime](model_path, intra_op_threads=intra_op_threads, options=dict(options or {}))
