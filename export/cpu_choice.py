@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -592,9 +591,10 @@ def serve_pick(spec: ModelSpec, report: CpuChoiceReport, repository: Path, *, ve
         raise UserInputError(f"the picked model file is missing: expected {picked_path}")
     runner = RunnerParameters.for_spec(served_spec, report.picked_model_file)  # runtime/precision: the pick
     config = model_config_for(served_spec, extra_parameters=runner.to_parameters())
-    fp32_target = add_model(repository, config, variants_dir / FP32_FILENAME, spec=served_spec, version=version)
-    if report.picked_model_file != FP32_FILENAME:
-        shutil.copyfile(picked_path, fp32_target.parent / report.picked_model_file)
+    extra_files = {report.picked_model_file: picked_path} if report.picked_model_file != FP32_FILENAME else None
+    fp32_target = add_model(
+        repository, config, variants_dir / FP32_FILENAME, spec=served_spec, version=version, extra_files=extra_files
+    )
     entry_dir = fp32_target.parent.parent
     write_choice_report(report, entry_dir)
     logger.info(

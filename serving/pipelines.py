@@ -15,7 +15,6 @@ Configs are built with the repository layer's typed `ModelConfig` objects (one w
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from attnserve.repository.config import (
@@ -28,16 +27,15 @@ from attnserve.repository.config import (
 )
 from attnserve.repository.entries import (
     ENSEMBLE_PLATFORM,
+    add_python_entry,
     detection_outputs,
     dynamic_batching_for,
     logits_output,
     pixels_input,
-    write_labels,
 )
-from attnserve.repository.layout import PYTHON_MODEL_FILENAME
 from attnserve.serving.python_models.postprocess import DETECTIONS_OUTPUT, ORIGINAL_SIZE, DetectionTarget
 from attnserve.serving.python_models.preprocess import PreprocessTarget
-from attnserve.spec import DETECTION_OUTPUTS, INPUT_NAME, OUTPUT_NAME, SPEC_FILENAME, ModelSpec
+from attnserve.spec import DETECTION_OUTPUTS, INPUT_NAME, OUTPUT_NAME, ModelSpec
 from attnserve.video import VideoLimits
 
 PREPROCESS_SHIM = Path(__file__).parent / "python_models" / "preprocess_model.py"
@@ -200,7 +198,9 @@ def pipeline_config(spec: ModelSpec) -> ModelConfig:
 
 
 def write_pipeline_entries(spec: ModelSpec, repository: Path | str) -> tuple[Path, Path]:
-    """Write `NAME_preprocess` and `NAME_pipeline` into `repository` (replacing earlier ones).
+    """Write `NAME_preprocess` and `NAME_pipeline` (and `NAME_timeline` for video, `NAME_postprocess` for
+    detection) into `repository`, each in its next free version (earlier versions stay: a running server may
+    hold them; Triton serves the latest).
 
     The model entry `NAME` itself is the export's; the pipeline needs it in the same repository to load.
 
@@ -208,25 +208,10 @@ def write_pipeline_entries(spec: ModelSpec, repository: Path | str) -> tuple[Pat
         The two entry folders `(preprocess_dir, pipeline_dir)`.
     """
     repository = Path(repository)
-    preprocess_dir = _fresh_entry(repository, spec.preprocess_name, preprocess_config(spec), PREPROCESS_SHIM)
-    pipeline_dir = _fresh_entry(repository, spec.pipeline_name, pipeline_config(spec))
-    write_labels(spec, pipeline_dir)
-    spec.save(pipeline_dir / SPEC_FILENAME)
+    preprocess_dir = add_python_entry(repository, preprocess_config(spec), PREPROCESS_SHIM)
+    pipeline_dir = add_python_entry(repository, pipeline_config(spec), spec=spec)
     if spec.kind == "video":
-        _fresh_entry(repository, spec.timeline_name, timeline_config(spec), TIMELINE_SHIM)
+        add_python_entry(repository, timeline_config(spec), TIMELINE_SHIM)
     if spec.kind == "detection":
-        _fresh_entry(repository, spec.postprocess_name, postprocess_config(spec), POSTPROCESS_SHIM)
+        add_python_entry(repository, postprocess_config(spec), POSTPROCESS_SHIM)
     return preprocess_dir, pipeline_dir
-
-
-def _fresh_entry(repository: Path, name: str, config: ModelConfig, python_model: Path | None = None) -> Path:
-    """Write `repository/name/` anew (an earlier one removed): `config` and version folder `1` (Triton needs
-    one, even an empty one, for an ensemble), holding `python_model` as the Python backend's file when given."""
-    entry_dir = repository / name
-    if entry_dir.exists():
-        shutil.rmtree(entry_dir)
-    config.write(entry_dir)
-    (entry_dir / "1").mkdir()
-    if python_model is not None:
-        shutil.copy2(python_model, entry_dir / "1" / PYTHON_MODEL_FILENAME)
-    return entry_dir

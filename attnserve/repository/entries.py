@@ -24,6 +24,13 @@ Entry contract (the serving side relies on it):
                                  was built (Triton cannot load a plan-less entry, and the GPU compose build
                                  step runs `attnserve export --tensorrt`, which builds the engine and writes
                                  the entry in one go)
+      NAME_preprocess/, NAME_pipeline/, ...  python-backend (`<version>/model.py`) and ensemble entries
+                                 (`add_python_entry`)
+
+This module is the one writer of entries: the export, the pipelines, the CPU-variant choice, `tune` and live
+loading all write through `add_model`, `add_python_entry` and `update_entry`. Each writes a new version folder
+or adds files next to existing ones; none rewrites a file inside a version folder, which a running server may
+hold open.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from attnserve.repository.layout import (
     ONNX_FILENAME,
     ORT_OPTIMIZED_FILENAME,
     PLAN_FILENAME,
+    PYTHON_MODEL_FILENAME,
     latest_version_dir,
     next_version,
     repository_entries,
@@ -186,6 +194,7 @@ def add_model(
     spec: ModelSpec | None = None,
     version: int | None = None,
     model_filename: str | None = None,
+    extra_files: Mapping[str, Path] | None = None,
 ) -> Path:
     """Write one entry: `repository/config.name/{config.pbtxt, labels.txt, spec.json, <version>/<model file>}`.
 
@@ -198,6 +207,8 @@ def add_model(
         version: the version folder; default is the next free one, so a new export never overwrites
             one a running server may hold.
         model_filename: the file name inside the version folder (default: Triton's default for the platform).
+        extra_files: more files for the same version folder, by their name there (a CPU-only graph the
+            runner's `model_file` names).
 
     Returns:
         The path of the copied model file inside the version folder.
@@ -220,12 +231,64 @@ def add_model(
     # ONNX external data keeps its file name relative to the model: copy it under the same name.
     for external in model_path.parent.glob(f"{model_path.name}.data"):
         shutil.copyfile(external, version_dir / external.name)
-    config.write(model_dir)
-    if spec is not None:
-        write_labels(spec, model_dir)
-        spec.save(model_dir / SPEC_FILENAME)
+    for filename, source in (extra_files or {}).items():
+        shutil.copyfile(source, version_dir / filename)
+    _write_config_and_spec(model_dir, config, spec)
     logger.info("wrote %s version %d (%s)", config.name, version, target)
     return target
+
+
+def add_python_entry(
+    repository: Path, config: ModelConfig, python_model: Path | None = None, *, spec: ModelSpec | None = None
+) -> Path:
+    """Write a python-backend entry (`<version>/model.py` copied from `python_model`) or, without a file, an
+    ensemble's (an empty version folder: Triton needs one), in the next free version; returns the entry folder.
+
+    Args:
+        repository: the model repository folder (created when missing).
+        config: the entry's config; `config.name` is the folder name.
+        python_model: the python-backend shim to copy as `model.py` (None for an ensemble).
+        spec: when given, `labels.txt` and `spec.json` are written beside the config.
+    """
+    model_dir = Path(repository) / config.name
+    version_dir = model_dir / str(next_version(model_dir))
+    version_dir.mkdir(parents=True)
+    if python_model is not None:
+        shutil.copy2(python_model, version_dir / PYTHON_MODEL_FILENAME)
+    _write_config_and_spec(model_dir, config, spec)
+    logger.info("wrote %s %s", config.name, version_dir.name)
+    return model_dir
+
+
+def update_entry(
+    model_dir: Path, config: ModelConfig, spec: ModelSpec, extra_files: Mapping[str, Path | None] | None = None
+) -> list[Path]:
+    """Give an existing entry a new config and spec (a reload applies them), copying `extra_files` into its latest
+    version folder under their names when absent there (a file a running server may hold is never rewritten).
+
+    Returns:
+        The files written.
+    """
+    model_dir = Path(model_dir)
+    written: list[Path] = []
+    if extra_files:
+        version_dir = latest_version_dir(model_dir, ONNX_FILENAME)
+        if version_dir is None:
+            raise UserInputError(f"{model_dir}: expected a version folder holding {ONNX_FILENAME}; none found")
+        for filename, source in extra_files.items():
+            if (version_dir / filename).exists():
+                continue
+            if source is None or not Path(source).is_file():
+                raise UserInputError(f"{filename} for {model_dir.name}: expected its source file, got {source}")
+            written.append(Path(shutil.copyfile(source, version_dir / filename)))
+    return [*written, *_write_config_and_spec(model_dir, config, spec)]
+
+
+def _write_config_and_spec(model_dir: Path, config: ModelConfig, spec: ModelSpec | None) -> list[Path]:
+    written = [config.write(model_dir)]
+    if spec is not None:
+        written += [write_labels(spec, model_dir), spec.save(model_dir / SPEC_FILENAME)]
+    return written
 
 
 def write_model_entry(
@@ -251,9 +314,8 @@ def write_model_entry(
     """
     runner = RunnerParameters.for_spec(spec, ORT_OPTIMIZED_FILENAME if cpu_onnx_path is not None else ONNX_FILENAME)
     config = model_config_for(spec, extra_parameters=runner.to_parameters())  # the main entry may serve model.ort.onnx
-    target = add_model(repository, config, onnx_path, spec=spec, version=version)
-    if cpu_onnx_path is not None:
-        shutil.copyfile(cpu_onnx_path, target.parent / ORT_OPTIMIZED_FILENAME)
+    extra_files = {ORT_OPTIMIZED_FILENAME: cpu_onnx_path} if cpu_onnx_path is not None else None
+    target = add_model(repository, config, onnx_path, spec=spec, version=version, extra_files=extra_files)
     return target.parent.parent
 
 

@@ -9,10 +9,10 @@ run's `runs/NAME/spec.json` when there is one (so a later `attnserve export` kee
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from attnserve.errors import UserInputError
+from attnserve.repository.layout import ONNX_FILENAME
 from attnserve.spec import SPEC_FILENAME, ModelSpec
 from attnserve.tune.candidates import Candidate
 
@@ -28,27 +28,20 @@ def _entry_parameters(model_dir: Path) -> dict[str, str]:
     return {key: value.string_value for key, value in config.parameters.items() if key not in _GENERATED_PARAMETERS}
 
 
-def _variant_parameters(model_dir: Path, candidate: Candidate, parameters: dict[str, str]) -> dict[str, str]:
-    """Point the entry at the candidate's variant; its file is copied into the latest version folder when absent."""
-    from attnserve.repository.layout import latest_version_dir
-
+def _variant_parameters(
+    candidate: Candidate, parameters: dict[str, str]
+) -> tuple[dict[str, str], dict[str, Path | None]]:
+    """The entry's runner parameters pointed at the candidate's variant, and the variant file the entry needs
+    (copied into its latest version folder when absent there)."""
     variant = candidate.variant
     if variant is None:
-        return parameters
-    version_dir = latest_version_dir(model_dir, "model.onnx")
-    if version_dir is None:
-        raise UserInputError(f"{model_dir}: expected a version folder holding model.onnx; none found")
-    target = version_dir / variant.model_file
-    if not target.exists():
-        if variant.path is None or not Path(variant.path).is_file():
-            raise UserInputError(f"variant {variant.name}: its file {variant.path} does not exist")
-        shutil.copyfile(variant.path, target)
+        return parameters, {}
     parameters = dict(parameters, runtime=variant.runtime, precision=variant.precision)
-    if variant.model_file != "model.onnx":
-        parameters["model_file"] = variant.model_file
-    else:
+    if variant.model_file == ONNX_FILENAME:
         parameters.pop("model_file", None)
-    return parameters
+        return parameters, {}
+    parameters["model_file"] = variant.model_file
+    return parameters, {variant.model_file: Path(variant.path) if variant.path is not None else None}
 
 
 def apply_candidate(repository: Path, name: str, candidate: Candidate, runs_dir: Path | None = None) -> list[Path]:
@@ -57,15 +50,15 @@ def apply_candidate(repository: Path, name: str, candidate: Candidate, runs_dir:
     Raises:
         UserInputError: the entry does not exist or is not an attnserve entry (no spec).
     """
-    from attnserve.repository.entries import CONFIG_FILENAME, model_config_for, read_entry_spec
+    from attnserve.repository.entries import CONFIG_FILENAME, model_config_for, read_entry_spec, update_entry
 
     model_dir = Path(repository) / name
     if not (model_dir / CONFIG_FILENAME).is_file():
         raise UserInputError(f"no repository entry {model_dir}: expected {model_dir / CONFIG_FILENAME}")
     spec = candidate.apply_to(read_entry_spec(model_dir))
-    parameters = _variant_parameters(model_dir, candidate, _entry_parameters(model_dir))
+    parameters, variant_files = _variant_parameters(candidate, _entry_parameters(model_dir))
     config = model_config_for(spec, extra_parameters=parameters)
-    written = [config.write(model_dir), spec.save(model_dir / SPEC_FILENAME)]
+    written = update_entry(model_dir, config, spec, variant_files)
     run_spec = Path(runs_dir) / name / SPEC_FILENAME if runs_dir is not None else None
     if run_spec is not None and run_spec.is_file():
         written.append(candidate.apply_to(ModelSpec.load(run_spec)).save(run_spec))
