@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from attnserve.errors import UserInputError
+from attnserve.export.hf_preprocessing import ProcessorSteps, load_processor_settings, processor_steps
+from attnserve.preprocessing import Preprocessing
 from attnserve.spec import ModelSpec, preferred_batch_sizes_up_to
 
 logger = logging.getLogger(__name__)
@@ -325,13 +327,24 @@ def _build(
     raise UserInputError(f"cannot build {config.model_type!r} from {folder}: {'; '.join(errors)}")
 
 
+def _input_steps(config: Any, folder: Path) -> ProcessorSteps:
+    """The processor's steps (`attnserve.export.hf_preprocessing`); without a processor config: squash to the
+    config's `image_size`, mean and std 0.5."""
+    channels = int(getattr(config, "num_channels", 3))
+    settings = load_processor_settings(folder)
+    if settings is not None:
+        return processor_steps(settings, channels)
+    height, width = _image_size(config, {})
+    default = _DEFAULT_MEAN_STD[:1] * channels
+    return ProcessorSteps(Preprocessing(), height, width, default, default, "none")
+
+
 def _spec(config: Any, folder: Path, path: Path, hf_model: nn.Module, weights: list[Path], **fields: Any) -> ModelSpec:
-    """The ModelSpec from the config (+ preprocessor_config.json): size, frames, mean/std, labels."""
+    """The ModelSpec from the config (+ preprocessor_config.json): size, frames, mean/std, labels, preprocessing."""
     preprocessor = _read_json(folder / "preprocessor_config.json")
     channels = int(getattr(config, "num_channels", 3))
-    mean = tuple(float(v) for v in preprocessor.get("image_mean", _DEFAULT_MEAN_STD[:1] * channels))
-    std = tuple(float(v) for v in preprocessor.get("image_std", _DEFAULT_MEAN_STD[:1] * channels))
-    height, width = _image_size(config, preprocessor)
+    steps = _input_steps(config, folder)
+    mean, std, height, width = steps.mean, steps.std, steps.height, steps.width
     id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
     video = is_video_config(config)
     shape = (_frames(config, preprocessor), channels, height, width) if video else (channels, height, width)
@@ -346,6 +359,7 @@ def _spec(config: Any, folder: Path, path: Path, hf_model: nn.Module, weights: l
         std=std,
         labels=tuple(id2label[i] for i in sorted(id2label)),
         trained=bool(weights),
+        preprocessing=steps.preprocessing,
         **fields,
     )
 
