@@ -27,28 +27,13 @@ import torch
 from torch import nn
 
 from attnserve.errors import UserInputError
-from attnserve.export.hf_preprocessing import ProcessorSteps, load_processor_settings, processor_steps
-from attnserve.preprocessing import Preprocessing
+from attnserve.hf_preprocessing import input_steps
+from attnserve.models.hf_classifier import HFImageClassifier
 from attnserve.spec import ModelSpec, preferred_batch_sizes_up_to
 
 logger = logging.getLogger(__name__)
 
 SDPA_UNSUPPORTED_HINT = "eager"
-_DEFAULT_MEAN_STD = (0.5, 0.5, 0.5)
-
-
-class HFImageClassifier(nn.Module):
-    """uint8 pixels `(B, C, H, W)` -> logits `(B, num_classes)` around a `*ForImageClassification` model."""
-
-    def __init__(self, hf_model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.hf_model = hf_model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        pixel_values = (pixels.float() / 255.0 - self.mean) / self.std  # (B, C, H, W)
-        return self.hf_model(pixel_values=pixel_values).logits
 
 
 class HFVideoClassifier(nn.Module):
@@ -205,22 +190,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _image_size(config: Any, preprocessor: dict[str, Any]) -> tuple[int, int]:
-    size = preprocessor.get("crop_size") or preprocessor.get("size")
-    if isinstance(size, dict) and "height" in size and "width" in size:
-        return int(size["height"]), int(size["width"])
-    if isinstance(size, int):
-        return size, size
-    image_size = getattr(config, "image_size", None)
-    if isinstance(image_size, (list, tuple)):
-        return int(image_size[0]), int(image_size[1])
-    if isinstance(image_size, int):
-        return image_size, image_size
-    raise UserInputError(
-        "cannot tell the input size: no image_size in config.json and no size in preprocessor_config.json"
-    )
-
-
 def is_video_config(config: Any) -> bool:
     """True for a `*ForVideoClassification` config (by `architectures`, else by the auto mapping)."""
     from transformers import MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING
@@ -265,6 +234,16 @@ def _frames(config: Any, preprocessor: dict[str, Any]) -> int:
 
 
 def _spec_name(folder: Path) -> str:
+    """`hf_<folder>`; a folder written by `attnserve train NAME --from-hf` keeps NAME (from its metrics.json)."""
+    from attnserve.errors import DataError
+    from attnserve.models.metrics import TrainingMetrics
+
+    try:
+        metrics = TrainingMetrics.load(folder)
+    except DataError:  # an unreadable metrics.json only loses the name
+        metrics = None
+    if metrics is not None and re.fullmatch(r"[a-z][a-z0-9_]*", metrics.name):
+        return metrics.name
     name = re.sub(r"[^a-z0-9_]+", "_", folder.name.lower()).strip("_")
     if not name:
         return "hf_model"
@@ -327,23 +306,11 @@ def _build(
     raise UserInputError(f"cannot build {config.model_type!r} from {folder}: {'; '.join(errors)}")
 
 
-def _input_steps(config: Any, folder: Path) -> ProcessorSteps:
-    """The processor's steps (`attnserve.export.hf_preprocessing`); without a processor config: squash to the
-    config's `image_size`, mean and std 0.5."""
-    channels = int(getattr(config, "num_channels", 3))
-    settings = load_processor_settings(folder)
-    if settings is not None:
-        return processor_steps(settings, channels)
-    height, width = _image_size(config, {})
-    default = _DEFAULT_MEAN_STD[:1] * channels
-    return ProcessorSteps(Preprocessing(), height, width, default, default, "none")
-
-
 def _spec(config: Any, folder: Path, path: Path, hf_model: nn.Module, weights: list[Path], **fields: Any) -> ModelSpec:
     """The ModelSpec from the config (+ preprocessor_config.json): size, frames, mean/std, labels, preprocessing."""
     preprocessor = _read_json(folder / "preprocessor_config.json")
     channels = int(getattr(config, "num_channels", 3))
-    steps = _input_steps(config, folder)
+    steps = input_steps(config, folder)
     mean, std, height, width = steps.mean, steps.std, steps.height, steps.width
     id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
     video = is_video_config(config)

@@ -67,7 +67,7 @@ def _picture(height: int, width: int, seed: int) -> Image.Image:
 
 
 def _steps(family: str, folder: Path) -> Any:
-    from attnserve.export.hf_preprocessing import load_processor_settings, processor_steps
+    from attnserve.hf_preprocessing import load_processor_settings, processor_steps
 
     PROCESSORS[family]().save_pretrained(folder)
     settings = load_processor_settings(folder)
@@ -183,8 +183,49 @@ def _saved_model(family: str, folder: Path) -> Path:
     return folder
 
 
+def _trainer_fine_tuned(folder: Path) -> Path:
+    """A ViT fine-tuned for a few steps with `transformers.Trainer`, saved as a user would (save_model + processor)."""
+    import torch
+
+    torch.manual_seed(5)
+    model = transformers.ViTForImageClassification(
+        transformers.ViTConfig(**TINY_TRANSFORMER, image_size=32, patch_size=8, **LABELS)
+    )
+    with torch.no_grad():
+        model.classifier.weight.mul_(200.0)  # spread the random head's scores (see _saved_model)
+    processor = PROCESSORS["deit"]()  # resize to 40 x 40, centre crop 32 x 32, bicubic
+    pictures = [_picture(40 + index, 60 - index, seed=index) for index in range(8)]
+    pixel_values = processor(images=pictures, return_tensors="pt")["pixel_values"]
+    examples = [{"pixel_values": pixel_values[i], "labels": i % 3} for i in range(len(pictures))]
+    arguments = transformers.TrainingArguments(
+        output_dir=str(folder / "trainer"), max_steps=3, per_device_train_batch_size=4, report_to=[], use_cpu=True
+    )
+    trainer = transformers.Trainer(model=model, args=arguments, train_dataset=examples)
+    trainer.train()
+    trainer.save_model(str(folder))
+    processor.save_pretrained(folder)
+    return folder
+
+
+def _attnserve_fine_tuned(root: Path) -> Path:
+    """`attnserve train my_model --from-hf` on a tiny pretrained folder: the run folder `export --hf` takes."""
+    from attnserve.models.hf_finetune import finetune_hf
+    from bench.small_data import write_dataset
+
+    pretrained = _saved_model("deit", root / "pretrained")  # squash 40 x 40, centre crop 32 x 32
+    data = write_dataset(root / "data", per_class=6, clean=True)
+    metrics = finetune_hf("my_model", pretrained, data, max_minutes=0.05, runs_dir=root / "runs_ft", progress=False)
+    folder = root / "runs_ft" / "my_model"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["id2label"] == {"0": "circle", "1": "square", "2": "triangle"}  # the folder's classes, new head
+    assert metrics.test_samples == 3 and metrics.train_samples == 15  # held-out files never trained on
+    return folder
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict[str, Path]]]:
+    """One server for: DINOv2 with its processor, a ViT fine-tuned with Trainer (DeiT's processor), and a DeiT
+    fine-tuned by `attnserve train NAME --from-hf` (exported without --hf-name: it keeps NAME)."""
     from support.servers import local_server
 
     from attnserve.cli import main
@@ -192,20 +233,26 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict
     from attnserve.serving.runtime_view import build_runtime_repository
 
     root = tmp_path_factory.mktemp("hf_parity")
-    folders = {}
-    for family in SERVED:
-        folders[family] = _saved_model(family, root / "hf" / family)
-        argv = ["export", "--hf", str(folders[family]), "--hf-name", f"hf_{family}", "--no-optimize"]
-        assert main([*argv, "--repository", str(root / "repo"), "--runs-dir", str(root / "runs")]) == 0
-        report = json.loads((root / "runs" / f"hf_{family}" / "export" / "export_report.json").read_text())
+    folders = {"dinov2": _saved_model("dinov2", root / "hf" / "dinov2")}  # shortest edge, crop, bicubic
+    folders["trainer"] = _trainer_fine_tuned(root / "hf" / "trainer")
+    folders["my_model"] = _attnserve_fine_tuned(root)
+    for name, folder in folders.items():
+        argv = ["export", "--hf", str(folder), "--no-optimize", "--repository", str(root / "repo")]
+        argv += [] if name == "my_model" else ["--hf-name", f"hf_{name}"]
+        assert main([*argv, "--runs-dir", str(root / "runs")]) == 0
+        report = json.loads((root / "runs" / _served_name(name) / "export" / "export_report.json").read_text())
         write_pipeline_entries(ModelSpec.model_validate(report["spec"]), root / "repo")
     view, loaded, _ = build_runtime_repository(root / "repo", root / "runtime")
     with local_server(view, loaded, root / "server") as server:
         yield server, folders
 
 
+def _served_name(name: str) -> str:
+    return name if name == "my_model" else f"hf_{name}"
+
+
 @pytest.mark.triton
-@pytest.mark.parametrize("family", sorted(SERVED))
+@pytest.mark.parametrize("family", ["dinov2", "trainer", "my_model"])
 def test_served_top1_and_scores_equal_transformers_pipeline(
     family: str, served: tuple[Any, dict[str, Path]], tmp_path: Path
 ) -> None:
@@ -220,7 +267,8 @@ def test_served_top1_and_scores_equal_transformers_pipeline(
         _picture(*size, seed=40 + index).save(path)
         files.append(path)
     with TritonClient(ClientSettings(url=server.grpc_url)) as client:
-        answers = client.classify_encoded(f"hf_{family}_pipeline", [path.read_bytes() for path in files], top_k=3)
+        payloads = [path.read_bytes() for path in files]
+        answers = client.classify_encoded(f"{_served_name(family)}_pipeline", payloads, top_k=3)
     for path, answer in zip(files, answers, strict=True):
         expected = classifier(Image.open(path), top_k=3)
         assert answer.label == expected[0]["label"], (path.name, answer, expected)

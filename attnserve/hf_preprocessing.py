@@ -183,3 +183,29 @@ def processor_steps(settings: dict[str, Any], channels: int) -> ProcessorSteps:
         fields["channel_order"] = "bgr"
     mean, std = _normalisation(settings, channels)
     return ProcessorSteps(Preprocessing(**fields), height, width, mean, std, str(settings["image_processor_type"]))
+
+
+def _config_image_size(config: Any) -> tuple[int, int]:
+    image_size = getattr(config, "image_size", None)
+    if isinstance(image_size, (list, tuple)):
+        return int(image_size[0]), int(image_size[1])
+    if isinstance(image_size, int):
+        return image_size, image_size
+    raise UserInputError(
+        "cannot tell the input size: no image_size in config.json and no preprocessor_config.json beside it"
+    )
+
+
+def input_steps(config: Any, folder: Path) -> ProcessorSteps:
+    """A model folder's input steps: its processor's (`processor_steps`), or without `preprocessor_config.json` a
+    squash to the config's `image_size` with mean and std 0.5.
+
+    Raises:
+        UserInputError: For a processor step attnserve cannot express, or no size to be found.
+    """
+    channels = int(getattr(config, "num_channels", 3))
+    settings = load_processor_settings(folder)
+    if settings is not None:
+        return processor_steps(settings, channels)
+    height, width = _config_image_size(config)
+    return ProcessorSteps(Preprocessing(), height, width, (0.5,) * channels, (0.5,) * channels, "none")
