@@ -1,10 +1,10 @@
 """Pre-train a small Hugging Face ViT on a broad procedural corpus, offline, and save it with `save_pretrained`.
 
-    python -m bench.pretrain                          # 4 minutes, into reports/pretrained/vit_procedural
+    python -m bench.pretrain                          # 6 minutes, into reports/pretrained/vit_procedural
     python -m bench.pretrain --minutes 2 --out DIR
 
 No model hub is reachable here, so the transfer path (`attnserve train NAME --from-hf DIR`) is shown with a
-checkpoint made here: a `ViTForImageClassification` (patch 4 on 32 x 32, width 128, 4 layers) trained to tell
+checkpoint made here: a `ViTForImageClassification` (patch 4 on 32 x 32, width 64, 4 layers) trained to tell
 apart `len(KINDS)` kinds of picture: outlines and filled shapes (polygons of 3 to 8 sides, circles, ellipses, stars,
 crosses, rings, arcs, lines) and textures and patterns (stripes at any angle, checkerboards, dots, grids, waves,
 blobs, noise), each drawn at random sizes, places, rotations, line widths and colours over a plain, gradient or noisy
@@ -35,6 +35,7 @@ KINDS = (
     "blobs", "noise", "two_shapes", "diamond",
 )  # fmt: skip
 SIZE = 32
+BATCH = 64
 DRAW_SIZE = 64
 """Pictures are drawn at 64 x 64 and shrunk to 32 x 32 (smooth edges, like a photo's)."""
 
@@ -149,8 +150,8 @@ def _model() -> object:
     import transformers
 
     config = transformers.ViTConfig(
-        image_size=SIZE, patch_size=4, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-        intermediate_size=256, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=len(KINDS),
+        image_size=SIZE, patch_size=4, hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
+        intermediate_size=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=len(KINDS),
         id2label=dict(enumerate(KINDS)), label2id={kind: index for index, kind in enumerate(KINDS)},
     )  # fmt: skip
     return transformers.ViTForImageClassification(config)
@@ -172,15 +173,15 @@ def pretrain(out: Path, minutes: float, seed: int, per_epoch: int) -> dict[str, 
     while time.perf_counter() - started < budget:
         pixels, labels = corpus(per_epoch, seed + epoch)
         epoch += 1
-        for start in range(0, per_epoch, 128):
+        for start in range(0, per_epoch, BATCH):
             progress = (time.perf_counter() - started) / budget
             if progress >= 1:
                 break
             for group in optimizer.param_groups:
                 group["lr"] = 1e-3 * min(1.0, progress / 0.05) * 0.5 * (1 + math.cos(math.pi * progress))
             model.train()
-            batch = torch.from_numpy(pixels[start : start + 128])
-            loss = F.cross_entropy(model(batch), torch.from_numpy(labels[start : start + 128]))
+            batch = torch.from_numpy(pixels[start : start + BATCH])
+            loss = F.cross_entropy(model(batch), torch.from_numpy(labels[start : start + BATCH]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -196,10 +197,10 @@ def pretrain(out: Path, minutes: float, seed: int, per_epoch: int) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=4.0, help="training budget (default: 4)")
+    parser.add_argument("--minutes", type=float, default=6.0, help="training budget (default: 6)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--per-epoch", type=int, default=4800, help="fresh corpus pictures per epoch")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    parser.add_argument("--per-epoch", type=int, default=3200, help="fresh corpus pictures per epoch")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on shared cores)")
     parser.add_argument("--out", type=Path, default=Path("reports/pretrained/vit_procedural"))
     args = parser.parse_args(argv)
     import torch

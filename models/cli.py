@@ -29,10 +29,36 @@ def _models(args: argparse.Namespace) -> int:
             status = "untrained architecture (benchmark model, random weights)"
         shape = "x".join(str(d) for d in entry.input_shape)
         print(f"  {name:<22} {entry.arch:<28} {shape:<16} {status}")
+    own = _own_runs(runs_dir, set(DEPLOYABLES))
+    if own:
+        print(f"\nYour models (runs in {runs_dir}/):")
+        for line in own:
+            print(f"  {line}")
     print("\nArchitectures (attnserve.models.create_model):")
     for arch in list_models():
         print(f"  {arch:<28} {model_family(arch)}")
     return 0
+
+
+def _own_runs(runs_dir: Path, presets: set[str]) -> list[str]:
+    """One line per run folder under a name of its own: `train NAME --arch` runs and `train NAME --from-hf` folders."""
+    from attnserve.errors import DataError
+    from attnserve.models.checkpoint import has_checkpoint, load_metrics
+
+    lines = []
+    for run_dir in sorted(path for path in runs_dir.glob("*") if path.is_dir() and path.name not in presets):
+        fine_tuned = (run_dir / "config.json").is_file()
+        if not fine_tuned and not has_checkpoint(run_dir):
+            continue
+        try:
+            metrics = load_metrics(run_dir)
+        except DataError:
+            metrics = None
+        status = f"test accuracy {metrics.test_accuracy:.2%}" if metrics is not None else "trained"
+        export = f"attnserve export --hf {run_dir}" if fine_tuned else f"attnserve export {run_dir.name}"
+        source = "fine-tuned (Hugging Face)" if fine_tuned else (metrics.arch if metrics else "")
+        lines.append(f"{run_dir.name:<22} {source:<28} {status}; serve with `{export}`")
+    return lines
 
 
 def _train(args: argparse.Namespace) -> int:

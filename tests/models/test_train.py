@@ -164,7 +164,9 @@ def _shape_folder(root: Path, count: int = 24) -> Path:
     return root
 
 
-def test_a_new_name_from_a_preset_records_its_size_and_resize_and_leaves_the_preset_alone(tmp_path: Path) -> None:
+def test_a_new_name_from_a_preset_records_its_size_and_resize_and_leaves_the_preset_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from attnserve.models.checkpoint import resolve
 
     argv = ["train", "my_shapes", "--arch", "vit_shapes", "--data", str(_shape_folder(tmp_path / "data"))]
@@ -176,6 +178,8 @@ def test_a_new_name_from_a_preset_records_its_size_and_resize_and_leaves_the_pre
     assert spec.preprocessing.resize == "letterbox" and spec.labels == ("circle", "not_circle")
     with torch.inference_mode():
         assert model(torch.zeros(2, 3, 48, 48, dtype=torch.uint8)).shape == (2, 2)
+    assert main(["models", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert "`attnserve export my_shapes`" in capsys.readouterr().out  # listed with the command that serves it
 
 
 def test_a_folder_run_lasts_its_budget(tmp_path: Path) -> None:
