@@ -146,18 +146,20 @@ def corpus(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([render(rng, int(label)) for label in labels]), labels.astype(np.int64)
 
 
-def _model() -> object:
+def _model(patch_size: int, width: int) -> object:
     import transformers
 
     config = transformers.ViTConfig(
-        image_size=SIZE, patch_size=4, hidden_size=64, num_hidden_layers=4, num_attention_heads=2,
-        intermediate_size=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=len(KINDS),
+        image_size=SIZE, patch_size=patch_size, hidden_size=width, num_hidden_layers=4, num_attention_heads=width // 32,
+        intermediate_size=2 * width, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=len(KINDS),
         id2label=dict(enumerate(KINDS)), label2id={kind: index for index, kind in enumerate(KINDS)},
     )  # fmt: skip
     return transformers.ViTForImageClassification(config)
 
 
-def pretrain(out: Path, minutes: float, seed: int, per_epoch: int) -> dict[str, object]:
+def pretrain(
+    out: Path, minutes: float, seed: int, per_epoch: int, patch_size: int = 4, width: int = 64
+) -> dict[str, object]:
     """Train on fresh corpus pictures until `minutes` have passed; save the model and processor into `out`."""
     import torch
     import transformers
@@ -166,7 +168,7 @@ def pretrain(out: Path, minutes: float, seed: int, per_epoch: int) -> dict[str, 
     from attnserve.models.hf_classifier import HFImageClassifier
 
     torch.manual_seed(seed)
-    model = HFImageClassifier(_model(), (0.5,) * 3, (0.5,) * 3)  # type: ignore[arg-type]
+    model = HFImageClassifier(_model(patch_size, width), (0.5,) * 3, (0.5,) * 3)  # type: ignore[arg-type]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     test_x, test_y = corpus(1200, seed + 10_000)
     budget, started, step, epoch = minutes * 60.0, time.perf_counter(), 0, 0
@@ -191,7 +193,7 @@ def pretrain(out: Path, minutes: float, seed: int, per_epoch: int) -> dict[str, 
         accuracy = float((model(torch.from_numpy(test_x)).argmax(1).numpy() == test_y).mean())
     model.hf_model.save_pretrained(out)
     transformers.ViTImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(out)
-    return {"kinds": len(KINDS), "held_out_kind_accuracy": round(accuracy, 4), "steps": step, "epochs": epoch,
+    return {"kinds": len(KINDS), "patch_size": patch_size, "width": width, "held_out_kind_accuracy": round(accuracy, 4), "steps": step, "epochs": epoch,
             "train_seconds": round(time.perf_counter() - started, 1), "seed": seed}  # fmt: skip
 
 
@@ -199,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=6.0, help="training budget (default: 6)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--patch-size", type=int, default=4, help="ViT patch side on the 32 x 32 input (default: 4)")
+    parser.add_argument("--width", type=int, default=64, help="ViT hidden size, a multiple of 32 (default: 64)")
     parser.add_argument("--per-epoch", type=int, default=3200, help="fresh corpus pictures per epoch")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on shared cores)")
     parser.add_argument("--out", type=Path, default=Path("reports/pretrained/vit_procedural"))
@@ -207,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    report = pretrain(args.out, args.minutes, args.seed, args.per_epoch)
+    report = pretrain(args.out, args.minutes, args.seed, args.per_epoch, args.patch_size, args.width)
     report |= {"load_average_1min": [load_before, os.getloadavg()[0]], "out": str(args.out)}
     (args.out / "pretrain_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report), flush=True)

@@ -30,8 +30,8 @@ from attnserve.models.metrics import TrainingMetrics
 from attnserve.spec import ModelSpec
 
 FINETUNE_RECIPE_ARGS: dict[str, Any] = dict(epochs=10, batch_size=32, lr=3e-4, weight_decay=0.05, warmup_fraction=0.1)
-"""AdamW on every weight of the pretrained model (new head included); lr 3e-4 with 10% warm-up: measured with
-`python -m bench.small_data --from-hf` (docs/fine_tuning.md)."""
+"""AdamW on every weight of the pretrained model (new head included), lr 3e-4 with 10% warm-up: a common fine-tuning
+choice, not tuned here; `python -m bench.small_data --from-hf` measures it (docs/fine_tuning.md)."""
 PROCESSOR_FILE = "preprocessor_config.json"
 
 
