@@ -207,13 +207,25 @@ def _trainer_fine_tuned(folder: Path) -> Path:
     return folder
 
 
+def _shape_folder(root: Path, per_class: int) -> Path:
+    """`per_class` 48 x 48 PNGs of circles, squares and triangles, one folder per class."""
+    from attnserve.models.folders import write_png
+    from attnserve.models.synthetic import shapes_arrays
+
+    pixels, labels = shapes_arrays(per_class * 8, seed=7, size=48)
+    for index, name in enumerate(("circle", "square", "triangle")):
+        (root / name).mkdir(parents=True)
+        for count, sample in enumerate(pixels[labels == index][:per_class]):
+            write_png(sample, root / name / f"{count:03d}.png")
+    return root
+
+
 def _attnserve_fine_tuned(root: Path) -> Path:
     """`attnserve train my_model --from-hf` on a tiny pretrained folder: the run folder `export --hf` takes."""
     from attnserve.models.hf_finetune import finetune_hf
-    from bench.small_data import write_dataset
 
     pretrained = _saved_model("deit", root / "pretrained")  # squash 40 x 40, centre crop 32 x 32
-    data = write_dataset(root / "data", per_class=6, clean=True)
+    data = _shape_folder(root / "data", per_class=6)
     metrics = finetune_hf("my_model", pretrained, data, max_minutes=0.05, runs_dir=root / "runs_ft", progress=False)
     folder = root / "runs_ft" / "my_model"
     config = json.loads((folder / "config.json").read_text())
