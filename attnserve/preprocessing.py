@@ -12,6 +12,16 @@ Resize modes (`Preprocessing.resize`):
   images (every built-in dataset) it is the identity of a plain resize, so the demo models keep their accuracy.
 - `letterbox`: scale to fit inside H x W (aspect kept), pad the rest with `pad_value`, centred.
 - `crop`: scale to cover H x W (aspect kept), crop the centre. Cuts away the edges of non-square images.
+- `shortest_edge`: scale the shorter side to `shortest_edge` (aspect kept, the longer side truncated as Hugging
+  Face's `get_resize_output_image_size` does), then `center_crop` to H x W (DINOv2's `BitImageProcessor`, CLIP,
+  VideoMAE; ConvNeXt with its `crop_pct` is `shortest_edge = int(H / crop_pct)`).
+- `none`: no resize (a processor's `do_resize: false`); without `center_crop` the image must already be H x W.
+
+`center_crop` (Hugging Face's step after the resize): `squash` first resizes to `resize_height x resize_width`
+(default: H x W), then the centre H x W is taken, offsets rounded down, zero fill where the image is smaller
+(DeiT: 256 x 256 then 224 x 224). Every resize is Pillow's `Image.resize` on the uint8 image, which is what the
+Transformers Pillow processors do, so the model input equals their `pixel_values` before rescale/normalise; their
+`rescale_factor`, `do_rescale` and `do_normalize` fold exactly into the model's mean/std (`export --hf`).
 
 Channel order: `rgb` (default) or `bgr` for 3-channel models; 1-channel models get luminance (Pillow "L").
 Frame sampling (video): `uniform`, `frames` indices spread evenly over the decoded frames, first and last
@@ -33,9 +43,9 @@ from attnserve.errors import DataError, UserInputError
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-ResizeMode = Literal["squash", "letterbox", "crop"]
+ResizeMode = Literal["squash", "letterbox", "crop", "shortest_edge", "none"]
 ChannelOrder = Literal["rgb", "bgr"]
-Interpolation = Literal["bilinear", "bicubic", "nearest"]
+Interpolation = Literal["bilinear", "bicubic", "nearest", "lanczos", "box", "hamming"]
 FrameSampling = Literal["uniform"]
 
 MAX_IMAGE_PIXELS = 40_000_000
@@ -52,12 +62,16 @@ class Preprocessing:
     """How an image (or each video frame) becomes a model input; a field of `ModelSpec` (see module doc).
 
     Attributes:
-        resize: `squash` (whole image, aspect not kept), `letterbox` (whole image, padded) or `crop`
-            (aspect kept, centre cropped).
+        resize: `squash` (whole image, aspect not kept), `letterbox` (whole image, padded), `crop`
+            (aspect kept, centre cropped), `shortest_edge` (aspect kept, then `center_crop`) or `none`.
         channel_order: `rgb` or `bgr` (3-channel models only; grey models take luminance).
         interpolation: Pillow resampling filter.
         pad_value: Grey level of the letterbox padding (0..255).
         frame_sampling: Video frame choice: `uniform` (evenly spaced, first and last included).
+        center_crop: After the resize, take the centre H x W (Hugging Face's `do_center_crop`).
+        resize_height: `squash` + `center_crop`: the height resized to before the crop (None: H).
+        resize_width: `squash` + `center_crop`: the width resized to before the crop (None: W).
+        shortest_edge: `shortest_edge`: the length the shorter side is resized to.
     """
 
     resize: ResizeMode = "squash"
@@ -65,6 +79,10 @@ class Preprocessing:
     interpolation: Interpolation = "bilinear"
     pad_value: int = 0
     frame_sampling: FrameSampling = "uniform"
+    center_crop: bool = False
+    resize_height: int | None = None
+    resize_width: int | None = None
+    shortest_edge: int | None = None
 
     def __post_init__(self) -> None:
         for name, kind in (
@@ -79,6 +97,31 @@ class Preprocessing:
                 )
         if not isinstance(self.pad_value, int) or not 0 <= self.pad_value <= 255:
             raise UserInputError(f"preprocessing pad_value must be an integer in 0..255, got {self.pad_value!r}")
+        self._check_crop_fields()
+
+    def _check_crop_fields(self) -> None:
+        """The centre-crop fields: positive sizes, each used only by the resize mode that reads it."""
+        for name in ("resize_height", "resize_width", "shortest_edge"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise UserInputError(f"preprocessing {name} must be a positive integer or None, got {value!r}")
+        if not isinstance(self.center_crop, bool):
+            raise UserInputError(f"preprocessing center_crop must be true or false, got {self.center_crop!r}")
+        if (self.resize == "shortest_edge") != (self.shortest_edge is not None):
+            raise UserInputError(
+                f"preprocessing shortest_edge is set exactly when resize is 'shortest_edge'; got resize="
+                f"{self.resize!r}, shortest_edge={self.shortest_edge!r}"
+            )
+        if self.resize == "shortest_edge" and not self.center_crop:
+            raise UserInputError("preprocessing resize 'shortest_edge' needs center_crop (its size follows the image)")
+        sized = self.resize_height is not None or self.resize_width is not None
+        if sized and (self.resize != "squash" or not self.center_crop):
+            raise UserInputError(
+                f"preprocessing resize_height/resize_width are the size before a centre crop: they need resize "
+                f"'squash' and center_crop; got resize={self.resize!r}, center_crop={self.center_crop}"
+            )
+        if self.center_crop and self.resize in ("letterbox", "crop"):
+            raise UserInputError(f"preprocessing resize {self.resize!r} already gives H x W: center_crop adds nothing")
 
     def to_parameters(self) -> dict[str, str]:
         """As Triton config parameters (strings, keys prefixed with `PARAMETER_PREFIX`)."""
@@ -90,8 +133,14 @@ class Preprocessing:
         values: dict[str, Any] = {}
         for field in fields(cls):
             raw = parameters.get(PARAMETER_PREFIX + field.name)
-            if raw is not None:
-                values[field.name] = int(raw) if field.name == "pad_value" else raw
+            if raw is None:
+                continue
+            if field.name in _INTEGER_FIELDS:
+                values[field.name] = None if raw == "None" else int(raw)
+            elif field.name == "center_crop":
+                values[field.name] = raw == "True"
+            else:
+                values[field.name] = raw
         return cls(**values)
 
     @classmethod
@@ -106,6 +155,7 @@ class Preprocessing:
 
 
 DEFAULT_PREPROCESSING = Preprocessing()
+_INTEGER_FIELDS = frozenset({"pad_value", "resize_height", "resize_width", "shortest_edge"})
 
 
 def _resample(preprocessing: Preprocessing) -> Any:
@@ -115,13 +165,46 @@ def _resample(preprocessing: Preprocessing) -> Any:
         "bilinear": Image.Resampling.BILINEAR,
         "bicubic": Image.Resampling.BICUBIC,
         "nearest": Image.Resampling.NEAREST,
+        "lanczos": Image.Resampling.LANCZOS,
+        "box": Image.Resampling.BOX,
+        "hamming": Image.Resampling.HAMMING,
     }[preprocessing.interpolation]
+
+
+def shortest_edge_size(image_height: int, image_width: int, shortest_edge: int) -> tuple[int, int]:
+    """(height, width) with the shorter side at `shortest_edge`, the longer one truncated (Hugging Face's rule)."""
+    short, long = (image_width, image_height) if image_width <= image_height else (image_height, image_width)
+    new_long = int(shortest_edge * long / short)
+    return (new_long, shortest_edge) if image_width <= image_height else (shortest_edge, new_long)
+
+
+def _resize_then_center_crop(
+    image: PILImage.Image, height: int, width: int, preprocessing: Preprocessing
+) -> PILImage.Image:
+    """Hugging Face's resize + `center_crop`: offsets rounded down, zero fill where the image is smaller."""
+    if preprocessing.resize == "shortest_edge":
+        assert preprocessing.shortest_edge is not None  # checked by Preprocessing
+        size = shortest_edge_size(image.height, image.width, preprocessing.shortest_edge)[::-1]
+        image = image.resize(size, _resample(preprocessing))
+    elif preprocessing.resize == "squash":
+        size = (preprocessing.resize_width or width, preprocessing.resize_height or height)
+        image = image.resize(size, _resample(preprocessing))
+    top, left = (image.height - height) // 2, (image.width - width) // 2
+    return image.crop((left, top, left + width, top + height))  # Pillow fills outside the image with 0
 
 
 def _resize(image: PILImage.Image, height: int, width: int, preprocessing: Preprocessing) -> PILImage.Image:
     from PIL import Image
 
     resample = _resample(preprocessing)
+    if preprocessing.center_crop:
+        return _resize_then_center_crop(image, height, width, preprocessing)
+    if preprocessing.resize == "none":
+        if image.size != (width, height):
+            raise DataError(
+                f"this model takes {width}x{height} images as they are (no resize), got {image.width}x{image.height}"
+            )
+        return image
     if preprocessing.resize == "squash":
         return image if image.size == (width, height) else image.resize((width, height), resample)
     if preprocessing.resize == "crop":
@@ -154,6 +237,7 @@ def to_chw(
 
     Raises:
         UserInputError: For a channel count other than 1 or 3.
+        DataError: With resize `none` and no centre crop, for an image that is not H x W.
     """
     if channels not in (1, 3):
         raise UserInputError(f"expected 1 (grey) or 3 (colour) channels, got {channels}")

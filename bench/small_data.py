@@ -4,6 +4,8 @@
     python -m bench.small_data --seeds 0,1,2         # three training runs, mean accuracy
     python -m bench.small_data --seeds 0,1,2 --augment rotate-colour
     python -m bench.small_data --max-minutes 0.5 --per-class 20
+    python -m bench.pretrain && python -m bench.small_data --seeds 0,1,2 --augment rotate-colour \
+        --from-hf reports/pretrained/vit_procedural       # from scratch vs fine-tuned, same folder and seeds
 
 Writes a folder of procedural shapes (circle, square, triangle: `--per-class` PNGs each, 48x48, so the
 model's 32x32 input is a resize), one corrupt `.png` and one empty class folder (`cross/`), then runs
@@ -15,6 +17,10 @@ image moves the figure by 5.6 points), so each trained run is also scored on `--
 per class from the same generator (another seed, the same PNG round trip and the model's preprocessing):
 `eval_accuracy`. JSON goes to `reports/bench/small_data.json`. The CPU is shared: the load average is
 recorded beside the figures.
+
+With `--from-hf DIR` each seed also fine-tunes that pretrained checkpoint (`attnserve train small_data_ft --from-hf
+DIR --data ...`, same budget, augmentation and seed) and scores it on the same extra images (`from_hf`), so the
+from-scratch and fine-tuned figures come from one run.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from attnserve.models.metrics import TrainingMetrics
 CLASSES = ("circle", "square", "triangle")
 MODEL = "vit_shapes"
 TRAIN_DATA_SEED, EVAL_DATA_SEED = 7, 1007
+FINE_TUNED = "small_data_ft"
+"""The name `--from-hf` runs train under (a new name: the preset's run is left alone)."""
 
 
 def write_dataset(root: Path, per_class: int, seed: int = TRAIN_DATA_SEED, clean: bool = False) -> Path:
@@ -61,7 +69,12 @@ def eval_accuracy(run_dir: Path, data: Path) -> float:
     from attnserve.models.folders import class_files, decode_items
     from attnserve.models.train import predict
 
-    model, spec = load_run(run_dir)
+    if (run_dir / "config.json").is_file():  # a `train --from-hf` folder
+        from attnserve.export.hf_import import load_hf_classifier
+
+        model, spec = load_hf_classifier(run_dir)
+    else:
+        model, spec = load_run(run_dir)
     labels, train_items, test_items = class_files(data, spec.kind)
     items = [(path, spec.labels.index(labels[label])) for path, label in train_items + test_items]
     pixels, targets, _ = decode_items(items, spec.kind, spec.input_shape, spec.preprocessing)
@@ -70,11 +83,17 @@ def eval_accuracy(run_dir: Path, data: Path) -> float:
 
 
 def run_train(
-    data: Path, runs_dir: Path, max_minutes: float, model: str = MODEL, seed: int = 0, augment: str = "shift"
+    data: Path,
+    runs_dir: Path,
+    max_minutes: float,
+    model: str = MODEL,
+    seed: int = 0,
+    augment: str = "shift",
+    from_hf: Path | None = None,
 ) -> dict[str, object]:
     """One `attnserve train` run as a subprocess: exit code, seconds, output and the run's metrics."""
     command = [sys.executable, "-m", "attnserve.cli", "train", model, "--data", str(data), "--seed", str(seed)]
-    command += ["--augment", augment]
+    command += ["--augment", augment] + (["--from-hf", str(from_hf)] if from_hf else [])
     command += ["--max-minutes", str(max_minutes), "--runs-dir", str(runs_dir), "--no-progress"]
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
@@ -112,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--eval-per-class", type=int, default=200, help="extra evaluation images per class; 0: none (default: 200)"
     )
+    parser.add_argument(
+        "--from-hf", type=Path, default=None, metavar="DIR", help="also fine-tune this pretrained checkpoint per seed"
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/bench/small_data.json"), help="JSON report")
     args = parser.parse_args(argv)
     seeds = [int(seed) for seed in args.seeds.split(",")]
@@ -125,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             result = run_train(data, Path(scratch) / f"runs-{seed}", args.max_minutes, args.model, seed, args.augment)
             if args.eval_per_class > 0 and result["returncode"] == 0:
                 result["eval_accuracy"] = eval_accuracy(Path(scratch) / f"runs-{seed}" / args.model, evaluation)
+            if args.from_hf is not None:
+                runs_dir = Path(scratch) / f"runs-hf-{seed}"
+                tuned = run_train(data, runs_dir, args.max_minutes, FINE_TUNED, seed, args.augment, args.from_hf)
+                if args.eval_per_class > 0 and tuned["returncode"] == 0:
+                    tuned["eval_accuracy"] = eval_accuracy(runs_dir / FINE_TUNED, evaluation)
+                result["from_hf"] = tuned
             runs.append(result)
             print(json.dumps({key: value for key, value in result.items() if key != "output_tail"}), flush=True)
     summary = {
@@ -136,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         "eval_samples": args.eval_per_class * len(CLASSES),
         "mean_test_accuracy": _mean([run["test_accuracy"] for run in runs]),
         "mean_eval_accuracy": _mean([run.get("eval_accuracy") for run in runs]),
+        "from_hf": str(args.from_hf) if args.from_hf else None,
+        "mean_eval_accuracy_from_hf": _mean([dict(run.get("from_hf") or {}).get("eval_accuracy") for run in runs]),
+        "load_average_1min_end": os.getloadavg()[0],
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -81,7 +81,7 @@ def check_names(names: list[str], runs_dir: Path, untrained: bool) -> None:
     from attnserve.models.deployables import DEPLOYABLE_NAMES, TRAINABLE_NAMES
 
     for name in names:
-        if Path(name).is_dir() and has_checkpoint(Path(name)):
+        if (Path(name).is_dir() and has_checkpoint(Path(name))) or has_checkpoint(Path(runs_dir) / name):
             continue
         if name not in DEPLOYABLE_NAMES:
             raise UnknownModelError(name, DEPLOYABLE_NAMES)

@@ -27,26 +27,13 @@ import torch
 from torch import nn
 
 from attnserve.errors import UserInputError
+from attnserve.hf_preprocessing import input_steps
+from attnserve.models.hf_classifier import HFImageClassifier
 from attnserve.spec import ModelSpec, preferred_batch_sizes_up_to
 
 logger = logging.getLogger(__name__)
 
 SDPA_UNSUPPORTED_HINT = "eager"
-_DEFAULT_MEAN_STD = (0.5, 0.5, 0.5)
-
-
-class HFImageClassifier(nn.Module):
-    """uint8 pixels `(B, C, H, W)` -> logits `(B, num_classes)` around a `*ForImageClassification` model."""
-
-    def __init__(self, hf_model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.hf_model = hf_model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        pixel_values = (pixels.float() / 255.0 - self.mean) / self.std  # (B, C, H, W)
-        return self.hf_model(pixel_values=pixel_values).logits
 
 
 class HFVideoClassifier(nn.Module):
@@ -203,22 +190,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _image_size(config: Any, preprocessor: dict[str, Any]) -> tuple[int, int]:
-    size = preprocessor.get("crop_size") or preprocessor.get("size")
-    if isinstance(size, dict) and "height" in size and "width" in size:
-        return int(size["height"]), int(size["width"])
-    if isinstance(size, int):
-        return size, size
-    image_size = getattr(config, "image_size", None)
-    if isinstance(image_size, (list, tuple)):
-        return int(image_size[0]), int(image_size[1])
-    if isinstance(image_size, int):
-        return image_size, image_size
-    raise UserInputError(
-        "cannot tell the input size: no image_size in config.json and no size in preprocessor_config.json"
-    )
-
-
 def is_video_config(config: Any) -> bool:
     """True for a `*ForVideoClassification` config (by `architectures`, else by the auto mapping)."""
     from transformers import MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING
@@ -263,6 +234,16 @@ def _frames(config: Any, preprocessor: dict[str, Any]) -> int:
 
 
 def _spec_name(folder: Path) -> str:
+    """`hf_<folder>`; a folder written by `attnserve train NAME --from-hf` keeps NAME (from its metrics.json)."""
+    from attnserve.errors import DataError
+    from attnserve.models.metrics import TrainingMetrics
+
+    try:
+        metrics = TrainingMetrics.load(folder)
+    except DataError:  # an unreadable metrics.json only loses the name
+        metrics = None
+    if metrics is not None and re.fullmatch(r"[a-z][a-z0-9_]*", metrics.name):
+        return metrics.name
     name = re.sub(r"[^a-z0-9_]+", "_", folder.name.lower()).strip("_")
     if not name:
         return "hf_model"
@@ -326,12 +307,11 @@ def _build(
 
 
 def _spec(config: Any, folder: Path, path: Path, hf_model: nn.Module, weights: list[Path], **fields: Any) -> ModelSpec:
-    """The ModelSpec from the config (+ preprocessor_config.json): size, frames, mean/std, labels."""
+    """The ModelSpec from the config (+ preprocessor_config.json): size, frames, mean/std, labels, preprocessing."""
     preprocessor = _read_json(folder / "preprocessor_config.json")
     channels = int(getattr(config, "num_channels", 3))
-    mean = tuple(float(v) for v in preprocessor.get("image_mean", _DEFAULT_MEAN_STD[:1] * channels))
-    std = tuple(float(v) for v in preprocessor.get("image_std", _DEFAULT_MEAN_STD[:1] * channels))
-    height, width = _image_size(config, preprocessor)
+    steps = input_steps(config, folder)
+    mean, std, height, width = steps.mean, steps.std, steps.height, steps.width
     id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
     video = is_video_config(config)
     shape = (_frames(config, preprocessor), channels, height, width) if video else (channels, height, width)
@@ -346,6 +326,7 @@ def _spec(config: Any, folder: Path, path: Path, hf_model: nn.Module, weights: l
         std=std,
         labels=tuple(id2label[i] for i in sorted(id2label)),
         trained=bool(weights),
+        preprocessing=steps.preprocessing,
         **fields,
     )
 

@@ -137,11 +137,11 @@ def resolve(
     if path.is_dir() and (path / SPEC_FILENAME).is_file():
         return load_run(path)
     name = str(name_or_path)
+    run_dir = Path(runs_dir) / name
+    if has_checkpoint(run_dir):  # a deployable's run, or a model trained under a name of its own (`train --arch`)
+        return load_run(run_dir)
     if name not in DEPLOYABLE_NAMES:
         raise UnknownModelError(name, DEPLOYABLE_NAMES)
-    run_dir = Path(runs_dir) / name
-    if has_checkpoint(run_dir):
-        return load_run(run_dir)
     if name in TRAINABLE_NAMES and not allow_untrained:
         raise missing_checkpoint(name, run_dir)
     logger.warning("no checkpoint in %s: using UNTRAINED %s (random weights; marked trained=false)", run_dir, name)

@@ -23,6 +23,7 @@ from attnserve.errors import DataError
 from attnserve.models.deployables import default_spec, get_deployable
 from attnserve.models.folders import class_files, decode_items, empty_class_folders, write_mp4, write_png
 from attnserve.models.synthetic import digits_arrays, motion_arrays, shapes_arrays
+from attnserve.spec import ModelSpec
 
 HELD_OUT_SEED = 1_000_000
 DIGITS_SPLIT_SEED = 0
@@ -89,7 +90,12 @@ def _check_seed(seed: int) -> None:
 
 
 def load_dataset(
-    name: str, seed: int = 0, data_dir: Path | None = None, train_count: int | None = None, strict: bool = False
+    name: str,
+    seed: int = 0,
+    data_dir: Path | None = None,
+    train_count: int | None = None,
+    strict: bool = False,
+    spec: ModelSpec | None = None,
 ) -> DatasetSplits:
     """Train/test splits for deployable `name`: its built-in dataset, or the class folders in `data_dir`.
 
@@ -100,6 +106,8 @@ def load_dataset(
         train_count: Size of a procedural training set (default `SYNTHETIC_SIZES`); ignored otherwise.
         strict: Class folders only: abort on an unreadable file or an empty class folder instead of leaving
             it out (with a warning and its count in the result).
+        spec: Class folders only: decode to this spec's input shape and preprocessing instead of the deployable's
+            (a model trained under its own name, size or resize mode).
 
     Raises:
         UnknownModelError: For an unknown name.
@@ -108,7 +116,7 @@ def load_dataset(
     entry = get_deployable(name)
     _check_seed(seed)
     if data_dir is not None:
-        return _folder_dataset(name, Path(data_dir), strict)
+        return folder_dataset(Path(data_dir), spec or default_spec(name), strict)
     if entry.dataset == "digits":
         train_x, train_y, test_x, test_y = _digits_split()
         labels, source = entry.labels, "sklearn.load_digits"
@@ -122,20 +130,19 @@ def load_dataset(
     return DatasetSplits.from_arrays((train_x, train_y, test_x, test_y), labels, source)
 
 
-def _folder_dataset(name: str, data_dir: Path, strict: bool) -> DatasetSplits:
-    """A user's class folders, decoded by the model's declared preprocessing (see `load_dataset`)."""
-    entry = get_deployable(name)
-    labels, train_items, test_items = class_files(data_dir, entry.kind)
+def folder_dataset(data_dir: Path, spec: ModelSpec, strict: bool = False) -> DatasetSplits:
+    """A user's class folders, decoded to `spec`'s input by its declared preprocessing (see `load_dataset`)."""
+    kind, shape, preprocessing = spec.kind, spec.input_shape, spec.preprocessing  # the transform as served
+    labels, train_items, test_items = class_files(data_dir, kind)
     if not test_items:
         raise DataError(f"expected at least 2 files per class in {data_dir} to hold some out for testing")
-    empty = empty_class_folders(data_dir, entry.kind)
+    empty = empty_class_folders(data_dir, kind)
     if empty and strict:
-        raise DataError(f"class folders without any {entry.kind} file in {data_dir}: {empty} (--strict)")
+        raise DataError(f"class folders without any {kind} file in {data_dir}: {empty} (--strict)")
     for folder in empty:
-        logger.warning("class folder %r in %s holds no %s file: left out of the labels", folder, data_dir, entry.kind)
-    preprocessing = default_spec(name).preprocessing  # the spec's declared transform, as served
-    train_x, train_y, skipped = decode_items(train_items, entry.kind, entry.input_shape, preprocessing, strict)
-    test_x, test_y, skipped_test = decode_items(test_items, entry.kind, entry.input_shape, preprocessing, strict)
+        logger.warning("class folder %r in %s holds no %s file: left out of the labels", folder, data_dir, kind)
+    train_x, train_y, skipped = decode_items(train_items, kind, shape, preprocessing, strict)
+    test_x, test_y, skipped_test = decode_items(test_items, kind, shape, preprocessing, strict)
     skipped += skipped_test
     if skipped:
         logger.warning("skipped %d unreadable file(s) in %s: %s", len(skipped), data_dir, "; ".join(skipped[:5]))

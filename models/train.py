@@ -11,7 +11,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ from torch import nn
 
 from attnserve.errors import UserInputError
 from attnserve.models.checkpoint import build_model, save_run
+from attnserve.models.constants import RESIZE_MODES
 from attnserve.models.data import DatasetSplits, load_dataset
-from attnserve.models.deployables import TRAINABLE_NAMES, default_spec, get_deployable
+from attnserve.models.deployables import DEPLOYABLE_NAMES, TRAINABLE_NAMES, Deployable, default_spec, get_deployable
 from attnserve.models.metrics import TrainingMetrics
 from attnserve.spec import ModelSpec
 
@@ -173,17 +174,20 @@ def train(
     threads: int | None = DEFAULT_TRAIN_THREADS,
     strict: bool = False,
     augment: str = "shift",
+    preset: str | None = None,
+    image_size: int | None = None,
+    resize: str | None = None,
 ) -> TrainingMetrics:
-    """Train a deployable model, evaluate it on held-out data and write `runs_dir/NAME/`.
+    """Train a deployable model (or a preset under a name of its own), evaluate it on held-out data and write
+    `runs_dir/NAME/`.
 
-    On a class folder (`data_dir`) the run is sized by the data and the budget: epochs enough to see
-    `FOLDER_SAMPLES_TARGET` samples (the time budget usually ends it first, the schedule follows time), a
+    On a class folder (`data_dir`) the run lasts `max_minutes` unless `epochs` is given (`FOLDER_EPOCHS`), a
     validation part of the training files picks the best weights seen (only when it holds at least
     `MIN_VALIDATION_SAMPLES` files; smaller folders train on every file and keep the final weights), unreadable
     files are skipped (counted in the metrics) unless `strict`, and empty or tiny classes are named.
 
     Args:
-        name: A trainable deployable name (`TRAINABLE_NAMES`).
+        name: A trainable deployable name (`TRAINABLE_NAMES`), or any new model name with `preset`.
         max_minutes: Wall-clock budget of the optimisation loop (data loading and evaluation come on top).
         epochs: Planned epochs (default: the recipe's, or sized from the data for a class folder).
         data_dir: A class-folder dataset to train on instead of the built-in one (labels from its folders).
@@ -196,6 +200,11 @@ def train(
         augment: Training-only image augmentation, one of `AUGMENTATIONS`: `"shift"` (a small random
             translation) or `"rotate-colour"` (`augment_folder_batch`: for classes that do not depend on
             orientation, mirroring or colours). Served inputs are never augmented.
+        preset: The deployable whose architecture, recipe and serving facts a new `name` starts from (default:
+            `name` itself); the presets themselves stay as they are.
+        image_size: Class folders: the square input side (default: the preset's), recorded in the spec.
+        resize: Class folders: how images are fitted, `squash`, `letterbox` or `crop` (default: the preset's),
+            recorded in the spec's preprocessing (the served pipeline and the client apply it too).
 
     Returns:
         The metrics (also written to `metrics.json`): test accuracy and confusion matrix, train seconds,
@@ -214,17 +223,38 @@ def train(
     if augment not in AUGMENTATIONS:
         raise UserInputError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
     options = _Options(
-        name, max_minutes, epochs, data_dir, seed, Path(runs_dir), arch_overrides, progress, strict, augment
-    )
+        name, max_minutes, epochs, data_dir, seed, Path(runs_dir), arch_overrides, progress, strict, augment,
+        preset or name, image_size, resize,
+    )  # fmt: skip
     try:
         return _train(options)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-FOLDER_SAMPLES_TARGET = 200_000
-"""Class folders: plan enough epochs to see this many samples (a 90-image folder would otherwise get the
-recipe's ~14 epochs, sized for 12,000 procedural samples, and stop after a second of its budget)."""
+def run_options(name: str, data_dir: Path, options: dict[str, Any]) -> _Options:
+    """The options of a class-folder run from `train`'s keyword arguments (for `--from-hf` fine-tuning), checked.
+
+    Raises:
+        UserInputError: For a non-positive budget or an unknown augmentation.
+    """
+    augment = options.get("augment", "shift")
+    max_minutes = float(options.get("max_minutes", 5.0))
+    if augment not in AUGMENTATIONS:
+        raise UserInputError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+    if max_minutes <= 0:
+        raise UserInputError(f"max_minutes must be > 0, got {max_minutes}")
+    return _Options(
+        name, max_minutes, options.get("epochs"), Path(data_dir), int(options.get("seed", 0)),
+        Path(options.get("runs_dir", "runs")), None, bool(options.get("progress", True)),
+        bool(options.get("strict", False)), augment, name,
+    )  # fmt: skip
+
+
+FOLDER_EPOCHS = 1_000_000
+"""Class folders without --epochs: planned epochs so many that the time budget ends the run, so `--max-minutes`
+means what it says (a sample target of 200,000 used to end a 120-image run after 2,084 epochs, the same with a
+3-minute budget as with the default)."""
 FOLDER_SHIFT = 2
 """Class folders: random translation (pixels) of training images; small data needs the augmentation."""
 AUGMENTATIONS = ("shift", "rotate-colour")
@@ -252,6 +282,9 @@ class _Options:
     progress: bool
     strict: bool
     augment: str = "shift"
+    preset: str = ""
+    image_size: int | None = None
+    resize: str | None = None
 
 
 @dataclass(frozen=True)
@@ -270,7 +303,7 @@ def _plan(options: _Options, recipe: Recipe, kind: str, train_count: int) -> _Pl
     folder = options.data_dir is not None
     epochs = options.epochs
     if epochs is None:
-        epochs = max(recipe.epochs, math.ceil(FOLDER_SAMPLES_TARGET / max(train_count, 1))) if folder else recipe.epochs
+        epochs = FOLDER_EPOCHS if folder else recipe.epochs
     if epochs < 1:
         raise UserInputError(f"epochs must be >= 1, got {epochs}")
     # small folders: several updates per epoch rather than one full batch
@@ -374,21 +407,17 @@ def _train(options: _Options) -> TrainingMetrics:
     from tqdm.auto import tqdm
 
     name = options.name
-    entry = get_deployable(name)
-    if name not in TRAINABLE_NAMES and options.data_dir is None:
-        raise UserInputError(
-            f"{name!r} is not trained here (no built-in dataset); trainable: {', '.join(TRAINABLE_NAMES)}"
-        )
-    if options.max_minutes <= 0:
-        raise UserInputError(f"max_minutes must be > 0, got {options.max_minutes}")
+    entry = _check_options(options)
     if entry.kind == "detection":
         return _train_detector(options)
-    recipe = RECIPES.get(name, Recipe(epochs=10))
+    recipe = RECIPES.get(options.preset, Recipe(epochs=10))
     torch.manual_seed(options.seed)
     data_started = time.perf_counter()
-    data = load_dataset(name, options.seed, options.data_dir, recipe.train_samples, strict=options.strict)
+    base_spec = _run_spec(options)
+    data = load_dataset(
+        options.preset, options.seed, options.data_dir, recipe.train_samples, strict=options.strict, spec=base_spec
+    )
     data_seconds = time.perf_counter() - data_started
-    base_spec = default_spec(name, **(options.arch_overrides or {}))
     spec = ModelSpec.model_validate({**base_spec.model_dump(), "labels": data.labels, "trained": True})
     model = build_model(spec)
     model.train()
@@ -421,13 +450,63 @@ def _train_detector(options: _Options) -> TrainingMetrics:
 
     if options.data_dir is not None or options.augment != "shift":
         raise UserInputError(f"{options.name!r} trains on procedural scenes only: --data and --augment do not apply")
-    spec = default_spec(options.name, **(options.arch_overrides or {}))
+    spec = _run_spec(options)
     return train_detector(options.name, spec, options.max_minutes, options.seed, options.runs_dir)
+
+
+def _check_options(options: _Options) -> Deployable:
+    """The preset's recipe, after refusing what cannot work: an unknown name without a preset, a preset's name for
+    another preset, a preset with no dataset and no folder, size or resize options without a folder."""
+    name, preset = options.name, options.preset
+    if preset == name and name not in DEPLOYABLE_NAMES:
+        raise UserInputError(
+            f"{name!r} is not a preset model: train it under this name with --arch PRESET (one of "
+            f"{', '.join(TRAINABLE_NAMES)}), e.g. `attnserve train {name} --arch vit_shapes --data DIR`"
+        )
+    if preset != name and name in DEPLOYABLE_NAMES:
+        raise UserInputError(f"{name!r} is the name of a preset; pick a new name for a model built from {preset!r}")
+    entry = get_deployable(preset)
+    if preset not in TRAINABLE_NAMES and options.data_dir is None:
+        raise UserInputError(
+            f"{preset!r} is not trained here (no built-in dataset); trainable: {', '.join(TRAINABLE_NAMES)}"
+        )
+    if (options.image_size or options.resize) and options.data_dir is None:
+        raise UserInputError("--image-size and --resize fit your own images: they need --data DIR")
+    if options.resize is not None and options.resize not in RESIZE_MODES:
+        raise UserInputError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {options.resize!r}")
+    if options.image_size is not None and not 8 <= options.image_size <= 512:
+        raise UserInputError(f"image_size must be in 8..512 pixels, got {options.image_size}")
+    if options.max_minutes <= 0:
+        raise UserInputError(f"max_minutes must be > 0, got {options.max_minutes}")
+    return entry
+
+
+def _run_spec(options: _Options) -> ModelSpec:
+    """The untrained spec of the run: the preset's, under the run's name, size and resize mode."""
+    spec = default_spec(options.preset, **(options.arch_overrides or {}))
+    update: dict[str, Any] = {"name": options.name}
+    if options.image_size is not None:
+        size = options.image_size
+        update["input_shape"] = (*spec.input_shape[:-2], size, size)
+    if options.resize is not None:
+        update["preprocessing"] = replace(spec.preprocessing, resize=options.resize)
+    return ModelSpec.model_validate({**spec.model_dump(), **update})
 
 
 def _finish(options: _Options, model: nn.Module, spec: ModelSpec, data: DatasetSplits, recipe: Recipe, plan: _Plan,
             loop: _Loop, keeper: _BestWeights, train_seconds: float, data_seconds: float) -> TrainingMetrics:  # fmt: skip
     """Evaluate on the held-out test split, write the run folder, return the metrics."""
+    metrics = _evaluate_run(options, model, spec, data, recipe, plan, loop, keeper, train_seconds, data_seconds)
+    save_run(Path(options.runs_dir) / options.name, model, spec, metrics)
+    logger.info("%s: test accuracy %.4f after %.1f epochs in %.0f s", options.name, metrics.test_accuracy,
+                metrics.epochs, train_seconds)  # fmt: skip
+    return metrics
+
+
+def _evaluate_run(options: _Options, model: nn.Module, spec: ModelSpec, data: DatasetSplits, recipe: Recipe,
+                  plan: _Plan, loop: _Loop, keeper: _BestWeights, train_seconds: float,
+                  data_seconds: float) -> TrainingMetrics:  # fmt: skip
+    """The run's metrics, with the accuracy on the held-out test split (never seen in training or selection)."""
     eval_started = time.perf_counter()
     train_count = max(1, len(data.train_labels) - len(keeper.labels))
     evaluation = evaluate(model, data.test_pixels, data.test_labels, spec.num_classes)
@@ -463,7 +542,4 @@ def _finish(options: _Options, model: nn.Module, spec: ModelSpec, data: DatasetS
         tiny_classes=list(data.tiny_classes),
         augment="rotate-colour" if plan.augment else "shift",
     )
-    save_run(Path(options.runs_dir) / options.name, model, spec, metrics)
-    logger.info("%s: test accuracy %.4f after %.1f epochs in %.0f s", options.name, metrics.test_accuracy,
-                metrics.epochs, train_seconds)  # fmt: skip
     return metrics

@@ -91,3 +91,19 @@ def test_decoding_limits_are_named_and_messages_hold_no_object_reprs() -> None:
         buffer = io.BytesIO()
         Image.new("RGB", (8, 8)).save(buffer, format="BMP")
         open_image_bytes(buffer.getvalue(), ("JPEG", "PNG"))
+
+
+def test_centre_crop_fields_are_checked_and_no_resize_refuses_another_size() -> None:
+    from attnserve.preprocessing import Preprocessing, to_chw
+
+    with pytest.raises(UserInputError, match="center_crop"):
+        Preprocessing(resize="shortest_edge", shortest_edge=40)
+    with pytest.raises(UserInputError, match="shortest_edge"):
+        Preprocessing(resize="squash", shortest_edge=40, center_crop=True)
+    with pytest.raises(UserInputError, match="resize_height"):
+        Preprocessing(resize_height=40, resize_width=40)
+    image = Image.new("RGB", (40, 20), (200, 10, 10))
+    with pytest.raises(DataError, match="32x32"):
+        to_chw(image, 3, 32, 32, Preprocessing(resize="none"))
+    cropped = to_chw(image, 3, 32, 32, Preprocessing(resize="none", center_crop=True))  # 40x20 -> zero rows
+    assert cropped.shape == (3, 32, 32) and cropped[0, 0].max() == 0 and cropped[0, 16].min() == 200

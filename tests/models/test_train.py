@@ -115,8 +115,14 @@ def test_rotate_colour_is_planned_only_when_asked_and_only_for_images() -> None:
 
 
 def test_train_rejects_bad_requests(tmp_path: Path) -> None:
-    with pytest.raises(UnknownModelError):
+    with pytest.raises(UserInputError, match="--arch PRESET"):
         train("vit_nothing", max_minutes=1, runs_dir=tmp_path)
+    with pytest.raises(UnknownModelError):
+        train("my_model", preset="vit_nothing", max_minutes=1, runs_dir=tmp_path)
+    with pytest.raises(UserInputError, match="name of a preset"):
+        train("vit_digits", preset="vit_shapes", max_minutes=1, runs_dir=tmp_path)
+    with pytest.raises(UserInputError, match="need --data"):
+        train("my_model", preset="vit_shapes", image_size=48, max_minutes=1, runs_dir=tmp_path)
     with pytest.raises(UserInputError, match="not trained here"):
         train("vit_tiny_patch16_224", max_minutes=1, runs_dir=tmp_path)
     with pytest.raises(UserInputError, match="max_minutes"):
@@ -138,9 +144,55 @@ def test_cli_lists_models_with_status(
 
 
 def test_cli_train_rejects_unknown_name(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["train", "vit_nothing"])
-    assert "vit_digits" in capsys.readouterr().err
+    assert main(["train", "vit_nothing"]) == 1
+    error = capsys.readouterr().err
+    assert "vit_digits" in error and "--arch" in error
+    assert main(["train", "My-Model", "--arch", "vit_shapes"]) == 1
+    assert "lowercase" in capsys.readouterr().err
+    assert main(["train", "my_model", "--from-hf", "somewhere"]) == 1  # no --data
+    assert "--data" in capsys.readouterr().err
+    assert main(["train", "my_model", "--from-hf", "somewhere", "--data", "d", "--resize", "crop"]) == 1
+    assert "--resize cannot go with --from-hf" in capsys.readouterr().err
+
+
+def _shape_folder(root: Path, count: int = 24) -> Path:
+    images, labels = shapes_arrays(count, seed=0, size=40)
+    for index, (image, label) in enumerate(zip(images, labels)):
+        folder = root / ("circle" if label == 0 else "not_circle")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_png(image[:, :, : 40 - index % 9], folder / f"{index}.png")  # non-square, both ways after resize
+    return root
+
+
+def test_a_new_name_from_a_preset_records_its_size_and_resize_and_leaves_the_preset_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from attnserve.models.checkpoint import resolve
+
+    argv = ["train", "my_shapes", "--arch", "vit_shapes", "--data", str(_shape_folder(tmp_path / "data"))]
+    argv += ["--image-size", "48", "--resize", "letterbox", "--epochs", "1", "--runs-dir", str(tmp_path / "runs")]
+    assert main([*argv, "--no-progress"]) == 0
+    assert not (tmp_path / "runs" / "vit_shapes").exists()
+    model, spec = resolve("my_shapes", tmp_path / "runs")  # what `attnserve export my_shapes` loads
+    assert spec.name == "my_shapes" and spec.arch == "vit_convstem_32" and spec.input_shape == (3, 48, 48)
+    assert spec.preprocessing.resize == "letterbox" and spec.labels == ("circle", "not_circle")
+    with torch.inference_mode():
+        assert model(torch.zeros(2, 3, 48, 48, dtype=torch.uint8)).shape == (2, 2)
+    assert main(["models", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert "`attnserve export my_shapes`" in capsys.readouterr().out  # listed with the command that serves it
+
+
+def test_a_folder_run_lasts_its_budget(tmp_path: Path) -> None:
+    """`--max-minutes` means what it says: without --epochs the budget, not a sample count, ends a folder run."""
+    metrics = train(
+        "vit_shapes",
+        max_minutes=0.02,
+        data_dir=_shape_folder(tmp_path / "data"),
+        runs_dir=tmp_path / "runs",
+        arch_overrides=tiny_arch_overrides("vit_shapes"),
+        progress=False,
+    )
+    assert metrics.stopped_by == "time"
 
 
 def test_folder_augmentation_keeps_the_shape_and_its_two_colours() -> None:
