@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from attnserve.defaults import REPORTS_DIR
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -143,7 +145,7 @@ def _register_loadtest(subparsers: argparse._SubParsersAction) -> None:
     load.add_argument("--max-windows", type=int, default=6, help="most measurement windows per level")
     load.add_argument("--slo-p99-ms", type=float, default=None, help="find the highest level whose p99 is under this")
     load.add_argument("--input-file", type=Path, default=None, help="payload for models taking encoded bytes")
-    load.add_argument("--out-dir", type=Path, default=Path("reports/loadtest"), help="JSON, CSV and PNG go here")
+    load.add_argument("--out-dir", type=Path, default=REPORTS_DIR / "loadtest", help="JSON, CSV and PNG go here")
     load.add_argument("--name", default=None, help="file stem of the outputs (default MODEL-MODE)")
     load.add_argument("--json", action="store_true", help="print the report as JSON on stdout (no table)")
     _add_connection_options(load)

@@ -19,11 +19,12 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from attnserve.defaults import GRPC_PORT, HTTP_PORT
 from attnserve.security import ADMIN_TOKEN_ENV
 
 Protocol = Literal["http", "grpc"]
 
-DEFAULT_PORTS: dict[str, int] = {"http": 8000, "grpc": 8001}
+DEFAULT_PORTS: dict[str, int] = {"http": HTTP_PORT, "grpc": GRPC_PORT}
 """Triton's default ports per protocol (used when a URL has no port)."""
 
 

@@ -9,6 +9,8 @@ import argparse
 import re
 from pathlib import Path
 
+from attnserve.defaults import REPOSITORY_DIR, RUNS_DIR
+
 _STATUS_STYLE = {"ok": "green", "skipped": "yellow", "failed": "red"}
 
 
@@ -52,8 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="produce and verify the fp16 ONNX (default: with --tensorrt or when the spec lists fp16)",
     )
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run folders (default: runs)")
+    parser.add_argument("--repository", type=Path, default=REPOSITORY_DIR, help="Triton model repository")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="parent of run folders (default: runs)")
     parser.add_argument("--version", type=int, default=None, help="repository version folder (default: next free)")
     parser.add_argument(
         "--untrained",

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from attnserve.defaults import RUNS_DIR
 from attnserve.errors import ExportError, UserInputError
 from attnserve.export.cpu_variants import (
     BASELINE_VARIANT,
@@ -654,7 +655,7 @@ def _data_source(spec: ModelSpec) -> str:
 def choose_for_deployable(
     name: str,
     *,
-    runs_dir: Path = Path("runs"),
+    runs_dir: Path = RUNS_DIR,
     repository: Path | None = None,
     reports_dir: Path | None = None,
     budget_points: float | None = None,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from attnserve.defaults import REPORTS_DIR, REPOSITORY_DIR, RUNS_DIR
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `cpu-variants` subcommand (alias `optimize`)."""
@@ -24,10 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("name", help="deployable name (uses runs/NAME when trained) or a run folder")
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository to update")
+    parser.add_argument("--repository", type=Path, default=REPOSITORY_DIR, help="model repository to update")
     parser.add_argument("--no-serve", action="store_true", help="only build and measure; leave the repository alone")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent of run folders (default: runs)")
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports/cpu_variants"), help="where NAME.json/.md go")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="parent of run folders (default: runs)")
+    parser.add_argument("--reports-dir", type=Path, default=REPORTS_DIR / "cpu_variants", help="where NAME.json/.md go")
     parser.add_argument(
         "--budget-points",
         type=float,

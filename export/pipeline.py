@@ -26,6 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, computed_field
 from torch import nn
 
+from attnserve.defaults import REPOSITORY_DIR, RUNS_DIR
 from attnserve.export.fp16 import Fp16Report, export_fp16, modelopt_available
 from attnserve.export.onnx2trt import TensorRTBuildReport, build_engine
 from attnserve.export.ort_optimize import OrtOptimizationReport, optimize_for_cpu
@@ -34,6 +35,7 @@ from attnserve.export.stages import ArtefactReport, Stage, StageResult, StageRun
 from attnserve.export.torch2onnx import example_pixels, export_onnx
 from attnserve.export.verify import verify_onnx
 from attnserve.repository.entries import write_explain_entry, write_model_entry, write_trt_entry
+from attnserve.repository.layout import ONNX_FILENAME
 from attnserve.spec import ATTENTION_OUTPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -131,7 +133,7 @@ class _ExportRun:
     ) -> None:
         self.model, self.spec, self.options = model.eval(), spec, options
         self.work_dir, self.repository = work_dir, repository
-        self.onnx_path = work_dir / "model.onnx"
+        self.onnx_path = work_dir / ONNX_FILENAME
         self.runner = StageRunner()
         self.report = ExportReport(name=spec.name, spec=spec, work_dir=work_dir, repository=repository, stages=[])
         self.started = time.perf_counter()
@@ -288,7 +290,7 @@ class _ExportRun:
 def export_module(
     model: nn.Module,
     spec: ModelSpec,
-    repository: Path = Path("model_repository"),
+    repository: Path = REPOSITORY_DIR,
     *,
     work_dir: Path | None = None,
     opset: int | None = None,
@@ -333,7 +335,7 @@ def _export(
 ) -> ExportReport:
     if options.opset is not None and options.opset != spec.opset:  # an explicit choice wins, and says so
         spec = spec.model_copy(update={"opset": options.opset})
-    work_dir = Path(work_dir or Path("runs") / spec.name / "export")
+    work_dir = Path(work_dir or RUNS_DIR / spec.name / "export")
     work_dir.mkdir(parents=True, exist_ok=True)
     run = _ExportRun(model, spec, repository, work_dir, options)
     run.runner.on_stage = on_stage
@@ -342,9 +344,9 @@ def _export(
 
 def export_model(
     name_or_run: str | Path,
-    repository: Path = Path("model_repository"),
+    repository: Path = REPOSITORY_DIR,
     *,
-    runs_dir: Path = Path("runs"),
+    runs_dir: Path = RUNS_DIR,
     opset: int | None = None,
     tensorrt: bool = False,
     explain: bool = True,
@@ -396,10 +398,10 @@ def export_model(
 
 def export_hf(
     path: Path,
-    repository: Path = Path("model_repository"),
+    repository: Path = REPOSITORY_DIR,
     *,
     name: str | None = None,
-    runs_dir: Path = Path("runs"),
+    runs_dir: Path = RUNS_DIR,
     options: ExportOptions | None = None,
     on_stage: StageCallback | None = None,
 ) -> ExportReport:

@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from attnserve.defaults import RUNS_DIR
 from attnserve.errors import DataError, UnknownModelError
 from attnserve.models.deployables import DEPLOYABLE_NAMES, INPUT_FACT_ARGS, TRAINABLE_NAMES, default_spec
 from attnserve.models.metrics import TrainingMetrics
@@ -121,7 +122,7 @@ def missing_checkpoint(name: str, run_dir: Path) -> MissingCheckpointError:
 
 
 def resolve(
-    name_or_path: str | Path, runs_dir: Path = Path("runs"), *, allow_untrained: bool = False
+    name_or_path: str | Path, runs_dir: Path = RUNS_DIR, *, allow_untrained: bool = False
 ) -> tuple[nn.Module, ModelSpec]:
     """A model and spec from a run folder, or from a deployable name.
 

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from attnserve.defaults import RUNS_DIR
+
 if TYPE_CHECKING:
     from attnserve.models.metrics import TrainingMetrics
 
@@ -161,7 +163,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(with their status: trained in the runs folder or not) and the registered architectures.",
     )
     models_parser.add_argument(
-        "--runs-dir", type=Path, default=Path("runs"), help="folder of training runs (default: runs)"
+        "--runs-dir", type=Path, default=RUNS_DIR, help="folder of training runs (default: runs)"
     )
     models_parser.set_defaults(func=_models)
 
@@ -203,7 +205,7 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
         help="train on your own class folders (images, or videos for *_motion) instead of the built-in dataset",
     )
     train_parser.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and procedural data")
-    train_parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="parent folder of the run folder")
+    train_parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="parent folder of the run folder")
     train_parser.add_argument(
         "--threads",
         type=int,

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnserve.defaults import RUNS_DIR
 from attnserve.errors import UserInputError
 from attnserve.models.checkpoint import build_model, save_run
 from attnserve.models.constants import RESIZE_MODES
@@ -168,7 +169,7 @@ def train(
     epochs: int | None = None,
     data_dir: Path | None = None,
     seed: int = 0,
-    runs_dir: Path = Path("runs"),
+    runs_dir: Path = RUNS_DIR,
     arch_overrides: dict[str, Any] | None = None,
     progress: bool = True,
     threads: int | None = DEFAULT_TRAIN_THREADS,

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attnserve.defaults import REPOSITORY_DIR
 from attnserve.security import DEFAULT_BIND_ADDRESS
 from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
 
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "skipped. Restricted APIs need the token from $ATTNSERVE_ADMIN_TOKEN (generated per run when unset)."
         ),
     )
-    serve.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
+    serve.add_argument("--repository", type=Path, default=REPOSITORY_DIR, help="model repository")
     serve.add_argument("--models", default=None, help="comma-separated model names to load (default: all)")
     serve.add_argument(
         "--runtime",
@@ -56,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "backend pre-processing model and the ensemble that chains it to the model.",
     )
     pipelines.add_argument("names", nargs="*", metavar="NAME", help="model entries (default: all exported models)")
-    pipelines.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
+    pipelines.add_argument("--repository", type=Path, default=REPOSITORY_DIR, help="model repository")
     pipelines.set_defaults(func=run_pipelines)
     _register_load(subparsers)
 
@@ -74,7 +75,7 @@ def _register_load(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     load.add_argument("names", nargs="+", metavar="NAME", help="model entries of the repository (e.g. vit_shapes)")
-    load.add_argument("--repository", type=Path, default=Path("model_repository"), help="the served model repository")
+    load.add_argument("--repository", type=Path, default=REPOSITORY_DIR, help="the served model repository")
     load.add_argument("--url", default=None, help="HTTP host:port of the server (default: from the running serve)")
     load.add_argument(
         "--view", type=Path, default=None, help="the server's runtime view (default: from the running serve)"

@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from attnserve.defaults import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from attnserve.errors import UserInputError
 from attnserve.security import ADMIN_TOKEN_ENV, ADMIN_TOKEN_HEADER, DEFAULT_BIND_ADDRESS, RESTRICTED_APIS
 
-DEFAULT_HTTP_PORT = 8000
-DEFAULT_GRPC_PORT = 8001
-DEFAULT_METRICS_PORT = 8002
+DEFAULT_HTTP_PORT = HTTP_PORT
+DEFAULT_GRPC_PORT = GRPC_PORT
+DEFAULT_METRICS_PORT = METRICS_PORT
 DEFAULT_EXIT_TIMEOUT_S = 30
 """Seconds Triton waits for in-flight requests after SIGTERM before it exits anyway."""
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, field_validator
 
+from attnserve.defaults import GRPC_PORT, HTTP_PORT
 from attnserve.errors import ServerError, UserInputError
 from attnserve.security import API_KEY_HEADER, DEFAULT_BIND_ADDRESS
 
@@ -67,8 +68,8 @@ class EdgeSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     host: str = DEFAULT_BIND_ADDRESS
-    http_port: int = Field(8000, ge=0, le=65535)
-    grpc_port: int = Field(8001, ge=0, le=65535)
+    http_port: int = Field(HTTP_PORT, ge=0, le=65535)
+    grpc_port: int = Field(GRPC_PORT, ge=0, le=65535)
     maxconn_per_replica: PositiveInt = 4
     """Requests one replica gets at once; more wait in HAProxy's queue (Triton batches what it gets)."""
     queue_timeout_ms: PositiveInt = 10
@@ -295,7 +296,7 @@ def _kubernetes_frontend(name: str, port: int, grpc: bool) -> list[str]:
 
 
 def kubernetes_edge_config(
-    settings: EdgeSettings, max_replicas: int = 16, http_port: int = 8000, grpc_port: int = 8001
+    settings: EdgeSettings, max_replicas: int = 16, http_port: int = HTTP_PORT, grpc_port: int = GRPC_PORT
 ) -> str:
     """The same edge for the Helm chart: replicas found through the headless Service's DNS records.
 

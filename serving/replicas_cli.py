@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from attnserve.defaults import REPOSITORY_DIR
 from attnserve.security import DEFAULT_BIND_ADDRESS
 from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--replicas", type=int, default=2, help="number of Triton servers (1..16; default 2)")
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
+    parser.add_argument("--repository", type=Path, default=REPOSITORY_DIR, help="model repository")
     parser.add_argument("--models", default=None, help="comma-separated model names to load (default: all)")
     parser.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT, help="the load balancer's HTTP port")
     parser.add_argument("--grpc-port", type=int, default=DEFAULT_GRPC_PORT, help="the load balancer's gRPC port")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from attnserve.defaults import REPORTS_DIR, REPOSITORY_DIR, RUNS_DIR
 from attnserve.errors import UserInputError
 
 HELP = """Search serving configurations of a model on a real Triton and apply the best one.
@@ -62,8 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tune.add_argument(
         "--exhaustive", action="store_true", help="measure the whole grid (default: quick mode, hill climbing)"
     )
-    tune.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
-    tune.add_argument("--runs-dir", type=Path, default=Path("runs"), help="training runs (spec, CPU variants)")
+    tune.add_argument("--repository", type=Path, default=REPOSITORY_DIR, help="model repository")
+    tune.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="training runs (spec, CPU variants)")
     tune.add_argument("--url", default=None, help="HTTP host:port of a running Triton (default: embedded server)")
     tune.add_argument("--grpc-url", default=None, help="with --url: load-test over this gRPC host:port instead")
     tune.add_argument("--admin-token", default=None, help="with --url: admin token (default $ATTNSERVE_ADMIN_TOKEN)")
@@ -96,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the mean throughput and the worst p99 of their measurements)",
     )
     tune.add_argument("--no-apply", action="store_true", help="report only; leave the repository entry as it is")
-    tune.add_argument("--out", type=Path, default=Path("reports/tune"), help="folder for NAME.json/.csv/.png")
+    tune.add_argument("--out", type=Path, default=REPORTS_DIR / "tune", help="folder for NAME.json/.csv/.png")
     tune.set_defaults(func=run_tune)
 
 

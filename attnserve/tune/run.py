@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attnserve.defaults import REPORTS_DIR, REPOSITORY_DIR, RUNS_DIR
 from attnserve.errors import UserInputError
 from attnserve.tune.apply import apply_candidate
 from attnserve.tune.candidates import Candidate, Grid, gated_variants, thread_layouts
@@ -46,7 +47,7 @@ class Target:
 class TuneOptions:
     """Everything one run needs besides the model name (the CLI's flags)."""
 
-    repository: Path = Path("model_repository")
+    repository: Path = REPOSITORY_DIR
     slo_p99_ms: float = 10.0
     levels: Sequence[float] = (1, 4, 16)
     traffic: str = "concurrency"
@@ -57,8 +58,8 @@ class TuneOptions:
     url: str | None = None
     grpc_url: str | None = None
     admin_token: str | None = None
-    out_dir: Path = Path("reports/tune")
-    runs_dir: Path = Path("runs")
+    out_dir: Path = REPORTS_DIR / "tune"
+    runs_dir: Path = RUNS_DIR
     apply: bool = True
     confirm: bool = True
     """Measure the leading candidates again before choosing (`confirm`); off only in tests of the search."""
