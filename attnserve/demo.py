@@ -299,6 +299,8 @@ def _export_all(runs_dir: Path, repository: Path, echo: Callable[[str], None]) -
 
 def _export_summary(export_report: ExportReport) -> ExportSummary:
     """The demo's view of one export report (its typed sub-reports and stage records)."""
+    from attnserve.export.stages import ExportStage
+
     onnx, parity, fp16 = export_report.onnx, export_report.parity, export_report.fp16
     return ExportSummary(
         onnx_path=str(onnx.onnx_path) if onnx else None,
@@ -306,10 +308,10 @@ def _export_summary(export_report: ExportReport) -> ExportSummary:
         attention_nodes=onnx.attention_nodes if onnx else None,
         parity_max_abs_diff=_max_diff(parity),
         parity_ok=parity.ok if parity else None,
-        ort_optimisation=_stage_text(export_report.stage("ort_optimize")),
+        ort_optimisation=_stage_text(export_report.stage(ExportStage.ORT_OPTIMIZE)),
         fp16_max_abs_diff=fp16.max_abs_diff if fp16 else None,
         fp16_top1_agreement=fp16.top1_agreement if fp16 else None,
-        tensorrt=_stage_text(export_report.stage("onnx2trt")),
+        tensorrt=_stage_text(export_report.stage(ExportStage.ONNX2TRT)),
         stages={stage.stage: stage.status for stage in export_report.stages},
         seconds=round(export_report.seconds, 1),
         spec=export_report.spec,

@@ -30,7 +30,7 @@ from pydantic import model_validator
 
 from attnserve.errors import ParityError
 from attnserve.export.reports import ParityReport
-from attnserve.export.stages import ArtefactReport, Stage, StageResult, StageRunner
+from attnserve.export.stages import ArtefactReport, ExportStage, Stage, StageResult, StageRunner
 from attnserve.spec import INPUT_NAME, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ def build_engine(
         return facts, parity
 
     stage = Stage(
-        "onnx2trt",
+        ExportStage.ONNX2TRT,
         build,
         skip=tensorrt_unavailable(),
         summary=lambda built: f"fused attention layers {built[0]['fused_attention_layers']}/{built[0]['layers']}",

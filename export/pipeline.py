@@ -31,7 +31,7 @@ from attnserve.export.fp16 import Fp16Report, export_fp16, modelopt_available
 from attnserve.export.onnx2trt import TensorRTBuildReport, build_engine
 from attnserve.export.ort_optimize import OrtOptimizationReport, optimize_for_cpu
 from attnserve.export.reports import OnnxExportReport, ParityReport
-from attnserve.export.stages import ArtefactReport, Stage, StageResult, StageRunner
+from attnserve.export.stages import ArtefactReport, ExportStage, Stage, StageResult, StageRunner
 from attnserve.export.torch2onnx import example_pixels, export_onnx
 from attnserve.export.verify import verify_onnx
 from attnserve.repository.entries import write_explain_entry, write_model_entry, write_trt_entry
@@ -73,7 +73,7 @@ class ExportReport(ArtefactReport):
         """No stage failed (skipped stages are fine: they say why)."""
         return all(stage.status != "failed" for stage in self.stages)
 
-    def stage(self, name: str) -> StageResult | None:
+    def stage(self, name: ExportStage) -> StageResult | None:
         return next((s for s in self.stages if s.stage == name), None)
 
 
@@ -162,7 +162,7 @@ class _ExportRun:
         """torch -> ONNX (dynamo, TorchScript fallback): both attempts land in the report."""
         self.report.onnx = self.runner.run(
             Stage(
-                "onnx",
+                ExportStage.ONNX,
                 lambda: export_onnx(self.model, self.spec, self.onnx_path, output_names=self.spec.output_names),
                 summary=lambda r: f"exporter={r.exporter}, opset={r.opset}, attention_nodes={r.attention_nodes}",
                 required=True,
@@ -173,7 +173,7 @@ class _ExportRun:
         """Checker, symbolic batch, parity at 1, 2 and max; a mismatch raises `ParityError` (nothing written)."""
         parity = self.runner.run(
             Stage(
-                "verify",
+                ExportStage.VERIFY,
                 lambda: verify_onnx(self.onnx_path, self.model, self.spec),
                 failure=_parity_failure,
                 summary=lambda p: f"batch_sizes={p.batch_sizes}, max_abs_diff={p.max_abs_diff():.3g}",
@@ -188,7 +188,7 @@ class _ExportRun:
         """ORT offline optimisation, kept only with parity and a measured gain; returns the kept graph."""
         self.report.ort = self.runner.run(
             Stage(
-                "ort_optimize",
+                ExportStage.ORT_OPTIMIZE,
                 lambda: optimize_for_cpu(self.onnx_path, self.spec),
                 skip=None if self.options.optimize else "not requested",
                 summary=lambda r: f"kept={r.kept} ({r.reason}), speedup={r.speedup:.3f}, fused_ops={r.fused_ops}",
@@ -218,7 +218,7 @@ class _ExportRun:
         """The explain model, the only graph that materialises attention probabilities (None when not served)."""
         explained = self.runner.run(
             Stage(
-                "explain",
+                ExportStage.EXPLAIN,
                 self._export_explain,
                 skip=self._explain_skip(),
                 failure=lambda e: _parity_failure(e.parity),
@@ -240,7 +240,7 @@ class _ExportRun:
         """fp16 ONNX (the TensorRT input), verified against fp32 in ORT; returns the graph TensorRT builds."""
         self.report.fp16 = self.runner.run(
             Stage(
-                "fp16",
+                ExportStage.FP16,
                 lambda: export_fp16(self.onnx_path, self.spec),
                 skip=self._fp16_skip(),
                 failure=lambda r: _parity_failure(r.parity),
@@ -252,7 +252,7 @@ class _ExportRun:
     def tensorrt(self, source: Path) -> None:
         """TensorRT engine on GPU hosts; its own stage says skipped and why elsewhere."""
         if not self.options.tensorrt:
-            self.runner.skip("onnx2trt", "not requested (--tensorrt)")
+            self.runner.skip(ExportStage.ONNX2TRT, "not requested (--tensorrt)")
             return
         self.report.tensorrt = build_engine(
             source, self.spec, self.work_dir / "model.plan", reference_onnx=self.onnx_path
@@ -278,7 +278,7 @@ class _ExportRun:
         cpu_file = (cpu_graph or self.onnx_path).name
         entries = self.runner.run(
             Stage(
-                "repository",
+                ExportStage.REPOSITORY,
                 lambda: self._write(cpu_graph, explained),
                 summary=lambda e: f"entries={sorted(e)}, cpu_runner_graph={cpu_file}",
                 required=True,

@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Generic, Literal, TypeVar
 
@@ -23,6 +24,23 @@ from pydantic import BaseModel, ConfigDict
 logger = logging.getLogger(__name__)
 
 StageStatus = Literal["ok", "skipped", "failed"]
+
+
+class ExportStage(str, Enum):
+    """The stages of `attnserve export`, by the names their `StageResult`s carry (reports, the demo)."""
+
+    ONNX = "onnx"
+    VERIFY = "verify"
+    ORT_OPTIMIZE = "ort_optimize"
+    EXPLAIN = "explain"
+    FP16 = "fp16"
+    ONNX2TRT = "onnx2trt"
+    REPOSITORY = "repository"
+
+    def __str__(self) -> str:  # f-strings and reports show the plain name
+        return str(self.value)
+
+
 T = TypeVar("T")
 
 
