@@ -147,9 +147,12 @@ def test_overload_is_rejected_fast_and_accepted_requests_stay_fast(replica_set, 
     other = [o.kind for o in outcomes if o.kind not in (None, "rejected")]
     burst_end = time.time()
     time.sleep(2.5)  # Prometheus's next scrapes see the burst's counters
-    # the HPA's metric as it read inside the burst: its window (WINDOW_S) ending half a second before the end
-    hpa = prometheus.query(hpa_query(), at=burst_end - 0.5)
-    assert WINDOW_S + 0.5 < 3.0  # the window lies inside the 3 s burst
+    # the HPA's metric as it read inside the burst: its window (WINDOW_S) ending 0.5-1 s before the end. A scrape
+    # that comes late under the burst's load leaves a replica with one sample in a window, so no rate at that
+    # instant (seen once in a fresh-clone run): each replica's reading is the highest of three instants.
+    readings = [prometheus.query(hpa_query(), at=burst_end - offset) for offset in (0.5, 0.75, 1.0)]
+    hpa = {pod: max(reading[pod] for reading in readings if pod in reading) for pod in set().union(*readings)}
+    assert WINDOW_S + 1.0 <= 3.0  # every window lies inside the 3 s burst
     # contrast: half the burst rate (the same load per replica) for 2 s straight to one replica's unbounded queue
     direct, _ = asyncio.run(_burst(replica_set.servers[1].grpc_url, pixels, rate / 2, seconds=2.0))
     direct_ok = [o.latency_s for o in direct if o.kind is None]
