@@ -37,7 +37,7 @@ lint: $(STAMP)
 	cd $(TYPECHECK) && "$(CURDIR)/$(BIN)/mypy" --config-file "$(CURDIR)/pyproject.toml" -p attnserve
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The unit tests: no Triton server, nothing marked slow (about 2 minutes); `make test` runs everything, as CI does.
 test-fast: $(STAMP)
