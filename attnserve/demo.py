@@ -2,7 +2,8 @@
 
     train (if runs/ has no checkpoint) -> export (verified ONNX, explain, fp16, TensorRT: skipped without GPU)
     -> serve (the real embedded Triton) -> classify sample images and a video over HTTP and gRPC
-    -> one attention heatmap -> load-test sweep with dynamic batching on and off -> stop -> reports/demo.md
+    -> one attention heatmap -> detection on held-out scene files (served mAP, a picture with boxes)
+    -> load-test sweep with dynamic batching on and off -> stop -> reports/demo.md
 
 Every figure in the report comes from this run (training metrics from the run that produced the checkpoint).
 This module only orchestrates: training, export, serving and clients each live in their own package.
@@ -27,11 +28,13 @@ from attnserve.demo_report import (
     CpuVariantRow,
     CpuVariantSummary,
     DemoReport,
+    DetectionSummary,
     ExportSummary,
     HeatmapSummary,
     InferenceSummary,
     LoadLevel,
     Machine,
+    MapScores,
     ProtocolResult,
     ServingSummary,
     TrainingSummary,
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     from attnserve.export.pipeline import ExportReport
     from attnserve.export.reports import ParityReport
     from attnserve.export.stages import StageResult
+    from attnserve.models.metrics import TrainingMetrics
     from attnserve.serving.server import TritonServer
 
 __all__ = ["DemoReport", "register", "render_markdown", "render_results_table", "run_demo", "update_readme"]
@@ -55,7 +59,11 @@ __all__ = ["DemoReport", "register", "render_markdown", "render_results_table", 
 logger = logging.getLogger(__name__)
 
 DEMO_TRAINED: tuple[str, ...] = ("vit_digits", "cnn_cbam_digits", "timesformer_motion")
-"""Models the demo trains (when `runs/` has no checkpoint) and serves."""
+"""Classifiers the demo trains (when `runs/` has no checkpoint) and serves."""
+DEMO_DETECTOR = "det_shapes"
+"""The detector the demo trains (when `runs/` has no checkpoint), serves through its pipeline and scores."""
+DETECTION_FILES = 100
+"""Held-out scenes the demo writes as files and detects over each protocol."""
 BENCH_MODEL = "vit_tiny_patch16_224"
 """The standard ViT-Tiny/16 architecture (untrained): the performance model."""
 BATCHING_MODELS: tuple[str, ...] = ("vit_digits", BENCH_MODEL)
@@ -167,6 +175,7 @@ def run_demo(
 
     with _step(_train_title(runs_dir, retrain), timings, echo):
         training = _train_all(runs_dir, train_minutes, retrain, echo)
+        detector = _train_detector(runs_dir, train_minutes, retrain, echo)
     with _step("export: verified ONNX, explain, pipelines, fp16, TensorRT", timings, echo):
         exports = _export_all(runs_dir, repository, echo)
         _write_nobatch_entries(repository, work_dir / "nobatch_repository", exports)
@@ -184,24 +193,18 @@ def run_demo(
             inference = _classify_samples(http, grpc, work_dir / "samples", echo)
         with _step("explain: attention heatmap", timings, echo):
             heatmap = _write_heatmap(grpc, work_dir / "samples", reports_dir, echo)
+        with _step(f"detect: {DETECTION_FILES} held-out scene files, in-process, HTTP and gRPC", timings, echo):
+            detection = _detect_scenes((http, grpc), runs_dir, reports_dir, detector, echo)
         with _step("load test: tuned default vs batching off vs hand-picked 2 ms", timings, echo):
             loadtest = _loadtest_batching(grpc, concurrency, window_s, reports_dir, echo)
     finally:
         with _step("stop the server", timings, echo):
             server.stop()
     report = DemoReport(
-        generated_at=generated_at,
-        machine=_machine(),
-        timings_s=timings,
-        training=training,
-        export=exports,
-        optimize=optimize,
-        serving=serving,
-        inference=inference,
-        heatmap=heatmap,
-        loadtest=loadtest,
-        seconds=round(time.perf_counter() - started, 1),
-    )
+        generated_at=generated_at, machine=_machine(), timings_s=timings, training=training, export=exports,
+        optimize=optimize, serving=serving, inference=inference, heatmap=heatmap, loadtest=loadtest,
+        detection=detection, seconds=round(time.perf_counter() - started, 1),
+    )  # fmt: skip
     _write_reports(report, reports_dir, readme)
     return report
 
@@ -213,10 +216,11 @@ def _train_title(runs_dir: Path, retrain: bool) -> str:
     """Says what the training step will do: reuse the checkpoints it finds, train the others."""
     from attnserve.models.checkpoint import has_checkpoint
 
-    reused = [] if retrain else [name for name in DEMO_TRAINED if has_checkpoint(runs_dir / name)]
+    trained = (*DEMO_TRAINED, DEMO_DETECTOR)
+    reused = [] if retrain else [name for name in trained if has_checkpoint(runs_dir / name)]
     if not reused:
-        return f"train {', '.join(DEMO_TRAINED)}"
-    if len(reused) == len(DEMO_TRAINED):
+        return f"train {', '.join(trained)}"
+    if len(reused) == len(trained):
         return f"train: reusing every checkpoint in {runs_dir}/"
     return f"train: reusing {', '.join(reused)} from {runs_dir}/, training the others"
 
@@ -229,6 +233,7 @@ def _start_server(repository: Path, work_dir: Path) -> tuple[TritonServer, Servi
 
     served = [*DEMO_TRAINED, BENCH_MODEL]
     serve_names = served + [explain_name(name) for name in served] + [pipeline_name(name) for name in DEMO_TRAINED]
+    serve_names.append(pipeline_name(DEMO_DETECTOR))  # the ensemble pulls in the model and its two python steps
     view, loaded, skipped = build_runtime_repository(repository, work_dir / "triton", serve_names)
     _add_entries(view, work_dir / "nobatch_repository", work_dir / "triton_nobatch")
     loaded += [twin for name in BATCHING_MODELS for twin in (nobatch_name(name), f"{name}{HANDPICKED_SUFFIX}")]
@@ -276,16 +281,38 @@ def _train_all(
     return results
 
 
+def _train_detector(
+    runs_dir: Path, train_minutes: float, retrain: bool, echo: Callable[[str], None]
+) -> tuple[TrainingMetrics | None, bool]:
+    """Train the detector unless its checkpoint exists; returns its run's metrics and whether it was reused."""
+    from attnserve.models.checkpoint import has_checkpoint, load_metrics
+    from attnserve.models.train import train
+
+    run_dir = runs_dir / DEMO_DETECTOR
+    if has_checkpoint(run_dir) and not retrain:
+        echo(f"    {DEMO_DETECTOR}: checkpoint in {run_dir}, not retrained")
+        metrics, reused = load_metrics(run_dir), True
+    else:
+        echo(f"    {DEMO_DETECTOR}: training for up to {train_minutes:g} min")
+        metrics, reused = train(DEMO_DETECTOR, max_minutes=train_minutes, runs_dir=runs_dir), False
+    if metrics is not None:
+        echo(f"    {DEMO_DETECTOR}: held-out mAP@.5 {metrics.coco_map50:.3f}, mAP@[.5:.95] {metrics.coco_map:.3f}")
+    return metrics, reused
+
+
 def _export_all(runs_dir: Path, repository: Path, echo: Callable[[str], None]) -> dict[str, ExportSummary]:
     from attnserve.errors import ExportError
     from attnserve.export.pipeline import export_model
     from attnserve.serving.pipelines import write_pipeline_entries
 
     results: dict[str, ExportSummary] = {}
-    for name in (*DEMO_TRAINED, BENCH_MODEL):
+    for name in (*DEMO_TRAINED, DEMO_DETECTOR, BENCH_MODEL):
+        # The detector has no attention map to explain (a dense head, no object queries), and the fp16 stage
+        # compares classifier logits: both are left out for it.
+        options = {"explain": False, "fp16": False} if name == DEMO_DETECTOR else {}
         # Version 1 every time: a demo re-run replaces its own export instead of piling up versions.
-        export_report = export_model(name, repository, runs_dir=runs_dir, tensorrt=True, version=1)
-        if name in DEMO_TRAINED:
+        export_report = export_model(name, repository, runs_dir=runs_dir, tensorrt=True, version=1, **options)  # type: ignore[arg-type]
+        if name != BENCH_MODEL:
             write_pipeline_entries(export_report.spec, repository)
         summary = results[name] = _export_summary(export_report)
         echo(
@@ -417,6 +444,60 @@ def _write_heatmap(
     path = write_overlay(pixels, attention_map, prediction, reports_dir / "attention_vit_digits.png")
     echo(f"    wrote {path} (predicted {prediction.label}, map {tuple(attention_map.shape)})")
     return HeatmapSummary(image=str(image), png=str(path), label=prediction.label, map_shape=list(attention_map.shape))
+
+
+def _detect_scenes(
+    settings: tuple[ClientSettings, ClientSettings],
+    runs_dir: Path,
+    reports_dir: Path,
+    detector: tuple[TrainingMetrics | None, bool],
+    echo: Callable[[str], None],
+) -> DetectionSummary:
+    """Held-out scenes as non-square PNG/JPEG files, detected in-process and through `NAME_pipeline` over HTTP
+    and gRPC, all scored by pycocotools against boxes in each file's pixels; one file drawn with its boxes."""
+    from attnserve.clients.client import TritonClient
+    from attnserve.clients.drawing import write_detections
+    from attnserve.detection import DEFAULT_SCORE_THRESHOLD, coco_map, coco_results_of
+    from attnserve.models.checkpoint import resolve
+    from attnserve.models.detection_train import detect_files
+    from attnserve.models.scenes import FILE_SIZES, write_scene_files
+
+    metrics, reused = detector
+    files_dir = runs_dir / "demo" / "scenes"
+    shutil.rmtree(files_dir, ignore_errors=True)
+    files, truth = write_scene_files(files_dir, DETECTION_FILES)
+    model, spec = resolve(DEMO_DETECTOR, runs_dir)
+    answers = {"in_process": detect_files(model, spec, files, DEFAULT_SCORE_THRESHOLD)}
+    for protocol, client_settings in zip(("http", "grpc"), settings, strict=True):
+        with TritonClient(client_settings) as client:
+            answers[protocol] = client.detect(DEMO_DETECTOR, files)
+    scores = {
+        where: MapScores(**coco_map(truth, coco_results_of(found, spec.labels))) for where, found in answers.items()
+    }
+    # the picture: the file with the most served detections among the first few (a busy scene shows more)
+    shown = max(range(min(8, len(files))), key=lambda index: len(answers["grpc"][index]))
+    picture = write_detections(
+        files[shown], answers["grpc"][shown], reports_dir / f"detections_{DEMO_DETECTOR}.png", spec.labels
+    )
+    echo(f"    {DEMO_DETECTOR}: mAP@.5 served {scores['http'].map50:.3f} (HTTP) {scores['grpc'].map50:.3f} (gRPC), "
+         f"in-process {scores['in_process'].map50:.3f} on the same files; wrote {picture}")  # fmt: skip
+    held_out = None
+    if metrics is not None and metrics.coco_map is not None:
+        held_out = MapScores(map=metrics.coco_map, map50=metrics.coco_map50 or 0.0, map75=metrics.coco_map75 or 0.0)
+    return DetectionSummary(
+        model=DEMO_DETECTOR,
+        reused_checkpoint=reused,
+        train_seconds=round(metrics.train_seconds, 1) if metrics else 0.0,
+        steps=metrics.steps if metrics else None,
+        held_out=held_out,
+        held_out_scenes=metrics.test_samples if metrics else None,
+        files=len(files),
+        sizes=[list(size) for size in FILE_SIZES],
+        score_threshold=DEFAULT_SCORE_THRESHOLD,
+        picture=str(picture),
+        picture_detections=len(answers["grpc"][shown]),
+        **scores,
+    )
 
 
 def _loadtest_batching(
