@@ -295,7 +295,7 @@ def _train_detector(
     else:
         echo(f"    {DEMO_DETECTOR}: training for up to {train_minutes:g} min")
         metrics, reused = train(DEMO_DETECTOR, max_minutes=train_minutes, runs_dir=runs_dir), False
-    if metrics is not None:
+    if metrics is not None and metrics.coco_map is not None and metrics.coco_map50 is not None:
         echo(f"    {DEMO_DETECTOR}: held-out mAP@.5 {metrics.coco_map50:.3f}, mAP@[.5:.95] {metrics.coco_map:.3f}")
     return metrics, reused
 
