@@ -309,9 +309,10 @@ def _export_all(runs_dir: Path, repository: Path, echo: Callable[[str], None]) -
     for name in (*DEMO_TRAINED, DEMO_DETECTOR, BENCH_MODEL):
         # The detector has no attention map to explain (a dense head, no object queries), and the fp16 stage
         # compares classifier logits: both are left out for it.
-        options = {"explain": False, "fp16": False} if name == DEMO_DETECTOR else {}
+        detector = name == DEMO_DETECTOR
         # Version 1 every time: a demo re-run replaces its own export instead of piling up versions.
-        export_report = export_model(name, repository, runs_dir=runs_dir, tensorrt=True, version=1, **options)  # type: ignore[arg-type]
+        export_report = export_model(name, repository, runs_dir=runs_dir, tensorrt=True, version=1,
+                                     explain=not detector, fp16=False if detector else None)  # fmt: skip
         if name != BENCH_MODEL:
             write_pipeline_entries(export_report.spec, repository)
         summary = results[name] = _export_summary(export_report)
