@@ -79,11 +79,12 @@ OPTIMIZE_MODEL = "vit_digits"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="train -> export -> serve -> infer -> load test, end to end on CPU; writes reports/demo.md",
+        help="train -> export -> serve -> infer, detect -> load test, end to end on CPU; writes reports/demo.md",
         description=(
             "The whole product end to end on a CPU: train the demo models (unless RUNS_DIR has their checkpoints), "
             "export them (verified ONNX, explain, fp16; TensorRT skipped without a GPU), serve them with the real "
             "embedded Triton, classify sample images and a video over HTTP and gRPC, write an attention heatmap, "
+            "detect shapes in held-out PNG/JPEG files through det_shapes_pipeline (COCO mAP, a picture with boxes), "
             "load-test the tuned default configuration against batching off and the old hand-picked 2 ms one, stop "
             "the server and write REPORTS_DIR/demo.md (+ demo.json, "
             "PNG plots). Only REPORTS_DIR, RUNS_DIR and the repository are written; README.md only with "
