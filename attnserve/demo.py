@@ -16,11 +16,12 @@ import logging
 import platform
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from attnserve.demo_report import (
     CONFIG_LABELS,
@@ -48,6 +49,7 @@ from attnserve.spec import explain_name, nobatch_name, pipeline_name
 
 if TYPE_CHECKING:
     from attnserve.clients.settings import ClientSettings
+    from attnserve.detection import Detection
     from attnserve.export.pipeline import ExportReport
     from attnserve.export.reports import ParityReport
     from attnserve.export.stages import StageResult
@@ -65,8 +67,9 @@ DEMO_DETECTOR = "det_shapes"
 DETECTOR_MINUTES = 1.5
 """The detector's training budget: unlike the classifiers (which stop at their planned epochs, in about a minute)
 it trains until the budget runs out (docs/detection.md has its curve)."""
-DETECTION_FILES = 100
-"""Held-out scenes the demo writes as files and detects over each protocol."""
+DETECTION_FILES = 300
+"""Held-out scenes the demo writes as files and detects over each protocol (the same files as
+`bench.detection_served`'s default)."""
 BENCH_MODEL = "vit_tiny_patch16_224"
 """The standard ViT-Tiny/16 architecture (untrained): the performance model."""
 BATCHING_MODELS: tuple[str, ...] = ("vit_digits", BENCH_MODEL)
@@ -101,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DETECTOR_MINUTES,
         help=f"training budget of the detector (default {DETECTOR_MINUTES:g})",
     )
-    parser.add_argument("--window-s", type=float, default=1.0, help="load-test measurement window (default 1 s)")
+    parser.add_argument("--window-s", type=float, default=1.5, help="load-test measurement window (default 1.5 s)")
     parser.add_argument(
         "--concurrency", default="1,4,16", help="load-test concurrency sweep, comma-separated (default 1,4,16)"
     )
@@ -154,7 +157,7 @@ def run_demo(
     reports_dir: Path = Path("reports"),
     train_minutes: float = 2.0,
     detector_minutes: float = DETECTOR_MINUTES,
-    window_s: float = 1.0,
+    window_s: float = 1.5,
     concurrency: Sequence[int] = (1, 4, 16),
     retrain: bool = False,
     readme: Path | None = None,
@@ -488,8 +491,7 @@ def _detect_scenes(
     scores = {
         where: MapScores(**coco_map(truth, coco_results_of(found, spec.labels))) for where, found in answers.items()
     }
-    # the picture: the file with the most served detections among the first few (a busy scene shows more)
-    shown = max(range(min(8, len(files))), key=lambda index: len(answers["grpc"][index]))
+    shown = _busy_scene(truth, answers["grpc"][:20])
     picture = write_detections(
         files[shown], answers["grpc"][shown], reports_dir / f"detections_{DEMO_DETECTOR}.png", spec.labels
     )
@@ -512,6 +514,14 @@ def _detect_scenes(
         picture_detections=len(answers["grpc"][shown]),
         **scores,
     )
+
+
+def _busy_scene(truth: dict[str, Any], answers: Sequence[Sequence[Detection]]) -> int:
+    """The picture's scene: among `answers`, the one with the most objects whose answer counts as many
+    detections as it has objects (a busy scene, shown as served); the first one when none matches."""
+    objects = Counter(annotation["image_id"] for annotation in truth["annotations"])
+    matching = [index for index, found in enumerate(answers) if len(found) == objects[index]]
+    return max(matching, key=lambda index: objects[index], default=0)
 
 
 def _loadtest_batching(
