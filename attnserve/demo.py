@@ -517,11 +517,12 @@ def _detect_scenes(
 
 
 def _busy_scene(truth: dict[str, Any], answers: Sequence[Sequence[Detection]]) -> int:
-    """The picture's scene: among `answers`, the one with the most objects whose answer counts as many
-    detections as it has objects (a busy scene, shown as served); the first one when none matches."""
+    """The picture's scene: among `answers`, the one with the most objects (then the widest file) whose answer
+    counts as many detections as it has objects (a busy scene, shown as served); the first one when none matches."""
     objects = Counter(annotation["image_id"] for annotation in truth["annotations"])
+    widths = {image["id"]: image["width"] for image in truth["images"]}
     matching = [index for index, found in enumerate(answers) if len(found) == objects[index]]
-    return max(matching, key=lambda index: objects[index], default=0)
+    return max(matching, key=lambda index: (objects[index], widths[index]), default=0)
 
 
 def _loadtest_batching(
