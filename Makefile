@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` (train -> export -> serve -> infer -> loadtest, CPU)
+# The two commands of the README: `make demo` (train -> export -> serve -> infer, detect -> loadtest, CPU)
 # and `make test` (the whole suite). Both create .venv and install into it when needed; the stamp
 # file makes a second run skip the install unless pyproject.toml changed.
 PYTHON ?= python3

@@ -2,7 +2,8 @@
 
     train (if runs/ has no checkpoint) -> export (verified ONNX, explain, fp16, TensorRT: skipped without GPU)
     -> serve (the real embedded Triton) -> classify sample images and a video over HTTP and gRPC
-    -> one attention heatmap -> load-test sweep with dynamic batching on and off -> stop -> reports/demo.md
+    -> one attention heatmap -> detection on held-out scene files (served mAP, a picture with boxes)
+    -> load-test sweep with dynamic batching on and off -> stop -> reports/demo.md
 
 Every figure in the report comes from this run (training metrics from the run that produced the checkpoint).
 This module only orchestrates: training, export, serving and clients each live in their own package.
@@ -15,11 +16,12 @@ import logging
 import platform
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from attnserve.demo_report import (
     CONFIG_LABELS,
@@ -27,11 +29,13 @@ from attnserve.demo_report import (
     CpuVariantRow,
     CpuVariantSummary,
     DemoReport,
+    DetectionSummary,
     ExportSummary,
     HeatmapSummary,
     InferenceSummary,
     LoadLevel,
     Machine,
+    MapScores,
     ProtocolResult,
     ServingSummary,
     TrainingSummary,
@@ -45,9 +49,11 @@ from attnserve.spec import explain_name, nobatch_name, pipeline_name
 
 if TYPE_CHECKING:
     from attnserve.clients.settings import ClientSettings
+    from attnserve.detection import Detection
     from attnserve.export.pipeline import ExportReport
     from attnserve.export.reports import ParityReport
     from attnserve.export.stages import StageResult
+    from attnserve.models.metrics import TrainingMetrics
     from attnserve.serving.server import TritonServer
 
 __all__ = ["DemoReport", "register", "render_markdown", "render_results_table", "run_demo", "update_readme"]
@@ -55,7 +61,15 @@ __all__ = ["DemoReport", "register", "render_markdown", "render_results_table", 
 logger = logging.getLogger(__name__)
 
 DEMO_TRAINED: tuple[str, ...] = ("vit_digits", "cnn_cbam_digits", "timesformer_motion")
-"""Models the demo trains (when `runs/` has no checkpoint) and serves."""
+"""Classifiers the demo trains (when `runs/` has no checkpoint) and serves."""
+DEMO_DETECTOR = "det_shapes"
+"""The detector the demo trains (when `runs/` has no checkpoint), serves through its pipeline and scores."""
+DETECTOR_MINUTES = 1.5
+"""The detector's training budget: unlike the classifiers (which stop at their planned epochs, in about a minute)
+it trains until the budget runs out (docs/detection.md has its curve)."""
+DETECTION_FILES = 300
+"""Held-out scenes the demo writes as files and detects over each protocol (the same files as
+`bench.detection_served`'s default)."""
 BENCH_MODEL = "vit_tiny_patch16_224"
 """The standard ViT-Tiny/16 architecture (untrained): the performance model."""
 BATCHING_MODELS: tuple[str, ...] = ("vit_digits", BENCH_MODEL)
@@ -68,11 +82,12 @@ OPTIMIZE_MODEL = "vit_digits"
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="train -> export -> serve -> infer -> load test, end to end on CPU; writes reports/demo.md",
+        help="train -> export -> serve -> infer, detect -> load test, end to end on CPU; writes reports/demo.md",
         description=(
             "The whole product end to end on a CPU: train the demo models (unless RUNS_DIR has their checkpoints), "
             "export them (verified ONNX, explain, fp16; TensorRT skipped without a GPU), serve them with the real "
             "embedded Triton, classify sample images and a video over HTTP and gRPC, write an attention heatmap, "
+            "detect shapes in held-out PNG/JPEG files through det_shapes_pipeline (COCO mAP, a picture with boxes), "
             "load-test the tuned default configuration against batching off and the old hand-picked 2 ms one, stop "
             "the server and write REPORTS_DIR/demo.md (+ demo.json, "
             "PNG plots). Only REPORTS_DIR, RUNS_DIR and the repository are written; README.md only with "
@@ -82,8 +97,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="training runs (default: runs/)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"), help="where demo.md/json/png go")
-    parser.add_argument("--train-minutes", type=float, default=2.0, help="training budget per model (default 2)")
-    parser.add_argument("--window-s", type=float, default=2.0, help="load-test measurement window (default 2 s)")
+    parser.add_argument("--train-minutes", type=float, default=2.0, help="training budget per classifier (default 2)")
+    parser.add_argument(
+        "--detector-minutes",
+        type=float,
+        default=DETECTOR_MINUTES,
+        help=f"training budget of the detector (default {DETECTOR_MINUTES:g})",
+    )
+    parser.add_argument("--window-s", type=float, default=1.5, help="load-test measurement window (default 1.5 s)")
     parser.add_argument(
         "--concurrency", default="1,4,16", help="load-test concurrency sweep, comma-separated (default 1,4,16)"
     )
@@ -108,6 +129,7 @@ def _run_from_args(args: argparse.Namespace) -> int:
         repository=args.repository,
         reports_dir=args.reports_dir,
         train_minutes=args.train_minutes,
+        detector_minutes=args.detector_minutes,
         window_s=args.window_s,
         concurrency=concurrency,
         retrain=args.retrain,
@@ -134,7 +156,8 @@ def run_demo(
     repository: Path = Path("model_repository"),
     reports_dir: Path = Path("reports"),
     train_minutes: float = 2.0,
-    window_s: float = 2.0,
+    detector_minutes: float = DETECTOR_MINUTES,
+    window_s: float = 1.5,
     concurrency: Sequence[int] = (1, 4, 16),
     retrain: bool = False,
     readme: Path | None = None,
@@ -146,7 +169,8 @@ def run_demo(
         runs_dir: training runs; a model with a checkpoint there is not retrained (unless `retrain`).
         repository: the Triton model repository the models are exported into.
         reports_dir: output folder of the report.
-        train_minutes: training budget per model.
+        train_minutes: training budget per classifier.
+        detector_minutes: training budget of the detector.
         window_s: load-test measurement window.
         concurrency: closed-loop concurrency sweep.
         retrain: train even when a checkpoint exists.
@@ -167,6 +191,7 @@ def run_demo(
 
     with _step(_train_title(runs_dir, retrain), timings, echo):
         training = _train_all(runs_dir, train_minutes, retrain, echo)
+        detector = _train_detector(runs_dir, detector_minutes, retrain, echo)
     with _step("export: verified ONNX, explain, pipelines, fp16, TensorRT", timings, echo):
         exports = _export_all(runs_dir, repository, echo)
         _write_nobatch_entries(repository, work_dir / "nobatch_repository", exports)
@@ -184,24 +209,18 @@ def run_demo(
             inference = _classify_samples(http, grpc, work_dir / "samples", echo)
         with _step("explain: attention heatmap", timings, echo):
             heatmap = _write_heatmap(grpc, work_dir / "samples", reports_dir, echo)
+        with _step(f"detect: {DETECTION_FILES} held-out scene files, in-process, HTTP and gRPC", timings, echo):
+            detection = _detect_scenes((http, grpc), runs_dir, reports_dir, detector, echo)
         with _step("load test: tuned default vs batching off vs hand-picked 2 ms", timings, echo):
             loadtest = _loadtest_batching(grpc, concurrency, window_s, reports_dir, echo)
     finally:
         with _step("stop the server", timings, echo):
             server.stop()
     report = DemoReport(
-        generated_at=generated_at,
-        machine=_machine(),
-        timings_s=timings,
-        training=training,
-        export=exports,
-        optimize=optimize,
-        serving=serving,
-        inference=inference,
-        heatmap=heatmap,
-        loadtest=loadtest,
-        seconds=round(time.perf_counter() - started, 1),
-    )
+        generated_at=generated_at, machine=_machine(), timings_s=timings, training=training, export=exports,
+        optimize=optimize, serving=serving, inference=inference, heatmap=heatmap, loadtest=loadtest,
+        detection=detection, seconds=round(time.perf_counter() - started, 1),
+    )  # fmt: skip
     _write_reports(report, reports_dir, readme)
     return report
 
@@ -213,10 +232,11 @@ def _train_title(runs_dir: Path, retrain: bool) -> str:
     """Says what the training step will do: reuse the checkpoints it finds, train the others."""
     from attnserve.models.checkpoint import has_checkpoint
 
-    reused = [] if retrain else [name for name in DEMO_TRAINED if has_checkpoint(runs_dir / name)]
+    trained = (*DEMO_TRAINED, DEMO_DETECTOR)
+    reused = [] if retrain else [name for name in trained if has_checkpoint(runs_dir / name)]
     if not reused:
-        return f"train {', '.join(DEMO_TRAINED)}"
-    if len(reused) == len(DEMO_TRAINED):
+        return f"train {', '.join(trained)}"
+    if len(reused) == len(trained):
         return f"train: reusing every checkpoint in {runs_dir}/"
     return f"train: reusing {', '.join(reused)} from {runs_dir}/, training the others"
 
@@ -229,6 +249,7 @@ def _start_server(repository: Path, work_dir: Path) -> tuple[TritonServer, Servi
 
     served = [*DEMO_TRAINED, BENCH_MODEL]
     serve_names = served + [explain_name(name) for name in served] + [pipeline_name(name) for name in DEMO_TRAINED]
+    serve_names.append(pipeline_name(DEMO_DETECTOR))  # the ensemble pulls in the model and its two python steps
     view, loaded, skipped = build_runtime_repository(repository, work_dir / "triton", serve_names)
     _add_entries(view, work_dir / "nobatch_repository", work_dir / "triton_nobatch")
     loaded += [twin for name in BATCHING_MODELS for twin in (nobatch_name(name), f"{name}{HANDPICKED_SUFFIX}")]
@@ -276,16 +297,39 @@ def _train_all(
     return results
 
 
+def _train_detector(
+    runs_dir: Path, train_minutes: float, retrain: bool, echo: Callable[[str], None]
+) -> tuple[TrainingMetrics | None, bool]:
+    """Train the detector unless its checkpoint exists; returns its run's metrics and whether it was reused."""
+    from attnserve.models.checkpoint import has_checkpoint, load_metrics
+    from attnserve.models.train import train
+
+    run_dir = runs_dir / DEMO_DETECTOR
+    if has_checkpoint(run_dir) and not retrain:
+        echo(f"    {DEMO_DETECTOR}: checkpoint in {run_dir}, not retrained")
+        metrics, reused = load_metrics(run_dir), True
+    else:
+        echo(f"    {DEMO_DETECTOR}: training for up to {train_minutes:g} min")
+        metrics, reused = train(DEMO_DETECTOR, max_minutes=train_minutes, runs_dir=runs_dir), False
+    if metrics is not None and metrics.coco_map is not None and metrics.coco_map50 is not None:
+        echo(f"    {DEMO_DETECTOR}: held-out mAP@.5 {metrics.coco_map50:.3f}, mAP@[.5:.95] {metrics.coco_map:.3f}")
+    return metrics, reused
+
+
 def _export_all(runs_dir: Path, repository: Path, echo: Callable[[str], None]) -> dict[str, ExportSummary]:
     from attnserve.errors import ExportError
     from attnserve.export.pipeline import export_model
     from attnserve.serving.pipelines import write_pipeline_entries
 
     results: dict[str, ExportSummary] = {}
-    for name in (*DEMO_TRAINED, BENCH_MODEL):
+    for name in (*DEMO_TRAINED, DEMO_DETECTOR, BENCH_MODEL):
+        # The detector has no attention map to explain (a dense head, no object queries), and the fp16 stage
+        # compares classifier logits: both are left out for it.
+        detector = name == DEMO_DETECTOR
         # Version 1 every time: a demo re-run replaces its own export instead of piling up versions.
-        export_report = export_model(name, repository, runs_dir=runs_dir, tensorrt=True, version=1)
-        if name in DEMO_TRAINED:
+        export_report = export_model(name, repository, runs_dir=runs_dir, tensorrt=True, version=1,
+                                     explain=not detector, fp16=False if detector else None)  # fmt: skip
+        if name != BENCH_MODEL:
             write_pipeline_entries(export_report.spec, repository)
         summary = results[name] = _export_summary(export_report)
         echo(
@@ -421,13 +465,75 @@ def _write_heatmap(
     return HeatmapSummary(image=str(image), png=str(path), label=prediction.label, map_shape=list(attention_map.shape))
 
 
+def _detect_scenes(
+    settings: tuple[ClientSettings, ClientSettings],
+    runs_dir: Path,
+    reports_dir: Path,
+    detector: tuple[TrainingMetrics | None, bool],
+    echo: Callable[[str], None],
+) -> DetectionSummary:
+    """Held-out scenes as non-square PNG/JPEG files, detected in-process and through `NAME_pipeline` over HTTP
+    and gRPC, all scored by pycocotools against boxes in each file's pixels; one file drawn with its boxes."""
+    from attnserve.clients.client import TritonClient
+    from attnserve.clients.drawing import write_detections
+    from attnserve.detection import DEFAULT_SCORE_THRESHOLD, coco_map, coco_results_of
+    from attnserve.models.checkpoint import resolve
+    from attnserve.models.detection_train import detect_files
+    from attnserve.models.scenes import FILE_SIZES, write_scene_files
+
+    metrics, reused = detector
+    files_dir = runs_dir / "demo" / "scenes"
+    shutil.rmtree(files_dir, ignore_errors=True)
+    files, truth = write_scene_files(files_dir, DETECTION_FILES)
+    model, spec = resolve(DEMO_DETECTOR, runs_dir)
+    answers = {"in_process": detect_files(model, spec, files, DEFAULT_SCORE_THRESHOLD)}
+    for protocol, client_settings in zip(("http", "grpc"), settings, strict=True):
+        with TritonClient(client_settings) as client:
+            answers[protocol] = client.detect(DEMO_DETECTOR, files)
+    scores = {
+        where: MapScores(**coco_map(truth, coco_results_of(found, spec.labels))) for where, found in answers.items()
+    }
+    shown = _busy_scene(truth, answers["grpc"][:20])
+    picture = write_detections(
+        files[shown], answers["grpc"][shown], reports_dir / f"detections_{DEMO_DETECTOR}.png", spec.labels
+    )
+    echo(f"    {DEMO_DETECTOR}: mAP@.5 served {scores['http'].map50:.3f} (HTTP) {scores['grpc'].map50:.3f} (gRPC), "
+         f"in-process {scores['in_process'].map50:.3f} on the same files; wrote {picture}")  # fmt: skip
+    held_out = None
+    if metrics is not None and metrics.coco_map is not None:
+        held_out = MapScores(map=metrics.coco_map, map50=metrics.coco_map50 or 0.0, map75=metrics.coco_map75 or 0.0)
+    return DetectionSummary(
+        model=DEMO_DETECTOR,
+        reused_checkpoint=reused,
+        train_seconds=round(metrics.train_seconds, 1) if metrics else 0.0,
+        steps=metrics.steps if metrics else None,
+        held_out=held_out,
+        held_out_scenes=metrics.test_samples if metrics else None,
+        files=len(files),
+        sizes=[list(size) for size in FILE_SIZES],
+        score_threshold=DEFAULT_SCORE_THRESHOLD,
+        picture=str(picture),
+        picture_detections=len(answers["grpc"][shown]),
+        **scores,
+    )
+
+
+def _busy_scene(truth: dict[str, Any], answers: Sequence[Sequence[Detection]]) -> int:
+    """The picture's scene: among `answers`, the one with the most objects (then the widest file) whose answer
+    counts as many detections as it has objects (a busy scene, shown as served); the first one when none matches."""
+    objects = Counter(annotation["image_id"] for annotation in truth["annotations"])
+    widths = {image["id"]: image["width"] for image in truth["images"]}
+    matching = [index for index, found in enumerate(answers) if len(found) == objects[index]]
+    return max(matching, key=lambda index: (objects[index], widths[index]), default=0)
+
+
 def _loadtest_batching(
     grpc: ClientSettings, concurrency: Sequence[int], window_s: float, reports_dir: Path, echo: Callable[[str], None]
 ) -> dict[str, BatchingComparison]:
     from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
 
     options = LoadTestOptions(
-        concurrency=list(concurrency), warmup_s=1.0, window_s=window_s, min_windows=2, max_windows=4
+        concurrency=list(concurrency), warmup_s=1.0, window_s=window_s, min_windows=2, max_windows=3
     )
     results: dict[str, BatchingComparison] = {}
     for name in BATCHING_MODELS:

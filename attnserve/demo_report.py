@@ -150,6 +150,38 @@ class BatchingComparison(_Section):
         return {"batching_on": self.batching_on, "batching_off": self.batching_off, "handpicked": self.handpicked}
 
 
+class MapScores(_Section):
+    """COCO box mAP (pycocotools) of one set of detections."""
+
+    map: float
+    """mAP@[.5:.95]."""
+    map50: float
+    map75: float
+
+
+class DetectionSummary(_Section):
+    """The detector: its training run's held-out mAP, and mAP of the same non-square files scored in-process and
+    served through `NAME_pipeline` over HTTP and gRPC (boxes must land in each file's own pixels)."""
+
+    model: str
+    reused_checkpoint: bool
+    train_seconds: float
+    steps: int | None
+    held_out: MapScores | None
+    """The training run's held-out scenes (drawn at the input size); None when a reused run has no metrics."""
+    held_out_scenes: int | None
+    files: int
+    """Held-out scenes written as files (PNG and JPEG in turn) at `sizes`."""
+    sizes: list[list[int]]
+    score_threshold: float
+    in_process: MapScores
+    http: MapScores
+    grpc: MapScores
+    picture: str
+    """The labelled boxes drawn on one of the files."""
+    picture_detections: int
+
+
 class DemoReport(_Section):
     """Everything one `attnserve demo` run measured (`reports/demo.json`)."""
 
@@ -163,6 +195,8 @@ class DemoReport(_Section):
     inference: dict[str, InferenceSummary]
     heatmap: HeatmapSummary
     loadtest: dict[str, BatchingComparison]
+    detection: DetectionSummary | None = None
+    """Absent from reports written before the detector joined the demo."""
     seconds: float
 
 
@@ -178,6 +212,15 @@ def _served_text(served: InferenceSummary | None) -> str:
     return f"{served.http.correct}/{count} / {served.grpc.correct}/{count} / {served.grpc.pipeline_correct}/{count}"
 
 
+def _detection_accuracy(detection: DetectionSummary) -> str:
+    held_out = detection.held_out
+    return "n/a" if held_out is None else f"mAP@.5 {held_out.map50:.3f}, mAP@[.5:.95] {held_out.map:.3f}"
+
+
+def _detection_served(detection: DetectionSummary) -> str:
+    return f"mAP@.5 {detection.http.map50:.3f} / {detection.grpc.map50:.3f} (pipeline only)"
+
+
 def _model_rows(report: DemoReport) -> list[str]:
     lines = [
         "| model | test accuracy | ONNX `Attention` nodes | parity (max abs diff) | served correct (HTTP / gRPC / pipeline) | TensorRT |",
@@ -185,10 +228,12 @@ def _model_rows(report: DemoReport) -> list[str]:
     ]
     for name, export in report.export.items():
         training = report.training.get(name)
-        accuracy = pct(training.test_accuracy) if training else "untrained"
+        accuracy, served = pct(training.test_accuracy) if training else "untrained", report.inference.get(name)
+        detection = report.detection if report.detection and report.detection.model == name else None
         lines.append(
-            f"| {name} | {accuracy} | {export.attention_nodes} | {export.parity_max_abs_diff} | "
-            f"{_served_text(report.inference.get(name))} | {export.tensorrt.split(':')[0]} |"
+            f"| {name} | {_detection_accuracy(detection) if detection else accuracy} | {export.attention_nodes} | "
+            f"{export.parity_max_abs_diff} | {_detection_served(detection) if detection else _served_text(served)} | "
+            f"{export.tensorrt.split(':')[0]} |"
         )
     return lines
 
@@ -280,6 +325,37 @@ def _export_and_training_sections(report: DemoReport) -> list[str]:
     return sections
 
 
+def _detection_section(detection: DetectionSummary) -> list[str]:
+    sizes = ", ".join(f"{width}x{height}" for width, height in detection.sizes)
+    rows = [("in-process (PyTorch, same files)", detection.in_process), ("served, HTTP", detection.http),
+            ("served, gRPC", detection.grpc)]  # fmt: skip
+    if detection.held_out is not None:
+        rows.insert(
+            0, (f"training run, {detection.held_out_scenes} held-out scenes at the input size", detection.held_out)
+        )
+    png = Path(detection.picture).name
+    return [
+        "## Detection",
+        "",
+        f"`{detection.model}` ({'checkpoint reused' if detection.reused_checkpoint else 'trained in this run'}: "
+        f"{detection.steps} steps in {detection.train_seconds:.0f} s). Served through `{detection.model}_pipeline` "
+        f"(image bytes in, boxes in the file's own pixels out) on {detection.files} held-out scenes written as "
+        f"PNG and JPEG files at {sizes}; score threshold {detection.score_threshold}; COCO mAP by pycocotools.",
+        "",
+        "| scored on | mAP@[.5:.95] | mAP@.5 | mAP@.75 |",
+        "| --- | --- | --- | --- |",
+        *[f"| {where} | {s.map:.4f} | {s.map50:.4f} | {s.map75:.4f} |" for where, s in rows],
+        "",
+        f"Served minus in-process mAP@[.5:.95]: HTTP {detection.http.map - detection.in_process.map:+.4f}, "
+        f"gRPC {detection.grpc.map - detection.in_process.map:+.4f}.",
+        "",
+        f"`{png}` ({detection.picture_detections} detections, drawn on the original file):",
+        "",
+        f"![detections]({png})",
+        "",
+    ]
+
+
 def render_markdown(report: DemoReport) -> str:
     """The full `reports/demo.md`."""
     sections = [
@@ -306,9 +382,10 @@ def render_markdown(report: DemoReport) -> str:
         + ", ".join(f"`loadtest_{name}_configs.png`" for name in report.loadtest)
         + "; per configuration: `loadtest_NAME[_nobatch|_handpicked].png`.",
         "",
-        "## Step timings (s)",
-        "",
     ]
+    if report.detection is not None:
+        sections += _detection_section(report.detection)
+    sections += ["## Step timings (s)", ""]
     sections += [f"- {step}: {seconds}" for step, seconds in report.timings_s.items()]
     return "\n".join(sections) + "\n"
 

@@ -123,6 +123,11 @@ def coco_results(image_id: int, detections: Sequence[Detection], labels: Sequenc
     ]
 
 
+def coco_results_of(answers: Sequence[Sequence[Detection]], labels: Sequence[str]) -> list[dict[str, Any]]:
+    """One detection list per image (image id = its index) -> COCO result records of them all."""
+    return [record for image_id, found in enumerate(answers) for record in coco_results(image_id, found, labels)]
+
+
 def coco_map(ground_truth: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, float]:
     """COCO box mAP with pycocotools: `{"map": mAP@[.5:.95], "map50": mAP@.5, "map75": mAP@.75}`.
 

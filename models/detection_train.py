@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from attnserve.boxes import BoxMapping
-from attnserve.detection import coco_map, coco_results, detections_from_candidates
+from attnserve.detection import Detection, coco_map, coco_results, detections_from_candidates
 from attnserve.models.checkpoint import build_model, save_run
 from attnserve.models.detector import CenterDetector, detection_loss, heads_targets
 from attnserve.models.metrics import TrainingMetrics
 from attnserve.models.scenes import Scene, coco_ground_truth, make_scenes, render_batch
 from attnserve.models.train import Recipe, _param_groups, lr_factor
+from attnserve.preprocessing import to_chw
 from attnserve.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -66,6 +69,24 @@ def evaluate_scenes(model: torch.nn.Module, scene_set: SceneSet, spec: ModelSpec
             results += coco_results(start + offset, found, spec.labels)
     sizes = [(spec.width, spec.height)] * len(scene_set.scenes)
     return coco_map(coco_ground_truth(scene_set.scenes, sizes), results)
+
+
+@torch.inference_mode()
+def detect_files(
+    model: torch.nn.Module, spec: ModelSpec, files: Sequence[Path], score_threshold: float
+) -> list[list[Detection]]:
+    """In-process detections of image files, as the served pipeline computes them: each file decoded and resized
+    by `to_chw` (the spec's preprocessing), the PyTorch model, then the same post-processing (threshold, top-k,
+    boxes mapped back to the file's pixels). One list per file."""
+    model.eval()
+    answers: list[list[Detection]] = []
+    for path in files:
+        with Image.open(path) as image:
+            pixels = torch.from_numpy(to_chw(image, spec.channels, spec.height, spec.width, spec.preprocessing))
+            mapping = BoxMapping.for_image(image.width, image.height, spec.width, spec.height, spec.preprocessing)
+        boxes, scores, classes = (output[0].numpy() for output in model(pixels[None]))
+        answers.append(detections_from_candidates(boxes, scores, classes, spec.labels, mapping, score_threshold))
+    return answers
 
 
 @dataclass

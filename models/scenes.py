@@ -10,6 +10,7 @@ hold no object at all. Numpy + Pillow, no torch: tests and the demo write files 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,11 @@ MAX_IOU = 0.3
 MIN_SIDE, MAX_SIDE = 0.14, 0.42
 """Object side as a fraction of the canvas height."""
 NOISE_STD = 10.0
+FILE_SIZES: tuple[tuple[int, int], ...] = ((192, 128), (240, 160), (150, 100), (288, 192))
+"""(width, height) of held-out scene files: non-square, larger than the detector's 96x64 input, in turn."""
+FILE_SEED = 777_001
+"""Seed of the held-out scene files (training and its held-out set draw from other seeds)."""
+JPEG_QUALITY = 95
 
 
 @dataclass(frozen=True)
@@ -123,3 +129,28 @@ def coco_ground_truth(scenes: list[Scene], sizes: list[tuple[int, int]]) -> dict
                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})  # fmt: skip
     categories = [{"id": index, "name": name} for index, name in enumerate(DETECTION_LABELS)]
     return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def write_scene_files(
+    out_dir: Path, count: int, seed: int = FILE_SEED, sizes: tuple[tuple[int, int], ...] = FILE_SIZES
+) -> tuple[list[Path], dict[str, Any]]:
+    """Held-out scenes as the files a user sends: `scene_I.jpg` / `scene_I.png` in turn, sizes in turn.
+
+    Args:
+        out_dir: Folder for the files (created).
+        count: Number of scenes.
+        seed: Layout seed.
+        sizes: (width, height) of the files, used in turn.
+
+    Returns:
+        The files and their COCO ground truth in each file's own pixels (image id = index in the list).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scenes = make_scenes(count, seed)
+    file_sizes = [sizes[index % len(sizes)] for index in range(count)]
+    files = []
+    for index, (scene, (width, height)) in enumerate(zip(scenes, file_sizes, strict=True)):
+        path = out_dir / f"scene_{index}.{'png' if index % 2 else 'jpg'}"
+        render(scene, width, height).save(path, **({"quality": JPEG_QUALITY} if path.suffix == ".jpg" else {}))
+        files.append(path)
+    return files, coco_ground_truth(scenes, file_sizes)

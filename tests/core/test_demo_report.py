@@ -15,10 +15,17 @@ from attnserve.demo_report import README_END, README_START, DemoReport, render_m
 from attnserve.models.deployables import default_spec
 
 LEVEL = {"concurrency": 4, "p50_ms": 4.98, "p99_ms": 9.96, "client_success": 871, "server_success": 871, "errors": {}}
+MAP = {"map": 0.6829, "map50": 0.9419, "map75": 0.792}
+DETECTION = {
+    "model": "det_shapes", "reused_checkpoint": False, "train_seconds": 120.3, "steps": 540,
+    "held_out": {"map": 0.554, "map50": 0.935, "map75": 0.61}, "held_out_scenes": 500, "files": 100,
+    "sizes": [[192, 128], [240, 160]], "score_threshold": 0.3, "in_process": MAP, "http": MAP,
+    "grpc": {**MAP, "map": 0.6831}, "picture": "reports/detections_det_shapes.png", "picture_detections": 4,
+}  # fmt: skip
 PROTOCOL = {"correct": 8, "pipeline_correct": 7, "pipeline_agrees": 7, "mean_latency_ms": 11.65, "labels": ["7"] * 8}
 
 
-def _report() -> DemoReport:
+def _report(detection: bool = True) -> DemoReport:
     export = {
         "onnx_path": "runs/vit_digits/export/model.onnx", "exporter": "dynamo", "attention_nodes": 4,
         "parity_max_abs_diff": 1.55e-06, "parity_ok": True, "ort_optimisation": "ok", "fp16_max_abs_diff": 0.0037,
@@ -65,6 +72,7 @@ def _report() -> DemoReport:
                 }
             },
             "seconds": 300.0,
+            **({"detection": DETECTION} if detection else {}),
         }
     )
 
@@ -90,6 +98,37 @@ def test_markdown_carries_the_run_figures() -> None:
     assert "| vit_digits | 4 | 400.0, 10.0 | 200.0, 10.0 | 320.0, 10.0 | 2.0x | 1.25x |" in markdown
     assert "| onnxruntime_fp32 | 98.33% | 0.76 | 2511 | True | **yes** |" in markdown
     assert "- skipped `vit_digits_trt`: no GPU" in markdown and "![attention](attention_vit_digits.png)" in markdown
+
+
+def test_the_detection_section_renders_the_served_and_held_out_map() -> None:
+    markdown = render_markdown(_report())
+    assert "## Detection" in markdown and "![detections](detections_det_shapes.png)" in markdown
+    assert "| training run, 500 held-out scenes at the input size | 0.5540 | 0.9350 | 0.6100 |" in markdown
+    assert "| served, HTTP | 0.6829 | 0.9419 | 0.7920 |" in markdown
+    assert "| served, gRPC | 0.6831 | 0.9419 | 0.7920 |" in markdown
+    assert "HTTP +0.0000, gRPC +0.0002" in markdown
+    assert "192x128, 240x160" in markdown and "540 steps in 120 s" in markdown
+    raw = json.loads(_report().model_dump_json())
+    raw["export"]["det_shapes"] = {
+        **raw["export"]["vit_digits"],
+        "spec": default_spec("det_shapes").model_dump(mode="json"),
+    }
+    row = "| det_shapes | mAP@.5 0.935, mAP@[.5:.95] 0.554 | 4 | 1.55e-06 | mAP@.5 0.942 / 0.942 (pipeline only) | skipped |"
+    assert row in render_markdown(DemoReport.model_validate(raw))
+
+
+def test_a_report_written_before_the_detector_still_validates() -> None:
+    raw = json.loads(_report(detection=False).model_dump_json(exclude={"detection"}))
+    assert "detection" not in raw
+    report = DemoReport.model_validate(raw)
+    assert report.detection is None and "## Detection" not in render_markdown(report)
+
+
+def test_a_detection_section_missing_a_protocol_is_refused() -> None:
+    raw = json.loads(_report().model_dump_json())
+    del raw["detection"]["grpc"]
+    with pytest.raises(ValidationError, match="grpc"):
+        DemoReport.model_validate(raw)
 
 
 def test_update_readme_replaces_only_the_generated_block(tmp_path: Path) -> None:

@@ -28,9 +28,9 @@ from attnserve.boxes import BoxMapping
 from attnserve.clients.client import AsyncTritonClient, TritonClient
 from attnserve.clients.loadtest import settled_reading
 from attnserve.clients.settings import ClientSettings
-from attnserve.detection import DEFAULT_SCORE_THRESHOLD, coco_map, coco_results, detections_from_candidates
+from attnserve.detection import DEFAULT_SCORE_THRESHOLD, coco_map, coco_results_of
 from attnserve.errors import InferenceError
-from attnserve.preprocessing import to_chw
+from attnserve.models.detection_train import detect_files
 from attnserve.spec import ModelSpec
 
 pytestmark = pytest.mark.triton
@@ -54,19 +54,6 @@ class Served:
     hf_folders: dict[str, Path]
 
 
-def _scene_files(out_dir: Path) -> tuple[list[Path], dict[str, Any]]:
-    from attnserve.models.scenes import coco_ground_truth, make_scenes, render
-
-    scenes = make_scenes(SCENES, seed=424242)
-    sizes = [SIZES[index % len(SIZES)] for index in range(SCENES)]
-    files = []
-    for index, (scene, (width, height)) in enumerate(zip(scenes, sizes, strict=True)):
-        path = out_dir / f"scene_{index}.{'png' if index % 2 else 'jpg'}"  # half PNG, half JPEG
-        render(scene, width, height).save(path, **({"quality": 95} if path.suffix == ".jpg" else {}))
-        files.append(path)
-    return files, coco_ground_truth(scenes, sizes)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     from support.hf_detectors import save_tiny_detectors
@@ -76,6 +63,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     from attnserve.models.checkpoint import resolve
     from attnserve.models.deployables import default_spec
     from attnserve.models.detection_train import train_detector
+    from attnserve.models.scenes import write_scene_files
     from attnserve.serving.pipelines import write_pipeline_entries
     from attnserve.serving.runtime_view import build_runtime_repository
 
@@ -96,24 +84,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         write_pipeline_entries(hf_report.spec, root / "repo")
     model, spec = resolve(root / "runs" / NAME, root / "runs")
     view, loaded, _ = build_runtime_repository(root / "repo", root / "runtime")
-    (root / "scenes").mkdir()
-    files, truth = _scene_files(root / "scenes")
+    files, truth = write_scene_files(root / "scenes", SCENES, seed=424242, sizes=SIZES)
     with local_server(view, loaded, root / "server") as server:
         yield Served(server, spec, model.eval(), files, truth, hf_folders)
 
 
 def _in_process(served: Served) -> list[dict[str, Any]]:
     """The files through the same preprocessing, the PyTorch model and the same post-processing, in-process."""
-    spec, results = served.spec, []
-    for image_id, path in enumerate(served.files):
-        image = Image.open(path)
-        pixels = torch.from_numpy(to_chw(image, spec.channels, spec.height, spec.width, spec.preprocessing))
-        with torch.inference_mode():
-            boxes, scores, classes = (t[0].numpy() for t in served.model(pixels[None]))
-        mapping = BoxMapping.for_image(image.width, image.height, spec.width, spec.height, spec.preprocessing)
-        found = detections_from_candidates(boxes, scores, classes, spec.labels, mapping, DEFAULT_SCORE_THRESHOLD)
-        results += coco_results(image_id, found, spec.labels)
-    return results
+    return coco_results_of(
+        detect_files(served.model, served.spec, served.files, DEFAULT_SCORE_THRESHOLD), served.spec.labels
+    )
 
 
 def _client(served: Served, protocol: str) -> TritonClient:
@@ -125,10 +105,7 @@ def _client(served: Served, protocol: str) -> TritonClient:
 def test_served_map_equals_in_process_map_in_original_pixels(served: Served, protocol: str) -> None:
     with _client(served, protocol) as client:
         answers = client.detect(NAME, served.files)
-    served_results = [
-        r for image_id, found in enumerate(answers) for r in coco_results(image_id, found, served.spec.labels)
-    ]
-    served_map = coco_map(served.truth, served_results)
+    served_map = coco_map(served.truth, coco_results_of(answers, served.spec.labels))
     in_process = coco_map(served.truth, _in_process(served))
     assert in_process["map50"] > 0.3, f"the briefly trained detector found too little for a real check: {in_process}"
     assert abs(served_map["map"] - in_process["map"]) <= 0.005, (served_map, in_process)
