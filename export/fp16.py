@@ -23,7 +23,9 @@ from attnserve.export.reports import ParityReport
 from attnserve.export.stages import ArtefactReport
 from attnserve.export.torch2onnx import example_pixels
 from attnserve.export.verify import ort_session, verify_against
-from attnserve.spec import INPUT_NAME, OUTPUT_NAME, ModelSpec
+from attnserve.spec import DETECTION_OUTPUTS, INPUT_NAME, OUTPUT_NAME, ModelSpec
+
+DETECTION_SCORES = DETECTION_OUTPUTS[1]
 
 logger = logging.getLogger(__name__)
 
@@ -102,17 +104,19 @@ def verify_fp16(
     """Compare the fp16 graph with the fp32 graph in ONNX Runtime.
 
     Returns:
-        `(parity, max_abs_diff of logits, top1_agreement, samples)`.
+        `(parity, max_abs_diff of the logits (a detector's scores), top1_agreement, samples)`.
     """
     fp32_session = ort_session(fp32_path)
     output_names = [o.name for o in fp32_session.get_outputs()]
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
     fp16_session = ort_session(fp16_path)
+    # a classifier's logits; a detector's candidate scores (its top-1 agreement: the same best candidate)
+    primary = DETECTION_SCORES if spec.kind == "detection" else OUTPUT_NAME
 
     def reference(pixels: np.ndarray) -> list[np.ndarray]:
         expected = fp32_session.run(output_names, {INPUT_NAME: pixels})
-        actual = fp16_session.run([OUTPUT_NAME], {INPUT_NAME: pixels})[0]
-        pairs.append((expected[output_names.index(OUTPUT_NAME)], actual))
+        actual = fp16_session.run([primary], {INPUT_NAME: pixels})[0]
+        pairs.append((expected[output_names.index(primary)], actual))
         return expected
 
     parity = verify_against(fp16_path, reference, spec, batch_sizes, atol=spec.fp16_atol, session=fp16_session)
