@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from support.binaries import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "kubernetes" / "attnserve"
@@ -178,17 +179,6 @@ def validate(obj: dict[str, Any]) -> None:
         raise NoSchemaError(str(exc)) from exc
 
 
-def promtool() -> str:
-    """The `promtool` binary (Debian package `prometheus`, which .ci/run installs); skipped when missing, except CI."""
-    found = shutil.which("promtool") or next((p for p in ("/usr/bin/promtool",) if Path(p).is_file()), None)
-    if found is None:
-        message = "promtool is not installed (Debian package prometheus: apt-get install -y prometheus)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
 def _check_prometheus_rule(obj: dict[str, Any]) -> None:
     """A PrometheusRule: only apiVersion/kind/metadata/spec.groups, and the groups pass `promtool check rules` (the
     spec is a Prometheus rule file; its CRD is not vendored here)."""
@@ -196,7 +186,12 @@ def _check_prometheus_rule(obj: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "rules.yaml"
         path.write_text(yaml.safe_dump(obj["spec"]))
-        check = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True, check=False)
+        check = subprocess.run(
+            [require_binary("promtool", "prometheus"), "check", "rules", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     if check.returncode != 0:
         raise jsonschema.ValidationError(f"promtool check rules: {check.stdout}{check.stderr}")
 

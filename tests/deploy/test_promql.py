@@ -5,14 +5,12 @@ the video model, one busy model among seven, a saturated pod. NVIDIA's sample qu
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+from support.binaries import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "kubernetes" / "attnserve" / "files" / "recording_rules.yaml"
@@ -21,18 +19,15 @@ PROMQL = Path(__file__).parent / "promql"
 HPA_SERIES = "namespace_pod:attnserve_busy_fraction:rate1m"
 
 
-def promtool() -> str:
-    found = shutil.which("promtool") or next((p for p in ("/usr/bin/promtool",) if Path(p).is_file()), None)
-    if found is None:
-        message = "promtool is not installed (Debian package prometheus: apt-get install -y prometheus)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=60, check=False, cwd=PROMQL)
+    return subprocess.run(
+        [require_binary("promtool", "prometheus"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=PROMQL,
+    )
 
 
 def _chart_target() -> float:

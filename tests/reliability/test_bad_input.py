@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from PIL import Image
+from support.media import png_declaring
 from tritonclient.utils import InferenceServerException
 
 pytestmark = pytest.mark.triton
@@ -251,16 +250,6 @@ def test_oversized_tensor_is_refused(served: list[Served], client: Any, protocol
 # --------------------------------------------------------------------------------------------------------
 # encoded payloads to the pipelines
 # --------------------------------------------------------------------------------------------------------
-def _png_declaring(width: int, height: int) -> bytes:
-    """A 1x1 PNG whose header claims `width x height` pixels (a decompression bomb's header, no data)."""
-    buffer = io.BytesIO()
-    Image.new("L", (1, 1)).save(buffer, "PNG")
-    data = bytearray(buffer.getvalue())
-    data[16:24] = struct.pack(">II", width, height)  # IHDR width, height
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
-    return bytes(data)
-
-
 @pytest.fixture(scope="module")
 def samples(triton_server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """One real encoded sample per deployable (PNG for images, H.264 MP4 for videos)."""
@@ -289,10 +278,10 @@ def _bad_payloads(kind: str, good: bytes) -> dict[str, tuple[bytes, str]]:
         gif = io.BytesIO()
         Image.new("RGB", (8, 8)).save(gif, "GIF")
         payloads["unsupported_gif"] = (gif.getvalue(), "unsupported image format 'GIF'")
-        payloads["huge_declared_8k"] = (_png_declaring(8000, 8000), "exceeds the limit")
-        payloads["bomb_declared_20k"] = (_png_declaring(20000, 20000), "decompression bomb")
+        payloads["huge_declared_8k"] = (png_declaring(8000, 8000), "exceeds the limit")
+        payloads["bomb_declared_20k"] = (png_declaring(20000, 20000), "decompression bomb")
     else:
-        payloads["png_as_video_truncated"] = (_png_declaring(8, 8)[:20], "is a still image (png_pipe), not a video")
+        payloads["png_as_video_truncated"] = (png_declaring(8, 8)[:20], "is a still image (png_pipe), not a video")
     return payloads
 
 

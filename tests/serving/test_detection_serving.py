@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import struct
 import threading
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import pytest
 import torch
 import tritonclient.grpc as grpcclient
 from PIL import Image
+from support.media import png_declaring
 
 from attnserve.boxes import BoxMapping
 from attnserve.clients.client import AsyncTritonClient, TritonClient
@@ -169,16 +168,6 @@ def test_the_batcher_forms_batches_on_the_detection_model(served: Served) -> Non
     client.close()
 
 
-def _png_declaring(width: int, height: int) -> bytes:
-    """A 1x1 PNG whose header claims `width x height` pixels (a decompression bomb's header, no data)."""
-    buffer = io.BytesIO()
-    Image.new("L", (1, 1)).save(buffer, "PNG")
-    data = bytearray(buffer.getvalue())
-    data[16:24] = struct.pack(">II", width, height)  # IHDR width, height
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
-    return bytes(data)
-
-
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_bad_payloads_are_refused_and_the_server_keeps_serving(served: Served, protocol: str) -> None:
     good = served.files[0].read_bytes()
@@ -189,7 +178,7 @@ def test_bad_payloads_are_refused_and_the_server_keeps_serving(served: Served, p
         good[: len(good) // 2]: "cannot decode image",
         bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)): "cannot decode image",
         gif.getvalue(): "unsupported image format 'GIF'",
-        _png_declaring(8000, 8000): "exceeds the limit",
+        png_declaring(8000, 8000): "exceeds the limit",
     }
     with _client(served, protocol) as client:
         for payload, fragment in bad.items():

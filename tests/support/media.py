@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -34,3 +36,13 @@ def encoded_video(frames: int = 12, height: int = 48, width: int = 64, seed: int
         for packet in stream.encode():
             container.mux(packet)
     return buffer.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header claims `width x height` pixels (a decompression bomb's header, no data)."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
