@@ -93,17 +93,23 @@ CERTIFICATE_SUBSET: dict[str, Any] = {
 (https://cert-manager.io/docs/usage/certificate/): a hand-written subset (its CRD is not vendored here), strict."""
 
 
-@cache
-def helm() -> str:
-    """The helm binary `make setup` installs into the venv (deploy/kubernetes/install_helm.sh), else PATH's."""
-    candidate = Path(sys.executable).parent / "helm"
-    found = str(candidate) if candidate.is_file() else shutil.which("helm")
+def venv_tool(name: str, install_script: str) -> str:
+    """A tool `make setup` installs into the venv (by `install_script`), else PATH's; skipped when missing, but CI
+    fails (it runs `make setup`)."""
+    candidate = Path(sys.executable).parent / name
+    found = str(candidate) if candidate.is_file() else shutil.which(name)
     if found is None:
-        message = "helm is not installed: run `bash deploy/kubernetes/install_helm.sh .venv` (make setup does)"
+        message = f"{name} is not installed: run `bash {install_script} .venv` (make setup does)"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+@cache
+def helm() -> str:
+    """The helm binary of deploy/kubernetes/install_helm.sh."""
+    return venv_tool("helm", "deploy/kubernetes/install_helm.sh")
 
 
 @cache
@@ -604,15 +610,8 @@ def test_kserve_variant_has_shm_gpu_toleration_pull_secrets_and_requires_storage
 
 
 def _checkov() -> str:
-    """checkov from its own venv (deploy/kubernetes/install_checkov.sh, which `make setup` runs)."""
-    candidate = Path(sys.executable).parent / "checkov"
-    found = str(candidate) if candidate.is_file() else shutil.which("checkov")
-    if found is None:
-        message = "checkov is not installed: run `bash deploy/kubernetes/install_checkov.sh .venv` (make setup does)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    """checkov from its own venv (deploy/kubernetes/install_checkov.sh)."""
+    return venv_tool("checkov", "deploy/kubernetes/install_checkov.sh")
 
 
 def test_checkov_passes_every_rendered_variant(tmp_path: Path) -> None:
