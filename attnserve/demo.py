@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from attnserve.defaults import REPORTS_DIR, REPOSITORY_DIR, RUNS_DIR
 from attnserve.demo_report import (
     CONFIG_LABELS,
     BatchingComparison,
@@ -94,9 +95,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--update-readme."
         ),
     )
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="training runs (default: runs/)")
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports"), help="where demo.md/json/png go")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="training runs (default: runs/)")
+    parser.add_argument("--repository", type=Path, default=REPOSITORY_DIR, help="Triton model repository")
+    parser.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where demo.md/json/png go")
     parser.add_argument("--train-minutes", type=float, default=2.0, help="training budget per classifier (default 2)")
     parser.add_argument(
         "--detector-minutes",
@@ -152,9 +153,9 @@ def _step(title: str, timings: dict[str, float], echo: Callable[[str], None]) ->
 
 def run_demo(
     *,
-    runs_dir: Path = Path("runs"),
-    repository: Path = Path("model_repository"),
-    reports_dir: Path = Path("reports"),
+    runs_dir: Path = RUNS_DIR,
+    repository: Path = REPOSITORY_DIR,
+    reports_dir: Path = REPORTS_DIR,
     train_minutes: float = 2.0,
     detector_minutes: float = DETECTOR_MINUTES,
     window_s: float = 1.5,

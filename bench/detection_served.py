@@ -25,6 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attnserve.defaults import RUNS_DIR
+from bench import BENCH_REPORTS_DIR
+
 
 def measure(runs_dir: Path, name: str, count: int) -> dict[str, Any]:
     """Export, serve, and score in-process vs HTTP vs gRPC (module docstring)."""
@@ -64,10 +67,10 @@ def measure(runs_dir: Path, name: str, count: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR)
     parser.add_argument("--name", default="det_shapes")
     parser.add_argument("--scenes", type=int, default=300)
-    parser.add_argument("--out", type=Path, default=Path("reports/bench/detection_served.json"))
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR / "detection_served.json")
     args = parser.parse_args()
     result = measure(args.runs_dir, args.name, args.scenes)
     args.out.parent.mkdir(parents=True, exist_ok=True)

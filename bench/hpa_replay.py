@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from bench import BENCH_REPORTS_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "kubernetes" / "attnserve" / "files" / "recording_rules.yaml"
 VALUES = ROOT / "deploy" / "kubernetes" / "attnserve" / "values.yaml"
@@ -419,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="NAME=VALUE: a fixed target instead of the chosen one (repeatable)",
     )
-    parser.add_argument("--out", type=Path, default=Path("reports/bench/hpa_replay.json"))
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR / "hpa_replay.json")
     args = parser.parse_args(argv)
     fixed = {name: float(value) for name, value in (item.split("=", 1) for item in args.target)}
     if args.replay:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from attnserve.defaults import REPORTS_DIR
+
 KINDS = (
     "triangle", "square", "pentagon", "hexagon", "octagon", "circle", "ellipse", "star", "cross", "ring", "arc",
     "line", "outline_triangle", "outline_square", "outline_circle", "stripes", "checker", "dots", "grid", "waves",
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=64, help="ViT hidden size, a multiple of 32 (default: 64)")
     parser.add_argument("--per-epoch", type=int, default=3200, help="fresh corpus pictures per epoch")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on shared cores)")
-    parser.add_argument("--out", type=Path, default=Path("reports/pretrained/vit_procedural"))
+    parser.add_argument("--out", type=Path, default=REPORTS_DIR / "pretrained" / "vit_procedural")
     args = parser.parse_args(argv)
     import torch
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import BENCH_REPORTS_DIR
+
 MODEL = "cnn_cbam_digits"
 
 
@@ -42,7 +44,7 @@ def _export_tiny(name: str, root: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300, help="sequential requests per entry")
-    parser.add_argument("--out", type=Path, default=Path("reports/bench/queue_policy.json"))
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR / "queue_policy.json")
     args = parser.parse_args(argv)
 
     from attnserve.clients.client import TritonClient

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from bench import BENCH_REPORTS_DIR
+
 SAMPLE_SHAPE = (3, 32, 32)
 LABELS = ("a", "b", "c", "d")
 
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="JSON report (default: reports/bench/replicas[_MODEL].json)"
     )
     args = parser.parse_args(argv)
-    out = args.out or Path(f"reports/bench/replicas{'_' + args.model if args.model else ''}.json")
+    out = args.out or BENCH_REPORTS_DIR / f"replicas{'_' + args.model if args.model else ''}.json"
 
     from attnserve.serving.haproxy import EdgeSettings
     from attnserve.serving.replicas import ReplicaSet

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from bench import BENCH_REPORTS_DIR
+
 DRIFT_LIMIT = 0.5  # p99 of the last window may be at most 50% above the first
 GROWTH_LIMIT = 0.10  # RSS at the end may be at most 10% above its value at minute 2
 WINDOW_MIN = 5.0  # minutes compared for drift
@@ -369,7 +371,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repository", type=Path, default=None, help="an exported repository (default: export both)")
     parser.add_argument("--image-model", default="vit_shapes", help="image model (its NAME_pipeline is used too)")
     parser.add_argument("--video-model", default="timesformer_motion", help="video model (its NAME_timeline)")
-    parser.add_argument("--out", type=Path, default=Path("reports/bench/soak.json"), help="JSON report")
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR / "soak.json", help="JSON report")
     return parser
 
 

@@ -35,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from attnserve.defaults import REPORTS_DIR, RUNS_DIR
 from attnserve.models.deployables import HANDPICKED_SERVING, NOBATCH_SERVING
+from bench import BENCH_REPORTS_DIR
 
 log = logging.getLogger("bench.tuned_defaults")
 
@@ -204,15 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-windows", type=int, default=5, help="windows until stable, at most (default: %(default)s)"
     )
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="trained runs (default: %(default)s)")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="trained runs (default: %(default)s)")
     parser.add_argument(
         "--tune-reports",
         type=Path,
-        default=Path("reports/tune"),
+        default=REPORTS_DIR / "tune",
         help="tune reports for NAME_best16 (default: %(default)s)",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("reports/bench/tuned_defaults.json"), help="JSON report (default: %(default)s)"
+        "--out", type=Path, default=BENCH_REPORTS_DIR / "tuned_defaults.json", help="JSON report (default: %(default)s)"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -28,6 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attnserve.defaults import RUNS_DIR
+from bench import BENCH_REPORTS_DIR
+
 MODEL = "timesformer_motion"
 FPS = 8
 WINDOW_S, STRIDE_S = 1.0, 0.5
@@ -119,11 +122,11 @@ def _throughput(client: Any, duration_s: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR)
     parser.add_argument("--videos", type=int, default=3, help="story videos for the accuracy figure")
     parser.add_argument("--seconds", type=float, default=24.0, help="length of each story video (>= 20)")
     parser.add_argument("--duration-s", type=float, default=20.0, help="seconds of requests per throughput mode")
-    parser.add_argument("--out", type=Path, default=Path("reports/bench"))
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR)
     args = parser.parse_args(argv)
 
     from attnserve.clients.client import TritonClient

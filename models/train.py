@@ -247,7 +247,7 @@ def run_options(name: str, data_dir: Path, options: dict[str, Any]) -> _Options:
         raise UserInputError(f"max_minutes must be > 0, got {max_minutes}")
     return _Options(
         name, max_minutes, options.get("epochs"), Path(data_dir), int(options.get("seed", 0)),
-        Path(options.get("runs_dir", "runs")), None, bool(options.get("progress", True)),
+        Path(options.get("runs_dir", RUNS_DIR)), None, bool(options.get("progress", True)),
         bool(options.get("strict", False)), augment, name,
     )  # fmt: skip
 
