@@ -27,7 +27,13 @@ EXPLAIN_CHECKED = {"vit_digits", "cnn_cbam_digits", "timesformer_motion"}
 `forward_with_attention` code path; left out to keep the suite fast on 2 cores."""
 
 
-@pytest.mark.parametrize("name", DEPLOYABLE_NAMES)
+SLOW_EXPORTS = {"timesformer_motion", "temporal_motion", "det_shapes"}
+"""The slowest exports (8-17 s each on 2 shared cores): in `make test`, left out of `make test-fast`."""
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_EXPORTS else name for name in DEPLOYABLE_NAMES]
+)
 def test_deployable_exports_verifies_and_writes_entries(name: str, tmp_path: Path) -> None:
     overrides = _overrides(name)
     explain = name in EXPLAIN_CHECKED

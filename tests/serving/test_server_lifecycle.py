@@ -130,6 +130,7 @@ def test_serve_cli_runs_until_sigterm_and_leaves_nothing_behind(tmp_path: Path, 
     assert _processes_mentioning(str(work_dir)) == []
 
 
+@pytest.mark.triton
 def test_relative_work_dir_and_repository_start(
     tmp_path: Path, tiny_repository: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
