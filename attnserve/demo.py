@@ -244,6 +244,7 @@ def _train_title(runs_dir: Path, retrain: bool) -> str:
 def _start_server(repository: Path, work_dir: Path) -> tuple[TritonServer, ServingSummary]:
     """The embedded Triton on the runtime view of the demo's models, their explain and pipeline entries and
     the batching twins; returns the ready server and what it loaded / left out."""
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
 
@@ -253,7 +254,7 @@ def _start_server(repository: Path, work_dir: Path) -> tuple[TritonServer, Servi
     view, loaded, skipped = build_runtime_repository(repository, work_dir / "triton", serve_names)
     _add_entries(view, work_dir / "nobatch_repository", work_dir / "triton_nobatch")
     loaded += [twin for name in BATCHING_MODELS for twin in (nobatch_name(name), f"{name}{HANDPICKED_SUFFIX}")]
-    server = TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=work_dir / "server")
+    server = TritonServer(view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=work_dir / "server")
     server.start()
     try:
         server.wait_ready(timeout=180)
@@ -318,7 +319,7 @@ def _train_detector(
 
 def _export_all(runs_dir: Path, repository: Path, echo: Callable[[str], None]) -> dict[str, ExportSummary]:
     from attnserve.errors import ExportError
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
     from attnserve.serving.pipelines import write_pipeline_entries
 
     results: dict[str, ExportSummary] = {}
@@ -327,8 +328,8 @@ def _export_all(runs_dir: Path, repository: Path, echo: Callable[[str], None]) -
         # compares classifier logits: both are left out for it.
         detector = name == DEMO_DETECTOR
         # Version 1 every time: a demo re-run replaces its own export instead of piling up versions.
-        export_report = export_model(name, repository, runs_dir=runs_dir, tensorrt=True, version=1,
-                                     explain=not detector, fp16=False if detector else None)  # fmt: skip
+        options = ExportOptions(tensorrt=True, version=1, explain=not detector, fp16=False if detector else None)
+        export_report = export_model(name, repository, runs_dir=runs_dir, options=options)
         if name != BENCH_MODEL:
             write_pipeline_entries(export_report.spec, repository)
         summary = results[name] = _export_summary(export_report)
@@ -365,15 +366,14 @@ def _export_summary(export_report: ExportReport) -> ExportSummary:
 def _optimize(runs_dir: Path, reports_dir: Path, echo: Callable[[str], None]) -> CpuVariantSummary:
     """The CPU fast-path table for one trained model (not served here: the demo serves fp32 everywhere so
     batching on/off compare like with like)."""
-    from attnserve.export.cpu_choice import choose_for_deployable
+    from attnserve.export.cpu_choice import ChoiceSettings, choose_for_deployable
 
     optimize_report = choose_for_deployable(
         OPTIMIZE_MODEL,
         runs_dir=runs_dir,
         repository=None,
         reports_dir=reports_dir / "optimize",
-        repeats=2,
-        min_seconds=0.5,
+        settings=ChoiceSettings(repeats=2, min_seconds=0.5),
     )
     echo(f"    {OPTIMIZE_MODEL}: picked {optimize_report.picked} ({optimize_report.gate_rule})")
     return CpuVariantSummary(

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
     from attnserve.clients.settings import ClientSettings
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.server import TritonServer
 
     concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -53,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         with TritonServer(
             scratch / "repository",
             models=[IDENTITY_MODEL],
-            http_port=0,
-            grpc_port=0,
-            metrics_port=0,
+            endpoints=TritonEndpoints.any_free(),
             work_dir=scratch / "server",
         ) as server:
             for protocol in args.protocols.split(","):
