@@ -42,6 +42,12 @@ from attnserve.spec import (
     DETECTION_OUTPUTS,
     DETECTIONS_OUTPUT,
     OUTPUT_NAME,
+    TIMELINE_CLIPS_INPUT,
+    TIMELINE_OUTPUT,
+    TIMELINE_STRIDE_INPUT,
+    TIMELINE_TOP_K_INPUT,
+    TIMELINE_WINDOW_INPUT,
+    VIDEO_BYTES_INPUT,
     explain_name,
     pipeline_name,
     timeline_name,
@@ -51,8 +57,6 @@ from attnserve.video import Timeline
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-TIMELINE_OUTPUT = "timeline"
 
 VideoSource: TypeAlias = str | Path | bytes | np.ndarray
 """A video file, its encoded bytes, or a uint8 (T, C, H, W) array."""
@@ -548,11 +552,11 @@ def timeline_inputs(
     if top_k < 1 or clips_per_request < 0:
         raise UserInputError(f"expected top_k >= 1 and clips_per_request >= 0, got {top_k} and {clips_per_request}")
     return {  # one video per request: batch 1, each input one value
-        "video": np.array([[payload]], dtype=np.object_),
-        "window_s": np.array([[-1.0 if window_s is None else window_s]], dtype=np.float32),
-        "stride_s": np.array([[-1.0 if stride_s is None else stride_s]], dtype=np.float32),
-        "top_k": np.array([[top_k]], dtype=np.int32),
-        "clips_per_request": np.array([[clips_per_request]], dtype=np.int32),
+        VIDEO_BYTES_INPUT: np.array([[payload]], dtype=np.object_),
+        TIMELINE_WINDOW_INPUT: np.array([[-1.0 if window_s is None else window_s]], dtype=np.float32),
+        TIMELINE_STRIDE_INPUT: np.array([[-1.0 if stride_s is None else stride_s]], dtype=np.float32),
+        TIMELINE_TOP_K_INPUT: np.array([[top_k]], dtype=np.int32),
+        TIMELINE_CLIPS_INPUT: np.array([[clips_per_request]], dtype=np.int32),
     }
 
 
