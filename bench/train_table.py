@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads while training (1: see models/train.py)")
     args = parser.parse_args(argv)
 
-    from attnserve.models.train import train
+    from attnserve.models.train import TrainOptions, train
 
     names = [name.strip() for name in args.names.split(",") if name.strip()]
     unknown = [name for name in names if name not in TARGETS]
@@ -54,12 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
         metrics = train(
-            name,
-            max_minutes=args.max_minutes,
-            seed=args.seed,
-            runs_dir=args.runs_dir,
-            progress=False,
-            threads=args.threads,
+            TrainOptions(
+                name,
+                max_minutes=args.max_minutes,
+                seed=args.seed,
+                runs_dir=args.runs_dir,
+                progress=False,
+                threads=args.threads,
+            )
         )
         rule = TARGETS[name]
         rows.append(
