@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from attnserve.clients.settings import ClientSettings
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
 
@@ -197,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         exported = {name: export_pair(name, repository, scratch, args.tiny) for name in names}
         view, loaded, _ = build_runtime_repository(repository, scratch / "runtime")
         with TritonServer(
-            view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=scratch / "server"
+            view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=scratch / "server"
         ) as server:
             settings = ClientSettings(
                 url=server.grpc_url if args.protocol == "grpc" else server.http_url, protocol=args.protocol

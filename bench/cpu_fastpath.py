@@ -119,6 +119,7 @@ def served_rounds(report: Any, spec: Any, args: argparse.Namespace) -> dict[str,
     from attnserve.export.cpu_choice import serve_pick
     from attnserve.export.cpu_variants import FP32_FILENAME
     from attnserve.repository.entries import write_model_entry
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
 
@@ -133,7 +134,7 @@ def served_rounds(report: Any, spec: Any, args: argparse.Namespace) -> dict[str,
         write_model_entry(fp32_spec, variants_dir / FP32_FILENAME, repository)
         view, loaded, _ = build_runtime_repository(repository, scratch / "runtime")
         with TritonServer(
-            view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=scratch / "server"
+            view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=scratch / "server"
         ) as server:
             picked_file = variants_dir / report.picked_model_file
             meters = {
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     for logger_name in ("bench", "attnserve"):  # our progress lines, not the exporter's per-initializer chatter
         logging.getLogger(logger_name).setLevel(logging.INFO)
 
-    from attnserve.export.cpu_choice import choose_for_deployable, machine_facts, render_markdown
+    from attnserve.export.cpu_choice import ChoiceSettings, choose_for_deployable, machine_facts, render_markdown
     from attnserve.models.checkpoint import resolve
 
     names = (
@@ -312,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             name,
             runs_dir=args.runs_dir,
             reports_dir=args.reports_dir,
-            repeats=args.repeats,
-            min_seconds=args.min_seconds,
+            settings=ChoiceSettings(repeats=args.repeats, min_seconds=args.min_seconds),
         )
         reports[name] = report
         results["models"][name] = table_summary(report)

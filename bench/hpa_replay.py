@@ -82,11 +82,13 @@ class Candidate:
 # ------------------------------------------------------------------------------------------------------------------
 def _export(root: Path) -> Path:
     """The four deployables, random weights, in one CPU runtime view."""
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
     from attnserve.serving.runtime_view import build_runtime_repository
 
     for name in MODELS:
-        export_model(name, root / "repository", runs_dir=root / "runs", explain=False, untrained=True)
+        export_model(
+            name, root / "repository", runs_dir=root / "runs", options=ExportOptions(explain=False), untrained=True
+        )
     view, loaded, skipped = build_runtime_repository(root / "repository", root / "view", list(MODELS))
     if sorted(loaded) != sorted(MODELS):
         raise SystemExit(f"the runtime view left out models: {skipped}")

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.server import TritonServer
 
     runs: list[dict[str, Any]] = []
@@ -91,9 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         with TritonServer(
             scratch / "repository",
             models=[IDENTITY_MODEL],
-            http_port=0,
-            grpc_port=0,
-            metrics_port=0,
+            endpoints=TritonEndpoints.any_free(),
             work_dir=scratch / "server",
         ) as server:
             for protocol in args.protocols.split(","):

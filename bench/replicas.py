@@ -89,11 +89,13 @@ def _repository(root: Path) -> tuple[Path, str]:
 def _deployable_repository(root: Path, name: str) -> tuple[Path, str]:
     """A deployable exported with random weights (timing only), in a runtime view of its own."""
     from attnserve.errors import AttnserveError
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
     from attnserve.serving.runtime_view import build_runtime_repository
 
     try:
-        export_model(name, root / "repository", runs_dir=root / "runs", explain=False, untrained=True)
+        export_model(
+            name, root / "repository", runs_dir=root / "runs", options=ExportOptions(explain=False), untrained=True
+        )
     except AttnserveError as exc:  # e.g. an unknown name: the message lists the known ones
         raise SystemExit(f"bench.replicas --model {name}: {exc}") from None
     view, loaded, skipped = build_runtime_repository(root / "repository", root / "view", [name])

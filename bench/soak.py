@@ -58,12 +58,14 @@ def _free_port() -> int:
 
 def _export_repository(root: Path, image_model: str, video_model: str) -> Path:
     """Both models with random weights (timing only) and their pipeline/timeline entries."""
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
     from attnserve.serving.pipelines import write_pipeline_entries
 
     repository = root / "model_repository"
     for name in (image_model, video_model):
-        report = export_model(name, repository, runs_dir=root / "runs", explain=False, untrained=True)
+        report = export_model(
+            name, repository, runs_dir=root / "runs", options=ExportOptions(explain=False), untrained=True
+        )
         write_pipeline_entries(report.spec, repository)
     return repository
 

@@ -38,17 +38,19 @@ def _meets(accuracy: float, rule: tuple[str, float]) -> bool:
 
 def train_row(name: str, args: argparse.Namespace) -> dict[str, object]:
     """Train `name` within the budget and print its line; the row records accuracy, target and machine load."""
-    from attnserve.models.train import train
+    from attnserve.models.train import TrainOptions, train
 
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     metrics = train(
-        name,
-        max_minutes=args.max_minutes,
-        seed=args.seed,
-        runs_dir=args.runs_dir,
-        progress=False,
-        threads=args.threads,
+        TrainOptions(
+            name,
+            max_minutes=args.max_minutes,
+            seed=args.seed,
+            runs_dir=args.runs_dir,
+            progress=False,
+            threads=args.threads,
+        )
     )
     rule = TARGETS[name]
     row = {

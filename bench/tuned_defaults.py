@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from attnserve.clients.settings import ClientSettings
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
 
@@ -237,9 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         repository = scratch / "model_repository"
         prepared = {name: _prepare(name, repository, scratch, args) for name in names}
         view, loaded, _ = build_runtime_repository(repository, scratch / "runtime")
-        with TritonServer(
-            view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=scratch / "s"
-        ) as server:
+        with TritonServer(view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=scratch / "s") as server:
             settings = ClientSettings(url=server.grpc_url, protocol="grpc")
             for name, facts in prepared.items():
                 results["models"][name] = _measure(name, facts, settings, concurrency, args)

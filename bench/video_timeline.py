@@ -131,17 +131,20 @@ def main(argv: list[str] | None = None) -> int:
 
     from attnserve.clients.client import TritonClient
     from attnserve.clients.settings import ClientSettings
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.pipelines import write_pipeline_entries
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
 
     with tempfile.TemporaryDirectory(prefix="attnserve-video-bench-") as scratch:
         root = Path(scratch)
-        report = export_model(MODEL, root / "repo", runs_dir=args.runs_dir, explain=False, optimize=False)
+        report = export_model(
+            MODEL, root / "repo", runs_dir=args.runs_dir, options=ExportOptions(explain=False, optimize=False)
+        )
         write_pipeline_entries(report.spec, root / "repo")
         view, loaded, _ = build_runtime_repository(root / "repo", root / "runtime")
-        server = TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=root / "server")
+        server = TritonServer(view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=root / "server")
         with server, TritonClient(ClientSettings(url=server.grpc_url, timeout_s=120)) as client:
             accuracy = _accuracy(client, args.videos, args.seconds)
             throughput = _throughput(client, args.duration_s)

@@ -6,7 +6,7 @@ Knows nothing of ONNX, Triton or clients. Public entry points:
 - `attnserve.models.deployables`: `DEPLOYABLE_NAMES`, `default_spec(name, **arch_overrides)`.
 - `attnserve.models.checkpoint`: `build_model`, `save_run`, `load_run`, `resolve`.
 - `attnserve.models.data`: datasets, `sample_inputs`, `write_samples`.
-- `attnserve.models.train`: `train(name, ...)`.
+- `attnserve.models.train`: `train(TrainOptions(name, ...))`.
 
 The names below load lazily, so `attnserve.models.folders` or `.synthetic` can be used without torch.
 """

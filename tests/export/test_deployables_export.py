@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from attnserve.export.onnx_graph import batch_dim_name
-from attnserve.export.pipeline import export_model
+from attnserve.export.pipeline import ExportOptions, export_model
 from attnserve.models.deployables import DEPLOYABLE_NAMES, get_deployable, tiny_arch_overrides
 from attnserve.models.registry import model_family
 from attnserve.repository.config import parse_pbtxt
@@ -37,9 +37,8 @@ SLOW_EXPORTS = {"timesformer_motion", "temporal_motion", "det_shapes"}
 def test_deployable_exports_verifies_and_writes_entries(name: str, tmp_path: Path) -> None:
     overrides = _overrides(name)
     explain = name in EXPLAIN_CHECKED
-    report = export_model(
-        name, tmp_path / "repo", runs_dir=tmp_path / "runs", optimize=False, fp16=False, explain=explain, **overrides
-    )
+    options = ExportOptions(optimize=False, fp16=False, explain=explain)
+    report = export_model(name, tmp_path / "repo", runs_dir=tmp_path / "runs", options=options, **overrides)
     spec = report.spec
     assert report.ok, [s for s in report.stages if s.status == "failed"]
     assert report.parity is not None and report.parity.ok

@@ -44,7 +44,7 @@ def build_deployables_repository(
     Raises:
         ExportError: a stage of the export failed (the message names it).
     """
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
     from attnserve.models.deployables import DEPLOYABLE_NAMES, tiny_arch_overrides
     from attnserve.serving.pipelines import write_pipeline_entries
 
@@ -58,8 +58,7 @@ def build_deployables_repository(
                 name,
                 repository,
                 runs_dir=Path(scratch) if tiny else Path(runs_dir),
-                explain=explain,
-                optimize=optimize,
+                options=ExportOptions(explain=explain, optimize=optimize),
                 **overrides,
             )
             if not report.ok:
