@@ -12,10 +12,13 @@ takes it, under the name NAME.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +39,23 @@ FINETUNE_RECIPE_ARGS: dict[str, Any] = dict(epochs=10, batch_size=32, lr=3e-4, w
 """AdamW on every weight of the pretrained model (new head included), lr 3e-4 with 10% warm-up: a common fine-tuning
 choice, not tuned here; `python -m bench.small_data --from-hf` measures it (docs/fine_tuning.md)."""
 PROCESSOR_FILE = "preprocessor_config.json"
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence Transformers' load report and progress bars: the head mismatch it lists is the intended new head."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _load_config(source: Path) -> Any:
@@ -58,20 +78,22 @@ def _pretrained_with_new_head(source: Path, labels: tuple[str, ...]) -> nn.Modul
 
     id2label = dict(enumerate(labels))
     try:
-        hf_model = AutoModelForImageClassification.from_pretrained(
-            str(source),
-            num_labels=len(labels),
-            id2label=id2label,
-            label2id={label: index for index, label in id2label.items()},
-            ignore_mismatched_sizes=True,  # the pretrained head has other classes
-            local_files_only=True,
-            use_safetensors=True,
-        )
+        with _quiet_transformers():
+            hf_model = AutoModelForImageClassification.from_pretrained(
+                str(source),
+                num_labels=len(labels),
+                id2label=id2label,
+                label2id={label: index for index, label in id2label.items()},
+                ignore_mismatched_sizes=True,  # the pretrained head has other classes
+                local_files_only=True,
+                use_safetensors=True,
+            )
     except ValueError as exc:
         raise UserInputError(f"{source} is not an image classifier transformers can fine-tune: {exc}") from exc
     for module_name, module in hf_model.named_modules():
         if "classifier" in module_name and isinstance(module, nn.Linear) and hasattr(module, "reset_parameters"):
             module.reset_parameters()  # the old head's weights mean other classes, even at the same count
+    logger.info("%s: pretrained weights loaded; a new head for %d classes", source, len(labels))
     return hf_model
 
 
@@ -95,7 +117,8 @@ def _spec(name: str, source: Path, config: Any) -> ModelSpec:
 def _save(run_dir: Path, source: Path, model: HFImageClassifier, metrics: TrainingMetrics) -> None:
     """The fine-tuned folder: save_pretrained + the source's processor config + metrics.json."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    model.hf_model.save_pretrained(run_dir)
+    with _quiet_transformers():
+        model.hf_model.save_pretrained(run_dir)
     if (source / PROCESSOR_FILE).is_file():
         shutil.copyfile(source / PROCESSOR_FILE, run_dir / PROCESSOR_FILE)
     metrics.save(run_dir)
