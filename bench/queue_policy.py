@@ -28,7 +28,7 @@ def _export_tiny(name: str, root: Path) -> Path:
     """
     from attnserve.errors import ExportError
     from attnserve.export.pipeline import export_model
-    from attnserve.models.deployables import tiny_arch_overrides
+    from attnserve.models.registry import tiny_arch_overrides
     from attnserve.repository.entries import served_file
 
     overrides = tiny_arch_overrides(name)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, dict[str, float]] = {}
         with TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=5) as server:
             with TritonClient(ClientSettings(url=server.grpc_url, protocol="grpc")) as client:
-                pixels = np.zeros((1, *spec.input_shape), np.uint8)
+                pixels = np.zeros((1, *spec.io.input_shape), np.uint8)
                 for label, variant in variants.items():
                     for _ in range(20):  # warm-up
                         client.infer(variant.name, {"pixels": pixels})

@@ -27,7 +27,7 @@ from attnserve.hf_preprocessing import input_steps
 from attnserve.models.data import DatasetSplits, folder_dataset
 from attnserve.models.hf_classifier import HFImageClassifier
 from attnserve.models.metrics import TrainingMetrics
-from attnserve.spec import ModelSpec
+from attnserve.spec import IoSection, ModelSpec
 
 FINETUNE_RECIPE_ARGS: dict[str, Any] = dict(epochs=10, batch_size=32, lr=3e-4, weight_decay=0.05, warmup_fraction=0.1)
 """AdamW on every weight of the pretrained model (new head included), lr 3e-4 with 10% warm-up: a common fine-tuning
@@ -80,12 +80,14 @@ def _spec(name: str, source: Path, config: Any) -> ModelSpec:
         arch=f"hf:{config.model_type}",
         arch_args={"path": str(source.resolve())},
         kind="image",
-        layout="NCHW",
-        input_shape=(channels, steps.height, steps.width),
-        mean=steps.mean,
-        std=steps.std,
-        labels=("placeholder_a", "placeholder_b"),
-        preprocessing=steps.preprocessing,
+        io=IoSection(
+            layout="NCHW",
+            input_shape=(channels, steps.height, steps.width),
+            mean=steps.mean,
+            std=steps.std,
+            labels=("placeholder_a", "placeholder_b"),
+            preprocessing=steps.preprocessing,
+        ),
     )
 
 
@@ -127,8 +129,8 @@ def finetune_hf(name: str, source: Path, data_dir: Path, **options: Any) -> Trai
         torch.manual_seed(run_options.seed)
         started = time.perf_counter()
         data = folder_dataset(data_dir, spec, run_options.strict)
-        spec = ModelSpec.model_validate({**spec.model_dump(), "labels": data.labels, "trained": True})
-        model = HFImageClassifier(_pretrained_with_new_head(source, data.labels), spec.mean, spec.std)
+        spec = spec.with_io(labels=data.labels).replace(trained=True)
+        model = HFImageClassifier(_pretrained_with_new_head(source, data.labels), spec.io.mean, spec.io.std)
         metrics = _fit_and_evaluate(run_options, model, spec, data, time.perf_counter() - started)
     finally:
         torch.set_num_threads(threads)

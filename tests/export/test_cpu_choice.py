@@ -46,7 +46,7 @@ INT8_QDQ_VARIANTS = ("onnxruntime_int8_qdq", "openvino_int8_qdq")
 
 @pytest.fixture(scope="module")
 def eval_pixels() -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, (EVAL_SAMPLES, *tiny_spec().input_shape), dtype=np.uint8)
+    return np.random.default_rng(0).integers(0, 256, (EVAL_SAMPLES, *tiny_spec().io.input_shape), dtype=np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def badly_calibrated(
     tiny_onnx: Path, eval_pixels: np.ndarray, teacher_labels: np.ndarray, tmp_path_factory: pytest.TempPathFactory
 ) -> CpuChoiceReport:
     """The whole table for a 'trained' tiny model whose Q/DQ variants were calibrated on black images."""
-    black = np.zeros((8, *tiny_spec().input_shape), dtype=np.uint8)
+    black = np.zeros((8, *tiny_spec().io.input_shape), dtype=np.uint8)
     return choose_cpu_variant(
         tiny_spec(trained=True),
         tiny_onnx,
@@ -110,7 +110,7 @@ def test_int8_files_quantise_matmul_only_and_keep_attention(badly_calibrated: Cp
 def test_accuracy_gate_rejects_the_badly_calibrated_variant(badly_calibrated: CpuChoiceReport) -> None:
     report = badly_calibrated
     budget = report.budget
-    assert report.gate == "accuracy" and budget == tiny_spec().accuracy_budget_points
+    assert report.gate == "accuracy" and budget == tiny_spec().runtime.accuracy_budget_points
     for name in INT8_QDQ_VARIANTS:
         row = report.row(name)
         assert row.accuracy_drop_points > budget, f"premise: black-image calibration must lose points, {row}"
@@ -135,9 +135,9 @@ def test_cosine_gate_of_an_untrained_model(
     tiny_onnx: Path, eval_pixels: np.ndarray, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Untrained: no labels; a cosine budget of 1.0 cannot be met by int8, a loose one admits it."""
-    calibration = np.random.default_rng(1).integers(0, 256, (16, *tiny_spec().input_shape), dtype=np.uint8)
+    calibration = np.random.default_rng(1).integers(0, 256, (16, *tiny_spec().io.input_shape), dtype=np.uint8)
     report = choose_cpu_variant(
-        tiny_spec(cosine_budget=1.0),
+        tiny_spec().with_runtime(cosine_budget=1.0),
         tiny_onnx,
         tmp_path_factory.mktemp("untrained"),
         calibration_pixels=calibration,
@@ -195,7 +195,10 @@ def test_serve_pick_writes_an_entry_the_runtime_view_serves(badly_calibrated: Cp
     assert parameters["runtime"] == "openvino" and parameters["precision"] == "int8"
     assert Path(parameters["model_file"]) == (entry / "1" / INT8_QDQ_FILENAME).resolve()
     session = open_session(parameters["runtime"], parameters["model_file"], intra_op_threads=1, options=parameters)
-    assert session.run({"pixels": np.zeros((2, *spec.input_shape), np.uint8)})["logits"].shape == (2, spec.num_classes)
+    assert session.run({"pixels": np.zeros((2, *spec.io.input_shape), np.uint8)})["logits"].shape == (
+        2,
+        spec.num_classes,
+    )
 
 
 def test_variant_lookup() -> None:

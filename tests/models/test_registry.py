@@ -9,8 +9,7 @@ import torch
 
 from attnserve.errors import DTypeError, ShapeError, UnknownModelError
 from attnserve.models import create_model, list_models
-from attnserve.models.deployables import tiny_arch_overrides
-from attnserve.models.registry import model_family
+from attnserve.models.registry import model_family, tiny_arch_overrides
 
 ARCHITECTURES = [arch for arch in list_models() if model_family(arch) != "detector"]
 """The classifiers (logits out); the detector (boxes out) has its own tests in test_detector.py."""

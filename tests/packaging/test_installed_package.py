@@ -172,8 +172,9 @@ def test_the_video_timeline_answers(served: Served, triton_server) -> None:
 
 
 def test_export_and_pipelines_from_the_wheel_then_load_live(served: Served, tmp_path: Path) -> None:
+    from attnserve.catalogue import default_spec
     from attnserve.models.checkpoint import build_model, save_run
-    from attnserve.models.deployables import default_spec, tiny_arch_overrides
+    from attnserve.models.registry import tiny_arch_overrides
 
     spec = default_spec(LIVE_MODEL, **tiny_arch_overrides(LIVE_MODEL))
     runs = tmp_path / "runs"
@@ -189,7 +190,7 @@ def test_export_and_pipelines_from_the_wheel_then_load_live(served: Served, tmp_
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 24), dtype=np.uint8)).save(digit)
     url = ["--url", served.http_url, "--protocol", "http", "--json", "--top-k", "1"]
     piped = json.loads(installed.ok("infer", "--model", LIVE_MODEL, "--pipeline", *url, str(digit)))
-    assert piped["predictions"][0]["label"] in spec.labels
+    assert piped["predictions"][0]["label"] in spec.io.labels
 
 
 def test_two_replicas_answer_behind_haproxy(installed: Installed, served: Served, triton_server) -> None:
