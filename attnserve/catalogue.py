@@ -6,8 +6,8 @@ defaults), a dataset, its input facts (`io`) and how it is served (`serving`, `r
 `attnserve.models.checkpoint.build_model(spec)` turns a spec back into a module. Torch-free, beside the spec's own
 defaults, so every stage may read it while `attnserve.models` keeps only architectures, data and training.
 
-A section states only what differs from the defaults in `attnserve.spec`; docs/tuning.md has the measurements
-behind the tuned values and the commands that reproduce them.
+A section states only what differs from the defaults in `attnserve.spec`; docs/measured.md#deployable-serving has
+the measurements behind the tuned values and the commands that reproduce them.
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ class Deployable:
     export: ExportSection = ExportSection()
 
 
-# Images: the tuned queue delay of `attnserve tune` on the project's 2-core machine (docs/tuning.md#tuned-defaults).
+# Images: the queue delay `attnserve tune` chose on the project's 2-core machine (docs/measured.md#deployable-serving).
 TUNED_SERVING = ServingSection(max_queue_delay_us=100)
 # The 32x32 models: one intra-op thread without spinning, their operators are microseconds long
-# (docs/tuning.md#tuned-defaults).
+# (docs/measured.md#deployable-serving).
 SMALL_MODEL_RUNTIME = RuntimeSection(intra_op_threads=1, allow_spinning=False)
 HANDPICKED_SERVING = ServingSection()
 """The batching every model shipped with before `attnserve tune` chose the defaults: the spec's own defaults
@@ -101,7 +101,7 @@ def _motion_deployable(arch: str, tubelet_size: int) -> Deployable:
 
 DEPLOYABLES: dict[str, Deployable] = {
     "vit_digits": _digits_deployable("vit_convstem_32", {}),
-    # Its 0.3 ms compute makes a 100 us wait cost c=1 ~20% (docs/tuning.md#tuned-defaults).
+    # Its 0.3 ms compute makes a 100 us wait cost c=1 ~20% (docs/measured.md#deployable-serving).
     "cnn_cbam_digits": _digits_deployable(
         "cnn_cbam_32",
         dict(widths=(16, 32, 64), attn="cbam", first_stride=2),
@@ -119,7 +119,7 @@ DEPLOYABLES: dict[str, Deployable] = {
         SMALL_MODEL_RUNTIME,
     ),
     "timesformer_motion": _motion_deployable("timesformer_divided_8x32", tubelet_size=3),
-    # A 3-frame tubelet stem as timesformer_motion's: per-frame tokens stayed at chance (docs/video.md).
+    # A 3-frame tubelet stem as timesformer_motion's: per-frame tokens stayed at chance (docs/measured.md#video-motion).
     "temporal_motion": _motion_deployable("temporal_transformer_8x32", tubelet_size=3),
     "spatial_motion": _motion_deployable("spatial_transformer_8x32", tubelet_size=1),
     "vit_tiny_patch16_224": Deployable(

@@ -170,7 +170,8 @@ class ServingSection(_Section):
     dynamic_batching: bool = True
     max_queue_size: NonNegativeInt = 0
     """Bounded queue: requests beyond it are rejected at once (UNAVAILABLE) instead of waiting; 0 = unbounded.
-    Off by default: on Triton 2.51 a bounded queue stalls the batcher (docs/measured.md#bounded-queue-stall)."""
+    Off by default: on Triton 2.51 a bounded queue stalls the batcher (docs/measured.md#bounded-queue); the
+    overload tests run with both set."""
     queue_timeout_us: NonNegativeInt = 0
     """Requests that waited longer than this in the queue are rejected (0 = no timeout; see `max_queue_size`)."""
     instance_count: PositiveInt = 1

@@ -56,11 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         onnx_path = _export_tiny(MODEL, root)
         spec = read_entry_spec(root / "exported" / MODEL)
         variants = {
-            "no_queue_policy": spec.model_copy(
-                update={"name": "q_unbounded", "max_queue_size": 0, "queue_timeout_us": 0}
-            ),
-            "bounded_queue_policy": spec.model_copy(
-                update={"name": "q_bounded", "max_queue_size": 256, "queue_timeout_us": 5_000_000}
+            "no_queue_policy": spec.replace(name="q_unbounded").with_serving(max_queue_size=0, queue_timeout_us=0),
+            "bounded_queue_policy": spec.replace(name="q_bounded").with_serving(
+                max_queue_size=256, queue_timeout_us=5_000_000
             ),
         }
         for variant in variants.values():

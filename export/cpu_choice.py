@@ -321,11 +321,8 @@ def choose_cpu_variant(
     eval_pixels = check_pixels(eval_pixels, spec, "evaluation pixels")
     calibration_pixels = check_pixels(calibration_pixels, spec, "calibration pixels")
     gate = _gate_for(spec, eval_labels, len(eval_pixels), budget_points, cosine_budget)
-    threads, batch_size, machine = (
-        intra_op_threads_for(spec.serving.instance_count),
-        spec.serving.opt_batch_size,
-        machine_facts(),
-    )
+    threads, batch_size = intra_op_threads_for(spec.serving.instance_count), spec.serving.opt_batch_size
+    machine = machine_facts()
     variants_dir = Path(variants_dir)
     built_files = build_variant_files(fp32_onnx, variants_dir, calibration_pixels, variants)
     runner = StageRunner()

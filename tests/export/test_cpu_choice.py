@@ -185,7 +185,7 @@ def test_serve_pick_writes_an_entry_the_runtime_view_serves(badly_calibrated: Cp
     )
     entry = serve_pick(spec, report, tmp_path / "repo")
     served = read_entry_spec(entry)
-    assert (served.cpu_runtime, served.cpu_precision) == ("openvino", "int8")
+    assert (served.runtime.cpu_runtime, served.runtime.cpu_precision) == ("openvino", "int8")
     assert (entry / "1" / "model.onnx").is_file() and (entry / "1" / INT8_QDQ_FILENAME).is_file()
     assert (entry / "cpu_variants.json").is_file()
 
@@ -274,7 +274,7 @@ def test_optimize_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtu
     table = CpuChoiceReport.model_validate_json((reports / "vit_digits.json").read_text())
     assert (runs / "vit_digits" / "cpu_variants" / "cpu_variants.json").is_file()
     served = read_entry_spec(repository / "vit_digits")
-    assert (served.cpu_runtime, served.cpu_precision) == (table.picked_runtime, table.picked_precision)
+    assert (served.runtime.cpu_runtime, served.runtime.cpu_precision) == (table.picked_runtime, table.picked_precision)
     assert f"picked {table.picked}" in capsys.readouterr().out
 
     assert main(["optimize", "vit_digits", "--budget-points", "-1", "--runs-dir", str(runs)]) == 1

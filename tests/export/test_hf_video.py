@@ -73,7 +73,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
         reports[arch] = json.loads((root / "runs" / f"hf_{arch}" / "export" / "export_report.json").read_text())
         specs[arch] = ModelSpec.model_validate(reports[arch]["spec"])
         write_pipeline_entries(specs[arch], root / "repo")
-        models[arch], _ = load_hf_classifier(folder, name=f"hf_{arch}", max_batch_size=specs[arch].max_batch_size)
+        models[arch], _ = load_hf_classifier(
+            folder, name=f"hf_{arch}", max_batch_size=specs[arch].serving.max_batch_size
+        )
     return Exported(root, specs, reports, models)
 
 
@@ -109,8 +111,8 @@ def test_space_time_explain_where_every_block_attends_over_all_tokens(exported: 
 
 
 def test_labels_come_from_id2label(exported: Exported) -> None:
-    assert exported.specs["videomae"].labels == ("right", "left", "right_and_back", "left_and_back")
-    assert exported.specs["timesformer"].labels == ("LABEL_0", "LABEL_1", "LABEL_2", "LABEL_3")
+    assert exported.specs["videomae"].io.labels == ("right", "left", "right_and_back", "left_and_back")
+    assert exported.specs["timesformer"].io.labels == ("LABEL_0", "LABEL_1", "LABEL_2", "LABEL_3")
 
 
 @pytest.fixture(scope="module")

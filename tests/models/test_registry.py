@@ -118,3 +118,19 @@ def test_backward_reaches_every_parameter(tiny_model: torch.nn.Module) -> None:
     model(_pixels(model, 2)).square().sum().backward()
     missing = [name for name, parameter in model.named_parameters() if parameter.grad is None]
     assert not missing
+
+
+@pytest.mark.parametrize("name", ["vit_digits", "vit_shapes", "vit_tiny_patch16_224"])
+def test_the_catalogue_builds_the_model_the_flat_recipe_built(name: str) -> None:
+    """The catalogue states only the arguments that differ from an architecture's defaults: the module is the same
+    as the one built from the recipe that spelled them all out (tests/data/spec_v1)."""
+    from pathlib import Path
+
+    from attnserve.catalogue import default_spec
+    from attnserve.models.checkpoint import build_model
+    from attnserve.spec import ModelSpec
+
+    before = ModelSpec.load(Path(__file__).parents[1] / "data" / "spec_v1" / f"{name}.spec.json")
+    now, then = build_model(default_spec(name)), build_model(before)
+    assert repr(now) == repr(then)
+    assert {k: v.shape for k, v in now.state_dict().items()} == {k: v.shape for k, v in then.state_dict().items()}

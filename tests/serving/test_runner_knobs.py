@@ -30,9 +30,10 @@ def test_tuned_threads_and_spinning_survive_the_runtime_view(tmp_path: Path, tin
 
     repository = tmp_path / "model_repository"
     write_model_entry(
-        tiny_spec().model_copy(
-            update={"name": "tuned", "instance_count": 2, "intra_op_threads": 3, "allow_spinning": False}
-        ),
+        tiny_spec()
+        .replace(name="tuned")
+        .with_serving(instance_count=2)
+        .with_runtime(intra_op_threads=3, allow_spinning=False),
         tiny_onnx_path,
         repository,
     )
