@@ -68,7 +68,7 @@ HANDPICKED_SERVING = ServingSection()
 NOBATCH_SERVING = HANDPICKED_SERVING.replace(dynamic_batching=False)
 """Batching off (the batching comparison)."""
 _VIDEO_SERVING = ServingSection(max_batch_size=8, preferred_batch_sizes=(2, 4, 8))
-_VIDEO_ARGS = dict(embed_dim=48, depth=2, num_heads=4, mlp_ratio=2.0, first_stride=4, stem_depth=2, stem_width=32)
+_VIDEO_ARGS = dict(embed_dim=48, first_stride=4, stem_depth=2)
 
 
 def handpicked_twin(spec: ModelSpec, name: str, serving: ServingSection = HANDPICKED_SERVING) -> ModelSpec:
@@ -92,10 +92,10 @@ def _digits_deployable(arch: str, arch_args: dict[str, Any], **sections: Any) ->
     return Deployable(arch, "digits", "image", io, arch_args, **recipe)
 
 
-def _motion_deployable(arch: str, tubelet_size: int) -> Deployable:
+def _motion_deployable(arch: str, **arch_args: Any) -> Deployable:
     """A video architecture on the procedural motion dataset (8 frames of 3x32x32), with smaller batches."""
     io = _io("video", (8, 3, 32, 32), MOTION_LABELS, MOTION_MEAN, MOTION_STD)
-    arch_args = dict(_VIDEO_ARGS, tubelet_size=tubelet_size)
+    arch_args = dict(_VIDEO_ARGS, **arch_args)
     return Deployable(arch, "motion", "video", io, arch_args, _VIDEO_SERVING, export=ExportSection(atol=5e-4))
 
 
@@ -104,7 +104,7 @@ DEPLOYABLES: dict[str, Deployable] = {
     # Its 0.3 ms compute makes a 100 us wait cost c=1 ~20% (docs/measured.md#deployable-serving).
     "cnn_cbam_digits": _digits_deployable(
         "cnn_cbam_32",
-        dict(widths=(16, 32, 64), attn="cbam", first_stride=2),
+        dict(widths=(16, 32, 64), first_stride=2),
         serving=ServingSection(max_queue_delay_us=0),
         export=ExportSection(atol=5e-4),
     ),
@@ -118,10 +118,10 @@ DEPLOYABLES: dict[str, Deployable] = {
         TUNED_SERVING,  # not tuned itself: the same size class as vit_digits
         SMALL_MODEL_RUNTIME,
     ),
-    "timesformer_motion": _motion_deployable("timesformer_divided_8x32", tubelet_size=3),
+    "timesformer_motion": _motion_deployable("timesformer_divided_8x32"),  # its own 3-frame tubelet stem
     # A 3-frame tubelet stem as timesformer_motion's: per-frame tokens stayed at chance (docs/measured.md#video-motion).
     "temporal_motion": _motion_deployable("temporal_transformer_8x32", tubelet_size=3),
-    "spatial_motion": _motion_deployable("spatial_transformer_8x32", tubelet_size=1),
+    "spatial_motion": _motion_deployable("spatial_transformer_8x32"),  # per-frame tokens
     "vit_tiny_patch16_224": Deployable(
         "vit_tiny_patch16_224",
         "none",
@@ -136,8 +136,7 @@ DEPLOYABLES: dict[str, Deployable] = {
         "scenes",
         "detection",
         _io("detection", (3, 64, 96), DETECTION_LABELS, SHAPES_MEAN, SHAPES_STD, max_detections=32),
-        dict(embed_dim=64, depth=3, num_heads=4, mlp_ratio=2.0, stem_width=24),
-        TUNED_SERVING,
+        serving=TUNED_SERVING,
         export=ExportSection(atol=1e-3),
     ),
 }

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from attnserve.catalogue import DEPLOYABLE_NAMES
 from attnserve.errors import DTypeError, ShapeError, UnknownModelError
 from attnserve.models import create_model, list_models
 from attnserve.models.registry import model_family, tiny_arch_overrides
@@ -120,7 +121,7 @@ def test_backward_reaches_every_parameter(tiny_model: torch.nn.Module) -> None:
     assert not missing
 
 
-@pytest.mark.parametrize("name", ["vit_digits", "vit_shapes", "vit_tiny_patch16_224"])
+@pytest.mark.parametrize("name", DEPLOYABLE_NAMES)
 def test_the_catalogue_builds_the_model_the_flat_recipe_built(name: str) -> None:
     """The catalogue states only the arguments that differ from an architecture's defaults: the module is the same
     as the one built from the recipe that spelled them all out (tests/data/spec_v1)."""
