@@ -1,7 +1,7 @@
 """The ModelSpec: one frozen, typed description of a deployable model.
 
 Everything downstream is derived from it: the model's input normalisation, ONNX dynamic axes, the
-TensorRT optimisation profile (min 1, opt = largest preferred batch, max = `max_batch_size`),
+TensorRT optimisation profile (min 1, opt = largest preferred batch, max = `serving.max_batch_size`),
 `config.pbtxt`, `labels.txt`, and the repository entry names. Training writes it to
 `runs/NAME/spec.json`; export reads it back. It imports neither torch nor Triton, so every package
 (clients included) may use it.
@@ -13,11 +13,11 @@ budgets of its variants), `export` (opset, tolerances, precisions). One section 
 `spec.replace(...)`; every change is validated. `spec.json` files of the first, flat format still load.
 
 Conventions recorded here once:
-- Inputs are **uint8 pixels**; the model normalises inside `forward` with `mean`/`std`, which are in
+- Inputs are **uint8 pixels**; the model normalises inside `forward` with `io.mean`/`io.std`, which are in
   the 0..1 scale (applied to `pixels / 255`).
-- Images and frames become pixels the way `preprocessing` says (default: squash the whole image to H x W),
+- Images and frames become pixels the way `io.preprocessing` says (default: squash the whole image to H x W),
   the same in training, in the client and in the served pipeline (`attnserve.preprocessing`).
-- Image layout is NCHW: `input_shape = (C, H, W)`. Video layout is NTCHW: `input_shape = (T, C, H, W)`.
+- Image layout is NCHW: `io.input_shape = (C, H, W)`. Video layout is NTCHW: `io.input_shape = (T, C, H, W)`.
   The batch dimension is never part of `input_shape`.
 """
 

@@ -306,7 +306,16 @@ def _build(
     raise UserInputError(f"cannot build {config.model_type!r} from {folder}: {'; '.join(errors)}")
 
 
-def _spec(config: Any, folder: Path, path: Path, hf_model: nn.Module, weights: list[Path], **fields: Any) -> ModelSpec:
+def _spec(
+    config: Any,
+    folder: Path,
+    path: Path,
+    hf_model: nn.Module,
+    weights: list[Path],
+    *,
+    name: str,
+    serving: ServingSection,
+) -> ModelSpec:
     """The ModelSpec from the config (+ preprocessor_config.json): size, frames, mean/std, labels, preprocessing."""
     preprocessor = _read_json(folder / "preprocessor_config.json")
     channels = int(getattr(config, "num_channels", 3))
@@ -317,6 +326,7 @@ def _spec(config: Any, folder: Path, path: Path, hf_model: nn.Module, weights: l
     shape = (_frames(config, preprocessor), channels, height, width) if video else (channels, height, width)
     arch_args = {"path": str(path.resolve()), "attn_implementation": hf_model.config._attn_implementation}
     return ModelSpec(
+        name=name,
         arch=f"hf:{config.model_type}",
         arch_args=arch_args,
         kind="video" if video else "image",
@@ -329,7 +339,7 @@ def _spec(config: Any, folder: Path, path: Path, hf_model: nn.Module, weights: l
             preprocessing=steps.preprocessing,
         ),
         trained=bool(weights),
-        **fields,
+        serving=serving,
     )
 
 
