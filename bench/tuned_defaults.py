@@ -144,7 +144,7 @@ def _prepare(name: str, repository: Path, scratch: Path, args: argparse.Namespac
 
     model, run_spec = resolve(name, args.runs_dir)
     defaults = default_spec(name)  # the run's spec.json may predate the tuned defaults: take the knobs from here
-    spec = run_spec.replace(serving=defaults.serving, runtime=defaults.runtime)
+    spec = Candidate.from_spec(defaults).apply_to(run_spec)
     onnx_path = scratch / f"{name}.onnx"
     export_onnx(model, spec, onnx_path)
     del model
