@@ -19,11 +19,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attnserve.catalogue import HANDPICKED_SERVING, NOBATCH_SERVING, handpicked_twin
+from attnserve.defaults import REPORTS_DIR, REPOSITORY_DIR, RUNS_DIR
 from attnserve.demo_report import (
     CONFIG_LABELS,
     BatchingComparison,
@@ -56,7 +58,15 @@ if TYPE_CHECKING:
     from attnserve.models.metrics import TrainingMetrics
     from attnserve.serving.server import TritonServer
 
-__all__ = ["DemoReport", "register", "render_markdown", "render_results_table", "run_demo", "update_readme"]
+__all__ = [
+    "DemoOptions",
+    "DemoReport",
+    "register",
+    "render_markdown",
+    "render_results_table",
+    "run_demo",
+    "update_readme",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,19 +94,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="train -> export -> serve -> infer, detect -> load test, end to end on CPU; writes reports/demo.md",
         description=(
-            "The whole product end to end on a CPU: train the demo models (unless RUNS_DIR has their checkpoints), "
+            f"The whole product end to end on a CPU: train the demo models (unless {RUNS_DIR}/ has their checkpoints), "
             "export them (verified ONNX, explain, fp16; TensorRT skipped without a GPU), serve them with the real "
             "embedded Triton, classify sample images and a video over HTTP and gRPC, write an attention heatmap, "
             "detect shapes in held-out PNG/JPEG files through det_shapes_pipeline (COCO mAP, a picture with boxes), "
             "load-test the tuned default configuration against batching off and the old hand-picked 2 ms one, stop "
-            "the server and write REPORTS_DIR/demo.md (+ demo.json, "
-            "PNG plots). Only REPORTS_DIR, RUNS_DIR and the repository are written; README.md only with "
+            f"the server and write {REPORTS_DIR}/demo.md (+ demo.json, "
+            f"PNG plots). Only {REPORTS_DIR}/, {RUNS_DIR}/ and the repository are written; README.md only with "
             "--update-readme."
         ),
     )
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="training runs (default: runs/)")
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports"), help="where demo.md/json/png go")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="training runs (default: runs/)")
+    parser.add_argument("--repository", type=Path, default=REPOSITORY_DIR, help="Triton model repository")
+    parser.add_argument("--reports-dir", type=Path, default=REPORTS_DIR, help="where demo.md/json/png go")
     parser.add_argument("--train-minutes", type=float, default=2.0, help="training budget per classifier (default 2)")
     parser.add_argument(
         "--detector-minutes",
@@ -124,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_from_args(args: argparse.Namespace) -> int:
     concurrency = [int(level) for level in str(args.concurrency).split(",") if level.strip()]
-    report = run_demo(
+    options = DemoOptions(
         runs_dir=args.runs_dir,
         repository=args.repository,
         reports_dir=args.reports_dir,
@@ -134,8 +144,8 @@ def _run_from_args(args: argparse.Namespace) -> int:
         concurrency=concurrency,
         retrain=args.retrain,
         readme=args.update_readme,
-        echo=print,
     )
+    report = run_demo(options, echo=print)
     print(f"\nreport: {args.reports_dir / 'demo.md'} (and demo.json, PNG plots beside it)")
     print(f"total: {report.seconds:.0f} s")
     return 0
@@ -150,31 +160,35 @@ def _step(title: str, timings: dict[str, float], echo: Callable[[str], None]) ->
     echo(f"    done in {timings[title]:.1f} s")
 
 
-def run_demo(
-    *,
-    runs_dir: Path = Path("runs"),
-    repository: Path = Path("model_repository"),
-    reports_dir: Path = Path("reports"),
-    train_minutes: float = 2.0,
-    detector_minutes: float = DETECTOR_MINUTES,
-    window_s: float = 1.5,
-    concurrency: Sequence[int] = (1, 4, 16),
-    retrain: bool = False,
-    readme: Path | None = None,
-    echo: Callable[[str], None] = logger.info,
-) -> DemoReport:
+@dataclass(frozen=True)
+class DemoOptions:
+    """Where the demo works and how long it trains and measures (`attnserve demo`'s flags)."""
+
+    runs_dir: Path = RUNS_DIR
+    """Training runs; a model with a checkpoint there is not retrained (unless `retrain`)."""
+    repository: Path = REPOSITORY_DIR
+    """The Triton model repository the models are exported into."""
+    reports_dir: Path = REPORTS_DIR
+    """Output folder of the report."""
+    train_minutes: float = 2.0
+    """Training budget per classifier."""
+    detector_minutes: float = DETECTOR_MINUTES
+    """Training budget of the detector."""
+    window_s: float = 1.5
+    """Load-test measurement window."""
+    concurrency: Sequence[int] = (1, 4, 16)
+    """Closed-loop concurrency sweep."""
+    retrain: bool = False
+    """Train even when a checkpoint exists."""
+    readme: Path | None = None
+    """README whose generated results block is refreshed (None: leave it)."""
+
+
+def run_demo(options: DemoOptions | None = None, echo: Callable[[str], None] = logger.info) -> DemoReport:
     """Run the end-to-end demo and write `reports_dir/demo.{md,json}` plus plots.
 
     Args:
-        runs_dir: training runs; a model with a checkpoint there is not retrained (unless `retrain`).
-        repository: the Triton model repository the models are exported into.
-        reports_dir: output folder of the report.
-        train_minutes: training budget per classifier.
-        detector_minutes: training budget of the detector.
-        window_s: load-test measurement window.
-        concurrency: closed-loop concurrency sweep.
-        retrain: train even when a checkpoint exists.
-        readme: README whose generated results block is refreshed (None: leave it).
+        options: folders, budgets and the load-test sweep (default: `DemoOptions()`).
         echo: progress sink (the CLI prints).
 
     Returns:
@@ -183,7 +197,9 @@ def run_demo(
     from attnserve.clients.settings import ClientSettings
 
     started = time.perf_counter()
-    runs_dir, repository, reports_dir = Path(runs_dir), Path(repository), Path(reports_dir)
+    options = options or DemoOptions()
+    runs_dir, repository, reports_dir = Path(options.runs_dir), Path(options.repository), Path(options.reports_dir)
+    train_minutes, detector_minutes, retrain = options.train_minutes, options.detector_minutes, options.retrain
     reports_dir.mkdir(parents=True, exist_ok=True)
     work_dir = runs_dir / "demo"
     timings: dict[str, float] = {}
@@ -212,7 +228,7 @@ def run_demo(
         with _step(f"detect: {DETECTION_FILES} held-out scene files, in-process, HTTP and gRPC", timings, echo):
             detection = _detect_scenes((http, grpc), runs_dir, reports_dir, detector, echo)
         with _step("load test: tuned default vs batching off vs hand-picked 2 ms", timings, echo):
-            loadtest = _loadtest_batching(grpc, concurrency, window_s, reports_dir, echo)
+            loadtest = _loadtest_batching(grpc, options.concurrency, options.window_s, reports_dir, echo)
     finally:
         with _step("stop the server", timings, echo):
             server.stop()
@@ -221,7 +237,7 @@ def run_demo(
         optimize=optimize, serving=serving, inference=inference, heatmap=heatmap, loadtest=loadtest,
         detection=detection, seconds=round(time.perf_counter() - started, 1),
     )  # fmt: skip
-    _write_reports(report, reports_dir, readme)
+    _write_reports(report, reports_dir, options.readme)
     return report
 
 
@@ -244,6 +260,7 @@ def _train_title(runs_dir: Path, retrain: bool) -> str:
 def _start_server(repository: Path, work_dir: Path) -> tuple[TritonServer, ServingSummary]:
     """The embedded Triton on the runtime view of the demo's models, their explain and pipeline entries and
     the batching twins; returns the ready server and what it loaded / left out."""
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
 
@@ -253,7 +270,7 @@ def _start_server(repository: Path, work_dir: Path) -> tuple[TritonServer, Servi
     view, loaded, skipped = build_runtime_repository(repository, work_dir / "triton", serve_names)
     _add_entries(view, work_dir / "nobatch_repository", work_dir / "triton_nobatch")
     loaded += [twin for name in BATCHING_MODELS for twin in (nobatch_name(name), f"{name}{HANDPICKED_SUFFIX}")]
-    server = TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=work_dir / "server")
+    server = TritonServer(view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=work_dir / "server")
     server.start()
     try:
         server.wait_ready(timeout=180)
@@ -275,7 +292,7 @@ def _train_all(
     runs_dir: Path, train_minutes: float, retrain: bool, echo: Callable[[str], None]
 ) -> dict[str, TrainingSummary]:
     from attnserve.models.checkpoint import has_checkpoint, load_metrics
-    from attnserve.models.train import train
+    from attnserve.models.train import TrainOptions, train
 
     results: dict[str, TrainingSummary] = {}
     for name in DEMO_TRAINED:
@@ -285,7 +302,7 @@ def _train_all(
             metrics, reused = load_metrics(run_dir), True
         else:
             echo(f"    {name}: training for up to {train_minutes:g} min")
-            metrics, reused = train(name, max_minutes=train_minutes, runs_dir=runs_dir), False
+            metrics, reused = train(TrainOptions(name, max_minutes=train_minutes, runs_dir=runs_dir)), False
         results[name] = TrainingSummary(
             reused_checkpoint=reused,
             test_accuracy=metrics.test_accuracy if metrics else None,
@@ -302,7 +319,7 @@ def _train_detector(
 ) -> tuple[TrainingMetrics | None, bool]:
     """Train the detector unless its checkpoint exists; returns its run's metrics and whether it was reused."""
     from attnserve.models.checkpoint import has_checkpoint, load_metrics
-    from attnserve.models.train import train
+    from attnserve.models.train import TrainOptions, train
 
     run_dir = runs_dir / DEMO_DETECTOR
     if has_checkpoint(run_dir) and not retrain:
@@ -310,7 +327,7 @@ def _train_detector(
         metrics, reused = load_metrics(run_dir), True
     else:
         echo(f"    {DEMO_DETECTOR}: training for up to {train_minutes:g} min")
-        metrics, reused = train(DEMO_DETECTOR, max_minutes=train_minutes, runs_dir=runs_dir), False
+        metrics, reused = train(TrainOptions(DEMO_DETECTOR, max_minutes=train_minutes, runs_dir=runs_dir)), False
     if metrics is not None and metrics.coco_map is not None and metrics.coco_map50 is not None:
         echo(f"    {DEMO_DETECTOR}: held-out mAP@.5 {metrics.coco_map50:.3f}, mAP@[.5:.95] {metrics.coco_map:.3f}")
     return metrics, reused
@@ -318,7 +335,7 @@ def _train_detector(
 
 def _export_all(runs_dir: Path, repository: Path, echo: Callable[[str], None]) -> dict[str, ExportSummary]:
     from attnserve.errors import ExportError
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
     from attnserve.serving.pipelines import write_pipeline_entries
 
     results: dict[str, ExportSummary] = {}
@@ -327,8 +344,8 @@ def _export_all(runs_dir: Path, repository: Path, echo: Callable[[str], None]) -
         # compares classifier logits: both are left out for it.
         detector = name == DEMO_DETECTOR
         # Version 1 every time: a demo re-run replaces its own export instead of piling up versions.
-        export_report = export_model(name, repository, runs_dir=runs_dir, tensorrt=True, version=1,
-                                     explain=not detector, fp16=False if detector else None)  # fmt: skip
+        options = ExportOptions(tensorrt=True, version=1, explain=not detector, fp16=False if detector else None)
+        export_report = export_model(name, repository, runs_dir=runs_dir, options=options)
         if name != BENCH_MODEL:
             write_pipeline_entries(export_report.spec, repository)
         summary = results[name] = _export_summary(export_report)
@@ -365,15 +382,14 @@ def _export_summary(export_report: ExportReport) -> ExportSummary:
 def _optimize(runs_dir: Path, reports_dir: Path, echo: Callable[[str], None]) -> CpuVariantSummary:
     """The CPU fast-path table for one trained model (not served here: the demo serves fp32 everywhere so
     batching on/off compare like with like)."""
-    from attnserve.export.cpu_choice import choose_for_deployable
+    from attnserve.export.cpu_choice import ChoiceSettings, choose_for_deployable
 
     optimize_report = choose_for_deployable(
         OPTIMIZE_MODEL,
         runs_dir=runs_dir,
         repository=None,
         reports_dir=reports_dir / "optimize",
-        repeats=2,
-        min_seconds=0.5,
+        settings=ChoiceSettings(repeats=2, min_seconds=0.5),
     )
     echo(f"    {OPTIMIZE_MODEL}: picked {optimize_report.picked} ({optimize_report.gate_rule})")
     return CpuVariantSummary(

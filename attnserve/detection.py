@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import numpy as np
@@ -33,6 +34,18 @@ DEFAULT_SCORE_THRESHOLD = 0.3
 """Served answers keep candidates scoring at least this (mAP is computed with threshold 0: every candidate)."""
 DEFAULT_TOP_K = 100
 """At most this many detections per image; the model's own candidate count K caps it too."""
+
+
+@dataclass(frozen=True)
+class CandidateSelection:
+    """Which of a model's candidates an answer keeps (`select_candidates`)."""
+
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    """Candidates below it are dropped."""
+    top_k: int = DEFAULT_TOP_K
+    """At most this many detections."""
+    nms_iou: float | None = None
+    """Class-aware NMS at this IoU (None: the model needs none)."""
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -76,9 +89,7 @@ def detections_from_candidates(
     classes: np.ndarray,
     labels: Sequence[str],
     mapping: BoxMapping,
-    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-    top_k: int = DEFAULT_TOP_K,
-    nms_iou: float | None = None,
+    selection: CandidateSelection | None = None,
 ) -> list[Detection]:
     """One image's candidates -> detections in original pixels, best first (`select_candidates` chooses them).
 
@@ -88,9 +99,7 @@ def detections_from_candidates(
         classes: (K,) class indices into `labels`.
         labels: Class names.
         mapping: Model input -> original image (`BoxMapping.for_image`).
-        score_threshold: Candidates below it are dropped.
-        top_k: At most this many detections.
-        nms_iou: Class-aware NMS at this IoU (None: the model needs none).
+        selection: Threshold, top-k and NMS (default: `CandidateSelection()`).
 
     Raises:
         UserInputError: A class index outside `labels`, or mismatched candidate shapes.
@@ -101,7 +110,8 @@ def detections_from_candidates(
         raise UserInputError(f"candidates disagree: {len(boxes)} boxes, {len(scores)} scores, {len(classes)} classes")
     if len(classes) and (classes.min() < 0 or classes.max() >= len(labels)):
         raise UserInputError(f"class index outside 0..{len(labels) - 1}: {sorted(set(classes.tolist()))}")
-    keep = select_candidates(scores, boxes, classes, score_threshold, top_k, nms_iou)
+    selection = selection or CandidateSelection()
+    keep = select_candidates(scores, boxes, classes, selection.score_threshold, selection.top_k, selection.nms_iou)
     original = mapping.to_original(boxes[keep])
     return [
         Detection(label=labels[int(classes[i])], score=float(scores[i]), box=[float(v) for v in box])

@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from attnserve.defaults import RUNS_DIR
 from attnserve.spec import nobatch_name
+from bench import BENCH_REPORTS_DIR
 
 log = logging.getLogger("bench.batching")
 
@@ -76,7 +78,7 @@ def in_process_p50_ms(onnx_path: Path, spec: Any, repeats: int) -> float:
     return float(np.median(timings) * 1e3)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--models",
@@ -90,20 +92,98 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-windows", type=int, default=4)
     parser.add_argument("--tiny", action="store_true", help="tiny architectures (a quick check of the script)")
     parser.add_argument("--in-process-repeats", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=Path("reports/bench/batching.json"))
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR / "batching.json")
+    return parser.parse_args(argv)
+
+
+def model_names(models: str | None) -> list[str]:
+    """The models asked for, or the default ones plus the first trained run found."""
+    if models:
+        return [n.strip() for n in models.split(",") if n.strip()]
+    trained = [n for n in TRAINED_CANDIDATES if (RUNS_DIR / n / "spec.json").is_file()]
+    return list(DEFAULT_MODELS) + trained[:1]
+
+
+def sweep_pair(settings: Any, name: str, concurrency: list[int], args: argparse.Namespace) -> tuple[Any, Any]:
+    """The load tester's sweeps of `name` and of its no-batching entry, in that order."""
+    from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
+
+    sweeps = []
+    for entry in (name, nobatch_name(name)):
+        log.info("sweeping %s over concurrency %s", entry, concurrency)
+        options = LoadTestOptions(
+            concurrency=concurrency, warmup_s=args.warmup_s, window_s=args.window_s, max_windows=args.max_windows
+        )
+        sweeps.append(run_loadtest(settings, entry, options))
+    return sweeps[0], sweeps[1]
+
+
+def comparison_rows(on: Any, off: Any) -> list[dict[str, Any]]:
+    """One row per concurrency: throughput, ratio, p99 and average batch with batching on and off."""
+    rows = []
+    for batched, unbatched in zip(on.levels, off.levels):
+        rows.append(
+            {
+                "concurrency": batched.concurrency,
+                "batching_req_s": round(batched.achieved_rate, 1),
+                "no_batching_req_s": round(unbatched.achieved_rate, 1),
+                "ratio": round(batched.achieved_rate / unbatched.achieved_rate, 3) if unbatched.achieved_rate else None,
+                "batching_p99_ms": round(batched.latency.p99_ms, 2),
+                "no_batching_p99_ms": round(unbatched.latency.p99_ms, 2),
+                "batching_avg_batch": round(batched.server.avg_batch_size, 2),
+                "no_batching_avg_batch": round(unbatched.server.avg_batch_size, 2),
+                "counts_agree": batched.client_success == batched.server_success
+                and unbatched.client_success == unbatched.server_success,
+            }
+        )
+    return rows
+
+
+def model_result(spec: Any, on: Any, off: Any, in_process: float, tiny: bool) -> dict[str, Any]:
+    """The JSON record of one model: the sweep rows, served vs in-process p50 and both full reports."""
+    served_p50 = off.levels[0].latency.p50_ms if off.levels[0].concurrency == 1 else None
+    batched_p50 = on.levels[0].latency.p50_ms if on.levels[0].concurrency == 1 else None
+    return {
+        "trained": spec.trained,
+        "input_shape": list(spec.io.input_shape),
+        "tiny": tiny,
+        "sweep": comparison_rows(on, off),
+        "served_p50_c1_ms": {"batching": batched_p50, "no_batching": served_p50},
+        "in_process_p50_ms": round(in_process, 3),
+        "served_over_in_process_p50": round(served_p50 / in_process, 3) if served_p50 else None,
+        "reports": {"batching": on.model_dump(), "no_batching": off.model_dump()},
+    }
+
+
+def print_model(name: str, spec: Any, protocol: str, result: dict[str, Any], in_process: float) -> None:
+    print(f"\n{name} ({'trained' if spec.trained else 'untrained'}, input {spec.io.input_shape}, {protocol}):")
+    print(
+        f"  {'conc':>5} {'batch req/s':>12} {'no-batch req/s':>15} {'ratio':>7} {'avg batch':>10} {'p99 on/off ms':>16}"
+    )
+    for row in result["sweep"]:
+        print(
+            f"  {row['concurrency']:>5} {row['batching_req_s']:>12,.1f} {row['no_batching_req_s']:>15,.1f}"
+            f" {row['ratio'] or 0:>7.2f} {row['batching_avg_batch']:>10.2f} "
+            f"{row['batching_p99_ms']:>7.1f}/{row['no_batching_p99_ms']:<7.1f}"
+        )
+    served_p50 = result["served_p50_c1_ms"]["no_batching"]
+    if served_p50:
+        print(
+            f"  served p50 at concurrency 1 (no batching delay): {served_p50:.2f} ms; in-process "
+            f"{in_process:.2f} ms; ratio {served_p50 / in_process:.2f}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
     from attnserve.clients.settings import ClientSettings
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
 
-    if args.models:
-        names = [n.strip() for n in args.models.split(",") if n.strip()]
-    else:
-        trained = [n for n in TRAINED_CANDIDATES if (Path("runs") / n / "spec.json").is_file()]
-        names = list(DEFAULT_MODELS) + trained[:1]
+    names = model_names(args.models)
     concurrency = [int(c) for c in args.concurrency.split(",")]
     results: dict[str, Any] = {
         "benchmark": "dynamic batching on vs off",
@@ -119,76 +199,16 @@ def main(argv: list[str] | None = None) -> int:
         exported = {name: export_pair(name, repository, scratch, args.tiny) for name in names}
         view, loaded, _ = build_runtime_repository(repository, scratch / "runtime")
         with TritonServer(
-            view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=scratch / "server"
+            view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=scratch / "server"
         ) as server:
             settings = ClientSettings(
                 url=server.grpc_url if args.protocol == "grpc" else server.http_url, protocol=args.protocol
             )
             for name, (spec, onnx_path) in exported.items():
-                sweeps = {}
-                for entry in (spec.name, nobatch_name(spec.name)):
-                    log.info("sweeping %s over concurrency %s", entry, concurrency)
-                    sweeps[entry] = run_loadtest(
-                        settings,
-                        entry,
-                        LoadTestOptions(
-                            concurrency=concurrency,
-                            warmup_s=args.warmup_s,
-                            window_s=args.window_s,
-                            max_windows=args.max_windows,
-                        ),
-                    )
-                on, off = sweeps[spec.name], sweeps[nobatch_name(spec.name)]
+                on, off = sweep_pair(settings, spec.name, concurrency, args)
                 in_process = in_process_p50_ms(onnx_path, spec, args.in_process_repeats)
-                rows = []
-                for batched, unbatched in zip(on.levels, off.levels):
-                    rows.append(
-                        {
-                            "concurrency": batched.concurrency,
-                            "batching_req_s": round(batched.achieved_rate, 1),
-                            "no_batching_req_s": round(unbatched.achieved_rate, 1),
-                            "ratio": round(batched.achieved_rate / unbatched.achieved_rate, 3)
-                            if unbatched.achieved_rate
-                            else None,
-                            "batching_p99_ms": round(batched.latency.p99_ms, 2),
-                            "no_batching_p99_ms": round(unbatched.latency.p99_ms, 2),
-                            "batching_avg_batch": round(batched.server.avg_batch_size, 2),
-                            "no_batching_avg_batch": round(unbatched.server.avg_batch_size, 2),
-                            "counts_agree": batched.client_success == batched.server_success
-                            and unbatched.client_success == unbatched.server_success,
-                        }
-                    )
-                served_p50 = off.levels[0].latency.p50_ms if off.levels[0].concurrency == 1 else None
-                batched_p50 = on.levels[0].latency.p50_ms if on.levels[0].concurrency == 1 else None
-                results["models"][name] = {
-                    "trained": spec.trained,
-                    "input_shape": list(spec.io.input_shape),
-                    "tiny": args.tiny,
-                    "sweep": rows,
-                    "served_p50_c1_ms": {"batching": batched_p50, "no_batching": served_p50},
-                    "in_process_p50_ms": round(in_process, 3),
-                    "served_over_in_process_p50": round(served_p50 / in_process, 3) if served_p50 else None,
-                    "reports": {"batching": on.model_dump(), "no_batching": off.model_dump()},
-                }
-                print(
-                    f"\n{name} ({'trained' if spec.trained else 'untrained'}, input {spec.io.input_shape}, "
-                    f"{args.protocol}):"
-                )
-                print(
-                    f"  {'conc':>5} {'batch req/s':>12} {'no-batch req/s':>15} {'ratio':>7} "
-                    f"{'avg batch':>10} {'p99 on/off ms':>16}"
-                )
-                for row in rows:
-                    print(
-                        f"  {row['concurrency']:>5} {row['batching_req_s']:>12,.1f} {row['no_batching_req_s']:>15,.1f}"
-                        f" {row['ratio'] or 0:>7.2f} {row['batching_avg_batch']:>10.2f} "
-                        f"{row['batching_p99_ms']:>7.1f}/{row['no_batching_p99_ms']:<7.1f}"
-                    )
-                if served_p50:
-                    print(
-                        f"  served p50 at concurrency 1 (no batching delay): {served_p50:.2f} ms; in-process "
-                        f"{in_process:.2f} ms; ratio {served_p50 / in_process:.2f}"
-                    )
+                results["models"][name] = model_result(spec, on, off, in_process, args.tiny)
+                print_model(name, spec, args.protocol, results["models"][name], in_process)
     results["load_average_after"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

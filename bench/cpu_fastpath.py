@@ -33,6 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from attnserve.defaults import REPORTS_DIR, RUNS_DIR
+from bench import BENCH_REPORTS_DIR
+
 log = logging.getLogger("bench.cpu_fastpath")
 
 DEFAULT_MODEL = "vit_tiny_patch16_224"
@@ -78,19 +81,52 @@ def in_process_meter(runtime: str, precision: str, model_path: Path, spec: Any, 
     return measure
 
 
-def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Serve the pick and the fp32 entry from one Triton; load each in turn; ratios measured in this run."""
+def served_level(settings: Any, entry: str, meter: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """One round of one entry: in-process img/s just before, then the served level at `args.concurrency`."""
     from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
+
+    in_process_img_s = meter()  # same round, server idle, just before its load
+    options = LoadTestOptions(
+        concurrency=[args.concurrency],
+        warmup_s=args.warmup_s,
+        window_s=args.window_s,
+        min_windows=min(3, args.max_windows),
+        max_windows=args.max_windows,
+    )
+    level = run_loadtest(settings, entry, options).levels[0]
+    # the same model in-process at the batch Triton actually formed: splits the gap to the
+    # batch-16 figure into "smaller batches" and "serving overhead"
+    served_batch = round(level.server.avg_batch_size) or 1
+    return {
+        "img_s": round(level.throughput_infer_s, 1),
+        "in_process_img_s": round(in_process_img_s, 1),
+        "in_process_at_served_batch_img_s": round(meter(served_batch), 1),
+        "p50_ms": round(level.latency.p50_ms, 2),
+        "p99_ms": round(level.latency.p99_ms, 2),
+        "avg_batch": round(level.server.avg_batch_size, 2),
+        "queue_us": round(level.server.queue_us, 1),
+        "compute_input_us": round(level.server.compute_input_us, 1),
+        "compute_infer_us": round(level.server.compute_infer_us, 1),
+        "compute_output_us": round(level.server.compute_output_us, 1),
+        "client_cpu_us_per_request": round(level.client_cpu_us_per_request, 1),
+        "errors": level.errors,
+        "counts_agree": level.client_success == level.server_success,
+        "stable": level.stable,
+    }
+
+
+def served_rounds(report: Any, spec: Any, args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """Serve the pick and the fp32 entry from one Triton and load each in turn, alternating the order per round."""
     from attnserve.clients.settings import ClientSettings
     from attnserve.export.cpu_choice import serve_pick
     from attnserve.export.cpu_variants import FP32_FILENAME
     from attnserve.repository.entries import write_model_entry
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
 
     variants_dir = Path(report.variants_dir)
     picked_entry, fp32_entry = spec.name, f"{spec.name}{FP32_SUFFIX}"
-    concurrency = args.concurrency
     rounds: dict[str, list[dict[str, Any]]] = {picked_entry: [], fp32_entry: []}
     with tempfile.TemporaryDirectory(prefix="attnserve-bench-fastpath-") as scratch_name:
         scratch = Path(scratch_name)
@@ -100,15 +136,12 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
         write_model_entry(fp32_spec, variants_dir / FP32_FILENAME, repository)
         view, loaded, _ = build_runtime_repository(repository, scratch / "runtime")
         with TritonServer(
-            view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=scratch / "server"
+            view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=scratch / "server"
         ) as server:
+            picked_file = variants_dir / report.picked_model_file
             meters = {
                 picked_entry: in_process_meter(
-                    report.picked_runtime,
-                    report.picked_precision,
-                    variants_dir / report.picked_model_file,
-                    spec,
-                    args.min_seconds,
+                    report.picked_runtime, report.picked_precision, picked_file, spec, args.min_seconds
                 ),
                 fp32_entry: in_process_meter(
                     "onnxruntime", "fp32", variants_dir / FP32_FILENAME, spec, args.min_seconds
@@ -118,40 +151,32 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
             for round_index in range(args.rounds):
                 order = [picked_entry, fp32_entry] if round_index % 2 == 0 else [fp32_entry, picked_entry]
                 for entry in order:
-                    log.info("round %d: %s at concurrency %d", round_index + 1, entry, concurrency)
-                    in_process_img_s = meters[entry]()  # same round, server idle, just before its load
-                    level = run_loadtest(
-                        settings,
-                        entry,
-                        LoadTestOptions(
-                            concurrency=[concurrency],
-                            warmup_s=args.warmup_s,
-                            window_s=args.window_s,
-                            min_windows=min(3, args.max_windows),
-                            max_windows=args.max_windows,
-                        ),
-                    ).levels[0]
-                    # the same model in-process at the batch Triton actually formed: splits the gap to the
-                    # batch-16 figure into "smaller batches" and "serving overhead"
-                    served_batch = round(level.server.avg_batch_size) or 1
-                    rounds[entry].append(
-                        {
-                            "img_s": round(level.throughput_infer_s, 1),
-                            "in_process_img_s": round(in_process_img_s, 1),
-                            "in_process_at_served_batch_img_s": round(meters[entry](served_batch), 1),
-                            "p50_ms": round(level.latency.p50_ms, 2),
-                            "p99_ms": round(level.latency.p99_ms, 2),
-                            "avg_batch": round(level.server.avg_batch_size, 2),
-                            "queue_us": round(level.server.queue_us, 1),
-                            "compute_input_us": round(level.server.compute_input_us, 1),
-                            "compute_infer_us": round(level.server.compute_infer_us, 1),
-                            "compute_output_us": round(level.server.compute_output_us, 1),
-                            "client_cpu_us_per_request": round(level.client_cpu_us_per_request, 1),
-                            "errors": level.errors,
-                            "counts_agree": level.client_success == level.server_success,
-                            "stable": level.stable,
-                        }
-                    )
+                    log.info("round %d: %s at concurrency %d", round_index + 1, entry, args.concurrency)
+                    rounds[entry].append(served_level(settings, entry, meters[entry], args))
+    return rounds
+
+
+def served_ratios(rounds: dict[str, list[dict[str, Any]]], picked_entry: str, fp32_entry: str) -> dict[str, float]:
+    """Paired per round (the machine's load moves between rounds): medians of the per-round ratios."""
+    return {
+        "speedup": statistics.median(
+            p["img_s"] / f["img_s"] for p, f in zip(rounds[picked_entry], rounds[fp32_entry]) if f["img_s"]
+        ),
+        "share": statistics.median(
+            r["img_s"] / r["in_process_img_s"] for r in rounds[picked_entry] if r["in_process_img_s"]
+        ),
+        "share_at_served_batch": statistics.median(
+            r["img_s"] / r["in_process_at_served_batch_img_s"]
+            for r in rounds[picked_entry]
+            if r["in_process_at_served_batch_img_s"]
+        ),
+    }
+
+
+def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Serve the pick and the fp32 entry from one Triton; load each in turn; ratios measured in this run."""
+    picked_entry, fp32_entry = spec.name, f"{spec.name}{FP32_SUFFIX}"
+    rounds = served_rounds(report, spec, args)
 
     def median(entry: str, key: str) -> float:
         return float(statistics.median(r[key] for r in rounds[entry]))
@@ -161,20 +186,13 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
     # Where the time goes: the load generator runs on the same cores as the server; its CPU per request times
     # the served rate is the share of the cores it took away from the model.
     client_cores = {entry: median(entry, "client_cpu_us_per_request") * served[entry] / 1e6 for entry in rounds}
-    # Paired per round (the machine's load moves between rounds): median of the per-round ratios.
-    speedup = statistics.median(
-        p["img_s"] / f["img_s"] for p, f in zip(rounds[picked_entry], rounds[fp32_entry]) if f["img_s"]
-    )
-    share = statistics.median(r["img_s"] / r["in_process_img_s"] for r in rounds[picked_entry] if r["in_process_img_s"])
-    share_at_served_batch = statistics.median(
-        r["img_s"] / r["in_process_at_served_batch_img_s"]
-        for r in rounds[picked_entry]
-        if r["in_process_at_served_batch_img_s"]
-    )
+    ratios = served_ratios(rounds, picked_entry, fp32_entry)
+    speedup, share = ratios["speedup"], ratios["share"]
+    breakdown_keys = ("avg_batch", "queue_us", "compute_input_us", "compute_infer_us", "compute_output_us")
     return {
         "picked": report.picked,
         "entries": {picked_entry: report.picked, fp32_entry: "onnxruntime_fp32"},
-        "concurrency": concurrency,
+        "concurrency": args.concurrency,
         "protocol": "grpc",
         "request_batch": 1,
         "rounds": rounds,
@@ -183,23 +201,12 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
         "in_process_batch": spec.serving.opt_batch_size,
         "load_generator_cores": {k: round(v, 2) for k, v in client_cores.items()},
         "median_server_breakdown": {
-            entry: {
-                key: round(median(entry, key), 2)
-                for key in (
-                    "avg_batch",
-                    "queue_us",
-                    "compute_input_us",
-                    "compute_infer_us",
-                    "compute_output_us",
-                    "p50_ms",
-                    "p99_ms",
-                )
-            }
+            entry: {key: round(median(entry, key), 2) for key in (*breakdown_keys, "p50_ms", "p99_ms")}
             for entry in rounds
         },
         "served_speedup_vs_fp32": round(speedup, 3) if speedup else None,
         "served_share_of_in_process": round(share, 3) if share else None,
-        "served_share_of_in_process_at_served_batch": round(share_at_served_batch, 3),
+        "served_share_of_in_process_at_served_batch": round(ratios["share_at_served_batch"], 3),
         "ratios": "median over rounds of per-round ratios (pick and fp32 of one round are neighbours in time)",
         "targets": {
             "served_speedup_vs_fp32": ACCEPTANCE_SERVED_SPEEDUP,
@@ -238,15 +245,15 @@ def table_summary(report: Any) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--models",
         default=None,
         help=f"comma list of deployables (default: {DEFAULT_MODEL} + every trained run in runs/)",
     )
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    parser.add_argument("--reports-dir", type=Path, default=Path("reports/cpu_variants"))
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR)
+    parser.add_argument("--reports-dir", type=Path, default=REPORTS_DIR / "cpu_variants")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds of the table")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="least seconds per throughput measurement")
     parser.add_argument("--served-model", default=DEFAULT_MODEL, help="model of the served comparison")
@@ -256,13 +263,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--window-s", type=float, default=4.0)
     parser.add_argument("--max-windows", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=Path("reports/bench/cpu_fastpath.json"))
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR / "cpu_fastpath.json")
+    return parser.parse_args(argv)
+
+
+def print_served(served: dict[str, Any], rounds: int) -> None:
+    print(
+        f"\nserved, closed loop c={served['concurrency']} (grpc, batch-1 requests, dynamic batching), "
+        f"median of {rounds} alternating rounds:"
+    )
+    for entry, variant in served["entries"].items():
+        print(
+            f"  {entry:<32} {variant:<26} served {served['served_img_s'][entry]:7.1f} img/s   "
+            f"in-process b{served['in_process_batch']} {served['in_process_b_img_s'][entry]:7.1f} img/s   "
+            f"load generator {served['load_generator_cores'][entry]} cores   "
+            f"avg batch {served['median_server_breakdown'][entry]['avg_batch']}"
+        )
+    print(
+        f"  pick / fp32 served: {served['served_speedup_vs_fp32']}x (target >= {ACCEPTANCE_SERVED_SPEEDUP}); "
+        f"pick served / in-process: {served['served_share_of_in_process']} "
+        f"(target >= {ACCEPTANCE_SERVED_SHARE_OF_IN_PROCESS}); at the batch Triton formed: "
+        f"{served['served_share_of_in_process_at_served_batch']} (medians of per-round ratios)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for logger_name in ("bench", "attnserve"):  # our progress lines, not the exporter's per-initializer chatter
         logging.getLogger(logger_name).setLevel(logging.INFO)
 
-    from attnserve.export.cpu_choice import choose_for_deployable, machine_facts, render_markdown
+    from attnserve.export.cpu_choice import ChoiceSettings, choose_for_deployable, machine_facts, render_markdown
     from attnserve.models.checkpoint import resolve
 
     names = (
@@ -284,8 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             name,
             runs_dir=args.runs_dir,
             reports_dir=args.reports_dir,
-            repeats=args.repeats,
-            min_seconds=args.min_seconds,
+            settings=ChoiceSettings(repeats=args.repeats, min_seconds=args.min_seconds),
         )
         reports[name] = report
         results["models"][name] = table_summary(report)
@@ -295,25 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.served_model not in reports:
             raise SystemExit(f"--served-model {args.served_model!r} must be one of the optimized models {names}")
         _, spec = resolve(args.served_model, args.runs_dir)
-        served = served_comparison(reports[args.served_model], spec, args)
-        results["served"] = served
-        print(
-            f"\nserved, closed loop c={served['concurrency']} (grpc, batch-1 requests, dynamic batching), "
-            f"median of {args.rounds} alternating rounds:"
-        )
-        for entry, variant in served["entries"].items():
-            print(
-                f"  {entry:<32} {variant:<26} served {served['served_img_s'][entry]:7.1f} img/s   "
-                f"in-process b{served['in_process_batch']} {served['in_process_b_img_s'][entry]:7.1f} img/s   "
-                f"load generator {served['load_generator_cores'][entry]} cores   "
-                f"avg batch {served['median_server_breakdown'][entry]['avg_batch']}"
-            )
-        print(
-            f"  pick / fp32 served: {served['served_speedup_vs_fp32']}x (target >= {ACCEPTANCE_SERVED_SPEEDUP}); "
-            f"pick served / in-process: {served['served_share_of_in_process']} "
-            f"(target >= {ACCEPTANCE_SERVED_SHARE_OF_IN_PROCESS}); at the batch Triton formed: "
-            f"{served['served_share_of_in_process_at_served_batch']} (medians of per-round ratios)"
-        )
+        results["served"] = served_comparison(reports[args.served_model], spec, args)
+        print_served(results["served"], args.rounds)
 
     results["machine"]["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     results["seconds"] = round(time.perf_counter() - started, 1)

@@ -25,16 +25,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attnserve.defaults import RUNS_DIR
+from bench import BENCH_REPORTS_DIR
+
 
 def measure(runs_dir: Path, name: str, count: int) -> dict[str, Any]:
     """Export, serve, and score in-process vs HTTP vs gRPC (module docstring)."""
     from attnserve.clients.client import TritonClient
     from attnserve.clients.settings import ClientSettings
     from attnserve.detection import DEFAULT_SCORE_THRESHOLD, coco_map, coco_results_of
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
     from attnserve.models.checkpoint import resolve
     from attnserve.models.detection_train import detect_files
     from attnserve.models.scenes import FILE_SIZES, write_scene_files
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.pipelines import write_pipeline_entries
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
@@ -42,13 +46,15 @@ def measure(runs_dir: Path, name: str, count: int) -> dict[str, Any]:
     model, spec = resolve(name, runs_dir)
     with tempfile.TemporaryDirectory(prefix="attnserve-detection-") as scratch:
         root = Path(scratch)
-        report = export_model(name, root / "repo", runs_dir=runs_dir, explain=False, optimize=False)
+        report = export_model(
+            name, root / "repo", runs_dir=runs_dir, options=ExportOptions(explain=False, optimize=False)
+        )
         write_pipeline_entries(report.spec, root / "repo")
         view, loaded, _ = build_runtime_repository(root / "repo", root / "runtime")
         files, truth = write_scene_files(root / "scenes", count)
         local = detect_files(model, spec, files, DEFAULT_SCORE_THRESHOLD)
         scores: dict[str, Any] = {"in_process": coco_map(truth, coco_results_of(local, spec.io.labels))}
-        server = TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=root / "srv")
+        server = TritonServer(view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=root / "srv")
         with server:
             for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
                 started = time.perf_counter()
@@ -64,10 +70,10 @@ def measure(runs_dir: Path, name: str, count: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR)
     parser.add_argument("--name", default="det_shapes")
     parser.add_argument("--scenes", type=int, default=300)
-    parser.add_argument("--out", type=Path, default=Path("reports/bench/detection_served.json"))
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR / "detection_served.json")
     args = parser.parse_args()
     result = measure(args.runs_dir, args.name, args.scenes)
     args.out.parent.mkdir(parents=True, exist_ok=True)

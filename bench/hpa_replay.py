@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from bench import BENCH_REPORTS_DIR
+
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "kubernetes" / "attnserve" / "files" / "recording_rules.yaml"
 VALUES = ROOT / "deploy" / "kubernetes" / "attnserve" / "values.yaml"
@@ -80,11 +82,13 @@ class Candidate:
 # ------------------------------------------------------------------------------------------------------------------
 def _export(root: Path) -> Path:
     """The four deployables, random weights, in one CPU runtime view."""
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
     from attnserve.serving.runtime_view import build_runtime_repository
 
     for name in MODELS:
-        export_model(name, root / "repository", runs_dir=root / "runs", explain=False, untrained=True)
+        export_model(
+            name, root / "repository", runs_dir=root / "runs", options=ExportOptions(explain=False), untrained=True
+        )
     view, loaded, skipped = build_runtime_repository(root / "repository", root / "view", list(MODELS))
     if sorted(loaded) != sorted(MODELS):
         raise SystemExit(f"the runtime view left out models: {skipped}")
@@ -419,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="NAME=VALUE: a fixed target instead of the chosen one (repeatable)",
     )
-    parser.add_argument("--out", type=Path, default=Path("reports/bench/hpa_replay.json"))
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR / "hpa_replay.json")
     args = parser.parse_args(argv)
     fixed = {name: float(value) for name, value in (item.split("=", 1) for item in args.target)}
     if args.replay:

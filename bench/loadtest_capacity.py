@@ -21,7 +21,48 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import BENCH_REPORTS_DIR
 from bench.identity_model import IDENTITY_MODEL, write_identity_model
+
+
+def capacity_rows(server: Any, protocol: str, workers: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One sweep of the identity model over `protocol` with `workers` load-generator processes, printed as it goes."""
+    from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
+    from attnserve.clients.settings import ClientSettings
+
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    options = LoadTestOptions(
+        concurrency=[int(c) for c in args.concurrency.split(",")],
+        workers=workers,
+        warmup_s=1.0,
+        window_s=args.window_s,
+        max_windows=args.max_windows,
+    )
+    report = run_loadtest(ClientSettings(url=url, protocol=protocol), IDENTITY_MODEL, options)
+    rows = []
+    for level in report.levels:
+        row = {
+            "protocol": protocol,
+            "workers": workers,
+            "concurrency": level.concurrency,
+            "req_s": round(level.achieved_rate, 1),
+            "p50_ms": round(level.latency.p50_ms, 3),
+            "p99_ms": round(level.latency.p99_ms, 3),
+            "client_cpu_us_per_request": round(level.client_cpu_us_per_request, 1),
+            "server_avg_batch": round(level.server.avg_batch_size, 2),
+            "client_success": level.client_success,
+            "server_success": level.server_success,
+            "stable": level.stable,
+        }
+        rows.append(row)
+        print(
+            f"{protocol:>4} workers={workers} c={level.concurrency}: {row['req_s']:>9,.0f} req/s, "
+            f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, client CPU "
+            f"{row['client_cpu_us_per_request']:.0f} us/request, avg batch "
+            f"{row['server_avg_batch']:.1f}, client {level.client_success} == server "
+            f"{level.server_success}: {level.client_success == level.server_success}"
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,15 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocols", default="grpc,http")
     parser.add_argument("--window-s", type=float, default=2.0)
     parser.add_argument("--max-windows", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=Path("reports/bench/loadtest_capacity.json"))
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR / "loadtest_capacity.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
-    from attnserve.clients.loadtest import LoadTestOptions, run_loadtest
-    from attnserve.clients.settings import ClientSettings
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.server import TritonServer
 
-    concurrency = [int(c) for c in args.concurrency.split(",")]
     runs: list[dict[str, Any]] = []
     results: dict[str, Any] = {
         "benchmark": "load-tester capacity against a python-backend identity model",
@@ -53,47 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         with TritonServer(
             scratch / "repository",
             models=[IDENTITY_MODEL],
-            http_port=0,
-            grpc_port=0,
-            metrics_port=0,
+            endpoints=TritonEndpoints.any_free(),
             work_dir=scratch / "server",
         ) as server:
             for protocol in args.protocols.split(","):
-                url = server.grpc_url if protocol == "grpc" else server.http_url
                 for workers in (int(w) for w in args.workers.split(",")):
-                    report = run_loadtest(
-                        ClientSettings(url=url, protocol=protocol),
-                        IDENTITY_MODEL,
-                        LoadTestOptions(
-                            concurrency=concurrency,
-                            workers=workers,
-                            warmup_s=1.0,
-                            window_s=args.window_s,
-                            max_windows=args.max_windows,
-                        ),
-                    )
-                    for level in report.levels:
-                        row = {
-                            "protocol": protocol,
-                            "workers": workers,
-                            "concurrency": level.concurrency,
-                            "req_s": round(level.achieved_rate, 1),
-                            "p50_ms": round(level.latency.p50_ms, 3),
-                            "p99_ms": round(level.latency.p99_ms, 3),
-                            "client_cpu_us_per_request": round(level.client_cpu_us_per_request, 1),
-                            "server_avg_batch": round(level.server.avg_batch_size, 2),
-                            "client_success": level.client_success,
-                            "server_success": level.server_success,
-                            "stable": level.stable,
-                        }
-                        runs.append(row)
-                        print(
-                            f"{protocol:>4} workers={workers} c={level.concurrency}: {row['req_s']:>9,.0f} req/s, "
-                            f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, client CPU "
-                            f"{row['client_cpu_us_per_request']:.0f} us/request, avg batch "
-                            f"{row['server_avg_batch']:.1f}, client {level.client_success} == server "
-                            f"{level.server_success}: {level.client_success == level.server_success}"
-                        )
+                    runs.extend(capacity_rows(server, protocol, workers, args))
     results["load_average_after"] = os.getloadavg()
     best = max(runs, key=lambda r: r["req_s"]) if runs else None
     results["best"] = best

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import BENCH_REPORTS_DIR
+
 MODEL = "cnn_cbam_digits"
 
 
@@ -27,12 +29,18 @@ def _export_tiny(name: str, root: Path) -> Path:
         The ONNX file its entry serves.
     """
     from attnserve.errors import ExportError
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
     from attnserve.models.registry import tiny_arch_overrides
     from attnserve.repository.entries import served_file
 
     overrides = tiny_arch_overrides(name)
-    report = export_model(name, root / "exported", runs_dir=root / "runs", explain=False, optimize=False, **overrides)
+    report = export_model(
+        name,
+        root / "exported",
+        runs_dir=root / "runs",
+        options=ExportOptions(explain=False, optimize=False),
+        **overrides,
+    )
     onnx_path = served_file(report.entries[name]) if report.ok else None
     if onnx_path is None:
         raise ExportError(f"exporting {name} failed: {[(s.stage, s.reason) for s in report.stages]}")
@@ -42,14 +50,15 @@ def _export_tiny(name: str, root: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300, help="sequential requests per entry")
-    parser.add_argument("--out", type=Path, default=Path("reports/bench/queue_policy.json"))
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR / "queue_policy.json")
     args = parser.parse_args(argv)
 
     from attnserve.clients.client import TritonClient
     from attnserve.clients.settings import ClientSettings
     from attnserve.repository.entries import read_entry_spec, write_model_entry
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.runtime_view import build_runtime_repository
-    from attnserve.serving.server import TritonServer
+    from attnserve.serving.server import ServerProcess, TritonServer
 
     with tempfile.TemporaryDirectory(prefix="attnserve-queue-policy-") as scratch:
         root = Path(scratch)
@@ -65,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             write_model_entry(variant, onnx_path, root / "repository", version=1)
         view, loaded, _ = build_runtime_repository(root / "repository", root / "view")
         results: dict[str, dict[str, float]] = {}
-        with TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=5) as server:
+        with TritonServer(
+            view, models=loaded, endpoints=TritonEndpoints.any_free(), process=ServerProcess(exit_timeout_s=5)
+        ) as server:
             with TritonClient(ClientSettings(url=server.grpc_url, protocol="grpc")) as client:
                 pixels = np.zeros((1, *spec.io.input_shape), np.uint8)
                 for label, variant in variants.items():

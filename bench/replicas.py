@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from bench import BENCH_REPORTS_DIR
+
 SAMPLE_SHAPE = (3, 32, 32)
 LABELS = ("a", "b", "c", "d")
 
@@ -81,11 +83,13 @@ def _repository(root: Path) -> tuple[Path, str]:
 def _deployable_repository(root: Path, name: str) -> tuple[Path, str]:
     """A deployable exported with random weights (timing only), in a runtime view of its own."""
     from attnserve.errors import AttnserveError
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
     from attnserve.serving.runtime_view import build_runtime_repository
 
     try:
-        export_model(name, root / "repository", runs_dir=root / "runs", explain=False, untrained=True)
+        export_model(
+            name, root / "repository", runs_dir=root / "runs", options=ExportOptions(explain=False), untrained=True
+        )
     except AttnserveError as exc:  # e.g. an unknown name: the message lists the known ones
         raise SystemExit(f"bench.replicas --model {name}: {exc}") from None
     view, loaded, skipped = build_runtime_repository(root / "repository", root / "view", [name])
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=None, help="JSON report (default: reports/bench/replicas[_MODEL].json)"
     )
     args = parser.parse_args(argv)
-    out = args.out or Path(f"reports/bench/replicas{'_' + args.model if args.model else ''}.json")
+    out = args.out or BENCH_REPORTS_DIR / f"replicas{'_' + args.model if args.model else ''}.json"
 
     from attnserve.serving.haproxy import EdgeSettings
     from attnserve.serving.replicas import ReplicaSet

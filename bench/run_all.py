@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench import BENCH_REPORTS_DIR
+
 # (module, what it measures). Order: cheap first, so a partial run still says something.
 BENCHMARKS: tuple[tuple[str, str], ...] = (
     ("bench.export_bench", "ONNX Runtime (optimised) vs PyTorch eager, vit_tiny_patch16_224, batch 1 and 16"),
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", action="store_true", help="also run the training table (long)")
     parser.add_argument("--only", default="", help="comma-separated module names to run (e.g. bench.batching)")
-    parser.add_argument("--out", type=Path, default=Path("reports/bench"), help="folder for summary.json")
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR, help="folder for summary.json")
     args = parser.parse_args(argv)
 
     selected = list(BENCHMARKS) + ([TRAIN_BENCHMARK] if args.train else [])

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench import BENCH_REPORTS_DIR
+
 TARGET_READY_S = 60.0
 
 
@@ -35,9 +37,9 @@ def _export(repository: Path, names: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repository", type=Path, default=Path("reports/bench/serve_repository"))
+    parser.add_argument("--repository", type=Path, default=BENCH_REPORTS_DIR / "serve_repository")
     parser.add_argument("--models", default="", help="comma-separated deployables (default: all)")
-    parser.add_argument("--out", type=Path, default=Path("reports/bench"))
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for READY")
     args = parser.parse_args(argv)
 

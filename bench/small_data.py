@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from attnserve.models.metrics import TrainingMetrics
+from bench import BENCH_REPORTS_DIR
 
 CLASSES = ("circle", "square", "triangle")
 MODEL = "vit_shapes"
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--from-hf", type=Path, default=None, metavar="DIR", help="also fine-tune this pretrained checkpoint per seed"
     )
-    parser.add_argument("--out", type=Path, default=Path("reports/bench/small_data.json"), help="JSON report")
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR / "small_data.json", help="JSON report")
     args = parser.parse_args(argv)
     seeds = [int(seed) for seed in args.seeds.split(",")]
     runs = []

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from bench import BENCH_REPORTS_DIR
+
 DRIFT_LIMIT = 0.5  # p99 of the last window may be at most 50% above the first
 GROWTH_LIMIT = 0.10  # RSS at the end may be at most 10% above its value at minute 2
 WINDOW_MIN = 5.0  # minutes compared for drift
@@ -56,12 +58,14 @@ def _free_port() -> int:
 
 def _export_repository(root: Path, image_model: str, video_model: str) -> Path:
     """Both models with random weights (timing only) and their pipeline/timeline entries."""
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
     from attnserve.serving.pipelines import write_pipeline_entries
 
     repository = root / "model_repository"
     for name in (image_model, video_model):
-        report = export_model(name, repository, runs_dir=root / "runs", explain=False, untrained=True)
+        report = export_model(
+            name, repository, runs_dir=root / "runs", options=ExportOptions(explain=False), untrained=True
+        )
         write_pipeline_entries(report.spec, repository)
     return repository
 
@@ -369,7 +373,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repository", type=Path, default=None, help="an exported repository (default: export both)")
     parser.add_argument("--image-model", default="vit_shapes", help="image model (its NAME_pipeline is used too)")
     parser.add_argument("--video-model", default="timesformer_motion", help="video model (its NAME_timeline)")
-    parser.add_argument("--out", type=Path, default=Path("reports/bench/soak.json"), help="JSON report")
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR / "soak.json", help="JSON report")
     return parser
 
 

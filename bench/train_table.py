@@ -18,6 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from attnserve.defaults import REPORTS_DIR, RUNS_DIR
+from bench import BENCH_REPORTS_DIR
+
 TARGETS: dict[str, tuple[str, float]] = {
     "vit_digits": (">=", 0.97),
     "cnn_cbam_digits": (">=", 0.985),
@@ -33,27 +36,14 @@ def _meets(accuracy: float, rule: tuple[str, float]) -> bool:
     return accuracy >= bound if comparison == ">=" else accuracy <= bound
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--max-minutes", type=float, default=5.0, help="training budget per model")
-    parser.add_argument("--names", default=",".join(TARGETS), help="comma-separated deployable names")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
-    parser.add_argument("--out", type=Path, default=Path("reports/train_table.json"))
-    parser.add_argument("--threads", type=int, default=1, help="torch threads while training (1: see models/train.py)")
-    args = parser.parse_args(argv)
+def train_row(name: str, args: argparse.Namespace) -> dict[str, object]:
+    """Train `name` within the budget and print its line; the row records accuracy, target and machine load."""
+    from attnserve.models.train import TrainOptions, train
 
-    from attnserve.models.train import train
-
-    names = [name.strip() for name in args.names.split(",") if name.strip()]
-    unknown = [name for name in names if name not in TARGETS]
-    if unknown:
-        parser.error(f"unknown names {unknown}; expected some of {list(TARGETS)}")
-    rows = []
-    for name in names:
-        load_before = os.getloadavg()[0]
-        started = time.perf_counter()
-        metrics = train(
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    metrics = train(
+        TrainOptions(
             name,
             max_minutes=args.max_minutes,
             seed=args.seed,
@@ -61,30 +51,46 @@ def main(argv: list[str] | None = None) -> int:
             progress=False,
             threads=args.threads,
         )
-        rule = TARGETS[name]
-        rows.append(
-            {
-                "name": name,
-                "test_accuracy": metrics.test_accuracy,
-                "target": f"{rule[0]} {rule[1]:.3f}",
-                "meets_target": _meets(metrics.test_accuracy, rule),
-                "chance_accuracy": metrics.chance_accuracy,
-                "epochs": metrics.epochs,
-                "stopped_by": metrics.stopped_by,
-                "train_seconds": metrics.train_seconds,
-                "wall_seconds": time.perf_counter() - started,
-                "samples_per_second": metrics.samples_per_second,
-                "load_average_before": load_before,
-                "load_average_after": os.getloadavg()[0],
-            }
-        )
-        row = rows[-1]
-        print(
-            f"{name:<20} acc {row['test_accuracy']:.4f} ({row['target']}: {'ok' if row['meets_target'] else 'MISSED'})"
-            f"  {row['epochs']:.1f} ep in {row['train_seconds']:.0f} s, {row['samples_per_second']:.0f} samples/s,"
-            f" load {load_before:.1f}->{row['load_average_after']:.1f}",
-            flush=True,
-        )
+    )
+    rule = TARGETS[name]
+    row = {
+        "name": name,
+        "test_accuracy": metrics.test_accuracy,
+        "target": f"{rule[0]} {rule[1]:.3f}",
+        "meets_target": _meets(metrics.test_accuracy, rule),
+        "chance_accuracy": metrics.chance_accuracy,
+        "epochs": metrics.epochs,
+        "stopped_by": metrics.stopped_by,
+        "train_seconds": metrics.train_seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "samples_per_second": metrics.samples_per_second,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0],
+    }
+    print(
+        f"{name:<20} acc {row['test_accuracy']:.4f} ({row['target']}: {'ok' if row['meets_target'] else 'MISSED'})"
+        f"  {row['epochs']:.1f} ep in {row['train_seconds']:.0f} s, {row['samples_per_second']:.0f} samples/s,"
+        f" load {load_before:.1f}->{row['load_average_after']:.1f}",
+        flush=True,
+    )
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--max-minutes", type=float, default=5.0, help="training budget per model")
+    parser.add_argument("--names", default=",".join(TARGETS), help="comma-separated deployable names")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR)
+    parser.add_argument("--out", type=Path, default=REPORTS_DIR / "train_table.json")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads while training (1: see models/train.py)")
+    args = parser.parse_args(argv)
+
+    names = [name.strip() for name in args.names.split(",") if name.strip()]
+    unknown = [name for name in names if name not in TARGETS]
+    if unknown:
+        parser.error(f"unknown names {unknown}; expected some of {list(TARGETS)}")
+    rows = [train_row(name, args) for name in names]
     report = {
         "max_minutes": args.max_minutes,
         "seed": args.seed,
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": "shared CPU: see load averages; budgets are wall-clock, so a busy machine buys fewer epochs",
         "rows": rows,
     }
-    for path in (args.out, Path("reports/bench/train_table.json")):
+    for path in (args.out, BENCH_REPORTS_DIR / "train_table.json"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from attnserve.catalogue import HANDPICKED_SERVING, NOBATCH_SERVING, handpicked_twin
+from attnserve.defaults import REPORTS_DIR, RUNS_DIR
+from bench import BENCH_REPORTS_DIR
 
 log = logging.getLogger("bench.tuned_defaults")
 
@@ -201,20 +203,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-windows", type=int, default=5, help="windows until stable, at most (default: %(default)s)"
     )
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="trained runs (default: %(default)s)")
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR, help="trained runs (default: %(default)s)")
     parser.add_argument(
         "--tune-reports",
         type=Path,
-        default=Path("reports/tune"),
+        default=REPORTS_DIR / "tune",
         help="tune reports for NAME_best16 (default: %(default)s)",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("reports/bench/tuned_defaults.json"), help="JSON report (default: %(default)s)"
+        "--out", type=Path, default=BENCH_REPORTS_DIR / "tuned_defaults.json", help="JSON report (default: %(default)s)"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from attnserve.clients.settings import ClientSettings
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
 
@@ -232,9 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         repository = scratch / "model_repository"
         prepared = {name: _prepare(name, repository, scratch, args) for name in names}
         view, loaded, _ = build_runtime_repository(repository, scratch / "runtime")
-        with TritonServer(
-            view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=scratch / "s"
-        ) as server:
+        with TritonServer(view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=scratch / "s") as server:
             settings = ClientSettings(url=server.grpc_url, protocol="grpc")
             for name, facts in prepared.items():
                 results["models"][name] = _measure(name, facts, settings, concurrency, args)

@@ -28,6 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attnserve.defaults import RUNS_DIR
+from bench import BENCH_REPORTS_DIR
+
 MODEL = "timesformer_motion"
 FPS = 8
 WINDOW_S, STRIDE_S = 1.0, 0.5
@@ -119,26 +122,29 @@ def _throughput(client: Any, duration_s: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR)
     parser.add_argument("--videos", type=int, default=3, help="story videos for the accuracy figure")
     parser.add_argument("--seconds", type=float, default=24.0, help="length of each story video (>= 20)")
     parser.add_argument("--duration-s", type=float, default=20.0, help="seconds of requests per throughput mode")
-    parser.add_argument("--out", type=Path, default=Path("reports/bench"))
+    parser.add_argument("--out", type=Path, default=BENCH_REPORTS_DIR)
     args = parser.parse_args(argv)
 
     from attnserve.clients.client import TritonClient
     from attnserve.clients.settings import ClientSettings
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.pipelines import write_pipeline_entries
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
 
     with tempfile.TemporaryDirectory(prefix="attnserve-video-bench-") as scratch:
         root = Path(scratch)
-        report = export_model(MODEL, root / "repo", runs_dir=args.runs_dir, explain=False, optimize=False)
+        report = export_model(
+            MODEL, root / "repo", runs_dir=args.runs_dir, options=ExportOptions(explain=False, optimize=False)
+        )
         write_pipeline_entries(report.spec, root / "repo")
         view, loaded, _ = build_runtime_repository(root / "repo", root / "runtime")
-        server = TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=root / "server")
+        server = TritonServer(view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=root / "server")
         with server, TritonClient(ClientSettings(url=server.grpc_url, timeout_s=120)) as client:
             accuracy = _accuracy(client, args.videos, args.seconds)
             throughput = _throughput(client, args.duration_s)

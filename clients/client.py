@@ -27,7 +27,6 @@ from tritonclient._plugin import InferenceServerClientPlugin
 from typing_extensions import Unpack
 
 from attnserve.clients.core import (
-    TIMELINE_OUTPUT,
     ClassCount,
     ClientCore,
     Encoded,
@@ -52,7 +51,7 @@ from attnserve.clients.settings import ClientSettings
 from attnserve.detection import Detection
 from attnserve.errors import InferenceError, UserInputError
 from attnserve.security import API_KEY_HEADER
-from attnserve.spec import OUTPUT_NAME
+from attnserve.spec import OUTPUT_NAME, TIMELINE_OUTPUT
 from attnserve.video import Timeline
 
 T = TypeVar("T")

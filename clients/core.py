@@ -4,8 +4,8 @@ Every client operation (model info, statistics, labels, infer, classify, classif
 timeline, explain, shared memory, retrying) is written once here as a *plan*: a generator that yields the
 steps it needs performed and receives each step's result, or has the step's exception thrown into it.
 
-    Call("get_model_metadata", ("vit_digits",))  ->  the transport's answer (or its exception)
-    Sleep(0.05)                                  ->  None, after the pause between two attempts
+    Call(Operation.GET_MODEL_METADATA, ("vit_digits",))  ->  the transport's answer (or its exception)
+    Sleep(0.05)                                          ->  None, after the pause between two attempts
 
 A plan never opens a socket and never sleeps. `TritonClient` drives plans with tritonclient's blocking
 client and `time.sleep`, `AsyncTritonClient` with its asyncio client and `asyncio.sleep`
@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Generic, TypeAlias, TypedDict, TypeVar
 
@@ -34,13 +35,19 @@ from attnserve.clients.model_info import ModelInfo
 from attnserve.clients.predictions import Prediction, parse_classification, predictions_from_logits
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import ServerUnavailableError, is_retryable, to_inference_error
-from attnserve.detection import Detection, detections_from_candidates, select_candidates
+from attnserve.detection import CandidateSelection, Detection, detections_from_candidates, select_candidates
 from attnserve.errors import InferenceError, ShapeError, UserInputError
 from attnserve.spec import (
     ATTENTION_OUTPUT_NAME,
     DETECTION_OUTPUTS,
     DETECTIONS_OUTPUT,
     OUTPUT_NAME,
+    TIMELINE_CLIPS_INPUT,
+    TIMELINE_OUTPUT,
+    TIMELINE_STRIDE_INPUT,
+    TIMELINE_TOP_K_INPUT,
+    TIMELINE_WINDOW_INPUT,
+    VIDEO_BYTES_INPUT,
     explain_name,
     pipeline_name,
     timeline_name,
@@ -50,8 +57,6 @@ from attnserve.video import Timeline
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-TIMELINE_OUTPUT = "timeline"
 
 VideoSource: TypeAlias = str | Path | bytes | np.ndarray
 """A video file, its encoded bytes, or a uint8 (T, C, H, W) array."""
@@ -81,17 +86,30 @@ class ModelNotFoundError(InferenceError):
 
 
 # steps and plans ------------------------------------------------------------------------------------------
+class Operation(str, Enum):
+    """The tritonclient `InferenceServerClient` methods the plans call (the same names in its HTTP and gRPC,
+    blocking and asyncio forms; a test checks each one exists on all four)."""
+
+    IS_SERVER_READY = "is_server_ready"
+    GET_MODEL_METADATA = "get_model_metadata"
+    GET_MODEL_CONFIG = "get_model_config"
+    GET_INFERENCE_STATISTICS = "get_inference_statistics"
+    INFER = "infer"
+    REGISTER_SYSTEM_SHARED_MEMORY = "register_system_shared_memory"
+    UNREGISTER_SYSTEM_SHARED_MEMORY = "unregister_system_shared_memory"
+
+
 @dataclass(frozen=True)
 class Call:
     """One call of a tritonclient `InferenceServerClient` method (the same names in its blocking and asyncio forms)."""
 
-    method: str
+    method: Operation
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def on(self, transport: Any) -> Any:
         """Make the call on `transport`: its answer (blocking client) or an awaitable of it (asyncio client)."""
-        return getattr(transport, self.method)(*self.args, **self.kwargs)
+        return getattr(transport, self.method.value)(*self.args, **self.kwargs)
 
 
 @dataclass(frozen=True)
@@ -217,7 +235,7 @@ class ClientCore:
     def is_ready(self) -> Plan[bool]:
         """True when the server answers ready (no retries: "not ready" is the answer to any failure)."""
         try:
-            return bool((yield Call("is_server_ready", kwargs=self._kwargs)))
+            return bool((yield Call(Operation.IS_SERVER_READY, kwargs=self._kwargs)))
         except Exception:  # noqa: BLE001 - see the docstring
             return False
 
@@ -229,8 +247,10 @@ class ClientCore:
         """
         if model not in self._infos:
             try:
-                metadata = yield from self.retrying(Call("get_model_metadata", (model,), self._json_kwargs), model)
-                config = yield from self.retrying(Call("get_model_config", (model,), self._json_kwargs), model)
+                metadata = yield from self.retrying(
+                    Call(Operation.GET_MODEL_METADATA, (model,), self._json_kwargs), model
+                )
+                config = yield from self.retrying(Call(Operation.GET_MODEL_CONFIG, (model,), self._json_kwargs), model)
             except InferenceError as exc:
                 error = metadata_error(exc, model, self.url)
                 if error is exc:
@@ -241,7 +261,9 @@ class ClientCore:
 
     def statistics(self, model: str) -> Plan[dict[str, Any]]:
         """Triton's inference statistics for `model` (JSON form)."""
-        statistics = yield from self.retrying(Call("get_inference_statistics", (model,), self._json_kwargs), model)
+        statistics = yield from self.retrying(
+            Call(Operation.GET_INFERENCE_STATISTICS, (model,), self._json_kwargs), model
+        )
         return dict(statistics)
 
     def labels(self, model: str, output: str = OUTPUT_NAME) -> Plan[tuple[str, ...]]:
@@ -274,7 +296,7 @@ class ClientCore:
         info = yield from self.model_info(model)
         info.validate_inputs(inputs)
         infer_inputs, requested = build_request(self.module, info, inputs, outputs, class_count)
-        call = Call("infer", (model, infer_inputs), dict(self._kwargs, outputs=requested))
+        call = Call(Operation.INFER, (model, infer_inputs), dict(self._kwargs, outputs=requested))
         if self.settings.shared_memory:
             result = yield from self._through_shared_memory(call, infer_inputs, inputs, model)
         else:
@@ -363,7 +385,8 @@ class ClientCore:
         mapping = BoxMapping.for_image(original.width, original.height, width, height, info.preprocessing)
         labels = tuple(info.spec_io.get("labels", ()))
         keep = select_candidates(scores, boxes, classes)
-        found = detections_from_candidates(boxes[keep], scores[keep], classes[keep], labels, mapping, 0.0)
+        every = CandidateSelection(score_threshold=0.0)  # `keep` already chose them
+        found = detections_from_candidates(boxes[keep], scores[keep], classes[keep], labels, mapping, every)
         return found, result[ATTENTION_OUTPUT_NAME][0][keep]
 
     def timeline(self, model: str, video: Encoded, options: TimelineOptions) -> Plan[Timeline]:
@@ -420,7 +443,9 @@ class ClientCore:
             region = _Region(name, shm.create_shared_memory_region(name, f"/{name}", array.nbytes))
             regions.append(region)
             shm.set_shared_memory_region(region.handle, [np.ascontiguousarray(array)])
-            register = Call("register_system_shared_memory", (name, f"/{name}", array.nbytes), self._admin_kwargs())
+            register = Call(
+                Operation.REGISTER_SYSTEM_SHARED_MEMORY, (name, f"/{name}", array.nbytes), self._admin_kwargs()
+            )
             try:
                 yield register
             except Exception as exc:  # wrapped, Triton's status kept
@@ -435,7 +460,7 @@ class ClientCore:
                 if not region.registered:
                     continue
                 try:
-                    yield Call("unregister_system_shared_memory", (region.name,), self._admin_kwargs())
+                    yield Call(Operation.UNREGISTER_SYSTEM_SHARED_MEMORY, (region.name,), self._admin_kwargs())
                 except Exception as exc:  # noqa: BLE001 - cleanup must not hide the result
                     log.warning("could not unregister shared memory %s: %s", region.name, exc)
         finally:
@@ -527,11 +552,11 @@ def timeline_inputs(
     if top_k < 1 or clips_per_request < 0:
         raise UserInputError(f"expected top_k >= 1 and clips_per_request >= 0, got {top_k} and {clips_per_request}")
     return {  # one video per request: batch 1, each input one value
-        "video": np.array([[payload]], dtype=np.object_),
-        "window_s": np.array([[-1.0 if window_s is None else window_s]], dtype=np.float32),
-        "stride_s": np.array([[-1.0 if stride_s is None else stride_s]], dtype=np.float32),
-        "top_k": np.array([[top_k]], dtype=np.int32),
-        "clips_per_request": np.array([[clips_per_request]], dtype=np.int32),
+        VIDEO_BYTES_INPUT: np.array([[payload]], dtype=np.object_),
+        TIMELINE_WINDOW_INPUT: np.array([[-1.0 if window_s is None else window_s]], dtype=np.float32),
+        TIMELINE_STRIDE_INPUT: np.array([[-1.0 if stride_s is None else stride_s]], dtype=np.float32),
+        TIMELINE_TOP_K_INPUT: np.array([[top_k]], dtype=np.int32),
+        TIMELINE_CLIPS_INPUT: np.array([[clips_per_request]], dtype=np.int32),
     }
 
 

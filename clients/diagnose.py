@@ -24,6 +24,7 @@ from typing import Literal
 
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import ServerUnavailableError, classify_exception, transport_message
+from attnserve.defaults import GRPC_PORT, HTTP_PORT
 from attnserve.errors import AttnserveError, InferenceError
 
 Answer = Literal["refused", "tls", "http1", "http2", "other"]
@@ -173,12 +174,12 @@ def _cause(answer: Answer, host: str, port: int, settings: ClientSettings) -> st
         return f"{url} does not speak TLS (it answers plain {spoken}): unset ATTNSERVE_TLS, or use the TLS port"
     if answer == "http1" and protocol == "grpc":
         return (
-            f"{url} answers HTTP/1.1, not gRPC: it looks like an HTTP port (Triton serves HTTP on 8000 and gRPC on "
-            "8001 by default); use --protocol http, or the gRPC port"
+            f"{url} answers HTTP/1.1, not gRPC: it looks like an HTTP port (Triton serves HTTP on {HTTP_PORT} and "
+            f"gRPC on {GRPC_PORT} by default); use --protocol http, or the gRPC port"
         )
     if answer == "http2" and protocol == "http":
         return (
-            f"{url} answers HTTP/2 only, not HTTP/1.1: it looks like a gRPC port (Triton serves HTTP on 8000 and "
-            "gRPC on 8001 by default); use --protocol grpc, or the HTTP port"
+            f"{url} answers HTTP/2 only, not HTTP/1.1: it looks like a gRPC port (Triton serves HTTP on {HTTP_PORT} "
+            f"and gRPC on {GRPC_PORT} by default); use --protocol grpc, or the HTTP port"
         )
     return None

@@ -132,7 +132,7 @@ def run_export(args: argparse.Namespace) -> int:
     where = dict(repository=args.repository, runs_dir=args.runs_dir, on_stage=show)
     all_ok = True
     jobs = [
-        (str(name), lambda n=name: export_model(n, untrained=args.untrained, **where, **options.model_dump()))
+        (str(name), lambda n=name: export_model(n, untrained=args.untrained, options=options, **where))
         for name in args.names
     ]
     jobs += [(str(path), lambda p=path: export_hf(p, name=args.hf_name, options=options, **where)) for path in args.hf]

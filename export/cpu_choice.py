@@ -276,21 +276,44 @@ def _session_options(variant: CpuVariant) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------------------
 # the whole table
 # ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChoiceData:
+    """The inputs a choice is measured on (`choice_data` draws them for a deployable)."""
+
+    calibration_pixels: np.ndarray
+    """uint8 inputs from the training split, for the static int8 (Q/DQ) variant."""
+    eval_pixels: np.ndarray
+    """uint8 held-out inputs for parity (and accuracy)."""
+    eval_labels: np.ndarray | None = None
+    """Held-out class indices; required for a trained model (the accuracy gate)."""
+    source: str = "given by the caller"
+    """Where the calibration and evaluation inputs come from, in words (for the report)."""
+
+
+@dataclass(frozen=True)
+class ChoiceSettings:
+    """How a choice is gated and timed (the CLI's flags)."""
+
+    budget_points: float | None = None
+    """Accuracy budget override (default `spec.runtime.accuracy_budget_points`)."""
+    cosine_budget: float | None = None
+    """Cosine budget override for untrained models (default `spec.runtime.cosine_budget`)."""
+    variants: Sequence[CpuVariant] = CPU_VARIANTS
+    """The candidates; must include the fp32 ONNX Runtime baseline."""
+    repeats: int = 3
+    """Timing rounds (the median round is kept)."""
+    min_seconds: float = 1.0
+    """The least time one throughput measurement of one candidate takes per round."""
+    measure_speed: bool = True
+    """False skips timing (the pick is then the baseline); parity and gate still run."""
+
+
 def choose_cpu_variant(
     spec: ModelSpec,
     fp32_onnx: Path,
     variants_dir: Path,
-    *,
-    calibration_pixels: np.ndarray,
-    eval_pixels: np.ndarray,
-    eval_labels: np.ndarray | None = None,
-    budget_points: float | None = None,
-    cosine_budget: float | None = None,
-    variants: Sequence[CpuVariant] = CPU_VARIANTS,
-    repeats: int = 3,
-    min_seconds: float = 1.0,
-    measure_speed: bool = True,
-    data_source: str = "given by the caller",
+    data: ChoiceData,
+    settings: ChoiceSettings | None = None,
 ) -> CpuChoiceReport:
     """Build, check and time every variant of a verified fp32 ONNX model; pick the fastest within the gate.
 
@@ -298,16 +321,8 @@ def choose_cpu_variant(
         spec: the model's spec (batch sizes, instance count, budgets, `trained`).
         fp32_onnx: the verified fp32 ONNX model (input `pixels` uint8, output `logits`).
         variants_dir: where the variant files and the table go (`cpu_variants.json` / `.md`).
-        calibration_pixels: uint8 inputs from the training split, for the static int8 (Q/DQ) variant.
-        eval_pixels: uint8 held-out inputs for parity (and accuracy).
-        eval_labels: held-out class indices; required for a trained model (the accuracy gate).
-        budget_points: accuracy budget override (default `spec.runtime.accuracy_budget_points`).
-        cosine_budget: cosine budget override for untrained models (default `spec.runtime.cosine_budget`).
-        variants: the candidates; must include the fp32 ONNX Runtime baseline.
-        repeats: timing rounds (the median round is kept).
-        min_seconds: the least time one throughput measurement of one candidate takes per round.
-        measure_speed: False skips timing (the pick is then the baseline); parity and gate still run.
-        data_source: where the calibration and evaluation inputs come from, in words (for the report).
+        data: calibration and evaluation inputs (and labels for a trained model).
+        settings: budgets, candidates and timing (default: `ChoiceSettings()`).
 
     Returns:
         The report; also written to `variants_dir/cpu_variants.json` and `cpu_variants.md`.
@@ -316,11 +331,13 @@ def choose_cpu_variant(
         UserInputError: bad inputs (shape, dtype, missing labels for a trained model, no baseline).
     """
     started = time.perf_counter()
+    settings = settings or ChoiceSettings()
+    variants, repeats, measure_speed = settings.variants, settings.repeats, settings.measure_speed
     if BASELINE_VARIANT not in variants or repeats < 1:
         raise UserInputError(f"variants must include the baseline {BASELINE_VARIANT.name} and repeats be >= 1")
-    eval_pixels = check_pixels(eval_pixels, spec, "evaluation pixels")
-    calibration_pixels = check_pixels(calibration_pixels, spec, "calibration pixels")
-    gate = _gate_for(spec, eval_labels, len(eval_pixels), budget_points, cosine_budget)
+    eval_pixels, eval_labels = check_pixels(data.eval_pixels, spec, "evaluation pixels"), data.eval_labels
+    calibration_pixels = check_pixels(data.calibration_pixels, spec, "calibration pixels")
+    gate = _gate_for(spec, eval_labels, len(eval_pixels), settings.budget_points, settings.cosine_budget)
     threads, batch_size = intra_op_threads_for(spec.serving.instance_count), spec.serving.opt_batch_size
     machine = machine_facts()
     variants_dir = Path(variants_dir)
@@ -332,7 +349,7 @@ def choose_cpu_variant(
         raise UserInputError(f"the fp32 baseline did not load: {by_name[BASELINE_VARIANT.name].reason}")
     fp32_accuracy = _measure_parity(by_name, sessions, eval_pixels, eval_labels, batch_size, runner)
     if measure_speed:
-        _measure_speed(by_name, sessions, eval_pixels, batch_size, repeats=repeats, min_seconds=min_seconds)
+        _measure_speed(by_name, sessions, eval_pixels, batch_size, repeats=repeats, min_seconds=settings.min_seconds)
     picked = pick_fastest(rows, gate.kind, gate.budget)
     machine["load_average_1min_after"] = _load_average()
     report = CpuChoiceReport(
@@ -346,7 +363,7 @@ def choose_cpu_variant(
         repeats=repeats if measure_speed else 0,
         eval_samples=len(eval_pixels),
         calibration_samples=len(calibration_pixels),
-        data_source=data_source,
+        data_source=data.source,
         fp32_accuracy_percent=fp32_accuracy,
         rows=rows,
         picked=picked.variant,
@@ -613,7 +630,7 @@ def serve_pick(spec: ModelSpec, report: CpuChoiceReport, repository: Path, *, ve
 # ---------------------------------------------------------------------------------------------------------
 def choice_data(
     spec: ModelSpec, *, eval_samples: int | None = None, calibration_samples: int = 128, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+) -> ChoiceData:
     """Calibration pixels, evaluation pixels and (trained models) held-out labels for a deployable.
 
     A trained model calibrates on a random subset of its training split and is evaluated on its held-out
@@ -622,7 +639,7 @@ def choice_data(
     `seed + 1` and `seed`), and there are no labels (the gate is then cosine similarity).
 
     Returns:
-        `(calibration_pixels, eval_pixels, eval_labels or None)`, uint8 pixels `(N, *spec.io.input_shape)`.
+        The pixels (uint8, `(N, *spec.io.input_shape)`), the labels (None when untrained) and where they came from.
     """
     from attnserve.models.data import load_dataset, sample_inputs
 
@@ -639,10 +656,11 @@ def choice_data(
         eval_pixels, eval_labels = splits.test_pixels.numpy(), splits.test_labels.numpy()
         if eval_samples is not None:
             eval_pixels, eval_labels = eval_pixels[:eval_samples], eval_labels[:eval_samples]
-        return np.ascontiguousarray(train_pixels[np.sort(chosen)]), eval_pixels, eval_labels
+        calibration = np.ascontiguousarray(train_pixels[np.sort(chosen)])
+        return ChoiceData(calibration, eval_pixels, eval_labels, source=_data_source(spec))
     calibration_pixels, _ = sample_inputs(spec.name, calibration_samples, seed=seed + 1)
     eval_pixels, _ = sample_inputs(spec.name, eval_samples or 128, seed=seed)
-    return calibration_pixels, eval_pixels, None
+    return ChoiceData(calibration_pixels, eval_pixels, None, source=_data_source(spec))
 
 
 def _data_source(spec: ModelSpec) -> str:
@@ -657,11 +675,9 @@ def choose_for_deployable(
     runs_dir: Path = RUNS_DIR,
     repository: Path | None = None,
     reports_dir: Path | None = None,
-    budget_points: float | None = None,
+    settings: ChoiceSettings | None = None,
     eval_samples: int | None = None,
     calibration_samples: int = 128,
-    repeats: int = 3,
-    min_seconds: float = 1.0,
 ) -> CpuChoiceReport:
     """Export and verify the fp32 ONNX of a deployable, build and measure its CPU variants, serve the pick.
 
@@ -670,16 +686,15 @@ def choose_for_deployable(
         runs_dir: parent of run folders; the variants and the table go to `runs_dir/NAME/cpu_variants/`.
         repository: when given, `repository/NAME` is rewritten (new version) to serve the pick.
         reports_dir: when given, the table is also written as `reports_dir/NAME.json` and `.md`.
-        budget_points: accuracy budget override (default: the spec's).
+        settings: budgets, candidates and timing (default: `ChoiceSettings()`).
         eval_samples, calibration_samples: see `choice_data`.
-        repeats, min_seconds: timing rounds and the least seconds per throughput measurement.
 
     Raises:
         ExportError, ParityError: the fp32 export failed or does not match PyTorch (nothing downstream uses it).
     """
     import tempfile
 
-    from attnserve.export.pipeline import export_module
+    from attnserve.export.pipeline import ExportOptions, export_module
     from attnserve.models.checkpoint import resolve
 
     # untrained models are allowed here on purpose: their variants are gated on logit cosine, not accuracy
@@ -694,30 +709,14 @@ def choose_for_deployable(
             spec,
             Path(scratch),
             work_dir=variants_dir / "fp32_export",
-            explain=False,
-            optimize=False,
-            fp16=False,
-            tensorrt=False,
+            options=ExportOptions(explain=False, optimize=False, fp16=False, tensorrt=False),
         )
     if export_report.parity is None or not export_report.parity.ok:
         raise ExportError(f"the fp32 export of {spec.name!r} is not verified; see {export_report.work_dir}")
     fp32_onnx = export_report.onnx.onnx_path if export_report.onnx else variants_dir / "fp32_export" / FP32_FILENAME
     del model  # the PyTorch model is not needed for timing; free its memory before the sessions load
-    calibration_pixels, eval_pixels, eval_labels = choice_data(
-        spec, eval_samples=eval_samples, calibration_samples=calibration_samples
-    )
-    report = choose_cpu_variant(
-        spec,
-        fp32_onnx,
-        variants_dir,
-        calibration_pixels=calibration_pixels,
-        eval_pixels=eval_pixels,
-        eval_labels=eval_labels,
-        budget_points=budget_points,
-        repeats=repeats,
-        min_seconds=min_seconds,
-        data_source=_data_source(spec),
-    )
+    data = choice_data(spec, eval_samples=eval_samples, calibration_samples=calibration_samples)
+    report = choose_cpu_variant(spec, fp32_onnx, variants_dir, data, settings)
     if reports_dir is not None:
         report.write_json(Path(reports_dir) / f"{spec.name}.json")
         (Path(reports_dir) / f"{spec.name}.md").write_text(render_markdown(report))

@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_cpu_variants(args: argparse.Namespace) -> int:
     """Run `cpu-variants` and print the table and the pick."""
     from attnserve.errors import UserInputError
-    from attnserve.export.cpu_choice import choose_for_deployable, render_markdown
+    from attnserve.export.cpu_choice import ChoiceSettings, choose_for_deployable, render_markdown
 
     if args.budget_points is not None and args.budget_points < 0:
         raise UserInputError(f"--budget-points must be >= 0, got {args.budget_points}")
@@ -55,11 +55,9 @@ def run_cpu_variants(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         repository=None if args.no_serve else args.repository,
         reports_dir=args.reports_dir,
-        budget_points=args.budget_points,
+        settings=ChoiceSettings(budget_points=args.budget_points, repeats=args.repeats, min_seconds=args.min_seconds),
         eval_samples=args.eval_samples,
         calibration_samples=args.calibration_samples,
-        repeats=args.repeats,
-        min_seconds=args.min_seconds,
     )
     print(render_markdown(report))
     where = "left alone (--no-serve)" if args.no_serve else f"{args.repository / report.model} now serves it"

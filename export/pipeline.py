@@ -95,7 +95,8 @@ class ExportOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     opset: int | None = None
-    """ONNX opset; None = the spec's. An explicit one is written into the exported spec."""
+    """ONNX opset: 23 (fused ONNX `Attention`) or 18 (MatMul/Softmax, older runtimes); None = the spec's. An
+    explicit one is written into the exported spec."""
     explain: bool = True
     """Export `NAME_explain` when the model has `forward_with_attention`."""
     optimize: bool = True
@@ -293,12 +294,7 @@ def export_module(
     repository: Path = REPOSITORY_DIR,
     *,
     work_dir: Path | None = None,
-    opset: int | None = None,
-    explain: bool = True,
-    optimize: bool = True,
-    fp16: bool | None = None,
-    tensorrt: bool = False,
-    version: int | None = None,
+    options: ExportOptions | None = None,
     on_stage: StageCallback | None = None,
 ) -> ExportReport:
     """Run the export pipeline for any `nn.Module` that takes uint8 pixels and returns logits.
@@ -309,7 +305,7 @@ def export_module(
         spec: its ModelSpec (input shape, labels, batching, tolerances).
         repository: the Triton model repository to write entries into.
         work_dir: artefacts and reports (default `runs/NAME/export`).
-        opset, explain, optimize, fp16, tensorrt, version: see `ExportOptions`.
+        options: the optional stages (default: `ExportOptions()`).
         on_stage: called with each finished stage.
 
     Returns:
@@ -319,10 +315,7 @@ def export_module(
         ExportError: the ONNX export failed (both exporters).
         ParityError: the exported graph does not match the model; nothing is written to the repository.
     """
-    options = ExportOptions(
-        opset=opset, explain=explain, optimize=optimize, fp16=fp16, tensorrt=tensorrt, version=version
-    )
-    return _export(model, spec, Path(repository), work_dir, options, on_stage)
+    return _export(model, spec, Path(repository), work_dir, options or ExportOptions(), on_stage)
 
 
 def _export(
@@ -347,12 +340,7 @@ def export_model(
     repository: Path = REPOSITORY_DIR,
     *,
     runs_dir: Path = RUNS_DIR,
-    opset: int | None = None,
-    tensorrt: bool = False,
-    explain: bool = True,
-    optimize: bool = True,
-    fp16: bool | None = None,
-    version: int | None = None,
+    options: ExportOptions | None = None,
     on_stage: StageCallback | None = None,
     untrained: bool = False,
     **arch_overrides: Any,
@@ -363,12 +351,7 @@ def export_model(
         name_or_run: a deployable name or a run folder holding `spec.json` + `model.safetensors`.
         repository: the Triton model repository.
         runs_dir: parent of run folders; artefacts go to `runs_dir/NAME/export/`.
-        opset: 23 (fused ONNX `Attention`) or 18 (MatMul/Softmax, older runtimes); None = the spec's.
-        tensorrt: build a TensorRT engine (skipped with the reason without TensorRT/GPU).
-        explain: export `NAME_explain` too.
-        optimize: ORT offline optimisation stage.
-        fp16: fp16 ONNX stage (default: with `tensorrt` or when the spec lists fp16).
-        version: repository version folder (default: next free).
+        options: the optional stages (default: `ExportOptions()`).
         on_stage: called with each finished stage.
         untrained: allow random weights for a trainable deployable without a checkpoint (the entry's spec
             says `trained: false`); without it such an export raises `MissingCheckpointError`.
@@ -390,10 +373,8 @@ def export_model(
             model = build_model(spec)
     else:
         model, spec = resolve(name_or_run, runs_dir, allow_untrained=untrained)
-    options = ExportOptions(
-        opset=opset, explain=explain, optimize=optimize, fp16=fp16, tensorrt=tensorrt, version=version
-    )
-    return _export(model, spec, Path(repository), Path(runs_dir) / spec.name / "export", options, on_stage)
+    work_dir = Path(runs_dir) / spec.name / "export"
+    return _export(model, spec, Path(repository), work_dir, options or ExportOptions(), on_stage)
 
 
 def export_hf(
@@ -414,7 +395,7 @@ def export_hf(
         repository: the Triton model repository.
         name: the entry name (default: from the folder).
         runs_dir: parent of run folders; artefacts go to `runs_dir/NAME/export/`.
-        options: the optional stages, as for `export_model` (default: `ExportOptions()`).
+        options: the optional stages (default: `ExportOptions()`).
         on_stage: called with each finished stage.
     """
     from attnserve.export.hf_detection import load_hf_detector, loads_a_detector

@@ -8,7 +8,7 @@ Public entry points:
 - `attnserve.models.registry.tiny_arch_overrides(name)`: overrides that make a deployable tiny, for fast tests.
 - `attnserve.models.checkpoint`: `build_model`, `save_run`, `load_run`, `resolve`.
 - `attnserve.models.data`: datasets, `sample_inputs`, `write_samples`.
-- `attnserve.models.train`: `train(name, ...)`.
+- `attnserve.models.train`: `train(TrainOptions(name, ...))`.
 
 The names below load lazily, so `attnserve.models.folders` or `.synthetic` can be used without torch.
 """

@@ -69,7 +69,7 @@ def _train(args: argparse.Namespace) -> int:
     import re
 
     from attnserve.errors import UserInputError
-    from attnserve.models.train import train
+    from attnserve.models.train import TrainOptions, train
 
     if not re.fullmatch(r"[a-z][a-z0-9_]*", args.name):
         raise UserInputError(
@@ -81,9 +81,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.from_hf is not None:
         metrics = _finetune(args, common)
     else:
-        metrics = train(
+        options = TrainOptions(
             args.name, data_dir=args.data, preset=args.arch, image_size=args.image_size, resize=args.resize, **common
         )
+        metrics = train(options)
     for line in _data_notes(metrics, args.arch or args.name):
         print(line)
     if metrics.coco_map is not None:  # a detector: COCO mAP on held-out scenes, not an accuracy

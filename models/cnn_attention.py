@@ -8,6 +8,7 @@ head. Input: uint8 pixels (B, C, H, W), normalised inside `forward`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -52,48 +53,56 @@ class AttentionConvBlock(nn.Module):
         return self.forward_with_map(x)[0]
 
 
+@dataclass(frozen=True)
+class CnnConfig:
+    """The architecture of an attention CNN: what a spec's `arch_args` and `create_model` overrides set."""
+
+    img_size: int = 32
+    """Side of the square input."""
+    in_chans: int = 3
+    """Input channels C."""
+    num_classes: int = 10
+    """Output classes."""
+    widths: Sequence[int] = (32, 64, 128)
+    """Channels per stage; every stage after the first halves the resolution."""
+    attn: str | None = "cbam"
+    """Attention block per stage: `'cbam'`, `'se'` or None."""
+    first_stride: int = 1
+    """Stride of the first conv (2 halves the work of every stage on small, smooth inputs)."""
+    drop_rate: float = 0.0
+    """Dropout before the head."""
+    mean: Sequence[float] = (0.5, 0.5, 0.5)
+    """Per-channel mean (0..1 scale)."""
+    std: Sequence[float] = (0.25, 0.25, 0.25)
+    """Per-channel std (0..1 scale)."""
+
+
 class AttentionCNN(nn.Module):
     """Residual CNN with an attention block per stage, on uint8 NCHW pixels.
 
     Args:
-        img_size: Side of the square input.
-        in_chans: Input channels C.
-        num_classes: Output classes.
-        widths: Channels per stage; every stage after the first halves the resolution.
-        attn: Attention block per stage: `'cbam'`, `'se'` or None.
-        first_stride: Stride of the first conv (2 halves the work of every stage on small, smooth inputs).
-        drop_rate: Dropout before the head.
-        mean: Per-channel mean (0..1 scale).
-        std: Per-channel std (0..1 scale).
+        config: The architecture (`CnnConfig`).
     """
 
-    def __init__(
-        self,
-        img_size: int = 32,
-        in_chans: int = 3,
-        num_classes: int = 10,
-        widths: Sequence[int] = (32, 64, 128),
-        attn: str | None = "cbam",
-        first_stride: int = 1,
-        drop_rate: float = 0.0,
-        mean: Sequence[float] = (0.5, 0.5, 0.5),
-        std: Sequence[float] = (0.25, 0.25, 0.25),
-    ) -> None:
+    def __init__(self, config: CnnConfig) -> None:
         super().__init__()
-        if not widths:
+        self.config = config
+        if not config.widths:
             raise ValueError("widths needs at least one stage")
-        self.num_classes = num_classes
-        self.input_shape = (in_chans, img_size, img_size)
-        self.normalize = PixelNormalize(self.input_shape, mean, std)
+        self.num_classes = config.num_classes
+        self.input_shape = (config.in_chans, config.img_size, config.img_size)
+        self.normalize = PixelNormalize(self.input_shape, config.mean, config.std)
         self.stages = nn.ModuleList()
-        channels = in_chans
-        for index, width in enumerate(widths):
-            self.stages.append(AttentionConvBlock(channels, width, attn, stride=first_stride if index == 0 else 1))
+        channels = config.in_chans
+        for index, width in enumerate(config.widths):
+            self.stages.append(
+                AttentionConvBlock(channels, width, config.attn, stride=config.first_stride if index == 0 else 1)
+            )
             channels = width
         self.downsample = nn.MaxPool2d(2)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(channels, num_classes)
-        self.attn_name = attn
+        self.head_drop = nn.Dropout(config.drop_rate)
+        self.head = nn.Linear(channels, config.num_classes)
+        self.attn_name = config.attn
 
     def _run_stages(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.normalize(pixels)
@@ -132,7 +141,7 @@ class AttentionCNN(nn.Module):
 
 
 def _cnn(defaults: dict, overrides: dict) -> AttentionCNN:
-    return AttentionCNN(**{**defaults, **overrides})
+    return AttentionCNN(CnnConfig(**{**defaults, **overrides}))
 
 
 @register_model

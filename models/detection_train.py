@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from attnserve.boxes import BoxMapping
-from attnserve.detection import Detection, coco_map, coco_results, detections_from_candidates
+from attnserve.detection import CandidateSelection, Detection, coco_map, coco_results, detections_from_candidates
 from attnserve.models.checkpoint import build_model, save_run
 from attnserve.models.detector import CenterDetector, detection_loss, heads_targets
 from attnserve.models.metrics import TrainingMetrics
@@ -60,12 +60,13 @@ def evaluate_scenes(model: torch.nn.Module, scene_set: SceneSet, spec: ModelSpec
     """COCO mAP of `model` on scenes drawn at the input size (every candidate counts: threshold 0)."""
     model.eval()
     identity = BoxMapping.for_image(spec.width, spec.height, spec.width, spec.height, spec.io.preprocessing)
+    every = CandidateSelection(score_threshold=0.0)
     results: list[dict[str, Any]] = []
     for start in range(0, len(scene_set.scenes), 128):
         boxes, scores, classes = model(scene_set.pixels[start : start + 128])
         for offset in range(len(boxes)):
             found = detections_from_candidates(boxes[offset].numpy(), scores[offset].numpy(),
-                                               classes[offset].numpy(), spec.io.labels, identity, score_threshold=0.0)  # fmt: skip
+                                               classes[offset].numpy(), spec.io.labels, identity, every)  # fmt: skip
             results += coco_results(start + offset, found, spec.io.labels)
     sizes = [(spec.width, spec.height)] * len(scene_set.scenes)
     return coco_map(coco_ground_truth(scene_set.scenes, sizes), results)
@@ -79,13 +80,14 @@ def detect_files(
     by `to_chw` (the spec's preprocessing), the PyTorch model, then the same post-processing (threshold, top-k,
     boxes mapped back to the file's pixels). One list per file."""
     model.eval()
+    selection = CandidateSelection(score_threshold=score_threshold)
     answers: list[list[Detection]] = []
     for path in files:
         with Image.open(path) as image:
             pixels = torch.from_numpy(to_chw(image, spec.channels, spec.height, spec.width, spec.io.preprocessing))
             mapping = BoxMapping.for_image(image.width, image.height, spec.width, spec.height, spec.io.preprocessing)
         boxes, scores, classes = (output[0].numpy() for output in model(pixels[None]))
-        answers.append(detections_from_candidates(boxes, scores, classes, spec.io.labels, mapping, score_threshold))
+        answers.append(detections_from_candidates(boxes, scores, classes, spec.io.labels, mapping, selection))
     return answers
 
 

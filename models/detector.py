@@ -18,6 +18,7 @@ and the mapping to the original image are the post-processing step's. Training u
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -38,57 +39,70 @@ def _conv(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
     )
 
 
+@dataclass(frozen=True)
+class DetectorConfig:
+    """The architecture of the detector: what a spec's `arch_args` and `create_model` overrides set."""
+
+    img_size: Sequence[int] = (64, 96)
+    """(H, W) of the input; both divisible by 8."""
+    in_chans: int = 3
+    """Input channels."""
+    num_classes: int = 3
+    """Object classes (no background class: the heatmap's sigmoid says "nothing")."""
+    embed_dim: int = 64
+    """Token width D."""
+    depth: int = 3
+    """Transformer blocks."""
+    num_heads: int = 4
+    """Attention heads."""
+    mlp_ratio: float = 2.0
+    """MLP hidden width / D."""
+    stem_width: int = 24
+    """Channels of the first stem conv (stride 2); the second (stride 4) has twice as many."""
+    max_detections: int = 32
+    """K, the fixed number of candidates `forward` returns per image."""
+    mean: Sequence[float] = (0.5, 0.5, 0.5)
+    """Per-channel mean (0..1 scale)."""
+    std: Sequence[float] = (0.29, 0.29, 0.29)
+    """Per-channel std (0..1 scale)."""
+
+
 class CenterDetector(nn.Module):
     """ViT + CenterNet head on uint8 NCHW pixels of a non-square `img_size` (H, W).
 
     Args:
-        img_size: (H, W) of the input; both divisible by 8.
-        in_chans: Input channels.
-        num_classes: Object classes (no background class: the heatmap's sigmoid says "nothing").
-        embed_dim: Token width D.
-        depth: Transformer blocks.
-        num_heads: Attention heads.
-        mlp_ratio: MLP hidden width / D.
-        stem_width: Channels of the first stem conv (stride 2); the second (stride 4) has twice as many.
-        max_detections: K, the fixed number of candidates `forward` returns per image.
-        mean: Per-channel mean (0..1 scale).
-        std: Per-channel std (0..1 scale).
+        config: The architecture (`DetectorConfig`).
     """
 
-    def __init__(
-        self,
-        img_size: Sequence[int] = (64, 96),
-        in_chans: int = 3,
-        num_classes: int = 3,
-        embed_dim: int = 64,
-        depth: int = 3,
-        num_heads: int = 4,
-        mlp_ratio: float = 2.0,
-        stem_width: int = 24,
-        max_detections: int = 32,
-        mean: Sequence[float] = (0.5, 0.5, 0.5),
-        std: Sequence[float] = (0.29, 0.29, 0.29),
-    ) -> None:
+    def __init__(self, config: DetectorConfig) -> None:
         super().__init__()
-        height, width = int(img_size[0]), int(img_size[1])
+        self.config = config
+        height, width = int(config.img_size[0]), int(config.img_size[1])
         if height % TOKEN_STRIDE or width % TOKEN_STRIDE:
             raise ValueError(f"img_size must be divisible by {TOKEN_STRIDE}, got {height}x{width}")
-        self.num_classes, self.max_detections = num_classes, max_detections
-        self.input_shape = (in_chans, height, width)
-        self.normalize = PixelNormalize(self.input_shape, mean, std)
-        self.stem4 = nn.Sequential(_conv(in_chans, stem_width, 2), _conv(stem_width, 2 * stem_width, 2))
-        self.stem8 = nn.Sequential(_conv(2 * stem_width, 2 * stem_width, 2), nn.Conv2d(2 * stem_width, embed_dim, 1))
+        self.num_classes, self.max_detections = config.num_classes, config.max_detections
+        self.input_shape = (config.in_chans, height, width)
+        self.normalize = PixelNormalize(self.input_shape, config.mean, config.std)
+        self.stem4 = nn.Sequential(
+            _conv(config.in_chans, config.stem_width, 2), _conv(config.stem_width, 2 * config.stem_width, 2)
+        )
+        self.stem8 = nn.Sequential(
+            _conv(2 * config.stem_width, 2 * config.stem_width, 2),
+            nn.Conv2d(2 * config.stem_width, config.embed_dim, 1),
+        )
         self.grid = (height // TOKEN_STRIDE, width // TOKEN_STRIDE)
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], embed_dim))
-        self.blocks = nn.ModuleList(TransformerBlock(embed_dim, num_heads, mlp_ratio) for _ in range(depth))
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.lateral = nn.Conv2d(2 * stem_width, embed_dim, 1)
-        self.neck = _conv(embed_dim, embed_dim, 1)
-        self.head = nn.Conv2d(embed_dim, num_classes + 4, 1)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], config.embed_dim))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.embed_dim, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(config.embed_dim, eps=1e-6)
+        self.lateral = nn.Conv2d(2 * config.stem_width, config.embed_dim, 1)
+        self.neck = _conv(config.embed_dim, config.embed_dim, 1)
+        self.head = nn.Conv2d(config.embed_dim, config.num_classes + 4, 1)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.apply(trunc_normal_init)
         with torch.no_grad():  # heatmap prior 0.01 (focal-loss init): the first steps are not swamped by negatives
-            nn.init.constant_(self.head.bias[:num_classes], -4.6)  # type: ignore[index]
+            nn.init.constant_(self.head.bias[: config.num_classes], -4.6)  # type: ignore[index]
 
     def forward_heads(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """uint8 (B, C, H, W) -> heatmap logits (B, K, h, w), log box size in cells (B, 2, h, w) as (w, h),
@@ -181,4 +195,4 @@ def detection_loss(
 @register_model
 def vit_centernet(**kwargs: object) -> CenterDetector:
     """The project's detector: 64x96 input, dim 64, depth 3, 8x12 tokens, stride-4 CenterNet head."""
-    return CenterDetector(**kwargs)  # type: ignore[arg-type]
+    return CenterDetector(DetectorConfig(**kwargs))  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -28,6 +28,9 @@ from attnserve.models.data import DatasetSplits, folder_dataset
 from attnserve.models.hf_classifier import HFImageClassifier
 from attnserve.models.metrics import TrainingMetrics
 from attnserve.spec import IoSection, ModelSpec
+
+if TYPE_CHECKING:
+    from attnserve.models.train import TrainOptions
 
 FINETUNE_RECIPE_ARGS: dict[str, Any] = dict(epochs=10, batch_size=32, lr=3e-4, weight_decay=0.05, warmup_fraction=0.1)
 """AdamW on every weight of the pretrained model (new head included), lr 3e-4 with 10% warm-up: a common fine-tuning
@@ -139,7 +142,7 @@ def finetune_hf(name: str, source: Path, data_dir: Path, **options: Any) -> Trai
 
 
 def _fit_and_evaluate(
-    run_options: Any, model: HFImageClassifier, spec: ModelSpec, data: DatasetSplits, data_seconds: float
+    run_options: TrainOptions, model: HFImageClassifier, spec: ModelSpec, data: DatasetSplits, data_seconds: float
 ) -> TrainingMetrics:
     """The `attnserve train --data` loop (validation split, best weights, budget) on the pretrained model."""
     from tqdm.auto import tqdm
@@ -157,13 +160,12 @@ def _fit_and_evaluate(
     model.train()
     train_data = (data.train_pixels[train_index], data.train_labels[train_index])
     started = time.perf_counter()
+    fit = training._Fit(model, optimizer, recipe, plan, keeper)
     try:
-        loop = training._fit(model, optimizer, train_data, recipe, plan, run_options.seed, bar, keeper)
+        loop = training._fit(fit, train_data, run_options.seed, bar)
     finally:
         bar.close()
     train_seconds = time.perf_counter() - started
     keeper.maybe_check(model, loop.step, train_seconds, force=True)
     keeper.restore(model)
-    return training._evaluate_run(
-        run_options, model, spec, data, recipe, plan, loop, keeper, train_seconds, data_seconds
-    )
+    return training._evaluate_run(run_options, fit, spec, data, loop, train_seconds, data_seconds)

@@ -162,23 +162,7 @@ def evaluate(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, num_c
     return Evaluation(accuracy, confusion.tolist())
 
 
-def train(
-    name: str,
-    *,
-    max_minutes: float = 5.0,
-    epochs: int | None = None,
-    data_dir: Path | None = None,
-    seed: int = 0,
-    runs_dir: Path = RUNS_DIR,
-    arch_overrides: dict[str, Any] | None = None,
-    progress: bool = True,
-    threads: int | None = DEFAULT_TRAIN_THREADS,
-    strict: bool = False,
-    augment: str = "shift",
-    preset: str | None = None,
-    image_size: int | None = None,
-    resize: str | None = None,
-) -> TrainingMetrics:
+def train(options: TrainOptions) -> TrainingMetrics:
     """Train a deployable model (or a preset under a name of its own), evaluate it on held-out data and write
     `runs_dir/NAME/`.
 
@@ -188,24 +172,7 @@ def train(
     files are skipped (counted in the metrics) unless `strict`, and empty or tiny classes are named.
 
     Args:
-        name: A trainable deployable name (`TRAINABLE_NAMES`), or any new model name with `preset`.
-        max_minutes: Wall-clock budget of the optimisation loop (data loading and evaluation come on top).
-        epochs: Planned epochs (default: the recipe's, or sized from the data for a class folder).
-        data_dir: A class-folder dataset to train on instead of the built-in one (labels from its folders).
-        seed: Seeds weights, shuffling, augmentation and the procedural training set.
-        runs_dir: Parent folder of the run folder.
-        arch_overrides: Architecture arguments replacing the recipe's (e.g. a tiny variant for tests).
-        progress: Show a tqdm progress bar on stderr (only when stderr is a terminal).
-        threads: torch intra-op threads during the run (restored afterwards); None keeps the current setting.
-        strict: Abort on an unreadable file or an empty class folder instead of leaving it out.
-        augment: Training-only image augmentation, one of `AUGMENTATIONS`: `"shift"` (a small random
-            translation) or `"rotate-colour"` (`augment_folder_batch`: for classes that do not depend on
-            orientation, mirroring or colours). Served inputs are never augmented.
-        preset: The deployable whose architecture, recipe and serving facts a new `name` starts from (default:
-            `name` itself); the presets themselves stay as they are.
-        image_size: Class folders: the square input side (default: the preset's), recorded in the spec.
-        resize: Class folders: how images are fitted, `squash`, `letterbox` or `crop` (default: the preset's),
-            recorded in the spec's preprocessing (the served pipeline and the client apply it too).
+        options: The model's name and the run's budget, data, seed, folders and choices (`TrainOptions`).
 
     Returns:
         The metrics (also written to `metrics.json`): test accuracy and confusion matrix, train seconds,
@@ -217,38 +184,24 @@ def train(
         DataError: Unreadable data (with `strict`: any unreadable file or empty class folder).
     """
     previous_threads = torch.get_num_threads()
-    if threads is not None:
-        if threads < 1:
-            raise UserInputError(f"threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-    if augment not in AUGMENTATIONS:
-        raise UserInputError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
-    options = _Options(
-        name, max_minutes, epochs, data_dir, seed, Path(runs_dir), arch_overrides, progress, strict, augment,
-        preset or name, image_size, resize,
-    )  # fmt: skip
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
     try:
         return _train(options)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def run_options(name: str, data_dir: Path, options: dict[str, Any]) -> _Options:
+def run_options(name: str, data_dir: Path, options: dict[str, Any]) -> TrainOptions:
     """The options of a class-folder run from `train`'s keyword arguments (for `--from-hf` fine-tuning), checked.
 
     Raises:
         UserInputError: For a non-positive budget or an unknown augmentation.
     """
-    augment = options.get("augment", "shift")
-    max_minutes = float(options.get("max_minutes", 5.0))
-    if augment not in AUGMENTATIONS:
-        raise UserInputError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
-    if max_minutes <= 0:
-        raise UserInputError(f"max_minutes must be > 0, got {max_minutes}")
-    return _Options(
-        name, max_minutes, options.get("epochs"), Path(data_dir), int(options.get("seed", 0)),
-        Path(options.get("runs_dir", "runs")), None, bool(options.get("progress", True)),
-        bool(options.get("strict", False)), augment, name,
+    return TrainOptions(
+        name, float(options.get("max_minutes", 5.0)), options.get("epochs"), Path(data_dir),
+        int(options.get("seed", 0)), Path(options.get("runs_dir", RUNS_DIR)), None, bool(options.get("progress", True)),
+        None, bool(options.get("strict", False)), options.get("augment", "shift"),
     )  # fmt: skip
 
 
@@ -272,20 +225,58 @@ VALIDATE_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
-class _Options:
+class TrainOptions:
+    """One training run (`attnserve train`'s flags); checked when built.
+
+    Raises:
+        UserInputError: A non-positive budget or thread count, or an unknown augmentation.
+    """
+
     name: str
-    max_minutes: float
-    epochs: int | None
-    data_dir: Path | None
-    seed: int
-    runs_dir: Path
-    arch_overrides: dict[str, Any] | None
-    progress: bool
-    strict: bool
+    """A trainable deployable name (`TRAINABLE_NAMES`), or any new model name with `preset`."""
+    max_minutes: float = 5.0
+    """Wall-clock budget of the optimisation loop (data loading and evaluation come on top)."""
+    epochs: int | None = None
+    """Planned epochs (default: the recipe's, or sized from the data for a class folder)."""
+    data_dir: Path | None = None
+    """A class-folder dataset to train on instead of the built-in one (labels from its folders)."""
+    seed: int = 0
+    """Seeds weights, shuffling, augmentation and the procedural training set."""
+    runs_dir: Path = RUNS_DIR
+    """Parent folder of the run folder."""
+    arch_overrides: dict[str, Any] | None = None
+    """Architecture arguments replacing the recipe's (e.g. a tiny variant for tests)."""
+    progress: bool = True
+    """Show a tqdm progress bar on stderr (only when stderr is a terminal)."""
+    threads: int | None = DEFAULT_TRAIN_THREADS
+    """torch intra-op threads during the run (restored afterwards); None keeps the current setting."""
+    strict: bool = False
+    """Abort on an unreadable file or an empty class folder instead of leaving it out."""
     augment: str = "shift"
-    preset: str = ""
+    """Training-only image augmentation, one of `AUGMENTATIONS`: `"shift"` (a small random translation) or
+    `"rotate-colour"` (`augment_folder_batch`: for classes that do not depend on orientation, mirroring or
+    colours). Served inputs are never augmented."""
+    preset: str | None = None
+    """The deployable whose architecture, recipe and serving facts a new `name` starts from (default: `name`
+    itself); the presets themselves stay as they are."""
     image_size: int | None = None
+    """Class folders: the square input side (default: the preset's), recorded in the spec."""
     resize: str | None = None
+    """Class folders: how images are fitted, `squash`, `letterbox` or `crop` (default: the preset's), recorded in
+    the spec's preprocessing (the served pipeline and the client apply it too)."""
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise UserInputError(f"threads must be >= 1, got {self.threads}")
+        if self.augment not in AUGMENTATIONS:
+            raise UserInputError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+        if self.max_minutes <= 0:
+            raise UserInputError(f"max_minutes must be > 0, got {self.max_minutes}")
+
+    @property
+    def base(self) -> str:
+        """The deployable the run starts from: `preset`, or `name` itself."""
+        return self.preset or self.name
 
 
 @dataclass(frozen=True)
@@ -300,7 +291,7 @@ class _Plan:
     augment: bool = False
 
 
-def _plan(options: _Options, recipe: Recipe, kind: str, train_count: int) -> _Plan:
+def _plan(options: TrainOptions, recipe: Recipe, kind: str, train_count: int) -> _Plan:
     folder = options.data_dir is not None
     epochs = options.epochs
     if epochs is None:
@@ -362,6 +353,17 @@ class _BestWeights:
             model.load_state_dict(self.state)
 
 
+@dataclass(frozen=True)
+class _Fit:
+    """What the optimisation loop works on: the model and its optimiser, the recipe and plan, the best-weights keeper."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    recipe: Recipe
+    plan: _Plan
+    keeper: _BestWeights
+
+
 @dataclass
 class _Loop:
     step: int = 0
@@ -370,9 +372,9 @@ class _Loop:
     stopped_by: str = "epochs"
 
 
-def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, data: tuple[torch.Tensor, torch.Tensor], recipe: Recipe,
-         plan: _Plan, seed: int, bar: Any, keeper: _BestWeights) -> _Loop:  # fmt: skip
+def _fit(fit: _Fit, data: tuple[torch.Tensor, torch.Tensor], seed: int, bar: Any) -> _Loop:
     """The optimisation loop: AdamW on the schedule's progress = max(steps / planned, seconds / budget)."""
+    model, optimizer, recipe, plan, keeper = fit.model, fit.optimizer, fit.recipe, fit.plan, fit.keeper
     pixels_all, labels_all = data
     generator = torch.Generator().manual_seed(seed)
     loop, started = _Loop(), time.perf_counter()
@@ -404,19 +406,19 @@ def _fit(model: nn.Module, optimizer: torch.optim.Optimizer, data: tuple[torch.T
     return loop
 
 
-def _train(options: _Options) -> TrainingMetrics:
+def _train(options: TrainOptions) -> TrainingMetrics:
     from tqdm.auto import tqdm
 
     name = options.name
     entry = _check_options(options)
     if entry.kind == "detection":
         return _train_detector(options)
-    recipe = RECIPES.get(options.preset, Recipe(epochs=10))
+    recipe = RECIPES.get(options.base, Recipe(epochs=10))
     torch.manual_seed(options.seed)
     data_started = time.perf_counter()
     base_spec = _run_spec(options)
     data = load_dataset(
-        options.preset, options.seed, options.data_dir, recipe.train_samples, strict=options.strict, spec=base_spec
+        options.base, options.seed, options.data_dir, recipe.train_samples, strict=options.strict, spec=base_spec
     )
     data_seconds = time.perf_counter() - data_started
     spec = base_spec.with_io(labels=data.labels).replace(trained=True)
@@ -435,17 +437,18 @@ def _train(options: _Options) -> TrainingMetrics:
     optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.999))
     train_data = (data.train_pixels[train_index], data.train_labels[train_index])
     started = time.perf_counter()
+    fit = _Fit(model, optimizer, recipe, plan, keeper)
     try:
-        loop = _fit(model, optimizer, train_data, recipe, plan, options.seed, bar, keeper)
+        loop = _fit(fit, train_data, options.seed, bar)
     finally:
         bar.close()
     train_seconds = time.perf_counter() - started
     keeper.maybe_check(model, loop.step, train_seconds, force=True)
     keeper.restore(model)
-    return _finish(options, model, spec, data, recipe, plan, loop, keeper, train_seconds, data_seconds)
+    return _finish(options, fit, spec, data, loop, train_seconds, data_seconds)
 
 
-def _train_detector(options: _Options) -> TrainingMetrics:
+def _train_detector(options: TrainOptions) -> TrainingMetrics:
     """Detectors train on their procedural scenes (`attnserve.models.detection_train`), scored by COCO mAP."""
     from attnserve.models.detection_train import train_detector
 
@@ -455,10 +458,10 @@ def _train_detector(options: _Options) -> TrainingMetrics:
     return train_detector(options.name, spec, options.max_minutes, options.seed, options.runs_dir)
 
 
-def _check_options(options: _Options) -> Deployable:
+def _check_options(options: TrainOptions) -> Deployable:
     """The preset's recipe, after refusing what cannot work: an unknown name without a preset, a preset's name for
     another preset, a preset with no dataset and no folder, size or resize options without a folder."""
-    name, preset = options.name, options.preset
+    name, preset = options.name, options.base
     if preset == name and name not in DEPLOYABLE_NAMES:
         raise UserInputError(
             f"{name!r} is not a preset model: train it under this name with --arch PRESET (one of "
@@ -477,14 +480,12 @@ def _check_options(options: _Options) -> Deployable:
         raise UserInputError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {options.resize!r}")
     if options.image_size is not None and not 8 <= options.image_size <= 512:
         raise UserInputError(f"image_size must be in 8..512 pixels, got {options.image_size}")
-    if options.max_minutes <= 0:
-        raise UserInputError(f"max_minutes must be > 0, got {options.max_minutes}")
     return entry
 
 
-def _run_spec(options: _Options) -> ModelSpec:
+def _run_spec(options: TrainOptions) -> ModelSpec:
     """The untrained spec of the run: the preset's, under the run's name, size and resize mode."""
-    spec = default_spec(options.preset, **(options.arch_overrides or {}))
+    spec = default_spec(options.base, **(options.arch_overrides or {}))
     io: dict[str, Any] = {}
     if options.image_size is not None:
         size = options.image_size
@@ -494,20 +495,20 @@ def _run_spec(options: _Options) -> ModelSpec:
     return spec.with_io(**io).replace(name=options.name)
 
 
-def _finish(options: _Options, model: nn.Module, spec: ModelSpec, data: DatasetSplits, recipe: Recipe, plan: _Plan,
-            loop: _Loop, keeper: _BestWeights, train_seconds: float, data_seconds: float) -> TrainingMetrics:  # fmt: skip
+def _finish(options: TrainOptions, fit: _Fit, spec: ModelSpec, data: DatasetSplits, loop: _Loop, train_seconds: float,
+            data_seconds: float) -> TrainingMetrics:  # fmt: skip
     """Evaluate on the held-out test split, write the run folder, return the metrics."""
-    metrics = _evaluate_run(options, model, spec, data, recipe, plan, loop, keeper, train_seconds, data_seconds)
-    save_run(Path(options.runs_dir) / options.name, model, spec, metrics)
+    metrics = _evaluate_run(options, fit, spec, data, loop, train_seconds, data_seconds)
+    save_run(Path(options.runs_dir) / options.name, fit.model, spec, metrics)
     logger.info("%s: test accuracy %.4f after %.1f epochs in %.0f s", options.name, metrics.test_accuracy,
                 metrics.epochs, train_seconds)  # fmt: skip
     return metrics
 
 
-def _evaluate_run(options: _Options, model: nn.Module, spec: ModelSpec, data: DatasetSplits, recipe: Recipe,
-                  plan: _Plan, loop: _Loop, keeper: _BestWeights, train_seconds: float,
-                  data_seconds: float) -> TrainingMetrics:  # fmt: skip
+def _evaluate_run(options: TrainOptions, fit: _Fit, spec: ModelSpec, data: DatasetSplits, loop: _Loop,
+                  train_seconds: float, data_seconds: float) -> TrainingMetrics:  # fmt: skip
     """The run's metrics, with the accuracy on the held-out test split (never seen in training or selection)."""
+    model, recipe, plan, keeper = fit.model, fit.recipe, fit.plan, fit.keeper
     eval_started = time.perf_counter()
     train_count = max(1, len(data.train_labels) - len(keeper.labels))
     evaluation = evaluate(model, data.test_pixels, data.test_labels, spec.num_classes)

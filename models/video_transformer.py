@@ -16,10 +16,12 @@ the explain map of `forward_with_attention`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, NamedTuple
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from typing_extensions import Self
 
 from attnserve.models.attention import AttentionLayer, AttentionPool
 from attnserve.models.layers import (
@@ -110,15 +112,42 @@ class DividedSpaceTimeBlock(nn.Module):
         return xs.reshape(-1, frames, tokens, dim)  # (B, T, N, D)
 
 
-class _BodyArgs(NamedTuple):
-    """The hyper-parameters an architecture's attention body is built from."""
+@dataclass(frozen=True)
+class VideoConfig:
+    """The architecture of a video transformer: what a spec's `arch_args` and `create_model` overrides set."""
 
-    num_frames: int
-    embed_dim: int
-    depth: int
-    num_heads: int
-    mlp_ratio: float
-    drop_rate: float
+    num_frames: int = 8
+    """Frames T per clip."""
+    img_size: int = 32
+    """Side of the square frames."""
+    in_chans: int = 3
+    """Channels C."""
+    num_classes: int = 4
+    """Output classes."""
+    embed_dim: int = 64
+    """Token width D."""
+    depth: int = 2
+    """Attention blocks."""
+    num_heads: int = 4
+    """Heads per attention."""
+    mlp_ratio: float = 2.0
+    """MLP hidden width / D."""
+    tubelet_size: int | None = None
+    """Frames spanned by the first (Conv3d) stem conv; odd. None: the class's `default_tubelet_size`."""
+    stem_depth: int = 3
+    """Convs in the stem (tokens per side = img_size / (first_stride * 2**(stem_depth - 1)))."""
+    stem_width: int = 32
+    """Channels of the first stem conv."""
+    drop_rate: float = 0.0
+    """Dropout."""
+    clip_standardize: bool = True
+    """Standardise each clip after mean/std."""
+    mean: Sequence[float] = (0.5, 0.5, 0.5)
+    """Per-channel mean (0..1 scale)."""
+    std: Sequence[float] = (0.25, 0.25, 0.25)
+    """Per-channel std (0..1 scale)."""
+    first_stride: int = 2
+    """2 (first conv 3x3 stride 2) or 4 (first conv on 4x4 patches: cheaper)."""
 
 
 class _VideoBase(nn.Module):
@@ -128,74 +157,54 @@ class _VideoBase(nn.Module):
     init, so every architecture keeps its parameter order) and implement `_pooled`.
 
     Args:
-        num_frames: Frames T per clip.
-        img_size: Side of the square frames.
-        in_chans: Channels C.
-        num_classes: Output classes.
-        embed_dim: Token width D.
-        depth: Attention blocks.
-        num_heads: Heads per attention.
-        mlp_ratio: MLP hidden width / D.
-        tubelet_size: Frames spanned by the first (Conv3d) stem conv; odd. None: the class's
-            `default_tubelet_size`.
-        stem_depth: Convs in the stem (tokens per side = img_size / (first_stride * 2**(stem_depth - 1))).
-        stem_width: Channels of the first stem conv.
-        drop_rate: Dropout.
-        clip_standardize: Standardise each clip after mean/std.
-        mean: Per-channel mean (0..1 scale).
-        std: Per-channel std (0..1 scale).
-        first_stride: 2 (first conv 3x3 stride 2) or 4 (first conv on 4x4 patches: cheaper).
+        config: The architecture (`VideoConfig`).
         **body_options: Options of the subclass's body (`_build_body`), e.g. `frame_tokens`.
     """
 
     default_tubelet_size: ClassVar[int] = 1
 
-    def __init__(
-        self,
-        num_frames: int = 8,
-        img_size: int = 32,
-        in_chans: int = 3,
-        num_classes: int = 4,
-        embed_dim: int = 64,
-        depth: int = 2,
-        num_heads: int = 4,
-        mlp_ratio: float = 2.0,
-        tubelet_size: int | None = None,
-        stem_depth: int = 3,
-        stem_width: int = 32,
-        drop_rate: float = 0.0,
-        clip_standardize: bool = True,
-        mean: Sequence[float] = (0.5, 0.5, 0.5),
-        std: Sequence[float] = (0.25, 0.25, 0.25),
-        first_stride: int = 2,
-        **body_options: Any,
-    ) -> None:
+    def __init__(self, config: VideoConfig, **body_options: Any) -> None:
         super().__init__()
-        tubelet = self.default_tubelet_size if tubelet_size is None else tubelet_size
-        self.num_classes = num_classes
-        self.num_frames = num_frames
-        self.input_shape = (num_frames, in_chans, img_size, img_size)
-        self.normalize = PixelNormalize(self.input_shape, mean, std)
-        self.clip_standardize = clip_standardize
-        self.embed = VideoEmbed(in_chans, embed_dim, tubelet, stem_depth, stem_width, first_stride)
-        self.grid = grid_size(img_size, self.embed.reduction)
+        self.config = config
+        tubelet = self.default_tubelet_size if config.tubelet_size is None else config.tubelet_size
+        self.num_classes = config.num_classes
+        self.num_frames = num_frames = config.num_frames
+        embed_dim = config.embed_dim
+        self.input_shape = (num_frames, config.in_chans, config.img_size, config.img_size)
+        self.normalize = PixelNormalize(self.input_shape, config.mean, config.std)
+        self.clip_standardize = config.clip_standardize
+        self.embed = VideoEmbed(
+            config.in_chans, embed_dim, tubelet, config.stem_depth, config.stem_width, config.first_stride
+        )
+        self.grid = grid_size(config.img_size, self.embed.reduction)
         self.num_patches = self.grid * self.grid
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.pool = AttentionPool(embed_dim, hidden_dim=embed_dim)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes)
-        self._build_body(_BodyArgs(num_frames, embed_dim, depth, num_heads, mlp_ratio, drop_rate), **body_options)
+        self.head_drop = nn.Dropout(config.drop_rate)
+        self.head = nn.Linear(embed_dim, config.num_classes)
+        self._build_body(config, **body_options)
         self.apply(trunc_normal_init)
         pos_time = getattr(self, "pos_time", None)
         if pos_time is not None:
             with torch.no_grad():  # frame order must be visible from the start (see sincos_embedding)
                 pos_time.copy_(sincos_embedding(num_frames, embed_dim).reshape(pos_time.shape))
 
-    def _build_body(self, body: _BodyArgs) -> None:
+    @classmethod
+    def from_overrides(cls, **overrides: Any) -> Self:
+        """Build from keyword arguments (a spec's `arch_args`): `VideoConfig` fields, then body options.
+
+        Raises:
+            TypeError: an argument that is neither a config field nor an option of this class's body.
+        """
+        names = {config_field.name for config_field in fields(VideoConfig)}
+        config = VideoConfig(**{key: value for key, value in overrides.items() if key in names})
+        return cls(config, **{key: value for key, value in overrides.items() if key not in names})
+
+    def _build_body(self, body: VideoConfig) -> None:
         """Add the position embeddings and attention blocks (trunc-normal init follows)."""
         raise NotImplementedError
 
-    def _add_space_time_positions(self, body: _BodyArgs, blocks: Iterable[nn.Module]) -> None:
+    def _add_space_time_positions(self, body: VideoConfig, blocks: Iterable[nn.Module]) -> None:
         """Learned spatial positions (1, 1, N, D), sin-cos temporal ones (1, T, 1, D), then the `blocks`."""
         self.pos_space = nn.Parameter(torch.zeros(1, 1, self.num_patches, body.embed_dim))
         self.pos_time = nn.Parameter(torch.zeros(1, body.num_frames, 1, body.embed_dim))
@@ -239,7 +248,7 @@ class TimeSformer(_VideoBase):
 
     default_tubelet_size: ClassVar[int] = 3
 
-    def _build_body(self, body: _BodyArgs) -> None:
+    def _build_body(self, body: VideoConfig) -> None:
         blocks = (
             DividedSpaceTimeBlock(body.embed_dim, body.num_heads, body.mlp_ratio, body.drop_rate)
             for _ in range(body.depth)
@@ -271,7 +280,7 @@ class TemporalTransformer(_VideoBase):
     `frame_tokens='frame'` each frame's pooling weight broadcast over its (gh, gw) grid.
     """
 
-    def _build_body(self, body: _BodyArgs, frame_tokens: str = "position") -> None:
+    def _build_body(self, body: VideoConfig, frame_tokens: str = "position") -> None:
         if frame_tokens not in ("position", "frame", "keypoints"):
             raise ValueError(f"frame_tokens must be 'position', 'frame' or 'keypoints', got {frame_tokens!r}")
         self.frame_tokens = frame_tokens
@@ -321,7 +330,7 @@ class SpatialTransformer(_VideoBase):
     `forward_with_attention`'s map is each frame's own attention-pooling weights over its patches.
     """
 
-    def _build_body(self, body: _BodyArgs) -> None:
+    def _build_body(self, body: VideoConfig) -> None:
         # Spatial positions only: a temporal position embedding would tell frames apart and leak order.
         self.pos_space = nn.Parameter(torch.zeros(1, self.num_patches, body.embed_dim))
         self.blocks = nn.ModuleList(
@@ -344,16 +353,16 @@ class SpatialTransformer(_VideoBase):
 @register_model
 def timesformer_divided_8x32(**overrides) -> TimeSformer:
     """Divided space-time attention, 8 frames of 32x32, 3-frame tubelet stem, dim 64, depth 2."""
-    return TimeSformer(**overrides)
+    return TimeSformer.from_overrides(**overrides)
 
 
 @register_model
 def temporal_transformer_8x32(**overrides) -> TemporalTransformer:
     """Temporal-only attention over per-frame features, 8 frames of 32x32, dim 64, depth 2."""
-    return TemporalTransformer(**overrides)
+    return TemporalTransformer.from_overrides(**overrides)
 
 
 @register_model
 def spatial_transformer_8x32(**overrides) -> SpatialTransformer:
     """Spatial-only attention per frame, frames averaged, 8 frames of 32x32, dim 64, depth 2."""
-    return SpatialTransformer(**overrides)
+    return SpatialTransformer.from_overrides(**overrides)

@@ -9,6 +9,7 @@ Input: uint8 pixels (B, C, H, W), normalised inside `forward`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -27,58 +28,67 @@ from attnserve.models.layers import (
 from attnserve.models.registry import register_model
 
 
+@dataclass(frozen=True)
+class VitConfig:
+    """The architecture of a ViT classifier: what a spec's `arch_args` and `create_model` overrides set."""
+
+    img_size: int = 224
+    """Side of the square input."""
+    in_chans: int = 3
+    """Input channels C."""
+    num_classes: int = 1000
+    """Output classes."""
+    patch_size: int = 16
+    """Patch side for `stem='patch'`."""
+    embed_dim: int = 192
+    """Token width D."""
+    depth: int = 12
+    """Number of transformer blocks."""
+    num_heads: int = 3
+    """Attention heads per block."""
+    mlp_ratio: float = 4.0
+    """MLP hidden width / D."""
+    stem: str = "patch"
+    """`'patch'` (PatchEmbed) or `'conv'` (ConvStem, reduction 2**stem_depth)."""
+    stem_depth: int = 3
+    """Stride-2 convs in the conv stem."""
+    stem_width: int = 32
+    """Channels of the first stem conv (doubling per conv, capped at D)."""
+    drop_rate: float = 0.0
+    """Dropout in blocks and before the head."""
+    mean: Sequence[float] = IMAGENET_MEAN
+    """Per-channel mean (0..1 scale)."""
+    std: Sequence[float] = IMAGENET_STD
+    """Per-channel std (0..1 scale)."""
+
+
 class VisionTransformer(nn.Module):
     """ViT classifier on uint8 NCHW pixels.
 
     Args:
-        img_size: Side of the square input.
-        in_chans: Input channels C.
-        num_classes: Output classes.
-        patch_size: Patch side for `stem='patch'`.
-        embed_dim: Token width D.
-        depth: Number of transformer blocks.
-        num_heads: Attention heads per block.
-        mlp_ratio: MLP hidden width / D.
-        stem: `'patch'` (PatchEmbed) or `'conv'` (ConvStem, reduction 2**stem_depth).
-        stem_depth: Stride-2 convs in the conv stem.
-        stem_width: Channels of the first stem conv (doubling per conv, capped at D).
-        drop_rate: Dropout in blocks and before the head.
-        mean: Per-channel mean (0..1 scale).
-        std: Per-channel std (0..1 scale).
+        config: The architecture (`VitConfig`).
     """
 
-    def __init__(
-        self,
-        img_size: int = 224,
-        in_chans: int = 3,
-        num_classes: int = 1000,
-        patch_size: int = 16,
-        embed_dim: int = 192,
-        depth: int = 12,
-        num_heads: int = 3,
-        mlp_ratio: float = 4.0,
-        stem: str = "patch",
-        stem_depth: int = 3,
-        stem_width: int = 32,
-        drop_rate: float = 0.0,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-    ) -> None:
+    def __init__(self, config: VitConfig) -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.input_shape = (in_chans, img_size, img_size)
-        self.normalize = PixelNormalize(self.input_shape, mean, std)
-        self.patch_embed = make_embedding(stem, in_chans, embed_dim, patch_size, stem_depth, stem_width)
-        self.grid = grid_size(img_size, self.patch_embed.reduction)
-        num_patches = self.grid * self.grid
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
-        self.blocks = nn.ModuleList(
-            TransformerBlock(embed_dim, num_heads, mlp_ratio, drop=drop_rate) for _ in range(depth)
+        self.config = config
+        self.num_classes = config.num_classes
+        self.input_shape = (config.in_chans, config.img_size, config.img_size)
+        self.normalize = PixelNormalize(self.input_shape, config.mean, config.std)
+        self.patch_embed = make_embedding(
+            config.stem, config.in_chans, config.embed_dim, config.patch_size, config.stem_depth, config.stem_width
         )
-        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes)
+        self.grid = grid_size(config.img_size, self.patch_embed.reduction)
+        num_patches = self.grid * self.grid
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, config.embed_dim))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.embed_dim, config.num_heads, config.mlp_ratio, drop=config.drop_rate)
+            for _ in range(config.depth)
+        )
+        self.norm = nn.LayerNorm(config.embed_dim, eps=1e-6)
+        self.head_drop = nn.Dropout(config.drop_rate)
+        self.head = nn.Linear(config.embed_dim, config.num_classes)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(trunc_normal_init)
@@ -121,7 +131,7 @@ class VisionTransformer(nn.Module):
 
 
 def _vit(defaults: dict, overrides: dict) -> VisionTransformer:
-    return VisionTransformer(**{**defaults, **overrides})
+    return VisionTransformer(VitConfig(**{**defaults, **overrides}))
 
 
 @register_model

@@ -14,7 +14,7 @@ from typing import Any
 
 from attnserve.defaults import REPOSITORY_DIR
 from attnserve.security import DEFAULT_BIND_ADDRESS
-from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
+from attnserve.serving.flags import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT, TritonEndpoints
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def _print_ready(server: Any, loaded: list[str], seconds: float, work_dir: Path)
 def run_serve(args: argparse.Namespace) -> int:
     from attnserve.serving.live import ServeState, add_pipeline_entries, remove_state
     from attnserve.serving.runtime_view import build_runtime_repository
-    from attnserve.serving.server import TritonServer
+    from attnserve.serving.server import ServerProcess, TritonServer
     from attnserve.serving.watchdog import StubWatchdog
 
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="attnserve-serve-"))
@@ -162,12 +162,9 @@ def run_serve(args: argparse.Namespace) -> int:
     server = TritonServer(
         view,
         models=loaded,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
-        host=args.host,
+        endpoints=TritonEndpoints(args.host, args.http_port, args.grpc_port, args.metrics_port),
         work_dir=work_dir,
-        log_verbose=args.log_verbose,
+        process=ServerProcess(log_verbose=args.log_verbose),
     )
 
     # SIGTERM behaves like Ctrl-C: leave the wait below and stop the server cleanly

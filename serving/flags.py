@@ -14,6 +14,7 @@ Security defaults applied here:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from attnserve.defaults import GRPC_PORT, HTTP_PORT, METRICS_PORT
@@ -28,6 +29,22 @@ DEFAULT_EXIT_TIMEOUT_S = 30
 
 ALL_MODELS = "*"
 """`--load-model=*`: load every model of the repository (explicit mode still forbids later loads without token)."""
+
+
+@dataclass(frozen=True)
+class TritonEndpoints:
+    """Where Triton's three endpoints listen: one bind address and three ports (0: `TritonServer` picks a free one)."""
+
+    host: str = DEFAULT_BIND_ADDRESS
+    http_port: int = DEFAULT_HTTP_PORT
+    grpc_port: int = DEFAULT_GRPC_PORT
+    metrics_port: int = DEFAULT_METRICS_PORT
+
+    @classmethod
+    def any_free(cls, host: str = DEFAULT_BIND_ADDRESS) -> TritonEndpoints:
+        """Free ports picked at start-up (tests, benchmarks, several servers on one host)."""
+        return cls(host=host, http_port=0, grpc_port=0, metrics_port=0)
+
 
 # Characters Triton's `<apis>:<key>=<value>` parser splits on; a token holding them would be cut.
 _FORBIDDEN_TOKEN_CHARS = frozenset(":=, \t\n")
@@ -68,12 +85,7 @@ def triton_args(
     *,
     models: Sequence[str] | None,
     admin_token: str | None,
-    http_port: int = DEFAULT_HTTP_PORT,
-    grpc_port: int = DEFAULT_GRPC_PORT,
-    metrics_port: int = DEFAULT_METRICS_PORT,
-    http_address: str = DEFAULT_BIND_ADDRESS,
-    grpc_address: str = DEFAULT_BIND_ADDRESS,
-    metrics_address: str = DEFAULT_BIND_ADDRESS,
+    endpoints: TritonEndpoints | None = None,
     backend_directory: Path | str | None = None,
     log_verbose: int = 0,
     exit_timeout_s: int = DEFAULT_EXIT_TIMEOUT_S,
@@ -84,12 +96,8 @@ def triton_args(
         repository: the model repository Triton reads.
         models: names to load at start-up (explicit model control); None loads all (`--load-model=*`).
         admin_token: token for the restricted API groups; None leaves them open (not recommended).
-        http_port: HTTP/REST port.
-        grpc_port: gRPC port.
-        metrics_port: Prometheus metrics port.
-        http_address: HTTP bind address.
-        grpc_address: gRPC bind address (given explicitly: Triton's own default is 0.0.0.0).
-        metrics_address: metrics bind address.
+        endpoints: the bind address of all three endpoints (given explicitly: Triton's own default is 0.0.0.0)
+            and the HTTP/REST, gRPC and Prometheus metrics ports (default: `TritonEndpoints()`, loopback).
         backend_directory: where the backends live (the embedded server's copy); None = Triton's default.
         log_verbose: Triton's verbose log level (0 = off).
         exit_timeout_s: seconds to let in-flight requests finish on SIGTERM.
@@ -100,7 +108,8 @@ def triton_args(
     Raises:
         UserInputError: an empty model list, a port out of range, or an unusable token.
     """
-    ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
+    endpoints = endpoints or TritonEndpoints()
+    ports = {"http": endpoints.http_port, "grpc": endpoints.grpc_port, "metrics": endpoints.metrics_port}
     for endpoint, port in ports.items():
         if not 1 <= port <= 65535:
             raise UserInputError(f"--{endpoint}-port must be in 1..65535, got {port}")
@@ -118,13 +127,13 @@ def triton_args(
         "--strict-readiness=true",
         "--exit-on-error=true",
         f"--exit-timeout-secs={exit_timeout_s}",
-        f"--http-address={http_address}",
-        f"--http-port={http_port}",
-        f"--grpc-address={grpc_address}",
-        f"--grpc-port={grpc_port}",
+        f"--http-address={endpoints.host}",
+        f"--http-port={endpoints.http_port}",
+        f"--grpc-address={endpoints.host}",
+        f"--grpc-port={endpoints.grpc_port}",
         "--allow-metrics=true",
-        f"--metrics-address={metrics_address}",
-        f"--metrics-port={metrics_port}",
+        f"--metrics-address={endpoints.host}",
+        f"--metrics-port={endpoints.metrics_port}",
         f"--log-verbose={log_verbose}",
     ]
     if admin_token is not None:
@@ -145,9 +154,7 @@ def compose_command() -> list[str]:
             COMPOSE_REPOSITORY,
             models=None,
             admin_token=COMPOSE_TOKEN,
-            http_address=COMPOSE_ADDRESS,
-            grpc_address=COMPOSE_ADDRESS,
-            metrics_address=COMPOSE_ADDRESS,
+            endpoints=TritonEndpoints(host=COMPOSE_ADDRESS),
         ),
     ]
 
@@ -163,9 +170,7 @@ def kubernetes_args(repository: str = COMPOSE_REPOSITORY) -> list[str]:
         repository,
         models=None,
         admin_token=KUBERNETES_TOKEN,
-        http_address=COMPOSE_ADDRESS,
-        grpc_address=COMPOSE_ADDRESS,
-        metrics_address=COMPOSE_ADDRESS,
+        endpoints=TritonEndpoints(host=COMPOSE_ADDRESS),
     )
 
 
@@ -185,9 +190,5 @@ def kserve_args() -> list[str]:
         KSERVE_REPOSITORY,
         models=None,
         admin_token=KUBERNETES_TOKEN,
-        http_port=KSERVE_HTTP_PORT,
-        grpc_port=KSERVE_GRPC_PORT,
-        http_address=COMPOSE_ADDRESS,
-        grpc_address=COMPOSE_ADDRESS,
-        metrics_address=COMPOSE_ADDRESS,
+        endpoints=TritonEndpoints(host=COMPOSE_ADDRESS, http_port=KSERVE_HTTP_PORT, grpc_port=KSERVE_GRPC_PORT),
     )

@@ -35,19 +35,29 @@ from attnserve.repository.entries import (
 )
 from attnserve.serving.python_models.postprocess import DETECTIONS_OUTPUT, ORIGINAL_SIZE, DetectionTarget
 from attnserve.serving.python_models.preprocess import PreprocessTarget
-from attnserve.spec import DETECTION_OUTPUTS, INPUT_NAME, OUTPUT_NAME, ModelSpec
+from attnserve.spec import (
+    DETECTION_OUTPUTS,
+    IMAGE_BYTES_INPUT,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    TIMELINE_CLIPS_INPUT,
+    TIMELINE_OUTPUT,
+    TIMELINE_STRIDE_INPUT,
+    TIMELINE_TOP_K_INPUT,
+    TIMELINE_WINDOW_INPUT,
+    VIDEO_BYTES_INPUT,
+    ModelSpec,
+)
 from attnserve.video import VideoLimits
 
 PREPROCESS_SHIM = Path(__file__).parent / "python_models" / "preprocess_model.py"
 TIMELINE_SHIM = Path(__file__).parent / "python_models" / "timeline_model.py"
 POSTPROCESS_SHIM = Path(__file__).parent / "python_models" / "postprocess_model.py"
-TIMELINE_OUTPUT = "timeline"
-"""The JSON output of `NAME_timeline` (see `attnserve.video.timeline_result`)."""
 TIMELINE_OPTIONS = {
-    "window_s": "TYPE_FP32",
-    "stride_s": "TYPE_FP32",
-    "top_k": "TYPE_INT32",
-    "clips_per_request": "TYPE_INT32",
+    TIMELINE_WINDOW_INPUT: "TYPE_FP32",
+    TIMELINE_STRIDE_INPUT: "TYPE_FP32",
+    TIMELINE_TOP_K_INPUT: "TYPE_INT32",
+    TIMELINE_CLIPS_INPUT: "TYPE_INT32",
 }
 """Optional scalar inputs of `NAME_timeline`, per request."""
 
@@ -72,7 +82,7 @@ def timeline_config(spec: ModelSpec) -> ModelConfig:
         name=spec.timeline_name,
         backend="python",
         max_batch_size=1,
-        input=(TensorConfig(name="video", data_type="TYPE_STRING", dims=(1,)), *options),
+        input=(TensorConfig(name=VIDEO_BYTES_INPUT, data_type="TYPE_STRING", dims=(1,)), *options),
         output=(TensorConfig(name=TIMELINE_OUTPUT, data_type="TYPE_STRING", dims=(1,)),),
         instance_group=(InstanceGroup(count=1, kind="KIND_CPU"),),
         parameters=parameters,
@@ -81,7 +91,7 @@ def timeline_config(spec: ModelSpec) -> ModelConfig:
 
 def pipeline_input_name(spec: ModelSpec) -> str:
     """Name of the encoded-bytes input of `NAME_preprocess` and `NAME_pipeline`: `image` or `video`."""
-    return "video" if spec.kind == "video" else "image"
+    return VIDEO_BYTES_INPUT if spec.kind == "video" else IMAGE_BYTES_INPUT
 
 
 def preprocess_target(spec: ModelSpec) -> PreprocessTarget:
@@ -157,7 +167,7 @@ def detection_pipeline_config(spec: ModelSpec) -> ModelConfig:
             step=(
                 EnsembleStep(
                     model_name=spec.preprocess_name,
-                    input_map={"image": "image"},
+                    input_map={IMAGE_BYTES_INPUT: IMAGE_BYTES_INPUT},
                     output_map={INPUT_NAME: INPUT_NAME, ORIGINAL_SIZE: ORIGINAL_SIZE},
                 ),
                 EnsembleStep(model_name=spec.name, input_map={INPUT_NAME: INPUT_NAME}, output_map=candidates),

@@ -23,13 +23,21 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from attnserve.errors import ServerError, UserInputError
+from attnserve.serving.flags import TritonEndpoints
 from attnserve.serving.haproxy import API_KEY_ENV, EdgeSettings, ReplicaPorts, haproxy_binary, haproxy_config
-from attnserve.serving.server import HttpGrpcEndpoints, TritonServer, _die_with_parent, check_port_free, free_port
+from attnserve.serving.server import (
+    HttpGrpcEndpoints,
+    ServerProcess,
+    TritonServer,
+    _die_with_parent,
+    check_port_free,
+    free_port,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +79,24 @@ def cpu_shares(replicas: int) -> list[list[int] | None]:
     return shares
 
 
+@dataclass(frozen=True)
+class ReplicaOptions:
+    """How the replicas run and are supervised."""
+
+    exit_timeout_s: int = 5
+    """Triton's grace for in-flight requests on stop."""
+    ready_timeout_s: float = 300.0
+    """How long a (re)started replica may take to become ready."""
+    restart: bool = True
+    """Restart replicas whose process died."""
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    """More environment for the replicas."""
+    pin_cpus: bool = True
+    """Give each replica its own share of this process's CPUs (Linux affinity), as a Kubernetes CPU request gives
+    each pod its own: the runner sizes ONNX Runtime's threads from it, so N replicas on one host do not each start
+    a thread per core and fight over them (their tail latency). Ignored when there are more replicas than CPUs."""
+
+
 class ReplicaSet(HttpGrpcEndpoints):
     """N `TritonServer`s on one repository behind a generated HAProxy (context manager).
 
@@ -81,14 +107,8 @@ class ReplicaSet(HttpGrpcEndpoints):
         models: models each replica loads (None: all).
         admin_token: token of the restricted APIs, the same on every replica (None: env or generated).
         work_dir: each replica's folder, HAProxy's configuration and log.
-        exit_timeout_s: Triton's grace for in-flight requests on stop.
-        ready_timeout_s: how long a (re)started replica may take to become ready.
-        restart: restart replicas whose process died.
-        extra_env: more environment for the replicas.
-        pin_cpus: give each replica its own share of this process's CPUs (Linux affinity), as a Kubernetes CPU
-            request gives each pod its own: the runner sizes ONNX Runtime's threads from it, so N replicas on
-            one host do not each start a thread per core and fight over them (their tail latency). Ignored when
-            there are more replicas than CPUs.
+        options: shutdown grace, readiness timeout, restarts, environment, CPU pinning (default:
+            `ReplicaOptions()`).
     """
 
     def __init__(
@@ -100,34 +120,27 @@ class ReplicaSet(HttpGrpcEndpoints):
         models: Sequence[str] | None = None,
         admin_token: str | None = None,
         work_dir: Path | str,
-        exit_timeout_s: int = 5,
-        ready_timeout_s: float = 300.0,
-        restart: bool = True,
-        extra_env: Mapping[str, str] | None = None,
-        pin_cpus: bool = True,
+        options: ReplicaOptions | None = None,
     ) -> None:
         if not 1 <= replicas <= 16:
             raise UserInputError(f"replicas must be in 1..16, got {replicas}")
         self.edge = edge
         self.work_dir = Path(work_dir).resolve()
-        self.ready_timeout_s = ready_timeout_s
-        self.restart_enabled = restart
+        options = options or ReplicaOptions()
+        self.ready_timeout_s = options.ready_timeout_s
+        self.restart_enabled = options.restart
         self.http_port = edge.http_port or free_port(edge.host)
         self.grpc_port = edge.grpc_port or free_port(edge.host)
         self.servers = [
             TritonServer(
                 repository,
                 models=models,
-                http_port=0,
-                grpc_port=0,
-                metrics_port=0,
+                endpoints=TritonEndpoints.any_free(),
                 admin_token=admin_token,
                 work_dir=self.work_dir / f"replica-{i}",
-                exit_timeout_s=exit_timeout_s,
-                extra_env=extra_env,
-                cpus=cpus,
+                process=ServerProcess(exit_timeout_s=options.exit_timeout_s, extra_env=options.extra_env, cpus=cpus),
             )
-            for i, cpus in enumerate(cpu_shares(replicas) if pin_cpus else [None] * replicas)
+            for i, cpus in enumerate(cpu_shares(replicas) if options.pin_cpus else [None] * replicas)
         ]
         token = self.servers[0].admin_token
         for server in self.servers[1:]:

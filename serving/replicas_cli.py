@@ -106,7 +106,7 @@ def _edge_settings(args: argparse.Namespace) -> EdgeSettings:
 
 def run_replicas(args: argparse.Namespace) -> int:
     from attnserve.errors import UserInputError
-    from attnserve.serving.replicas import ReplicaSet
+    from attnserve.serving.replicas import ReplicaOptions, ReplicaSet
     from attnserve.serving.runtime_view import build_runtime_repository
 
     edge = _edge_settings(args)
@@ -123,8 +123,7 @@ def run_replicas(args: argparse.Namespace) -> int:
         replicas=args.replicas,
         models=loaded,
         work_dir=work_dir,
-        ready_timeout_s=args.ready_timeout,
-        pin_cpus=not args.no_pin_cpus,
+        options=ReplicaOptions(ready_timeout_s=args.ready_timeout, pin_cpus=not args.no_pin_cpus),
     )
 
     def _interrupt(signum: int, frame: object) -> None:

@@ -5,7 +5,7 @@ folder, the python-backend stub built for the running Python is copied into `bac
 `LD_LIBRARY_PATH` points at the wheel's `nvidia_pytriton.libs` and the virtual environment's `bin` goes
 first on `PATH` (the stub imports numpy, onnxruntime and attnserve from there).
 
-    with TritonServer(runtime_repository, models=["vit_tiny"], http_port=0) as server:
+    with TritonServer(runtime_repository, models=["vit_tiny"], endpoints=TritonEndpoints.any_free()) as server:
         ...  # server.http_url, server.grpc_url, server.metrics_url
 
 The server runs in its own process group, so stopping it (SIGTERM, in-flight requests finish, then
@@ -31,18 +31,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from attnserve.errors import ServerError, UserInputError
 from attnserve.security import ADMIN_TOKEN_ENV, ADMIN_TOKEN_HEADER, DEFAULT_BIND_ADDRESS, GRPC_ADMIN_TOKEN_HEADER
-from attnserve.serving.flags import (
-    DEFAULT_EXIT_TIMEOUT_S,
-    DEFAULT_GRPC_PORT,
-    DEFAULT_HTTP_PORT,
-    DEFAULT_METRICS_PORT,
-    triton_args,
-)
+from attnserve.serving.flags import DEFAULT_EXIT_TIMEOUT_S, TritonEndpoints, triton_args
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +189,23 @@ class HttpGrpcEndpoints:
         return f"{self._connect_host}:{self.grpc_port}"
 
 
+@dataclass(frozen=True)
+class ServerProcess:
+    """How the `tritonserver` process runs: logging, shutdown grace, environment, parent link, CPUs."""
+
+    log_verbose: int = 0
+    """Triton's verbose log level."""
+    exit_timeout_s: int = DEFAULT_EXIT_TIMEOUT_S
+    """Seconds in-flight requests get to finish after SIGTERM."""
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    """More environment variables for the server (and its python-backend stubs)."""
+    die_with_parent: bool = True
+    """SIGTERM the server if the starting thread's process dies (Linux `PR_SET_PDEATHSIG`)."""
+    cpus: Sequence[int] | None = None
+    """CPU numbers the server and its python-backend stubs may run on (Linux affinity; None = all this process
+    may use). The runner sizes ONNX Runtime's thread pools from it (`available_cores`)."""
+
+
 class TritonServer(HttpGrpcEndpoints):
     """A real `tritonserver` process on a model repository (context manager: start + wait_ready / stop).
 
@@ -201,19 +213,12 @@ class TritonServer(HttpGrpcEndpoints):
         repository: a repository Triton can load as it is (for the CPU server: the runtime view from
             `attnserve.serving.runtime_view.build_runtime_repository`).
         models: models to load at start-up (explicit model control); None loads all of them.
-        http_port: HTTP port; 0 picks a free one.
-        grpc_port: gRPC port; 0 picks a free one.
-        metrics_port: metrics port; 0 picks a free one.
-        host: bind address of all three endpoints (loopback by default).
+        endpoints: bind address (loopback by default) and ports of the three endpoints; a port 0 picks a free
+            one (`TritonEndpoints.any_free()`).
         admin_token: token for the restricted APIs; None reads `$ATTNSERVE_ADMIN_TOKEN` or generates one
             (logged as generated; readable as `.admin_token` and from `work_dir/admin_token`, mode 0600).
         work_dir: where the binary copy and the log go; None uses a fresh temporary folder, removed on stop.
-        log_verbose: Triton's verbose log level.
-        exit_timeout_s: seconds in-flight requests get to finish after SIGTERM.
-        extra_env: more environment variables for the server (and its python-backend stubs).
-        die_with_parent: SIGTERM the server if the starting thread's process dies (Linux `PR_SET_PDEATHSIG`).
-        cpus: CPU numbers the server and its python-backend stubs may run on (Linux affinity; None = all this
-            process may use). The runner sizes ONNX Runtime's thread pools from it (`available_cores`).
+        process: log level, shutdown grace, environment, parent link and CPUs (default: `ServerProcess()`).
     """
 
     def __init__(
@@ -221,26 +226,21 @@ class TritonServer(HttpGrpcEndpoints):
         repository: Path | str,
         *,
         models: Sequence[str] | None = None,
-        http_port: int = DEFAULT_HTTP_PORT,
-        grpc_port: int = DEFAULT_GRPC_PORT,
-        metrics_port: int = DEFAULT_METRICS_PORT,
-        host: str = DEFAULT_BIND_ADDRESS,
+        endpoints: TritonEndpoints | None = None,
         admin_token: str | None = None,
         work_dir: Path | str | None = None,
-        log_verbose: int = 0,
-        exit_timeout_s: int = DEFAULT_EXIT_TIMEOUT_S,
-        extra_env: Mapping[str, str] | None = None,
-        die_with_parent: bool = True,
-        cpus: Sequence[int] | None = None,
+        process: ServerProcess | None = None,
     ) -> None:
         self.repository = Path(repository).resolve()
         if not self.repository.is_dir():
             raise UserInputError(f"model repository {self.repository} is not a folder")
         self.models = list(models) if models is not None else None
-        self.host = host
-        self.http_port = http_port or free_port(host)
-        self.grpc_port = grpc_port or free_port(host)
-        self.metrics_port = metrics_port or free_port(host)
+        endpoints = endpoints or TritonEndpoints()
+        process = process or ServerProcess()
+        self.host = host = endpoints.host
+        self.http_port = endpoints.http_port or free_port(host)
+        self.grpc_port = endpoints.grpc_port or free_port(host)
+        self.metrics_port = endpoints.metrics_port or free_port(host)
         self.admin_token, self.admin_token_generated = resolve_admin_token(admin_token)
         self._owns_work_dir = work_dir is None
         # Absolute: the binary is started with another working directory (relative paths would break).
@@ -248,11 +248,11 @@ class TritonServer(HttpGrpcEndpoints):
             Path(work_dir).resolve() if work_dir is not None else Path(tempfile.mkdtemp(prefix="attnserve-triton-"))
         )
         self.log_path = self.work_dir / LOG_FILENAME
-        self.log_verbose = log_verbose
-        self.exit_timeout_s = exit_timeout_s
-        self.extra_env = dict(extra_env or {})
-        self.die_with_parent = die_with_parent
-        self.cpus = frozenset(cpus) if cpus else None
+        self.log_verbose = process.log_verbose
+        self.exit_timeout_s = process.exit_timeout_s
+        self.extra_env = dict(process.extra_env)
+        self.die_with_parent = process.die_with_parent
+        self.cpus = frozenset(process.cpus) if process.cpus else None
         self._process: subprocess.Popen[bytes] | None = None
 
     # endpoints -------------------------------------------------------------------------------------------
@@ -291,12 +291,7 @@ class TritonServer(HttpGrpcEndpoints):
                 self.repository,
                 models=self.models,
                 admin_token=self.admin_token,
-                http_port=self.http_port,
-                grpc_port=self.grpc_port,
-                metrics_port=self.metrics_port,
-                http_address=self.host,
-                grpc_address=self.host,
-                metrics_address=self.host,
+                endpoints=TritonEndpoints(self.host, self.http_port, self.grpc_port, self.metrics_port),
                 backend_directory=server_dir / "backends",
                 log_verbose=self.log_verbose,
                 exit_timeout_s=self.exit_timeout_s,

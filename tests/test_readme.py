@@ -1,4 +1,5 @@
-"""The README's snippets run as written: the Python client, the plain curl call, and the export API."""
+"""The documented snippets run as written: the README's Python client and plain curl call, and the export API of
+docs/fine_tuning.md."""
 
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+OWN_MODEL_DOC = Path(__file__).resolve().parents[1] / "docs" / "fine_tuning.md"
 
 
-def _blocks(language: str) -> list[str]:
-    """Fenced blocks of the README whose info string is `language` ("" = plain fences)."""
+def _blocks(language: str, page: Path = README) -> list[str]:
+    """Fenced blocks of `page` whose info string is `language` ("" = plain fences)."""
     blocks: list[str] = []
     current: list[str] | None = None
     current_language = ""
-    for line in README.read_text().splitlines():
+    for line in page.read_text().splitlines():
         if line.startswith("```"):
             if current is None:
                 current, current_language = [], line[3:].strip()
@@ -32,10 +34,10 @@ def _blocks(language: str) -> list[str]:
     return blocks
 
 
-def _block_containing(language: str, needle: str) -> str:
-    matches = [block for block in _blocks(language) if needle in block]
+def _block_containing(language: str, needle: str, page: Path = README) -> str:
+    matches = [block for block in _blocks(language, page) if needle in block]
     assert len(matches) == 1, (
-        f"expected one ```{language} block containing {needle!r} in README.md, found {len(matches)}"
+        f"expected one ```{language} block containing {needle!r} in {page.name}, found {len(matches)}"
     )
     return matches[0]
 
@@ -78,11 +80,11 @@ def test_curl_snippet_runs_as_written(triton_server) -> None:
 def test_export_module_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from attnserve.models import create_model
 
-    snippet = _block_containing("python", "export_module(my_model")
+    snippet = _block_containing("python", "export_module(my_model", OWN_MODEL_DOC)
     monkeypatch.chdir(tmp_path)
     my_model = create_model("vit_tiny_patch16_224", embed_dim=16, depth=1, num_heads=2)
     namespace = {"my_model": my_model}
-    exec(compile(snippet, "README.md", "exec"), namespace)
+    exec(compile(snippet, OWN_MODEL_DOC.name, "exec"), namespace)
     report = namespace["report"]
     assert report.ok
     assert report.onnx.attention_nodes == 1

@@ -80,14 +80,13 @@ def serve_target(name: str, options: TuneOptions) -> Iterator[Target]:
         load_url, protocol = (options.grpc_url, "grpc") if options.grpc_url else (options.url, "http")
         yield Target(ModelControl(options.url, token), ClientSettings(url=load_url, protocol=protocol), options.url)
         return
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
 
     with tempfile.TemporaryDirectory(prefix="attnserve-tune-") as scratch:
         view, loaded, _ = build_runtime_repository(options.repository, Path(scratch), [name])
-        server = TritonServer(
-            view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=Path(scratch) / "s"
-        )
+        server = TritonServer(view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=Path(scratch) / "s")
         with server:
             settings = ClientSettings(url=server.grpc_url, protocol="grpc")
             yield Target(ModelControl(server.http_url, server.admin_token), settings, "embedded")

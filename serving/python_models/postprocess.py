@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attnserve.boxes import BoxMapping
-from attnserve.detection import DEFAULT_SCORE_THRESHOLD, DEFAULT_TOP_K, Detection, detections_from_candidates
+from attnserve.detection import (
+    DEFAULT_SCORE_THRESHOLD,
+    DEFAULT_TOP_K,
+    CandidateSelection,
+    Detection,
+    detections_from_candidates,
+)
 from attnserve.errors import UserInputError
 from attnserve.preprocessing import Preprocessing
 from attnserve.spec import DETECTIONS_OUTPUT, ORIGINAL_SIZE
@@ -66,8 +72,8 @@ def detections(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, origi
     """One image's candidates (K, 4), (K,), (K,) and its original `[width, height]` -> detections."""
     width, height = (int(v) for v in np.asarray(original_size).reshape(-1)[:2])
     mapping = BoxMapping.for_image(width, height, target.width, target.height, target.preprocessing)
-    return detections_from_candidates(boxes, scores, classes, target.labels, mapping, target.score_threshold,
-                                      target.top_k, target.nms_iou)  # fmt: skip
+    selection = CandidateSelection(target.score_threshold, target.top_k, target.nms_iou)
+    return detections_from_candidates(boxes, scores, classes, target.labels, mapping, selection)
 
 
 def detections_json(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, original_size: np.ndarray,

@@ -21,6 +21,16 @@ import triton_python_backend_utils as pb_utils
 from attnserve.errors import AttnserveError, InferenceError
 from attnserve.repository.config import python_model_config
 from attnserve.serving.python_models.preprocess import PreprocessTarget, to_pixels
+from attnserve.spec import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    TIMELINE_CLIPS_INPUT,
+    TIMELINE_OUTPUT,
+    TIMELINE_STRIDE_INPUT,
+    TIMELINE_TOP_K_INPUT,
+    TIMELINE_WINDOW_INPUT,
+    VIDEO_BYTES_INPUT,
+)
 from attnserve.video import Timeline, VideoLimits, clip_indices, decode_video, plan_timeline, timeline_result
 
 
@@ -46,32 +56,33 @@ class TritonPythonModel:
         for start in range(0, len(clips), per_request):
             request = pb_utils.InferenceRequest(
                 model_name=self.classifier,
-                requested_output_names=["logits"],
-                inputs=[pb_utils.Tensor("pixels", np.ascontiguousarray(clips[start : start + per_request]))],
+                requested_output_names=[OUTPUT_NAME],
+                inputs=[pb_utils.Tensor(INPUT_NAME, np.ascontiguousarray(clips[start : start + per_request]))],
             )
             response = request.exec()
             if response.has_error():
                 raise InferenceError(f"{self.classifier}: {response.error().message()}")
-            logits.append(pb_utils.get_output_tensor_by_name(response, "logits").as_numpy())
+            logits.append(pb_utils.get_output_tensor_by_name(response, OUTPUT_NAME).as_numpy())
         return np.concatenate(logits)
 
     def _timeline(self, request: object) -> Timeline:
-        payload = pb_utils.get_input_tensor_by_name(request, "video").as_numpy().reshape(-1)[0]
+        payload = pb_utils.get_input_tensor_by_name(request, VIDEO_BYTES_INPUT).as_numpy().reshape(-1)[0]
         frames = int(self.target.frames or 1)
         started = time.perf_counter()
         video = decode_video(payload, self.limits, needed=frames)
         decoded = time.perf_counter()
-        window_s, stride_s = _optional(request, "window_s"), _optional(request, "stride_s")
+        window_s, stride_s = _optional(request, TIMELINE_WINDOW_INPUT), _optional(request, TIMELINE_STRIDE_INPUT)
         segments = plan_timeline(len(video.frames), video.fps, frames, window_s, stride_s)
         indices = [clip_indices(segment, frames, self.target.preprocessing) for segment in segments]
         pixels = {int(i): to_pixels(video.frames[i], self.target) for i in np.unique(np.concatenate(indices))}
         clips = np.stack([np.stack([pixels[int(i)] for i in clip]) for clip in indices])  # (S, T, C, H, W)
         resized = time.perf_counter()
-        asked = int(_optional(request, "clips_per_request") or 0)
+        asked = int(_optional(request, TIMELINE_CLIPS_INPUT) or 0)
         per_request = min(asked, self.classifier_batch) if asked > 0 else self.classifier_batch
         logits = self._classify(clips, per_request)
         classified = time.perf_counter()
-        result = timeline_result(logits, segments, self.labels, int(_optional(request, "top_k") or 3), video.fps)
+        top_k = int(_optional(request, TIMELINE_TOP_K_INPUT) or 3)
+        result = timeline_result(logits, segments, self.labels, top_k, video.fps)
         timings = {"decode": decoded - started, "resize": resized - decoded, "classify": classified - resized}
         return result.model_copy(
             update={"clips_per_request": per_request, "timings_s": {k: round(v, 4) for k, v in timings.items()}}
@@ -92,5 +103,5 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(error=error))
                 continue
             encoded = np.array([result.model_dump_json().encode()], dtype=np.object_)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("timeline", encoded)]))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(TIMELINE_OUTPUT, encoded)]))
         return responses

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from attnserve.clients.client import AsyncTritonClient, ModelNotFoundError, TritonClient
-from attnserve.clients.core import Call
+from attnserve.clients.core import Call, Operation
 from attnserve.clients.predictions import softmax
 from attnserve.clients.settings import ClientSettings
 from attnserve.clients.status import ServerUnavailableError
@@ -122,7 +122,7 @@ def test_server_side_rejection_keeps_triton_status(triton_server: Any) -> None:
         bad = grpcclient.InferInput("pixels", [1, 3, 9, 8], "UINT8")
         bad.set_data_from_numpy(np.zeros((1, 3, 9, 8), np.uint8))
         with pytest.raises(InferenceError, match="INVALID_ARGUMENT") as caught:
-            client._run(client._core.retrying(Call("infer", (IMAGE_MODEL, [bad])), IMAGE_MODEL))
+            client._run(client._core.retrying(Call(Operation.INFER, (IMAGE_MODEL, [bad])), IMAGE_MODEL))
     assert not isinstance(caught.value, ServerUnavailableError)
 
 
@@ -248,7 +248,7 @@ def test_async_client_sends_inputs_through_shared_memory(triton_server: Any, pro
             return first_step, (await client.infer(IMAGE_MODEL, {"pixels": pixels}))["logits"]
 
     first_step, served = asyncio.run(infer())
-    assert isinstance(first_step, Call) and first_step.method == "register_system_shared_memory"
+    assert isinstance(first_step, Call) and first_step.method is Operation.REGISTER_SYSTEM_SHARED_MEMORY
     np.testing.assert_allclose(served, reference(triton_server, IMAGE_MODEL, pixels)[0], rtol=1e-4, atol=1e-4)
     assert _system_regions(triton_server) == []  # unregistered once the answer came
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from attnserve.boxes import BoxMapping
-from attnserve.detection import coco_map, detections_from_candidates, nms
+from attnserve.detection import CandidateSelection, coco_map, detections_from_candidates, nms
 from attnserve.errors import UserInputError
 from attnserve.preprocessing import Preprocessing, to_chw
 
@@ -56,16 +56,19 @@ def test_candidates_become_thresholded_mapped_detections() -> None:
     mapping = BoxMapping.for_image(192, 128, INPUT_W, INPUT_H, Preprocessing())  # squash: x2 each axis
     boxes = np.array([[10, 10, 20, 20], [11, 10, 21, 20], [50, 30, 60, 40], [0, 0, 5, 5]], dtype=np.float32)
     scores = np.array([0.9, 0.8, 0.7, 0.1], dtype=np.float32)
-    found = detections_from_candidates(boxes, scores, np.array([0, 0, 1, 2]), ("a", "b", "c"), mapping, 0.3)
+    selection = CandidateSelection(score_threshold=0.3)
+    found = detections_from_candidates(boxes, scores, np.array([0, 0, 1, 2]), ("a", "b", "c"), mapping, selection)
     assert [d["label"] for d in found] == ["a", "a", "b"]
     assert found[0]["box"] == [20.0, 20.0, 40.0, 40.0]
     deduplicated = detections_from_candidates(boxes, scores, np.array([0, 0, 1, 2]), ("a", "b", "c"), mapping,
-                                              0.3, nms_iou=0.5)  # fmt: skip
+                                              CandidateSelection(0.3, nms_iou=0.5))  # fmt: skip
     assert [d["label"] for d in deduplicated] == ["a", "b"]
     assert detections_from_candidates(boxes, scores * 0, np.zeros(4), ("a", "b"), mapping) == []
     assert list(nms(boxes[:2].astype(np.float64), scores[:2].astype(np.float64), 0.5)) == [0]
     with pytest.raises(UserInputError, match="class index"):
-        detections_from_candidates(boxes, scores, np.array([0, 0, 1, 7]), ("a", "b", "c"), mapping, 0.0)
+        detections_from_candidates(
+            boxes, scores, np.array([0, 0, 1, 7]), ("a", "b", "c"), mapping, CandidateSelection(0.0)
+        )
 
 
 def test_coco_map_of_exact_answers_is_one() -> None:

@@ -20,6 +20,8 @@ from export_fixtures import tiny_spec
 
 from attnserve.errors import ShapeError, UserInputError
 from attnserve.export.cpu_choice import (
+    ChoiceData,
+    ChoiceSettings,
     CpuChoiceReport,
     VariantRow,
     choose_cpu_variant,
@@ -65,11 +67,8 @@ def badly_calibrated(
         tiny_spec(trained=True),
         tiny_onnx,
         tmp_path_factory.mktemp("variants"),
-        calibration_pixels=black,
-        eval_pixels=eval_pixels,
-        eval_labels=teacher_labels,
-        repeats=1,
-        min_seconds=0.05,
+        ChoiceData(calibration_pixels=black, eval_pixels=eval_pixels, eval_labels=teacher_labels),
+        ChoiceSettings(repeats=1, min_seconds=0.05),
     )
 
 
@@ -140,10 +139,8 @@ def test_cosine_gate_of_an_untrained_model(
         tiny_spec().with_runtime(cosine_budget=1.0),
         tiny_onnx,
         tmp_path_factory.mktemp("untrained"),
-        calibration_pixels=calibration,
-        eval_pixels=eval_pixels[:64],
-        repeats=1,
-        min_seconds=0.02,
+        ChoiceData(calibration_pixels=calibration, eval_pixels=eval_pixels[:64]),
+        ChoiceSettings(repeats=1, min_seconds=0.02),
     )
     assert report.gate == "cosine" and report.budget == 1.0 and report.row("onnxruntime_fp32").accuracy_percent is None
     for name in ("onnxruntime_int8_dynamic", *INT8_QDQ_VARIANTS):
@@ -216,27 +213,24 @@ def test_bad_inputs_say_what_was_expected(tiny_onnx: Path, eval_pixels: np.ndarr
             tiny_spec(trained=True),
             tiny_onnx,
             tmp_path,
-            calibration_pixels=eval_pixels[:4],
-            eval_pixels=eval_pixels[:8],
-            measure_speed=False,
+            ChoiceData(calibration_pixels=eval_pixels[:4], eval_pixels=eval_pixels[:8]),
+            ChoiceSettings(measure_speed=False),
         )
     with pytest.raises(ShapeError, match=r"shape \(N>=1, 3, 16, 16\)"):
         choose_cpu_variant(
             tiny_spec(),
             tiny_onnx,
             tmp_path,
-            calibration_pixels=eval_pixels[:4],
-            eval_pixels=np.zeros((4, 3, 8, 8), np.uint8),
-            measure_speed=False,
+            ChoiceData(calibration_pixels=eval_pixels[:4], eval_pixels=np.zeros((4, 3, 8, 8), np.uint8)),
+            ChoiceSettings(measure_speed=False),
         )
     with pytest.raises(UserInputError, match="uint8"):
         choose_cpu_variant(
             tiny_spec(),
             tiny_onnx,
             tmp_path,
-            calibration_pixels=eval_pixels[:4].astype(np.float32),
-            eval_pixels=eval_pixels[:4],
-            measure_speed=False,
+            ChoiceData(calibration_pixels=eval_pixels[:4].astype(np.float32), eval_pixels=eval_pixels[:4]),
+            ChoiceSettings(measure_speed=False),
         )
     with pytest.raises(UserInputError, match="does not exist"):
         quantize_int8_dynamic(tmp_path / "missing.onnx", tmp_path / "out.onnx")

@@ -10,7 +10,7 @@ import pytest
 
 from attnserve.catalogue import DEPLOYABLE_NAMES, get_deployable
 from attnserve.export.onnx_graph import batch_dim_name
-from attnserve.export.pipeline import export_model
+from attnserve.export.pipeline import ExportOptions, export_model
 from attnserve.models.registry import model_family, tiny_arch_overrides
 from attnserve.repository.config import parse_pbtxt
 
@@ -27,13 +27,18 @@ EXPLAIN_CHECKED = {"vit_digits", "cnn_cbam_digits", "timesformer_motion"}
 `forward_with_attention` code path; left out to keep the suite fast on 2 cores."""
 
 
-@pytest.mark.parametrize("name", DEPLOYABLE_NAMES)
+SLOW_EXPORTS = {"timesformer_motion", "temporal_motion", "det_shapes"}
+"""The slowest exports (8-17 s each on 2 shared cores): in `make test`, left out of `make test-fast`."""
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_EXPORTS else name for name in DEPLOYABLE_NAMES]
+)
 def test_deployable_exports_verifies_and_writes_entries(name: str, tmp_path: Path) -> None:
     overrides = _overrides(name)
     explain = name in EXPLAIN_CHECKED
-    report = export_model(
-        name, tmp_path / "repo", runs_dir=tmp_path / "runs", optimize=False, fp16=False, explain=explain, **overrides
-    )
+    options = ExportOptions(optimize=False, fp16=False, explain=explain)
+    report = export_model(name, tmp_path / "repo", runs_dir=tmp_path / "runs", options=options, **overrides)
     spec = report.spec
     assert report.ok, [s for s in report.stages if s.status == "failed"]
     assert report.parity is not None and report.parity.ok

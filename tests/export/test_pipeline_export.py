@@ -12,7 +12,7 @@ from export_fixtures import TINY_TRANSFORMER, TinySdpaClassifier, tiny_spec
 from attnserve.cli import main
 from attnserve.export.fp16 import modelopt_available
 from attnserve.export.onnx2trt import count_fused_attention_layers, profile_for, tensorrt_unavailable, trtexec_command
-from attnserve.export.pipeline import ExportReport, export_module
+from attnserve.export.pipeline import ExportOptions, ExportReport, export_module
 from attnserve.export.verify import verify_onnx
 from attnserve.repository.config import parse_pbtxt
 from attnserve.repository.entries import trt_config_for
@@ -25,7 +25,8 @@ MAX_BATCH = 6  # deliberately not a power of two: a mismatch anywhere would show
 def pipeline_report(tmp_path_factory: pytest.TempPathFactory, tiny_model: TinySdpaClassifier) -> ExportReport:
     root = tmp_path_factory.mktemp("pipeline")
     spec = tiny_spec().with_serving(max_batch_size=MAX_BATCH, preferred_batch_sizes=(2, 4))
-    return export_module(tiny_model, spec, root / "repo", work_dir=root / "work", fp16=True, tensorrt=True)
+    options = ExportOptions(fp16=True, tensorrt=True)
+    return export_module(tiny_model, spec, root / "repo", work_dir=root / "work", options=options)
 
 
 def test_stages_are_recorded_in_order(pipeline_report: ExportReport) -> None:

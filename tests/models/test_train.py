@@ -19,7 +19,7 @@ from attnserve.models.synthetic import shapes_arrays
 from attnserve.models.train import (
     MIN_VALIDATION_SAMPLES,
     RECIPES,
-    _Options,
+    TrainOptions,
     _plan,
     _validation_split,
     augment_folder_batch,
@@ -43,13 +43,15 @@ def test_lr_schedule_warms_up_then_decays_to_zero() -> None:
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainingMetrics, Path]:
     runs_dir = tmp_path_factory.mktemp("runs")
     metrics = train(
-        "cnn_cbam_digits",
-        max_minutes=2,
-        epochs=1,
-        seed=0,
-        runs_dir=runs_dir,
-        arch_overrides=tiny_arch_overrides("cnn_cbam_digits"),
-        progress=False,
+        TrainOptions(
+            "cnn_cbam_digits",
+            max_minutes=2,
+            epochs=1,
+            seed=0,
+            runs_dir=runs_dir,
+            arch_overrides=tiny_arch_overrides("cnn_cbam_digits"),
+            progress=False,
+        )
     )
     return metrics, runs_dir / "cnn_cbam_digits"
 
@@ -86,14 +88,16 @@ def test_train_on_a_user_folder(tmp_path: Path, augment: str | None) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         write_png(image, folder / f"{index}.png")
     metrics = train(
-        "vit_shapes",
-        max_minutes=1,
-        epochs=1,
-        data_dir=tmp_path / "data",
-        runs_dir=tmp_path / "runs",
-        arch_overrides=tiny_arch_overrides("vit_shapes"),
-        progress=False,
-        **({"augment": augment} if augment else {}),
+        TrainOptions(
+            "vit_shapes",
+            max_minutes=1,
+            epochs=1,
+            data_dir=tmp_path / "data",
+            runs_dir=tmp_path / "runs",
+            arch_overrides=tiny_arch_overrides("vit_shapes"),
+            progress=False,
+            **({"augment": augment} if augment else {}),
+        )
     )
     model, spec = load_run(tmp_path / "runs" / "vit_shapes")
     assert spec.io.labels == ("circle", "not_circle") and metrics.labels == ["circle", "not_circle"]
@@ -105,8 +109,8 @@ def test_train_on_a_user_folder(tmp_path: Path, augment: str | None) -> None:
 
 
 def test_rotate_colour_is_planned_only_when_asked_and_only_for_images() -> None:
-    def options(augment: str) -> _Options:
-        return _Options("vit_shapes", 1.0, None, Path("data"), 0, Path("runs"), None, False, False, augment)
+    def options(augment: str) -> TrainOptions:
+        return TrainOptions("vit_shapes", 1.0, data_dir=Path("data"), progress=False, augment=augment)
 
     assert _plan(options("rotate-colour"), RECIPES["vit_shapes"], "image", 60).augment
     assert not _plan(options("shift"), RECIPES["vit_shapes"], "image", 60).augment
@@ -116,19 +120,19 @@ def test_rotate_colour_is_planned_only_when_asked_and_only_for_images() -> None:
 
 def test_train_rejects_bad_requests(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match="--arch PRESET"):
-        train("vit_nothing", max_minutes=1, runs_dir=tmp_path)
+        train(TrainOptions("vit_nothing", max_minutes=1, runs_dir=tmp_path))
     with pytest.raises(UnknownModelError):
-        train("my_model", preset="vit_nothing", max_minutes=1, runs_dir=tmp_path)
+        train(TrainOptions("my_model", preset="vit_nothing", max_minutes=1, runs_dir=tmp_path))
     with pytest.raises(UserInputError, match="name of a preset"):
-        train("vit_digits", preset="vit_shapes", max_minutes=1, runs_dir=tmp_path)
+        train(TrainOptions("vit_digits", preset="vit_shapes", max_minutes=1, runs_dir=tmp_path))
     with pytest.raises(UserInputError, match="need --data"):
-        train("my_model", preset="vit_shapes", image_size=48, max_minutes=1, runs_dir=tmp_path)
+        train(TrainOptions("my_model", preset="vit_shapes", image_size=48, max_minutes=1, runs_dir=tmp_path))
     with pytest.raises(UserInputError, match="not trained here"):
-        train("vit_tiny_patch16_224", max_minutes=1, runs_dir=tmp_path)
+        train(TrainOptions("vit_tiny_patch16_224", max_minutes=1, runs_dir=tmp_path))
     with pytest.raises(UserInputError, match="max_minutes"):
-        train("vit_digits", max_minutes=0, runs_dir=tmp_path)
+        train(TrainOptions("vit_digits", max_minutes=0, runs_dir=tmp_path))
     with pytest.raises(UserInputError, match="augment must be one of"):
-        train("vit_digits", max_minutes=1, runs_dir=tmp_path, augment="rotate")
+        train(TrainOptions("vit_digits", max_minutes=1, runs_dir=tmp_path, augment="rotate"))
 
 
 def test_cli_lists_models_with_status(
@@ -185,12 +189,14 @@ def test_a_new_name_from_a_preset_records_its_size_and_resize_and_leaves_the_pre
 def test_a_folder_run_lasts_its_budget(tmp_path: Path) -> None:
     """`--max-minutes` means what it says: without --epochs the budget, not a sample count, ends a folder run."""
     metrics = train(
-        "vit_shapes",
-        max_minutes=0.02,
-        data_dir=_shape_folder(tmp_path / "data"),
-        runs_dir=tmp_path / "runs",
-        arch_overrides=tiny_arch_overrides("vit_shapes"),
-        progress=False,
+        TrainOptions(
+            "vit_shapes",
+            max_minutes=0.02,
+            data_dir=_shape_folder(tmp_path / "data"),
+            runs_dir=tmp_path / "runs",
+            arch_overrides=tiny_arch_overrides("vit_shapes"),
+            progress=False,
+        )
     )
     assert metrics.stopped_by == "time"
 

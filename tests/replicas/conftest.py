@@ -73,7 +73,7 @@ def replica_repository(tmp_path_factory: pytest.TempPathFactory) -> ReplicaRepos
 def replica_set(replica_repository: ReplicaRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """Two replicas behind HAProxy (cleartext, no key), restarted when killed."""
     from attnserve.serving.haproxy import EdgeSettings
-    from attnserve.serving.replicas import ReplicaSet
+    from attnserve.serving.replicas import ReplicaOptions, ReplicaSet
 
     require_binary("haproxy", "haproxy")
     edge = EdgeSettings(
@@ -85,7 +85,7 @@ def replica_set(replica_repository: ReplicaRepository, tmp_path_factory: pytest.
         replicas=2,
         models=sorted(replica_repository.specs),
         work_dir=tmp_path_factory.mktemp("replica_set"),
-        ready_timeout_s=120,
+        options=ReplicaOptions(ready_timeout_s=120),
     )
     with replica_set:
         for server in replica_set.servers:

@@ -28,7 +28,7 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def edge(replica_repository, tmp_path_factory: pytest.TempPathFactory):
     from attnserve.serving.haproxy import EdgeSettings
-    from attnserve.serving.replicas import ReplicaSet
+    from attnserve.serving.replicas import ReplicaOptions, ReplicaSet
 
     require_binary("haproxy", "haproxy")
     folder = tmp_path_factory.mktemp("edge")
@@ -36,7 +36,12 @@ def edge(replica_repository, tmp_path_factory: pytest.TempPathFactory):
     key = "-" + secrets.token_urlsafe(24)  # a leading dash once broke the ACL (HAProxy read it as an option)
     settings = EdgeSettings(http_port=0, grpc_port=0, tls_certificate=pem, api_key=key, queue_timeout_ms=1000)
     replica_set = ReplicaSet(
-        replica_repository.view, settings, replicas=1, models=[MODEL], work_dir=folder / "set", ready_timeout_s=120
+        replica_repository.view,
+        settings,
+        replicas=1,
+        models=[MODEL],
+        work_dir=folder / "set",
+        options=ReplicaOptions(ready_timeout_s=120),
     )
     with replica_set:
         yield replica_set, ca_file, key

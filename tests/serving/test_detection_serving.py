@@ -74,7 +74,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                        test_samples=20)  # fmt: skip
     finally:
         torch.set_num_threads(threads)
-    report = export_model(root / "runs" / NAME, root / "repo", runs_dir=root / "runs", explain=False, optimize=False)
+    options = ExportOptions(explain=False, optimize=False)
+    report = export_model(root / "runs" / NAME, root / "repo", runs_dir=root / "runs", options=options)
     write_pipeline_entries(report.spec, root / "repo")
     hf_folders = save_tiny_detectors(root / "hf")
     for hf_name, folder in hf_folders.items():

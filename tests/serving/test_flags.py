@@ -6,7 +6,7 @@ import pytest
 
 from attnserve.errors import UserInputError
 from attnserve.security import ADMIN_TOKEN_HEADER, RESTRICTED_APIS
-from attnserve.serving.flags import compose_command, restricted_api_value, triton_args
+from attnserve.serving.flags import TritonEndpoints, compose_command, restricted_api_value, triton_args
 
 
 def _flags(args: list[str]) -> dict[str, list[str]]:
@@ -37,9 +37,9 @@ def test_no_token_means_no_restriction_flags_and_all_models_when_none_listed() -
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(http_port=0), "--http-port must be in 1..65535"),
-        (dict(grpc_port=70000), "--grpc-port must be in 1..65535"),
-        (dict(http_port=9000, grpc_port=9000), "ports must differ"),
+        (dict(endpoints=TritonEndpoints(http_port=0)), "--http-port must be in 1..65535"),
+        (dict(endpoints=TritonEndpoints(grpc_port=70000)), "--grpc-port must be in 1..65535"),
+        (dict(endpoints=TritonEndpoints(http_port=9000, grpc_port=9000)), "ports must differ"),
         (dict(models=[]), "no models to load"),
         (dict(admin_token="a:b"), "must not contain"),
         (dict(admin_token=""), "non-empty"),

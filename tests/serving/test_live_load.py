@@ -31,7 +31,7 @@ def _unload(triton_server, names: list[str]) -> None:
 def test_a_model_exported_while_serving_answers_after_load(triton_server, tmp_path: Path, monkeypatch) -> None:
     from attnserve.clients.client import ModelNotFoundError, TritonClient
     from attnserve.clients.settings import ClientSettings
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
     from attnserve.models.registry import tiny_arch_overrides
     from attnserve.security import ADMIN_TOKEN_ENV
 
@@ -44,9 +44,8 @@ def test_a_model_exported_while_serving_answers_after_load(triton_server, tmp_pa
     repository = triton_server.repository
     entries = [NEW_MODEL, f"{NEW_MODEL}_preprocess", f"{NEW_MODEL}_pipeline"]
     overrides = tiny_arch_overrides(NEW_MODEL)
-    report = export_model(
-        NEW_MODEL, repository, runs_dir=tmp_path, explain=False, optimize=False, fp16=False, **overrides
-    )
+    options = ExportOptions(explain=False, optimize=False, fp16=False)
+    report = export_model(NEW_MODEL, repository, runs_dir=tmp_path, options=options, **overrides)
     assert report.ok and not (repository / f"{NEW_MODEL}_pipeline").exists()  # export writes no pipeline entry
     try:
         arguments = ["load", NEW_MODEL, "--repository", str(repository), "--url", triton_server.http_url]

@@ -11,8 +11,9 @@ import pytest
 from serving_helpers import tiny_spec
 
 from attnserve.errors import ServerError
+from attnserve.serving.flags import TritonEndpoints
 from attnserve.serving.runtime_view import build_runtime_repository
-from attnserve.serving.server import TritonServer, free_port
+from attnserve.serving.server import ServerProcess, TritonServer, free_port
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -50,7 +51,8 @@ def test_taken_port_fails_before_starting_with_the_port_named(tmp_path: Path) ->
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        server = TritonServer(tmp_path, models=["x"], http_port=free_port(), grpc_port=taken, metrics_port=free_port())
+        endpoints = TritonEndpoints(http_port=free_port(), grpc_port=taken, metrics_port=free_port())
+        server = TritonServer(tmp_path, models=["x"], endpoints=endpoints)
         with pytest.raises(ServerError, match=rf"grpc port {taken} on 127.0.0.1 is already in use.*--grpc-port"):
             server.start()
         assert not server.is_running
@@ -60,7 +62,7 @@ def test_taken_port_fails_before_starting_with_the_port_named(tmp_path: Path) ->
 def test_a_model_that_cannot_load_is_named_with_the_log_tail(tmp_path: Path, tiny_repository: Path) -> None:
     (tiny_repository / "tiny" / "1" / "model.onnx").write_bytes(b"this is not an ONNX graph")
     view, loaded, _ = build_runtime_repository(tiny_repository, tmp_path / "view", ["tiny"])
-    server = TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=tmp_path / "srv")
+    server = TritonServer(view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=tmp_path / "srv")
     server.start()
     with pytest.raises(ServerError) as failure:
         server.wait_ready(timeout=120)
@@ -75,14 +77,18 @@ def test_stop_and_kill_leave_no_stray_processes(tmp_path: Path, tiny_repository:
     view, loaded, _ = build_runtime_repository(tiny_repository, tmp_path / "view", ["tiny_pipeline"])
     assert tiny_spec().preprocess_name in loaded
     # a clean stop: SIGTERM, models unload, the stubs exit with the server
-    with TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=5) as server:
+    with TritonServer(
+        view, models=loaded, endpoints=TritonEndpoints.any_free(), process=ServerProcess(exit_timeout_s=5)
+    ) as server:
         pid = server.pid
         assert len(_children(pid)) >= 2  # the python-backend stubs of tiny and tiny_preprocess
     assert server.stop() == 0  # already stopped by the with-block: returns the exit code of the clean exit
     assert _group_members(pid) == []
 
     # a crash: SIGKILL the server itself; stop() still reaps whatever it left behind
-    server = TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=5)
+    server = TritonServer(
+        view, models=loaded, endpoints=TritonEndpoints.any_free(), process=ServerProcess(exit_timeout_s=5)
+    )
     server.start()
     server.wait_ready(timeout=120)
     stubs = _children(server.pid)
@@ -130,6 +136,7 @@ def test_serve_cli_runs_until_sigterm_and_leaves_nothing_behind(tmp_path: Path, 
     assert _processes_mentioning(str(work_dir)) == []
 
 
+@pytest.mark.triton
 def test_relative_work_dir_and_repository_start(
     tmp_path: Path, tiny_repository: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,11 +146,9 @@ def test_relative_work_dir_and_repository_start(
     with TritonServer(
         Path("view") / view.name,
         models=loaded,
-        http_port=0,
-        grpc_port=0,
-        metrics_port=0,
+        endpoints=TritonEndpoints.any_free(),
         work_dir=Path("server"),
-        exit_timeout_s=5,
+        process=ServerProcess(exit_timeout_s=5),
     ) as server:
         assert server.work_dir.is_absolute()
         assert server.is_running

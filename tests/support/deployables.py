@@ -45,7 +45,7 @@ def build_deployables_repository(
         ExportError: a stage of the export failed (the message names it).
     """
     from attnserve.catalogue import DEPLOYABLE_NAMES
-    from attnserve.export.pipeline import export_model
+    from attnserve.export.pipeline import ExportOptions, export_model
     from attnserve.models.registry import tiny_arch_overrides
     from attnserve.serving.pipelines import write_pipeline_entries
 
@@ -59,8 +59,7 @@ def build_deployables_repository(
                 name,
                 repository,
                 runs_dir=Path(scratch) if tiny else Path(runs_dir),
-                explain=explain,
-                optimize=optimize,
+                options=ExportOptions(explain=explain, optimize=optimize),
                 **overrides,
             )
             if not report.ok:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from attnserve.serving.server import TritonServer
+from attnserve.serving.flags import TritonEndpoints
+from attnserve.serving.server import ServerProcess, TritonServer
 
 
 def local_server(
@@ -22,9 +23,7 @@ def local_server(
     return TritonServer(
         view,
         models=list(models),
-        http_port=0,
-        grpc_port=0,
-        metrics_port=0,
+        endpoints=TritonEndpoints.any_free(),
         work_dir=work_dir,
-        exit_timeout_s=exit_timeout_s,
+        process=ServerProcess(exit_timeout_s=exit_timeout_s),
     )

@@ -62,6 +62,7 @@ def _options(repository: Path, tmp_path: Path, slo_p99_ms: float, grid: Grid) ->
 def test_applied_winner_is_what_the_server_serves_and_a_broken_candidate_does_not_stop_the_search(
     repository: Path, tmp_path: Path
 ) -> None:
+    from attnserve.serving.flags import TritonEndpoints
     from attnserve.serving.runtime_view import build_runtime_repository
     from attnserve.serving.server import TritonServer
 
@@ -86,7 +87,7 @@ def test_applied_winner_is_what_the_server_serves_and_a_broken_candidate_does_no
 
     winner = next(r.candidate for r in report.candidates if r.name == report.winner)
     view, loaded, _ = build_runtime_repository(repository, tmp_path / "serve", [MODEL])
-    server = TritonServer(view, models=loaded, http_port=0, grpc_port=0, metrics_port=0, work_dir=tmp_path / "s")
+    server = TritonServer(view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=tmp_path / "s")
     with server, urllib.request.urlopen(f"http://{server.http_url}/v2/models/{MODEL}/config") as response:
         served = served_knobs(json.loads(response.read()))
     expected = {knob: getattr(winner, knob) for knob in served if hasattr(winner, knob)}
