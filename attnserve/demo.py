@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from attnserve.catalogue import HANDPICKED_SERVING, NOBATCH_SERVING, handpicked_twin
 from attnserve.defaults import REPORTS_DIR, REPOSITORY_DIR, RUNS_DIR
 from attnserve.demo_report import (
     CONFIG_LABELS,
@@ -46,7 +47,6 @@ from attnserve.demo_report import (
     render_results_table,
     update_readme,
 )
-from attnserve.models.deployables import HANDPICKED_SERVING, NOBATCH_SERVING
 from attnserve.spec import explain_name, nobatch_name, pipeline_name
 
 if TYPE_CHECKING:
@@ -412,11 +412,11 @@ def _write_nobatch_entries(repository: Path, nobatch_repository: Path, exports: 
     shutil.rmtree(nobatch_repository, ignore_errors=True)
     for name in BATCHING_MODELS:
         spec = read_entry_spec(repository / name)
-        for twin_name, knobs in (
+        for twin_name, serving in (
             (nobatch_name(name), NOBATCH_SERVING),
             (f"{name}{HANDPICKED_SUFFIX}", HANDPICKED_SERVING),
         ):
-            twin = spec.model_copy(update={"name": twin_name, **knobs})
+            twin = handpicked_twin(spec, twin_name, serving)
             onnx_path = exports[name].onnx_path
             if onnx_path is None:
                 raise ValueError(f"the export of {name} names no ONNX file")
@@ -507,11 +507,11 @@ def _detect_scenes(
         with TritonClient(client_settings) as client:
             answers[protocol] = client.detect(DEMO_DETECTOR, files)
     scores = {
-        where: MapScores(**coco_map(truth, coco_results_of(found, spec.labels))) for where, found in answers.items()
+        where: MapScores(**coco_map(truth, coco_results_of(found, spec.io.labels))) for where, found in answers.items()
     }
     shown = _busy_scene(truth, answers["grpc"][:20])
     picture = write_detections(
-        files[shown], answers["grpc"][shown], reports_dir / f"detections_{DEMO_DETECTOR}.png", spec.labels
+        files[shown], answers["grpc"][shown], reports_dir / f"detections_{DEMO_DETECTOR}.png", spec.io.labels
     )
     echo(f"    {DEMO_DETECTOR}: mAP@.5 served {scores['http'].map50:.3f} (HTTP) {scores['grpc'].map50:.3f} (gRPC), "
          f"in-process {scores['in_process'].map50:.3f} on the same files; wrote {picture}")  # fmt: skip

@@ -1,7 +1,7 @@
 """Dynamic batching on vs off: the same model, the same sweep, one server run; throughput ratio per concurrency.
 
 For each model the repository gets two entries from one ONNX file: `NAME` (the spec's dynamic batching) and
-`NAME_nobatch` (`spec.model_copy(update={"dynamic_batching": False})`, rendered by the export package's
+`NAME_nobatch` (`spec.without_batching()`, rendered by the export package's
 repository writer without `dynamic_batching`). One real Triton serves both; the load tester sweeps each with the
 same concurrencies, then the ratio `batched / unbatched` is printed per concurrency. Also measured in the
 same run: served p50 at concurrency 1 vs in-process p50 of the same ONNX file in the same CPU runtime the
@@ -39,9 +39,10 @@ TRAINED_CANDIDATES = ("vit_digits", "cnn_cbam_digits", "vit_shapes", "timesforme
 
 def export_pair(name: str, repository: Path, scratch: Path, tiny: bool) -> tuple[Any, Path]:
     """Export `name` once and write the batching and no-batching entries; returns (spec, onnx path)."""
+    from attnserve.catalogue import default_spec
     from attnserve.export.torch2onnx import export_onnx
     from attnserve.models.checkpoint import build_model, resolve
-    from attnserve.models.deployables import default_spec, tiny_arch_overrides
+    from attnserve.models.registry import tiny_arch_overrides
     from attnserve.repository.entries import write_model_entry
 
     if tiny:
@@ -62,11 +63,11 @@ def in_process_p50_ms(onnx_path: Path, spec: Any, repeats: int) -> float:
     from attnserve.runtimes.session import intra_op_threads_for, open_session
 
     session = open_session(
-        spec.cpu_runtime if spec.cpu_runtime != "auto" else "onnxruntime",
+        spec.runtime.cpu_runtime if spec.runtime.cpu_runtime != "auto" else "onnxruntime",
         onnx_path,
-        intra_op_threads=intra_op_threads_for(spec.instance_count),
+        intra_op_threads=intra_op_threads_for(spec.serving.instance_count),
     )
-    pixels = np.random.default_rng(0).integers(0, 256, (1, *spec.input_shape), dtype=np.uint8)
+    pixels = np.random.default_rng(0).integers(0, 256, (1, *spec.io.input_shape), dtype=np.uint8)
     for _ in range(3):
         session.run({"pixels": pixels})
     timings = []
@@ -144,7 +145,7 @@ def model_result(spec: Any, on: Any, off: Any, in_process: float, tiny: bool) ->
     batched_p50 = on.levels[0].latency.p50_ms if on.levels[0].concurrency == 1 else None
     return {
         "trained": spec.trained,
-        "input_shape": list(spec.input_shape),
+        "input_shape": list(spec.io.input_shape),
         "tiny": tiny,
         "sweep": comparison_rows(on, off),
         "served_p50_c1_ms": {"batching": batched_p50, "no_batching": served_p50},
@@ -155,7 +156,7 @@ def model_result(spec: Any, on: Any, off: Any, in_process: float, tiny: bool) ->
 
 
 def print_model(name: str, spec: Any, protocol: str, result: dict[str, Any], in_process: float) -> None:
-    print(f"\n{name} ({'trained' if spec.trained else 'untrained'}, input {spec.input_shape}, {protocol}):")
+    print(f"\n{name} ({'trained' if spec.trained else 'untrained'}, input {spec.io.input_shape}, {protocol}):")
     print(
         f"  {'conc':>5} {'batch req/s':>12} {'no-batch req/s':>15} {'ratio':>7} {'avg batch':>10} {'p99 on/off ms':>16}"
     )

@@ -46,8 +46,8 @@ ACCEPTANCE_SERVED_SHARE_OF_IN_PROCESS = 0.85
 
 def trained_runs(runs_dir: Path) -> list[str]:
     """Deployables with a trained checkpoint under `runs_dir`."""
+    from attnserve.catalogue import TRAINABLE_NAMES, get_deployable
     from attnserve.models.checkpoint import has_checkpoint
-    from attnserve.models.deployables import TRAINABLE_NAMES, get_deployable
 
     return [
         name
@@ -65,14 +65,16 @@ def in_process_meter(runtime: str, precision: str, model_path: Path, spec: Any, 
     session = open_session(
         runtime,
         model_path,
-        intra_op_threads=intra_op_threads_for(spec.instance_count),
+        intra_op_threads=intra_op_threads_for(spec.serving.instance_count),
         options={"precision": precision},
     )
-    all_pixels = np.random.default_rng(0).integers(0, 256, (spec.max_batch_size, *spec.input_shape), dtype=np.uint8)
-    session.run({"pixels": all_pixels[: spec.opt_batch_size]})
+    all_pixels = np.random.default_rng(0).integers(
+        0, 256, (spec.serving.max_batch_size, *spec.io.input_shape), dtype=np.uint8
+    )
+    session.run({"pixels": all_pixels[: spec.serving.opt_batch_size]})
 
-    def measure(batch_size: int = spec.opt_batch_size) -> float:
-        pixels = all_pixels[: max(1, min(batch_size, spec.max_batch_size))]
+    def measure(batch_size: int = spec.serving.opt_batch_size) -> float:
+        pixels = all_pixels[: max(1, min(batch_size, spec.serving.max_batch_size))]
         durations = time_calls(lambda: session.run({"pixels": pixels}), min_seconds=seconds, min_calls=3)
         return len(pixels) * len(durations) / sum(durations)
 
@@ -130,7 +132,7 @@ def served_rounds(report: Any, spec: Any, args: argparse.Namespace) -> dict[str,
         scratch = Path(scratch_name)
         repository = scratch / "model_repository"
         serve_pick(spec, report, repository)
-        fp32_spec = spec.model_copy(update={"name": fp32_entry, "cpu_runtime": "onnxruntime", "cpu_precision": "fp32"})
+        fp32_spec = spec.replace(name=fp32_entry).with_runtime(cpu_runtime="onnxruntime", cpu_precision="fp32")
         write_model_entry(fp32_spec, variants_dir / FP32_FILENAME, repository)
         view, loaded, _ = build_runtime_repository(repository, scratch / "runtime")
         with TritonServer(
@@ -196,7 +198,7 @@ def served_comparison(report: Any, spec: Any, args: argparse.Namespace) -> dict[
         "rounds": rounds,
         "served_img_s": {k: round(v, 1) for k, v in served.items()},
         "in_process_b_img_s": {k: round(v, 1) for k, v in in_process.items()},
-        "in_process_batch": spec.opt_batch_size,
+        "in_process_batch": spec.serving.opt_batch_size,
         "load_generator_cores": {k: round(v, 2) for k, v in client_cores.items()},
         "median_server_breakdown": {
             entry: {key: round(median(entry, key), 2) for key in (*breakdown_keys, "p50_ms", "p99_ms")}

@@ -53,7 +53,7 @@ def measure(runs_dir: Path, name: str, count: int) -> dict[str, Any]:
         view, loaded, _ = build_runtime_repository(root / "repo", root / "runtime")
         files, truth = write_scene_files(root / "scenes", count)
         local = detect_files(model, spec, files, DEFAULT_SCORE_THRESHOLD)
-        scores: dict[str, Any] = {"in_process": coco_map(truth, coco_results_of(local, spec.labels))}
+        scores: dict[str, Any] = {"in_process": coco_map(truth, coco_results_of(local, spec.io.labels))}
         server = TritonServer(view, models=loaded, endpoints=TritonEndpoints.any_free(), work_dir=root / "srv")
         with server:
             for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
@@ -61,7 +61,7 @@ def measure(runs_dir: Path, name: str, count: int) -> dict[str, Any]:
                 with TritonClient(ClientSettings(url=url, protocol=protocol)) as client:  # type: ignore[arg-type]
                     answers = client.detect(name, files)
                 scores[protocol] = {
-                    **coco_map(truth, coco_results_of(answers, spec.labels)),
+                    **coco_map(truth, coco_results_of(answers, spec.io.labels)),
                     "seconds": time.perf_counter() - started,
                 }
     return {"model": name, "scenes": count, "sizes": FILE_SIZES, "score_threshold": DEFAULT_SCORE_THRESHOLD,

@@ -30,7 +30,7 @@ def _export_tiny(name: str, root: Path) -> Path:
     """
     from attnserve.errors import ExportError
     from attnserve.export.pipeline import ExportOptions, export_model
-    from attnserve.models.deployables import tiny_arch_overrides
+    from attnserve.models.registry import tiny_arch_overrides
     from attnserve.repository.entries import served_file
 
     overrides = tiny_arch_overrides(name)
@@ -65,11 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         onnx_path = _export_tiny(MODEL, root)
         spec = read_entry_spec(root / "exported" / MODEL)
         variants = {
-            "no_queue_policy": spec.model_copy(
-                update={"name": "q_unbounded", "max_queue_size": 0, "queue_timeout_us": 0}
-            ),
-            "bounded_queue_policy": spec.model_copy(
-                update={"name": "q_bounded", "max_queue_size": 256, "queue_timeout_us": 5_000_000}
+            "no_queue_policy": spec.replace(name="q_unbounded").with_serving(max_queue_size=0, queue_timeout_us=0),
+            "bounded_queue_policy": spec.replace(name="q_bounded").with_serving(
+                max_queue_size=256, queue_timeout_us=5_000_000
             ),
         }
         for variant in variants.values():
@@ -80,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             view, models=loaded, endpoints=TritonEndpoints.any_free(), process=ServerProcess(exit_timeout_s=5)
         ) as server:
             with TritonClient(ClientSettings(url=server.grpc_url, protocol="grpc")) as client:
-                pixels = np.zeros((1, *spec.input_shape), np.uint8)
+                pixels = np.zeros((1, *spec.io.input_shape), np.uint8)
                 for label, variant in variants.items():
                     for _ in range(20):  # warm-up
                         client.infer(variant.name, {"pixels": pixels})

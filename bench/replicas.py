@@ -63,21 +63,15 @@ def _linear_onnx(path: Path) -> Path:
 def _repository(root: Path) -> tuple[Path, str]:
     from attnserve.repository.entries import write_model_entry
     from attnserve.serving.runtime_view import build_runtime_repository
-    from attnserve.spec import ModelSpec
+    from attnserve.spec import ExportSection, IoSection, ModelSpec, ServingSection
 
     spec = ModelSpec(
         name="bench_linear",
         arch="synthetic_linear",
         kind="image",
-        layout="NCHW",
-        input_shape=SAMPLE_SHAPE,
-        mean=(0.5,) * 3,
-        std=(0.5,) * 3,
-        labels=LABELS,
-        max_batch_size=16,
-        preferred_batch_sizes=(8, 16),
-        max_queue_delay_us=0,
-        opset=17,
+        io=IoSection(layout="NCHW", input_shape=SAMPLE_SHAPE, mean=(0.5,) * 3, std=(0.5,) * 3, labels=LABELS),
+        serving=ServingSection(max_batch_size=16, preferred_batch_sizes=(8, 16), max_queue_delay_us=0),
+        export=ExportSection(opset=17),
     )
     write_model_entry(spec, _linear_onnx(root / "bench_linear.onnx"), root / "repository")
     view, loaded, skipped = build_runtime_repository(root / "repository", root / "view")

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for READY")
     args = parser.parse_args(argv)
 
-    from attnserve.models.deployables import DEPLOYABLE_NAMES
+    from attnserve.catalogue import DEPLOYABLE_NAMES
     from attnserve.serving.cli import serve_command
 
     names = [n.strip() for n in args.models.split(",") if n.strip()] or list(DEPLOYABLE_NAMES)

@@ -77,8 +77,8 @@ def eval_accuracy(run_dir: Path, data: Path) -> float:
     else:
         model, spec = load_run(run_dir)
     labels, train_items, test_items = class_files(data, spec.kind)
-    items = [(path, spec.labels.index(labels[label])) for path, label in train_items + test_items]
-    pixels, targets, _ = decode_items(items, spec.kind, spec.input_shape, spec.preprocessing)
+    items = [(path, spec.io.labels.index(labels[label])) for path, label in train_items + test_items]
+    pixels, targets, _ = decode_items(items, spec.kind, spec.io.input_shape, spec.io.preprocessing)
     predicted = predict(model, torch.from_numpy(pixels))
     return float((predicted == torch.from_numpy(targets)).float().mean())
 

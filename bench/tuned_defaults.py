@@ -35,14 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from attnserve.catalogue import HANDPICKED_SERVING, NOBATCH_SERVING, handpicked_twin
 from attnserve.defaults import REPORTS_DIR, RUNS_DIR
-from attnserve.models.deployables import HANDPICKED_SERVING, NOBATCH_SERVING
 from bench import BENCH_REPORTS_DIR
 
 log = logging.getLogger("bench.tuned_defaults")
-
-HANDPICKED = HANDPICKED_SERVING
-NOBATCH = NOBATCH_SERVING
 
 
 def _entries(name: str, spec: Any, tune_report: Path) -> dict[str, Any]:
@@ -51,19 +48,19 @@ def _entries(name: str, spec: Any, tune_report: Path) -> dict[str, Any]:
 
     entries = {
         name: spec,
-        f"{name}_nobatch": spec.model_copy(update={"name": f"{name}_nobatch", **NOBATCH}),
+        f"{name}_nobatch": handpicked_twin(spec, f"{name}_nobatch", NOBATCH_SERVING),
         # the default's own threads with the batcher off: isolates what the batcher costs a lone request
-        f"{name}_nobatch_same_threads": spec.model_copy(
-            update={"name": f"{name}_nobatch_same_threads", "dynamic_batching": False}
+        f"{name}_nobatch_same_threads": spec.replace(name=f"{name}_nobatch_same_threads").with_serving(
+            dynamic_batching=False
         ),
-        f"{name}_handpicked": spec.model_copy(update={"name": f"{name}_handpicked", **HANDPICKED}),
+        f"{name}_handpicked": handpicked_twin(spec, f"{name}_handpicked", HANDPICKED_SERVING),
     }
     if tune_report.is_file():
         results = [r for r in json.loads(tune_report.read_text())["candidates"] if r["status"] == "ok"]
         at16 = [(f["throughput"], r) for r in results for f in r["levels"] if f["level"] == 16]
         if at16:
             best = Candidate.model_validate(max(at16, key=lambda pair: pair[0])[1]["candidate"])
-            entries[f"{name}_best16"] = best.apply_to(spec).model_copy(update={"name": f"{name}_best16"})
+            entries[f"{name}_best16"] = best.apply_to(spec).replace(name=f"{name}_best16")
     return entries
 
 
@@ -90,14 +87,14 @@ def in_process(onnx_path: Path, spec: Any, batch: int, seconds: float, variant: 
     """p50 latency (ms) and throughput (img/s) of `batch`-sample runs in the server's CPU runtime and threads."""
     from attnserve.runtimes.session import intra_op_threads_for, open_session
 
-    threads = spec.intra_op_threads or intra_op_threads_for(spec.instance_count)
-    options = {"allow_spinning": "1" if spec.allow_spinning else "0"}
+    threads = spec.runtime.intra_op_threads or intra_op_threads_for(spec.serving.instance_count)
+    options = {"allow_spinning": "1" if spec.runtime.allow_spinning else "0"}
     runtime, path = "onnxruntime", onnx_path
     if variant is not None:
         runtime, path = variant.runtime, Path(variant.path)
         options["precision"] = variant.precision
     session = open_session(runtime, path, intra_op_threads=threads, options=options)
-    pixels = np.random.default_rng(0).integers(0, 256, (batch, *spec.input_shape), dtype=np.uint8)
+    pixels = np.random.default_rng(0).integers(0, 256, (batch, *spec.io.input_shape), dtype=np.uint8)
     for _ in range(3):
         session.run({"pixels": pixels})
     timings: list[float] = []
@@ -140,16 +137,16 @@ def _sweep(settings: Any, entry: str, concurrency: list[int], args: argparse.Nam
 
 def _prepare(name: str, repository: Path, scratch: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Export `name` once and write its entries; returns what the measurement needs."""
+    from attnserve.catalogue import default_spec
     from attnserve.export.torch2onnx import export_onnx
     from attnserve.models.checkpoint import resolve
-    from attnserve.models.deployables import default_spec
     from attnserve.repository.entries import write_model_entry
     from attnserve.tune.apply import apply_candidate
-    from attnserve.tune.candidates import SPEC_KNOBS, Candidate
+    from attnserve.tune.candidates import Candidate
 
     model, run_spec = resolve(name, args.runs_dir)
     defaults = default_spec(name)  # the run's spec.json may predate the tuned defaults: take the knobs from here
-    spec = run_spec.model_copy(update={knob: getattr(defaults, knob) for knob in SPEC_KNOBS})
+    spec = Candidate.from_spec(defaults).apply_to(run_spec)
     onnx_path = scratch / f"{name}.onnx"
     export_onnx(model, spec, onnx_path)
     del model
@@ -259,7 +256,7 @@ def _measure(
             log.info("measuring %s at concurrency %d", entry, level)
             sweeps[entry] += _sweep(settings, entry, [level], args)
     result: dict[str, Any] = {
-        "default_config": {knob: getattr(spec, knob) for knob in NOBATCH},
+        "default_config": {**spec.serving.model_dump(), **spec.runtime.model_dump()},
         "sweeps": sweeps,
         "ratios": _ratios(name, sweeps, args.tune_reports / f"{name}.json"),
         "in_process_b1": in_process(facts["onnx_path"], spec, 1, 2.0, facts["variant"]),

@@ -204,7 +204,7 @@ def _run_detect(client: Any, args: argparse.Namespace, console: Any) -> int:
     from attnserve.console import print_json
     from attnserve.spec import pipeline_name
 
-    labels = tuple(client.model_info(pipeline_name(args.model)).spec.get("labels", ()))
+    labels = tuple(client.model_info(pipeline_name(args.model)).spec_io.get("labels", ()))
     answers = client.detect(args.model, args.files)
     if args.json:
         print_json([{"image_id": index, "file": str(path), "category_id": labels.index(d["label"]),
@@ -245,7 +245,9 @@ def _write_detection_explain(client: Any, args: argparse.Namespace, console: Any
     with Image.open(first) as image:
         mapping = BoxMapping.for_image(image.width, image.height, info.image_size[1], info.image_size[0],
                                        info.preprocessing)  # fmt: skip
-    write_detection_attention(first, found, maps, mapping, info.image_size, args.explain, info.spec.get("labels", ()))
+    write_detection_attention(
+        first, found, maps, mapping, info.image_size, args.explain, info.spec_io.get("labels", ())
+    )
     message = f"cross-attention of {len(found)} detection(s) in {first.name}: {args.explain}"
     (make_console(stderr=True) if args.json else console).print(message)
 

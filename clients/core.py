@@ -383,7 +383,7 @@ class ClientCore:
         original = open_image(image)
         height, width = info.image_size
         mapping = BoxMapping.for_image(original.width, original.height, width, height, info.preprocessing)
-        labels = tuple(info.spec.get("labels", ()))
+        labels = tuple(info.spec_io.get("labels", ()))
         keep = select_candidates(scores, boxes, classes)
         every = CandidateSelection(score_threshold=0.0)  # `keep` already chose them
         found = detections_from_candidates(boxes[keep], scores[keep], classes[keep], labels, mapping, every)

@@ -17,7 +17,7 @@ import numpy as np
 from attnserve.dtypes import TRITON_TO_NUMPY
 from attnserve.errors import DTypeError, ShapeError, UserInputError
 from attnserve.preprocessing import Preprocessing
-from attnserve.spec import SPEC_PARAMETER
+from attnserve.spec import SPEC_PARAMETER, spec_sections
 
 _NUMPY_DTYPES = TRITON_TO_NUMPY  # Triton datatype -> numpy dtype (`attnserve.dtypes`, the one table)
 
@@ -118,19 +118,26 @@ class ModelInfo:
 
     @property
     def spec(self) -> dict[str, Any]:
-        """The attnserve `ModelSpec` JSON of the entry (config parameter `attnserve_spec`), {} when there is none."""
+        """The attnserve `ModelSpec` JSON of the entry (config parameter `attnserve_spec`) in sections (a server
+        of the flat first format is read the same way), {} when there is none."""
         parameters = self.config.get("parameters") or {}
         raw = parameters.get(SPEC_PARAMETER) or {}
         text = raw.get("string_value", raw.get("stringValue", "")) if isinstance(raw, Mapping) else ""
         try:
-            return dict(json.loads(text)) if text else {}
-        except (ValueError, TypeError):
+            return spec_sections(json.loads(text)) if text else {}
+        except (ValueError, TypeError, AttributeError):
             return {}
+
+    @property
+    def spec_io(self) -> dict[str, Any]:
+        """The `io` section of `spec` (labels, preprocessing, ...), {} when there is none."""
+        io = self.spec.get("io")
+        return dict(io) if isinstance(io, Mapping) else {}
 
     @property
     def preprocessing(self) -> Preprocessing:
         """The model's declared image/frame preprocessing (defaults for entries that declare none)."""
-        return Preprocessing.from_mapping(self.spec.get("preprocessing"))
+        return Preprocessing.from_mapping(self.spec_io.get("preprocessing"))
 
     @property
     def trained(self) -> bool | None:

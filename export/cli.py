@@ -78,9 +78,9 @@ def check_names(names: list[str], runs_dir: Path, untrained: bool) -> None:
         UnknownModelError: A name that is neither a run folder nor a deployable.
         MissingCheckpointError: A trainable deployable without `runs_dir/NAME/` and not `untrained`.
     """
+    from attnserve.catalogue import DEPLOYABLE_NAMES, TRAINABLE_NAMES
     from attnserve.errors import UnknownModelError
     from attnserve.models.checkpoint import has_checkpoint, missing_checkpoint
-    from attnserve.models.deployables import DEPLOYABLE_NAMES, TRAINABLE_NAMES
 
     for name in names:
         if (Path(name).is_dir() and has_checkpoint(Path(name))) or has_checkpoint(Path(runs_dir) / name):

@@ -8,9 +8,9 @@ For each variant of `cpu_variants.CPU_VARIANTS` (runtime x precision) the table 
 - batch-1 latency and throughput at the largest preferred batch, in-process, through the very session
   class the CPU runner serves with (`attnserve.runtimes.session.open_session`).
 
-The gate (`gate_verdict`): a trained model's variant may lose at most `spec.accuracy_budget_points`
+The gate (`gate_verdict`): a trained model's variant may lose at most `spec.runtime.accuracy_budget_points`
 top-1 points against fp32 on the held-out split; an untrained model's top-1 flips on near-ties, so its
-variants must keep a mean cosine similarity of at least `spec.cosine_budget` to the fp32 logits. The pick is
+variants must keep a mean cosine similarity of at least `spec.runtime.cosine_budget` to the fp32 logits. The pick is
 the variant with the highest batch throughput among those within the gate (fp32 always is).
 
 Timing on a shared machine: every candidate is measured in each of `repeats` rounds, candidates interleaved
@@ -295,9 +295,9 @@ class ChoiceSettings:
     """How a choice is gated and timed (the CLI's flags)."""
 
     budget_points: float | None = None
-    """Accuracy budget override (default `spec.accuracy_budget_points`)."""
+    """Accuracy budget override (default `spec.runtime.accuracy_budget_points`)."""
     cosine_budget: float | None = None
-    """Cosine budget override for untrained models (default `spec.cosine_budget`)."""
+    """Cosine budget override for untrained models (default `spec.runtime.cosine_budget`)."""
     variants: Sequence[CpuVariant] = CPU_VARIANTS
     """The candidates; must include the fp32 ONNX Runtime baseline."""
     repeats: int = 3
@@ -338,7 +338,8 @@ def choose_cpu_variant(
     eval_pixels, eval_labels = check_pixels(data.eval_pixels, spec, "evaluation pixels"), data.eval_labels
     calibration_pixels = check_pixels(data.calibration_pixels, spec, "calibration pixels")
     gate = _gate_for(spec, eval_labels, len(eval_pixels), settings.budget_points, settings.cosine_budget)
-    threads, batch_size, machine = intra_op_threads_for(spec.instance_count), spec.opt_batch_size, machine_facts()
+    threads, batch_size = intra_op_threads_for(spec.serving.instance_count), spec.serving.opt_batch_size
+    machine = machine_facts()
     variants_dir = Path(variants_dir)
     built_files = build_variant_files(fp32_onnx, variants_dir, calibration_pixels, variants)
     runner = StageRunner()
@@ -397,7 +398,7 @@ def _gate_for(
     if spec.kind == "detection":  # its gate compares logits; a detector's candidates need an mAP gate (not built)
         raise UserInputError(f"{spec.name!r} is a detector: the CPU variant choice gates on logits; it serves fp32")
     if not spec.trained:
-        budget = spec.cosine_budget if cosine_budget is None else cosine_budget
+        budget = spec.runtime.cosine_budget if cosine_budget is None else cosine_budget
         rule = f"untrained model: mean cosine similarity of logits to fp32 >= {budget:g} on {eval_samples} samples"
         return Gate("cosine", budget, rule)
     if eval_labels is None or len(eval_labels) != eval_samples:
@@ -405,7 +406,7 @@ def _gate_for(
         raise UserInputError(
             f"a trained model's gate needs one held-out label per evaluation sample: {eval_samples} expected, got {got}"
         )
-    budget = spec.accuracy_budget_points if budget_points is None else budget_points
+    budget = spec.runtime.accuracy_budget_points if budget_points is None else budget_points
     return Gate(
         "accuracy", budget, f"top-1 accuracy at most {budget:g} points below fp32 on {eval_samples} held-out samples"
     )
@@ -583,12 +584,10 @@ def write_choice_report(report: CpuChoiceReport, out_dir: Path) -> tuple[Path, P
 # serving the pick
 # ---------------------------------------------------------------------------------------------------------
 def picked_spec(spec: ModelSpec, report: CpuChoiceReport) -> ModelSpec:
-    """`spec` with `cpu_runtime` / `cpu_precision` set to the report's pick."""
+    """`spec` with its runtime section's `cpu_runtime` / `cpu_precision` set to the report's pick."""
     if report.model != spec.name:
         raise UserInputError(f"the table is for {report.model!r}, the spec for {spec.name!r}")
-    return ModelSpec.model_validate(
-        {**spec.model_dump(), "cpu_runtime": report.picked_runtime, "cpu_precision": report.picked_precision}
-    )
+    return spec.with_runtime(cpu_runtime=report.picked_runtime, cpu_precision=report.picked_precision)
 
 
 def serve_pick(spec: ModelSpec, report: CpuChoiceReport, repository: Path, *, version: int | None = None) -> Path:
@@ -640,7 +639,7 @@ def choice_data(
     `seed + 1` and `seed`), and there are no labels (the gate is then cosine similarity).
 
     Returns:
-        The pixels (uint8, `(N, *spec.input_shape)`), the labels (None when untrained) and where they came from.
+        The pixels (uint8, `(N, *spec.io.input_shape)`), the labels (None when untrained) and where they came from.
     """
     from attnserve.models.data import load_dataset, sample_inputs
 

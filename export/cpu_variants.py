@@ -204,11 +204,11 @@ class _PixelBatches:
 
 
 def check_pixels(pixels: np.ndarray, spec: ModelSpec, what: str) -> np.ndarray:
-    """Check a batch of model inputs against the spec: uint8, shape `(N, *spec.input_shape)`, N >= 1."""
+    """Check a batch of model inputs against the spec: uint8, shape `(N, *spec.io.input_shape)`, N >= 1."""
     pixels = np.asarray(pixels)
     if pixels.dtype != np.uint8:
         raise UserInputError(f"{what} must be uint8 pixels, got dtype {pixels.dtype}")
-    expected = tuple(spec.input_shape)
+    expected = tuple(spec.io.input_shape)
     if pixels.ndim != len(expected) + 1 or tuple(pixels.shape[1:]) != expected or len(pixels) == 0:
         raise ShapeError(f"{what} must have shape (N>=1, {', '.join(map(str, expected))}), got {pixels.shape}")
     return pixels

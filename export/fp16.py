@@ -3,7 +3,7 @@
 TensorRT 11 removed `BuilderFlag.FP16`: networks are strongly typed, so the precision must be in the ONNX
 graph before the build (NVIDIA's migration guide: `modelopt.onnx.autocast.convert_to_mixed_precision`).
 `keep_io_types=True` keeps the graph's contract (uint8 `pixels` in, fp32 `logits` out). The converted
-graph is checked here against the fp32 graph: max abs diff within `spec.fp16_atol` (plus `spec.rtol`
+graph is checked here against the fp32 graph: max abs diff within `spec.export.fp16_atol` (plus `spec.export.rtol`
 scaled by the output magnitude) and the top-1 agreement, reported.
 """
 
@@ -119,7 +119,7 @@ def verify_fp16(
         pairs.append((expected[output_names.index(primary)], actual))
         return expected
 
-    parity = verify_against(fp16_path, reference, spec, batch_sizes, atol=spec.fp16_atol, session=fp16_session)
+    parity = verify_against(fp16_path, reference, spec, batch_sizes, atol=spec.export.fp16_atol, session=fp16_session)
     if not pairs:
         return parity, float("nan"), float("nan"), 0
     fp32_logits = np.concatenate([p[0] for p in pairs])

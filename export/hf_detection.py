@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from attnserve.errors import UserInputError
-from attnserve.spec import ModelSpec, preferred_batch_sizes_up_to
+from attnserve.spec import IoSection, ModelSpec, ServingSection, preferred_batch_sizes_up_to
 
 
 class HFDetector(nn.Module):
@@ -150,15 +150,13 @@ def _input_size(preprocessor: dict[str, Any]) -> tuple[int, int]:
     return int(size["height"]), int(size["width"])
 
 
-def load_hf_detector(path: Path, *, name: str, max_batch_size: int = 16,
-                     **spec_overrides: Any) -> tuple[nn.Module, ModelSpec]:  # fmt: skip
+def load_hf_detector(path: Path, *, name: str, max_batch_size: int = 16) -> tuple[nn.Module, ModelSpec]:
     """Build a local `transformers` object detector (a `save_pretrained` folder with `preprocessor_config.json`).
 
     Args:
         path: The folder (config.json, model.safetensors, preprocessor_config.json).
         name: The deployable name.
-        max_batch_size: The spec's max batch.
-        **spec_overrides: Further ModelSpec fields.
+        max_batch_size: The spec's max batch (its preferred batch sizes: the defaults that fit).
 
     Returns:
         `(HFDetector in eval mode, its spec)`: kind `detection`, `max_detections` = the model's object queries.
@@ -180,16 +178,20 @@ def load_hf_detector(path: Path, *, name: str, max_batch_size: int = 16,
     height, width = _input_size(preprocessor)
     hf_model = AutoModelForObjectDetection.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
     id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
-    spec = ModelSpec(
-        name=name, arch=f"hf:{config.model_type}", arch_args={"path": str(folder.resolve())}, kind="detection",
+    io = IoSection(
         layout="NCHW", input_shape=(3, height, width),
         mean=tuple(float(v) for v in preprocessor.get("image_mean", (0.485, 0.456, 0.406))),
         std=tuple(float(v) for v in preprocessor.get("image_std", (0.229, 0.224, 0.225))),
-        labels=tuple(id2label[i] for i in sorted(id2label)), max_detections=_queries(config), trained=True,
-        max_batch_size=max_batch_size, preferred_batch_sizes=preferred_batch_sizes_up_to(max_batch_size),
-        **spec_overrides,
+        labels=tuple(id2label[i] for i in sorted(id2label)), max_detections=_queries(config),
+    )  # fmt: skip
+    serving = ServingSection(
+        max_batch_size=max_batch_size, preferred_batch_sizes=preferred_batch_sizes_up_to(max_batch_size)
+    )
+    spec = ModelSpec(
+        name=name, arch=f"hf:{config.model_type}", arch_args={"path": str(folder.resolve())}, kind="detection",
+        io=io, serving=serving, trained=True,
     )  # fmt: skip
     twin = _eager_twin(hf_model.eval(), height, width)
     if twin is None:
-        return HFDetector(hf_model, spec.mean, spec.std, height, width).eval(), spec
-    return HFDetrDetector(hf_model, twin[0], spec.mean, spec.std, height, width, twin[1]).eval(), spec
+        return HFDetector(hf_model, spec.io.mean, spec.io.std, height, width).eval(), spec
+    return HFDetrDetector(hf_model, twin[0], spec.io.mean, spec.io.std, height, width, twin[1]).eval(), spec

@@ -29,7 +29,7 @@ from torch import nn
 from attnserve.errors import UserInputError
 from attnserve.hf_preprocessing import input_steps
 from attnserve.models.hf_classifier import HFImageClassifier
-from attnserve.spec import ModelSpec, preferred_batch_sizes_up_to
+from attnserve.spec import IoSection, ModelSpec, ServingSection, preferred_batch_sizes_up_to
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +306,16 @@ def _build(
     raise UserInputError(f"cannot build {config.model_type!r} from {folder}: {'; '.join(errors)}")
 
 
-def _spec(config: Any, folder: Path, path: Path, hf_model: nn.Module, weights: list[Path], **fields: Any) -> ModelSpec:
+def _spec(
+    config: Any,
+    folder: Path,
+    path: Path,
+    hf_model: nn.Module,
+    weights: list[Path],
+    *,
+    name: str,
+    serving: ServingSection,
+) -> ModelSpec:
     """The ModelSpec from the config (+ preprocessor_config.json): size, frames, mean/std, labels, preprocessing."""
     preprocessor = _read_json(folder / "preprocessor_config.json")
     channels = int(getattr(config, "num_channels", 3))
@@ -317,40 +326,43 @@ def _spec(config: Any, folder: Path, path: Path, hf_model: nn.Module, weights: l
     shape = (_frames(config, preprocessor), channels, height, width) if video else (channels, height, width)
     arch_args = {"path": str(path.resolve()), "attn_implementation": hf_model.config._attn_implementation}
     return ModelSpec(
+        name=name,
         arch=f"hf:{config.model_type}",
         arch_args=arch_args,
         kind="video" if video else "image",
-        layout="NTCHW" if video else "NCHW",
-        input_shape=shape,
-        mean=mean,
-        std=std,
-        labels=tuple(id2label[i] for i in sorted(id2label)),
+        io=IoSection(
+            layout="NTCHW" if video else "NCHW",
+            input_shape=shape,
+            mean=mean,
+            std=std,
+            labels=tuple(id2label[i] for i in sorted(id2label)),
+            preprocessing=steps.preprocessing,
+        ),
         trained=bool(weights),
-        preprocessing=steps.preprocessing,
-        **fields,
+        serving=serving,
     )
 
 
 def _wrap(hf_model: nn.Module, spec: ModelSpec, *, random_weights: bool) -> nn.Module:
     """The uint8-pixels wrapper of the right kind (explainable where the attention allows), in eval mode."""
     if spec.kind == "video":
-        found = _video_tokens(hf_model, spec.input_shape)
+        found = _video_tokens(hf_model, spec.io.input_shape)
         model: nn.Module = (
-            HFVideoExplainClassifier(hf_model, spec.mean, spec.std, *found)
+            HFVideoExplainClassifier(hf_model, spec.io.mean, spec.io.std, *found)
             if found
-            else HFVideoClassifier(hf_model, spec.mean, spec.std)
+            else HFVideoClassifier(hf_model, spec.io.mean, spec.io.std)
         )
     else:
-        grid = _vit_grid(hf_model, spec.input_shape)
+        grid = _vit_grid(hf_model, spec.io.input_shape)
         model = (
-            HFViTClassifier(hf_model, spec.mean, spec.std, grid)
+            HFViTClassifier(hf_model, spec.io.mean, spec.io.std, grid)
             if grid
-            else HFImageClassifier(hf_model, spec.mean, spec.std)
+            else HFImageClassifier(hf_model, spec.io.mean, spec.io.std)
         )
     model.eval()
     if random_weights:
         generator = torch.Generator().manual_seed(0)
-        example = torch.randint(0, 256, (8, *spec.input_shape), dtype=torch.uint8, generator=generator)
+        example = torch.randint(0, 256, (8, *spec.io.input_shape), dtype=torch.uint8, generator=generator)
         make_random_weights_nondegenerate(model, example)
     return model
 
@@ -361,7 +373,6 @@ def load_hf_classifier(
     name: str | None = None,
     attn_implementation: str | None = None,
     max_batch_size: int = 16,
-    **spec_overrides: Any,
 ) -> tuple[nn.Module, ModelSpec]:
     """Build a `transformers` image or video classifier from local files and its ModelSpec, without any download.
 
@@ -370,8 +381,7 @@ def load_hf_classifier(
         name: deployable name (default `hf_<folder name>`).
         attn_implementation: `sdpa` (fused ONNX `Attention` at opset 23) or `eager`; default tries `sdpa`
             and falls back to `eager` for architectures without an SDPA path (MobileViT, LeViT, TimeSformer).
-        max_batch_size: the spec's max batch.
-        **spec_overrides: further ModelSpec fields (preferred_batch_sizes, atol, ...).
+        max_batch_size: the spec's max batch (its preferred batch sizes: the defaults that fit).
 
     Returns:
         `(model, spec)`: the wrapped model in eval mode (uint8 pixels in, logits out) and its spec; ViT-like
@@ -401,7 +411,8 @@ def load_hf_classifier(
             hf_model.config._attn_implementation,
             "; ".join(fallbacks),
         )
-    defaults: dict[str, Any] = {"preferred_batch_sizes": preferred_batch_sizes_up_to(max_batch_size)}
-    fields = {"name": name or _spec_name(folder), "max_batch_size": max_batch_size, **defaults, **spec_overrides}
-    spec = _spec(config, folder, path, hf_model, weights, **fields)
+    serving = ServingSection(
+        max_batch_size=max_batch_size, preferred_batch_sizes=preferred_batch_sizes_up_to(max_batch_size)
+    )
+    spec = _spec(config, folder, path, hf_model, weights, name=name or _spec_name(folder), serving=serving)
     return _wrap(hf_model.eval(), spec, random_weights=not weights), spec

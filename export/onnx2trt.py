@@ -1,6 +1,6 @@
 """ONNX -> TensorRT engine (GPU hosts only), with the optimisation profile taken from the ModelSpec.
 
-The profile is min 1 / opt `spec.opt_batch_size` / max `spec.max_batch_size`: the same value that sets the
+The profile is min 1 / opt `spec.serving.opt_batch_size` / max `spec.serving.max_batch_size`: the same value that sets the
 ONNX export's batch bound and `max_batch_size` in `config.pbtxt`, so the three cannot disagree (the most
 reported Triton + TensorRT failure). Where `import tensorrt` fails or no CUDA GPU exists (always on the CPU
 machines of this project: docs/measured.md#tensorrt), `build_engine` returns a `skipped` stage with that reason.
@@ -60,10 +60,12 @@ class TensorRTProfile(ArtefactReport):
 
 
 def profile_for(spec: ModelSpec) -> TensorRTProfile:
-    """min 1 / opt `spec.opt_batch_size` / max `spec.max_batch_size`, per-sample shape `spec.input_shape`."""
-    sample = tuple(spec.input_shape)
+    """min 1 / opt `spec.serving.opt_batch_size` / max `spec.serving.max_batch_size`, per-sample shape `spec.io.input_shape`."""
+    sample = tuple(spec.io.input_shape)
     return TensorRTProfile(
-        min_shape=(1, *sample), opt_shape=(spec.opt_batch_size, *sample), max_shape=(spec.max_batch_size, *sample)
+        min_shape=(1, *sample),
+        opt_shape=(spec.serving.opt_batch_size, *sample),
+        max_shape=(spec.serving.max_batch_size, *sample),
     )
 
 
@@ -176,11 +178,11 @@ def build_engine(
 
     Args:
         onnx_path: the graph to build (precision already in the graph: fp16 ONNX from `export/fp16.py`).
-        spec: gives the optimisation profile (min 1 / opt / max = `spec.max_batch_size`).
+        spec: gives the optimisation profile (min 1 / opt / max = `spec.serving.max_batch_size`).
         plan_path: where to write the serialized engine.
         timing_cache: timing-cache file read before and written after the build (default beside the plan).
         reference_onnx: the fp32 graph the engine is checked against in ONNX Runtime (default `onnx_path`);
-            tolerance `spec.fp16_atol`. A mismatch fails the stage (TensorRT has shipped wrong fused-attention
+            tolerance `spec.export.fp16_atol`. A mismatch fails the stage (TensorRT has shipped wrong fused-attention
             results for exported SDPA: TensorRT issues #4333, #4837).
 
     Returns:
@@ -227,7 +229,7 @@ def engine_parity(plan_path: Path, reference_onnx: Path, spec: ModelSpec) -> Par
     """Run the engine (TensorRT 10+ name-based I/O, `execute_async_v3`, torch CUDA buffers) against ORT.
 
     Returns:
-        A `ParityReport` at batch 1, `spec.opt_batch_size` and `spec.max_batch_size`, tolerance `spec.fp16_atol`.
+        A `ParityReport` at batch 1, `spec.serving.opt_batch_size` and `spec.serving.max_batch_size`, tolerance `spec.export.fp16_atol`.
     """
     import numpy as np
     import tensorrt as trt
@@ -243,7 +245,7 @@ def engine_parity(plan_path: Path, reference_onnx: Path, spec: ModelSpec) -> Par
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     output_names = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
     session = ort_session(reference_onnx)
-    batch_sizes = sorted({1, spec.opt_batch_size, spec.max_batch_size})
+    batch_sizes = sorted({1, spec.serving.opt_batch_size, spec.serving.max_batch_size})
     results = []
     stream = torch.cuda.Stream()
     for batch_size in batch_sizes:
@@ -263,7 +265,9 @@ def engine_parity(plan_path: Path, reference_onnx: Path, spec: ModelSpec) -> Par
         actual = [device_outputs[n].float().cpu().numpy() for n in output_names]
         expected = session.run(output_names, {INPUT_NAME: pixels.numpy()})
         results.extend(
-            compare_outputs(output_names, actual, expected, batch_size=batch_size, atol=spec.fp16_atol, rtol=spec.rtol)
+            compare_outputs(
+                output_names, actual, expected, batch_size=batch_size, atol=spec.export.fp16_atol, rtol=spec.export.rtol
+            )
         )
     failures = [f"output {p.output!r} at batch {p.batch_size}: {p.reason}" for p in results if not p.ok]
     return ParityReport(

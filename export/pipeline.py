@@ -102,7 +102,7 @@ class ExportOptions(BaseModel):
     optimize: bool = True
     """ONNX Runtime's offline graph optimisation (kept only with parity and a measured gain)."""
     fp16: bool | None = None
-    """The fp16 ONNX; None = with `tensorrt` or when "fp16" is in `spec.precisions`."""
+    """The fp16 ONNX; None = with `tensorrt` or when "fp16" is in `spec.export.precisions`."""
     tensorrt: bool = False
     """Build a TensorRT engine (skipped with the reason without TensorRT and a GPU)."""
     version: int | None = None
@@ -233,8 +233,8 @@ class _ExportRun:
 
     def _fp16_skip(self) -> str | None:
         fp16, tensorrt = self.options.fp16, self.options.tensorrt
-        if not (fp16 if fp16 is not None else (tensorrt or "fp16" in self.spec.precisions)):
-            return "not requested (neither --tensorrt nor 'fp16' in spec.precisions)"
+        if not (fp16 if fp16 is not None else (tensorrt or "fp16" in self.spec.export.precisions)):
+            return "not requested (neither --tensorrt nor 'fp16' in spec.export.precisions)"
         return modelopt_available()
 
     def fp16(self) -> Path:
@@ -326,8 +326,8 @@ def _export(
     options: ExportOptions,
     on_stage: StageCallback | None,
 ) -> ExportReport:
-    if options.opset is not None and options.opset != spec.opset:  # an explicit choice wins, and says so
-        spec = spec.model_copy(update={"opset": options.opset})
+    if options.opset is not None and options.opset != spec.export.opset:  # an explicit choice wins, and says so
+        spec = spec.with_export(opset=options.opset)
     work_dir = Path(work_dir or RUNS_DIR / spec.name / "export")
     work_dir.mkdir(parents=True, exist_ok=True)
     run = _ExportRun(model, spec, repository, work_dir, options)
@@ -363,8 +363,8 @@ def export_model(
     Raises:
         MissingCheckpointError: a trainable deployable has no checkpoint in `runs_dir` and not `untrained`.
     """
+    from attnserve.catalogue import default_spec
     from attnserve.models.checkpoint import build_model, resolve
-    from attnserve.models.deployables import default_spec
 
     if arch_overrides:
         spec = default_spec(str(name_or_run), **arch_overrides)

@@ -5,7 +5,7 @@ The dynamo exporter (`torch.onnx.export(..., dynamo=True)`) at opset 23 turns SD
 decomposition step: docs/measured.md#dynamo-fallback); then the TorchScript-based exporter (`dynamo=False`, at most opset 20) is
 tried, and the report keeps both attempts with their reasons. If both fail, `ExportError` carries both.
 
-The exported graph takes `pixels` (uint8, `(B, *spec.input_shape)`) and returns `logits` (and, for
+The exported graph takes `pixels` (uint8, `(B, *spec.io.input_shape)`) and returns `logits` (and, for
 explain models, `attention_map`); models normalise inside `forward`.
 """
 
@@ -39,9 +39,9 @@ _EXTERNAL_DATA_BYTES = 1_800_000_000
 
 
 def example_pixels(spec: ModelSpec, batch_size: int, *, seed: int = 0) -> torch.Tensor:
-    """Deterministic random uint8 pixels of shape `(batch_size, *spec.input_shape)`."""
+    """Deterministic random uint8 pixels of shape `(batch_size, *spec.io.input_shape)`."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (batch_size, *spec.input_shape), dtype=torch.uint8, generator=generator)
+    return torch.randint(0, 256, (batch_size, *spec.io.input_shape), dtype=torch.uint8, generator=generator)
 
 
 def _parameter_bytes(model: nn.Module) -> int:
@@ -144,11 +144,11 @@ def export_onnx(
     """Export `model` to ONNX with a symbolic batch dimension (dynamo first, TorchScript as fallback).
 
     Args:
-        model: takes uint8 pixels `(B, *spec.input_shape)` and returns one tensor per `output_names`,
+        model: takes uint8 pixels `(B, *spec.io.input_shape)` and returns one tensor per `output_names`,
             each with the batch first.
         spec: the deployable's spec (input shape, max batch, default opset).
         onnx_path: where to write the graph (its folder is created).
-        opset: ONNX opset (default `spec.opset`; 23 gives the fused `Attention` op, 18 decomposes it).
+        opset: ONNX opset (default `spec.export.opset`; 23 gives the fused `Attention` op, 18 decomposes it).
         example_batch: batch size of the tracing example; >= 2 so the batch cannot specialise to 1.
         output_names: graph output names, in the order the model returns them.
         allow_fallback: try the TorchScript exporter when the dynamo exporter fails.
@@ -163,13 +163,13 @@ def export_onnx(
     """
     if example_batch < 2:
         raise ShapeError(f"example_batch must be >= 2 so the batch dim stays symbolic, got {example_batch}")
-    opset = spec.opset if opset is None else opset
+    opset = spec.export.opset if opset is None else opset
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     pixels = example_pixels(spec, example_batch)
     _check_example_output(model, pixels, output_names)
-    max_batch = max(spec.max_batch_size, example_batch)
+    max_batch = max(spec.serving.max_batch_size, example_batch)
 
     runner = StageRunner()
     started = time.perf_counter()

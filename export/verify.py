@@ -166,9 +166,9 @@ def _interface_failures(graph: onnx.ModelProto, spec: ModelSpec, dim: str | None
     elif inputs[0].type.tensor_type.elem_type != onnx.TensorProto.UINT8:
         got = onnx.TensorProto.DataType.Name(inputs[0].type.tensor_type.elem_type)
         failures.append(f"input {INPUT_NAME!r}: expected dtype UINT8, got {got}")
-    elif value_info_dims(inputs[0])[1:] != list(spec.input_shape):
+    elif value_info_dims(inputs[0])[1:] != list(spec.io.input_shape):
         failures.append(
-            f"input {INPUT_NAME!r}: expected per-sample dims {list(spec.input_shape)}, got {value_info_dims(inputs[0])[1:]}"
+            f"input {INPUT_NAME!r}: expected per-sample dims {list(spec.io.input_shape)}, got {value_info_dims(inputs[0])[1:]}"
         )
     if dim is None:
         failures.append(
@@ -197,9 +197,9 @@ def verify_against(
         onnx_path: graph to check.
         reference: uint8 pixels `(B, *input_shape)` -> list of outputs in the graph's output order.
         spec: input shape, max batch and default tolerances.
-        batch_sizes: default `(1, 2, spec.max_batch_size)`.
-        atol: absolute tolerance (default `spec.atol`).
-        rtol: relative tolerance on `max|reference|` (default `spec.rtol`).
+        batch_sizes: default `(1, 2, spec.serving.max_batch_size)`.
+        atol: absolute tolerance (default `spec.export.atol`).
+        rtol: relative tolerance on `max|reference|` (default `spec.export.rtol`).
         session: an existing ONNX Runtime session for `onnx_path` (default: a new CPU session).
 
     Returns:
@@ -207,9 +207,9 @@ def verify_against(
     """
     started = time.perf_counter()
     onnx_path = Path(onnx_path)
-    atol = spec.atol if atol is None else atol
-    rtol = spec.rtol if rtol is None else rtol
-    batch_sizes = sorted(set(batch_sizes or (1, 2, spec.max_batch_size)))
+    atol = spec.export.atol if atol is None else atol
+    rtol = spec.export.rtol if rtol is None else rtol
+    batch_sizes = sorted(set(batch_sizes or (1, 2, spec.serving.max_batch_size)))
     failures: list[str] = []
 
     checker = check_graph(onnx_path)
@@ -263,9 +263,9 @@ def verify_onnx(
     atol: float | None = None,
     rtol: float | None = None,
 ) -> ParityReport:
-    """Verify an exported graph against its PyTorch model at batch 1, 2 and `spec.max_batch_size`.
+    """Verify an exported graph against its PyTorch model at batch 1, 2 and `spec.serving.max_batch_size`.
 
-    Checks: `onnx.checker` full check, input `pixels` uint8 with `spec.input_shape`, symbolic batch on every
+    Checks: `onnx.checker` full check, input `pixels` uint8 with `spec.io.input_shape`, symbolic batch on every
     input and output, and ONNX Runtime (CPU) vs PyTorch for every output within
     `atol + rtol * max|reference|`, failing when the reference is ~0. The report is written to
     `onnx_path.with_suffix(".parity.json")`.

@@ -1,9 +1,11 @@
 """attnserve.models: attention layers, image classifiers, video models, the registry, data and training.
 
-Knows nothing of ONNX, Triton or clients. Public entry points:
+Knows nothing of ONNX, Triton or clients, nor how a model is served: the deployables and their serving
+sections are `attnserve.catalogue` (`DEPLOYABLE_NAMES`, `default_spec(name, **arch_overrides)`).
+Public entry points:
 
 - `create_model(name, **overrides)` / `list_models()`: the architecture registry.
-- `attnserve.models.deployables`: `DEPLOYABLE_NAMES`, `default_spec(name, **arch_overrides)`.
+- `attnserve.models.registry.tiny_arch_overrides(name)`: overrides that make a deployable tiny, for fast tests.
 - `attnserve.models.checkpoint`: `build_model`, `save_run`, `load_run`, `resolve`.
 - `attnserve.models.data`: datasets, `sample_inputs`, `write_samples`.
 - `attnserve.models.train`: `train(TrainOptions(name, ...))`.

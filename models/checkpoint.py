@@ -15,9 +15,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from attnserve.catalogue import DEPLOYABLE_NAMES, INPUT_FACT_ARGS, TRAINABLE_NAMES, default_spec
 from attnserve.defaults import RUNS_DIR
 from attnserve.errors import DataError, UnknownModelError
-from attnserve.models.deployables import DEPLOYABLE_NAMES, INPUT_FACT_ARGS, TRAINABLE_NAMES, default_spec
 from attnserve.models.metrics import TrainingMetrics
 from attnserve.models.registry import create_model
 from attnserve.spec import SPEC_FILENAME, ModelSpec
@@ -31,11 +31,11 @@ def spec_input_args(spec: ModelSpec) -> dict[str, Any]:
     """Constructor arguments derived from the spec's input facts (size, channels, frames, classes, mean/std)."""
     if spec.kind == "detection":  # the detector takes a non-square (H, W)
         return dict(img_size=(spec.height, spec.width), in_chans=spec.channels, num_classes=spec.num_classes,
-                    mean=spec.mean, std=spec.std, max_detections=spec.max_detections)  # fmt: skip
+                    mean=spec.io.mean, std=spec.io.std, max_detections=spec.io.max_detections)  # fmt: skip
     if spec.height != spec.width:
         raise ValueError(f"models take square inputs; spec {spec.name!r} has {spec.height}x{spec.width}")
     input_args: dict[str, Any] = dict(
-        img_size=spec.height, in_chans=spec.channels, num_classes=spec.num_classes, mean=spec.mean, std=spec.std
+        img_size=spec.height, in_chans=spec.channels, num_classes=spec.num_classes, mean=spec.io.mean, std=spec.io.std
     )
     if spec.kind == "video":
         input_args["num_frames"] = spec.frames

@@ -13,8 +13,8 @@ if TYPE_CHECKING:
 
 
 def _models(args: argparse.Namespace) -> int:
+    from attnserve.catalogue import DEPLOYABLES, TRAINABLE_NAMES
     from attnserve.models.checkpoint import has_checkpoint, load_metrics
-    from attnserve.models.deployables import DEPLOYABLES, TRAINABLE_NAMES
     from attnserve.models.registry import list_models, model_family
 
     runs_dir = Path(args.runs_dir)
@@ -31,7 +31,7 @@ def _models(args: argparse.Namespace) -> int:
             status = f"not trained (attnserve train {name})"
         else:
             status = "untrained architecture (benchmark model, random weights)"
-        shape = "x".join(str(d) for d in entry.input_shape)
+        shape = "x".join(str(d) for d in entry.io.input_shape)
         print(f"  {name:<22} {entry.arch:<28} {shape:<16} {status}")
     own = _own_runs(runs_dir, set(DEPLOYABLES))
     if own:
@@ -141,7 +141,7 @@ def _data_notes(metrics: TrainingMetrics, preset: str = "") -> list[str]:
 
 def _augment_hint(metrics: TrainingMetrics, preset: str) -> list[str]:
     """A weak image model trained with the default shift only: say which option helped such folders."""
-    from attnserve.models.deployables import DEPLOYABLES
+    from attnserve.catalogue import DEPLOYABLES
 
     weak = metrics.test_accuracy < min(0.9, 2 * metrics.chance_accuracy)
     kind = DEPLOYABLES[preset].kind if preset in DEPLOYABLES else "image"  # --from-hf: image classifiers
@@ -173,7 +173,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` subcommand."""
-    from attnserve.models.deployables import TRAINABLE_NAMES
+    from attnserve.catalogue import TRAINABLE_NAMES
 
     train_parser = subparsers.add_parser(
         "train",
@@ -236,8 +236,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_own_model_options(parser: argparse.ArgumentParser) -> None:
     """`train`'s options for a model of one's own: a new name from a preset, its input size and fit, fine-tuning."""
+    from attnserve.catalogue import TRAINABLE_NAMES
     from attnserve.models.constants import RESIZE_MODES
-    from attnserve.models.deployables import TRAINABLE_NAMES
 
     parser.add_argument(
         "--arch",

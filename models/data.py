@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attnserve.catalogue import default_spec, get_deployable
 from attnserve.errors import DataError
-from attnserve.models.deployables import default_spec, get_deployable
 from attnserve.models.folders import class_files, decode_items, empty_class_folders, write_mp4, write_png
 from attnserve.models.synthetic import digits_arrays, motion_arrays, shapes_arrays
 from attnserve.spec import ModelSpec
@@ -119,12 +119,12 @@ def load_dataset(
         return folder_dataset(Path(data_dir), spec or default_spec(name), strict)
     if entry.dataset == "digits":
         train_x, train_y, test_x, test_y = _digits_split()
-        labels, source = entry.labels, "sklearn.load_digits"
+        labels, source = entry.io.labels, "sklearn.load_digits"
     elif entry.dataset in SYNTHETIC_SIZES:
         default_train_count, test_count = SYNTHETIC_SIZES[entry.dataset]
         train_x, train_y = _synthetic(entry.dataset, train_count or default_train_count, seed)
         test_x, test_y = _synthetic(entry.dataset, test_count, HELD_OUT_SEED)
-        labels, source = entry.labels, f"procedural:{entry.dataset}"
+        labels, source = entry.io.labels, f"procedural:{entry.dataset}"
     else:
         raise DataError(f"{name!r} has no built-in dataset (it is not trained here); pass a data folder")
     return DatasetSplits.from_arrays((train_x, train_y, test_x, test_y), labels, source)
@@ -132,7 +132,7 @@ def load_dataset(
 
 def folder_dataset(data_dir: Path, spec: ModelSpec, strict: bool = False) -> DatasetSplits:
     """A user's class folders, decoded to `spec`'s input by its declared preprocessing (see `load_dataset`)."""
-    kind, shape, preprocessing = spec.kind, spec.input_shape, spec.preprocessing  # the transform as served
+    kind, shape, preprocessing = spec.kind, spec.io.input_shape, spec.io.preprocessing  # the transform as served
     labels, train_items, test_items = class_files(data_dir, kind)
     if not test_items:
         raise DataError(f"expected at least 2 files per class in {data_dir} to hold some out for testing")
@@ -189,10 +189,10 @@ def sample_inputs(name: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
     if entry.dataset == "scenes":  # detection scenes: the label is the first object's class (-1: an empty scene)
         from attnserve.models.scenes import make_scenes, render_batch
 
-        scenes = make_scenes(n, HELD_OUT_SEED + seed, aspect=entry.input_shape[2] / entry.input_shape[1])
+        scenes = make_scenes(n, HELD_OUT_SEED + seed, aspect=entry.io.input_shape[2] / entry.io.input_shape[1])
         firsts = np.array([scene.objects[0].label if scene.objects else -1 for scene in scenes], dtype=np.int64)
-        return render_batch(scenes, entry.input_shape[2], entry.input_shape[1]), firsts
-    return shapes_arrays(n, HELD_OUT_SEED + seed, size=entry.input_shape[-1])
+        return render_batch(scenes, entry.io.input_shape[2], entry.io.input_shape[1]), firsts
+    return shapes_arrays(n, HELD_OUT_SEED + seed, size=entry.io.input_shape[-1])
 
 
 def write_samples(name: str, out_dir: Path, n: int, seed: int = 0) -> list[Path]:
@@ -207,7 +207,7 @@ def write_samples(name: str, out_dir: Path, n: int, seed: int = 0) -> list[Path]
     pixels, labels = sample_inputs(name, n, seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    label_names = entry.labels if entry.dataset != "none" else ("circle", "square", "triangle", "cross")
+    label_names = entry.io.labels if entry.dataset != "none" else ("circle", "square", "triangle", "cross")
     paths = []
     for index, (sample, label) in enumerate(zip(pixels, labels)):
         stem = f"{index:04d}_{label_names[int(label)]}"

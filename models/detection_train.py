@@ -59,15 +59,15 @@ class SceneSet:
 def evaluate_scenes(model: torch.nn.Module, scene_set: SceneSet, spec: ModelSpec) -> dict[str, float]:
     """COCO mAP of `model` on scenes drawn at the input size (every candidate counts: threshold 0)."""
     model.eval()
-    identity = BoxMapping.for_image(spec.width, spec.height, spec.width, spec.height, spec.preprocessing)
+    identity = BoxMapping.for_image(spec.width, spec.height, spec.width, spec.height, spec.io.preprocessing)
     every = CandidateSelection(score_threshold=0.0)
     results: list[dict[str, Any]] = []
     for start in range(0, len(scene_set.scenes), 128):
         boxes, scores, classes = model(scene_set.pixels[start : start + 128])
         for offset in range(len(boxes)):
             found = detections_from_candidates(boxes[offset].numpy(), scores[offset].numpy(),
-                                               classes[offset].numpy(), spec.labels, identity, every)  # fmt: skip
-            results += coco_results(start + offset, found, spec.labels)
+                                               classes[offset].numpy(), spec.io.labels, identity, every)  # fmt: skip
+            results += coco_results(start + offset, found, spec.io.labels)
     sizes = [(spec.width, spec.height)] * len(scene_set.scenes)
     return coco_map(coco_ground_truth(scene_set.scenes, sizes), results)
 
@@ -84,10 +84,10 @@ def detect_files(
     answers: list[list[Detection]] = []
     for path in files:
         with Image.open(path) as image:
-            pixels = torch.from_numpy(to_chw(image, spec.channels, spec.height, spec.width, spec.preprocessing))
-            mapping = BoxMapping.for_image(image.width, image.height, spec.width, spec.height, spec.preprocessing)
+            pixels = torch.from_numpy(to_chw(image, spec.channels, spec.height, spec.width, spec.io.preprocessing))
+            mapping = BoxMapping.for_image(image.width, image.height, spec.width, spec.height, spec.io.preprocessing)
         boxes, scores, classes = (output[0].numpy() for output in model(pixels[None]))
-        answers.append(detections_from_candidates(boxes, scores, classes, spec.labels, mapping, selection))
+        answers.append(detections_from_candidates(boxes, scores, classes, spec.io.labels, mapping, selection))
     return answers
 
 
@@ -151,7 +151,7 @@ def train_detector(name: str, spec: ModelSpec, max_minutes: float, seed: int, ru
     test_set = SceneSet.make(test_samples, seed + TEST_SEED_OFFSET, spec)
     validation = SceneSet.make(min(VALIDATION_SCENES, test_samples), seed + 2 * TEST_SEED_OFFSET, spec)
     data_seconds = time.perf_counter() - data_started
-    spec = spec.model_copy(update={"trained": True})
+    spec = spec.replace(trained=True)
     model = build_model(spec)
     assert isinstance(model, CenterDetector)
     curve: list[dict[str, float]] = []
@@ -166,7 +166,7 @@ def train_detector(name: str, spec: ModelSpec, max_minutes: float, seed: int, ru
         test_accuracy=float("nan"), confusion_matrix=[], chance_accuracy=0.0, test_samples=test_samples,
         epochs=state.samples / len(train_set.scenes), train_seconds=train_seconds,
         samples_per_second=state.samples / max(train_seconds, 1e-9), name=name, arch=spec.arch,
-        dataset="procedural scenes", labels=list(spec.labels), train_samples=len(train_set.scenes),
+        dataset="procedural scenes", labels=list(spec.io.labels), train_samples=len(train_set.scenes),
         validation_samples=len(validation.scenes), planned_epochs=DETECTION_RECIPE.epochs,
         batch_size=DETECTION_RECIPE.batch_size, steps=state.step, stopped_by=state.stopped_by,  # type: ignore[arg-type]
         best_step=state.step, final_train_loss=state.loss, data_seconds=data_seconds,

@@ -30,7 +30,7 @@ from attnserve.hf_preprocessing import input_steps
 from attnserve.models.data import DatasetSplits, folder_dataset
 from attnserve.models.hf_classifier import HFImageClassifier
 from attnserve.models.metrics import TrainingMetrics
-from attnserve.spec import ModelSpec
+from attnserve.spec import IoSection, ModelSpec
 
 if TYPE_CHECKING:
     from attnserve.models.train import TrainOptions
@@ -105,12 +105,14 @@ def _spec(name: str, source: Path, config: Any) -> ModelSpec:
         arch=f"hf:{config.model_type}",
         arch_args={"path": str(source.resolve())},
         kind="image",
-        layout="NCHW",
-        input_shape=(channels, steps.height, steps.width),
-        mean=steps.mean,
-        std=steps.std,
-        labels=("placeholder_a", "placeholder_b"),
-        preprocessing=steps.preprocessing,
+        io=IoSection(
+            layout="NCHW",
+            input_shape=(channels, steps.height, steps.width),
+            mean=steps.mean,
+            std=steps.std,
+            labels=("placeholder_a", "placeholder_b"),
+            preprocessing=steps.preprocessing,
+        ),
     )
 
 
@@ -153,8 +155,8 @@ def finetune_hf(name: str, source: Path, data_dir: Path, **options: Any) -> Trai
         torch.manual_seed(run_options.seed)
         started = time.perf_counter()
         data = folder_dataset(data_dir, spec, run_options.strict)
-        spec = ModelSpec.model_validate({**spec.model_dump(), "labels": data.labels, "trained": True})
-        model = HFImageClassifier(_pretrained_with_new_head(source, data.labels), spec.mean, spec.std)
+        spec = spec.with_io(labels=data.labels).replace(trained=True)
+        model = HFImageClassifier(_pretrained_with_new_head(source, data.labels), spec.io.mean, spec.io.std)
         metrics = _fit_and_evaluate(run_options, model, spec, data, time.perf_counter() - started)
     finally:
         torch.set_num_threads(threads)

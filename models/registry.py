@@ -78,3 +78,22 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     if factory is None:
         raise UnknownModelError(name, list(_MODEL_FACTORIES))
     return factory(**overrides)
+
+
+_TINY_BY_FAMILY: dict[str, dict[str, Any]] = {
+    "vision_transformer": dict(embed_dim=16, depth=1, num_heads=2, stem_width=8),
+    "cnn_attention": dict(widths=(8, 16)),
+    "video_transformer": dict(embed_dim=16, depth=1, num_heads=2, stem_width=8),
+    "detector": dict(embed_dim=16, depth=1, num_heads=2, stem_width=8),
+}
+
+
+def tiny_arch_overrides(name: str) -> dict[str, Any]:
+    """Architecture overrides that make a deployable (or registry architecture) tiny, for fast tests.
+
+    Use as `default_spec(name, **tiny_arch_overrides(name))` or `create_model(arch, **tiny_arch_overrides(arch))`.
+    """
+    from attnserve.catalogue import DEPLOYABLES
+
+    arch = DEPLOYABLES[name].arch if name in DEPLOYABLES else name
+    return dict(_TINY_BY_FAMILY.get(model_family(arch), {}))

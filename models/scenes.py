@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from attnserve.models.deployables import DETECTION_LABELS
+from attnserve.catalogue import DETECTION_LABELS
 
 MAX_OBJECTS = 5
 EMPTY_FRACTION = 0.05

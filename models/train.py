@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnserve.catalogue import DEPLOYABLE_NAMES, TRAINABLE_NAMES, Deployable, default_spec, get_deployable
 from attnserve.defaults import RUNS_DIR
 from attnserve.errors import UserInputError
 from attnserve.models.checkpoint import build_model, save_run
 from attnserve.models.constants import RESIZE_MODES
 from attnserve.models.data import DatasetSplits, load_dataset
-from attnserve.models.deployables import DEPLOYABLE_NAMES, TRAINABLE_NAMES, Deployable, default_spec, get_deployable
 from attnserve.models.metrics import TrainingMetrics
 from attnserve.spec import ModelSpec
 
@@ -421,7 +421,7 @@ def _train(options: TrainOptions) -> TrainingMetrics:
         options.base, options.seed, options.data_dir, recipe.train_samples, strict=options.strict, spec=base_spec
     )
     data_seconds = time.perf_counter() - data_started
-    spec = ModelSpec.model_validate({**base_spec.model_dump(), "labels": data.labels, "trained": True})
+    spec = base_spec.with_io(labels=data.labels).replace(trained=True)
     model = build_model(spec)
     model.train()
 
@@ -486,13 +486,13 @@ def _check_options(options: TrainOptions) -> Deployable:
 def _run_spec(options: TrainOptions) -> ModelSpec:
     """The untrained spec of the run: the preset's, under the run's name, size and resize mode."""
     spec = default_spec(options.base, **(options.arch_overrides or {}))
-    update: dict[str, Any] = {"name": options.name}
+    io: dict[str, Any] = {}
     if options.image_size is not None:
         size = options.image_size
-        update["input_shape"] = (*spec.input_shape[:-2], size, size)
+        io["input_shape"] = (*spec.io.input_shape[:-2], size, size)
     if options.resize is not None:
-        update["preprocessing"] = replace(spec.preprocessing, resize=options.resize)
-    return ModelSpec.model_validate({**spec.model_dump(), **update})
+        io["preprocessing"] = replace(spec.io.preprocessing, resize=options.resize)
+    return spec.with_io(**io).replace(name=options.name)
 
 
 def _finish(options: TrainOptions, fit: _Fit, spec: ModelSpec, data: DatasetSplits, loop: _Loop, train_seconds: float,

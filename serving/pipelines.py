@@ -75,8 +75,8 @@ def timeline_config(spec: ModelSpec) -> ModelConfig:
     parameters = {
         **preprocess_parameters(spec),
         "classifier": spec.name,
-        "classifier_max_batch_size": str(spec.max_batch_size),
-        "labels": json.dumps(list(spec.labels)),
+        "classifier_max_batch_size": str(spec.serving.max_batch_size),
+        "labels": json.dumps(list(spec.io.labels)),
     }
     return ModelConfig(
         name=spec.timeline_name,
@@ -102,7 +102,7 @@ def preprocess_target(spec: ModelSpec) -> PreprocessTarget:
         height=spec.height,
         width=spec.width,
         frames=spec.frames,
-        preprocessing=spec.preprocessing,
+        preprocessing=spec.io.preprocessing,
     )
 
 
@@ -124,7 +124,7 @@ def preprocess_config(spec: ModelSpec) -> ModelConfig:
     return ModelConfig(
         name=spec.preprocess_name,
         backend="python",
-        max_batch_size=spec.max_batch_size,
+        max_batch_size=spec.serving.max_batch_size,
         input=(encoded_input(spec),),
         output=(TensorConfig(name=INPUT_NAME, data_type=pixels.data_type, dims=pixels.dims), *sizes),
         dynamic_batching=dynamic_batching_for(spec),
@@ -135,7 +135,9 @@ def preprocess_config(spec: ModelSpec) -> ModelConfig:
 
 def detection_target(spec: ModelSpec) -> DetectionTarget:
     """What `NAME_postprocess` needs from a detection spec: labels, input size, preprocessing (default limits)."""
-    return DetectionTarget(labels=spec.labels, width=spec.width, height=spec.height, preprocessing=spec.preprocessing)
+    return DetectionTarget(
+        labels=spec.io.labels, width=spec.width, height=spec.height, preprocessing=spec.io.preprocessing
+    )
 
 
 def postprocess_config(spec: ModelSpec) -> ModelConfig:
@@ -143,7 +145,7 @@ def postprocess_config(spec: ModelSpec) -> ModelConfig:
     return ModelConfig(
         name=spec.postprocess_name,
         backend="python",
-        max_batch_size=spec.max_batch_size,
+        max_batch_size=spec.serving.max_batch_size,
         input=(*detection_outputs(spec), TensorConfig(name=ORIGINAL_SIZE, data_type="TYPE_INT32", dims=(2,))),
         output=(TensorConfig(name=DETECTIONS_OUTPUT, data_type="TYPE_STRING", dims=(1,)),),
         dynamic_batching=dynamic_batching_for(spec),
@@ -158,7 +160,7 @@ def detection_pipeline_config(spec: ModelSpec) -> ModelConfig:
     return ModelConfig(
         name=spec.pipeline_name,
         platform=ENSEMBLE_PLATFORM,
-        max_batch_size=spec.max_batch_size,
+        max_batch_size=spec.serving.max_batch_size,
         input=(encoded_input(spec),),
         output=(TensorConfig(name=DETECTIONS_OUTPUT, data_type="TYPE_STRING", dims=(1,)),),
         ensemble_scheduling=EnsembleScheduling(
@@ -188,7 +190,7 @@ def pipeline_config(spec: ModelSpec) -> ModelConfig:
     return ModelConfig(
         name=spec.pipeline_name,
         platform=ENSEMBLE_PLATFORM,
-        max_batch_size=spec.max_batch_size,
+        max_batch_size=spec.serving.max_batch_size,
         input=(encoded_input(spec),),
         output=(logits_output(spec),),
         ensemble_scheduling=EnsembleScheduling(

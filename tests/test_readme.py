@@ -55,7 +55,7 @@ def test_python_client_snippet_runs_as_written(triton_server, tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stderr
     label, score, latency, unit = result.stdout.split()
-    assert label in triton_server.specs["cnn_cbam_digits"].labels
+    assert label in triton_server.specs["cnn_cbam_digits"].io.labels
     assert 0.0 <= float(score) <= 1.0 and unit == "ms"
 
 
@@ -74,7 +74,7 @@ def test_curl_snippet_runs_as_written(triton_server) -> None:
     assert output["name"] == "logits" and output["shape"] == [1, 3]
     # classification extension: "score:index:label" strings, labels from labels.txt
     labels = [entry.split(":")[2] for entry in output["data"]]
-    assert set(labels) <= set(triton_server.specs["cnn_cbam_digits"].labels)
+    assert set(labels) <= set(triton_server.specs["cnn_cbam_digits"].io.labels)
 
 
 def test_export_module_snippet_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,9 +4,9 @@ Entry contract (the serving side relies on it):
 
     model_repository/
       NAME/config.pbtxt          platform "onnxruntime_onnx", max_batch_size, input `pixels` (TYPE_UINT8,
-                                 dims = spec.input_shape, FORMAT_NCHW for images), output `logits`
+                                 dims = spec.io.input_shape, FORMAT_NCHW for images), output `logits`
                                  (TYPE_FP32, [num_classes], label_filename "labels.txt"), dynamic_batching
-                                 from the spec (left out when spec.dynamic_batching is False),
+                                 from the spec (left out when spec.serving.dynamic_batching is False),
                                  instance_group [{count}] (no kind: Triton picks GPU when present),
                                  parameters { key: "attnserve_spec" ... } = the ModelSpec JSON, and the
                                  CPU runner's `runtime` / `precision` / `model_file` / `intra_op_threads` /
@@ -80,8 +80,8 @@ def pixels_input(spec: ModelSpec) -> TensorConfig:
     return TensorConfig(
         name=INPUT_NAME,
         data_type="TYPE_UINT8",
-        format="FORMAT_NCHW" if spec.layout == "NCHW" else None,
-        dims=tuple(spec.input_shape),
+        format="FORMAT_NCHW" if spec.io.layout == "NCHW" else None,
+        dims=tuple(spec.io.input_shape),
     )
 
 
@@ -94,7 +94,7 @@ def logits_output(spec: ModelSpec) -> TensorConfig:
 
 def detection_outputs(spec: ModelSpec) -> tuple[TensorConfig, ...]:
     """A detection model's K candidates: `boxes` fp32 (K, 4) in input pixels, `scores` fp32 (K,), `classes` int64."""
-    count = spec.max_detections or 1
+    count = spec.io.max_detections or 1
     boxes, scores, classes = DETECTION_OUTPUTS
     return (
         TensorConfig(name=boxes, data_type="TYPE_FP32", dims=(count, 4)),
@@ -111,18 +111,18 @@ def model_outputs(spec: ModelSpec) -> tuple[TensorConfig, ...]:
 def dynamic_batching_for(spec: ModelSpec) -> DynamicBatching | None:
     """`dynamic_batching` from the spec: preferred sizes, queue delay and, when the spec bounds the queue
     (`max_queue_size` / `queue_timeout_us`; see ModelSpec for why that is opt-in), a queue that rejects."""
-    if not spec.dynamic_batching:
+    if not spec.serving.dynamic_batching:
         return None
-    bounded = spec.max_queue_size > 0 or spec.queue_timeout_us > 0
+    bounded = spec.serving.max_queue_size > 0 or spec.serving.queue_timeout_us > 0
     return DynamicBatching(
-        preferred_batch_size=tuple(spec.preferred_batch_sizes),
-        max_queue_delay_microseconds=spec.max_queue_delay_us,
+        preferred_batch_size=tuple(spec.serving.preferred_batch_sizes),
+        max_queue_delay_microseconds=spec.serving.max_queue_delay_us,
         default_queue_policy=None
         if not bounded
         else QueuePolicy(
             timeout_action="REJECT",
-            default_timeout_microseconds=spec.queue_timeout_us,
-            max_queue_size=spec.max_queue_size,
+            default_timeout_microseconds=spec.serving.queue_timeout_us,
+            max_queue_size=spec.serving.max_queue_size,
         ),
     )
 
@@ -152,11 +152,11 @@ def model_config_for(
     return ModelConfig(
         name=name or spec.name,
         platform=platform,
-        max_batch_size=spec.max_batch_size,
+        max_batch_size=spec.serving.max_batch_size,
         input=(pixels_input(spec),),
         output=(*model_outputs(spec), *extra_outputs),
         dynamic_batching=dynamic_batching_for(spec),
-        instance_group=(InstanceGroup(count=spec.instance_count),),
+        instance_group=(InstanceGroup(count=spec.serving.instance_count),),
         default_model_filename=default_model_filename,
         parameters={SPEC_PARAMETER: spec.model_dump_json(), **runner, **(extra_parameters or {})},
     )
@@ -169,7 +169,7 @@ def explain_config_for(spec: ModelSpec, attention_dims: Sequence[int]) -> ModelC
 
 
 def trt_config_for(spec: ModelSpec) -> ModelConfig:
-    """Config of `NAME_trt` (`tensorrt_plan`): its profile max equals `spec.max_batch_size` by construction."""
+    """Config of `NAME_trt` (`tensorrt_plan`): its profile max equals `spec.serving.max_batch_size` by construction."""
     return model_config_for(spec, name=spec.trt_name, platform="tensorrt_plan")
 
 
@@ -178,11 +178,11 @@ def trt_config_for(spec: ModelSpec) -> ModelConfig:
 # ---------------------------------------------------------------------------------------------------------
 def write_labels(spec: ModelSpec, model_dir: Path) -> Path:
     """Write `labels.txt` (one label per line, in class order)."""
-    bad = [label for label in spec.labels if "\n" in label or "\r" in label]
+    bad = [label for label in spec.io.labels if "\n" in label or "\r" in label]
     if bad:
         raise UserInputError(f"labels must be single-line strings, got {bad!r}")
     labels_path = Path(model_dir) / LABELS_FILENAME
-    labels_path.write_text("\n".join(spec.labels) + "\n")
+    labels_path.write_text("\n".join(spec.io.labels) + "\n")
     return labels_path
 
 

@@ -57,14 +57,14 @@ class RunnerParameters(BaseModel):
     @classmethod
     def for_spec(cls, spec: ModelSpec, model_file: str = ONNX_FILENAME) -> RunnerParameters:
         """What the spec asks the CPU runner for (`auto` means the default runtime / fp32)."""
-        runtime = DEFAULT_RUNTIME if spec.cpu_runtime == "auto" else spec.cpu_runtime
-        precision = DEFAULT_PRECISION if spec.cpu_precision == "auto" else spec.cpu_precision
+        runtime = DEFAULT_RUNTIME if spec.runtime.cpu_runtime == "auto" else spec.runtime.cpu_runtime
+        precision = DEFAULT_PRECISION if spec.runtime.cpu_precision == "auto" else spec.runtime.cpu_precision
         return cls(
             runtime=runtime,
             precision=precision,
             model_file=model_file,
-            intra_op_threads=spec.intra_op_threads,
-            allow_spinning=spec.allow_spinning,
+            intra_op_threads=spec.runtime.intra_op_threads,
+            allow_spinning=spec.runtime.allow_spinning,
         )
 
     @classmethod

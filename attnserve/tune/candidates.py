@@ -18,16 +18,11 @@ from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt, model_v
 from attnserve.errors import UserInputError
 from attnserve.spec import ModelSpec
 
-SPEC_KNOBS = (
-    "dynamic_batching",
-    "max_queue_delay_us",
-    "preferred_batch_sizes",
-    "max_batch_size",
-    "instance_count",
-    "intra_op_threads",
-    "allow_spinning",
-)
-"""Candidate fields that are ModelSpec fields of the same name (the variant is applied separately)."""
+SERVING_KNOBS = ("dynamic_batching", "max_queue_delay_us", "preferred_batch_sizes", "max_batch_size", "instance_count")
+"""Candidate fields that are fields of the same name in the spec's `serving` section."""
+RUNTIME_KNOBS = ("intra_op_threads", "allow_spinning")
+"""Candidate fields that are fields of the same name in the spec's `runtime` section (the variant sets two more)."""
+SPEC_KNOBS = SERVING_KNOBS + RUNTIME_KNOBS
 
 
 class Variant(BaseModel):
@@ -91,16 +86,20 @@ class Candidate(BaseModel):
         return self
 
     def apply_to(self, spec: ModelSpec) -> ModelSpec:
-        """`spec` with this candidate's knobs (and variant's runtime/precision), validated again."""
-        update = {knob: getattr(self, knob) for knob in SPEC_KNOBS}
+        """`spec` with this candidate's knobs (and variant's runtime/precision): only its `serving` and `runtime`
+        sections change, validated again."""
+        runtime = {knob: getattr(self, knob) for knob in RUNTIME_KNOBS}
         if self.variant is not None:
-            update.update(cpu_runtime=self.variant.runtime, cpu_precision=self.variant.precision)
-        return ModelSpec.model_validate({**spec.model_dump(), **update})
+            runtime.update(cpu_runtime=self.variant.runtime, cpu_precision=self.variant.precision)
+        serving = spec.serving.replace(**{knob: getattr(self, knob) for knob in SERVING_KNOBS})
+        return spec.replace(serving=serving, runtime=spec.runtime.replace(**runtime))
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> Candidate:
         """The configuration `spec` serves today."""
-        return cls(**{knob: getattr(spec, knob) for knob in SPEC_KNOBS}).normalized()
+        knobs = {knob: getattr(spec.serving, knob) for knob in SERVING_KNOBS}
+        knobs.update({knob: getattr(spec.runtime, knob) for knob in RUNTIME_KNOBS})
+        return cls(**knobs).normalized()
 
 
 def gated_variants(variants_dir: Path) -> list[Variant]:

@@ -97,13 +97,13 @@ def default_grid(spec: Any, variants_dir: Path, cores: int | None = None) -> Gri
     from attnserve.runtimes.session import available_cores
 
     cores = cores or available_cores()
-    preferred = tuple(b for b in spec.preferred_batch_sizes if b <= spec.max_batch_size)
+    preferred = tuple(b for b in spec.serving.preferred_batch_sizes if b <= spec.serving.max_batch_size)
     variants = gated_variants(variants_dir)
     return Grid(
-        preferred_batch_sizes=tuple(dict.fromkeys([(), preferred or (spec.max_batch_size,)])),
-        max_batch_size=tuple(dict.fromkeys([spec.max_batch_size, max(8, spec.max_batch_size // 2)])),
+        preferred_batch_sizes=tuple(dict.fromkeys([(), preferred or (spec.serving.max_batch_size,)])),
+        max_batch_size=tuple(dict.fromkeys([spec.serving.max_batch_size, max(8, spec.serving.max_batch_size // 2)])),
         layouts=tuple(thread_layouts(cores)),
-        variants=(None, *[v for v in variants if v.name != f"{spec.cpu_runtime}_{spec.cpu_precision}"]),
+        variants=(None, *[v for v in variants if v.name != f"{spec.runtime.cpu_runtime}_{spec.runtime.cpu_precision}"]),
     )
 
 

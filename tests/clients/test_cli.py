@@ -37,7 +37,7 @@ def test_infer_prints_top_k_and_writes_heatmap(triton_server: Any, tmp_path, cap
     assert code == 0
     printed = capsys.readouterr().out
     assert "shape.png" in printed and "latency (ms)" in printed
-    assert any(label in printed for label in triton_server.specs["vit_shapes"].labels)
+    assert any(label in printed for label in triton_server.specs["vit_shapes"].io.labels)
     assert heatmap.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -50,7 +50,7 @@ def test_infer_equals_in_process_onnxruntime(triton_server: Any, protocol: str) 
         info = client.model_info(IMAGE_MODEL)
     np.testing.assert_allclose(served, reference(triton_server, IMAGE_MODEL, pixels)[0], rtol=1e-4, atol=1e-4)
     assert (
-        info.max_batch_size == triton_server.specs[IMAGE_MODEL].max_batch_size
+        info.max_batch_size == triton_server.specs[IMAGE_MODEL].serving.max_batch_size
         and info.layout == "NCHW"
         and info.image_size == IMAGE_SHAPE[1:]
     )
@@ -68,7 +68,7 @@ def test_async_client_classifies_like_onnxruntime(triton_server: Any, protocol: 
     probabilities = softmax(reference(triton_server, IMAGE_MODEL, pixels)[0])
     assert [p.index for p in predictions] == list(probabilities.argmax(axis=1))
     assert [p.label for p in predictions] == [
-        triton_server.specs[IMAGE_MODEL].labels[i] for i in probabilities.argmax(axis=1)
+        triton_server.specs[IMAGE_MODEL].io.labels[i] for i in probabilities.argmax(axis=1)
     ]
     np.testing.assert_allclose([p.score for p in predictions], probabilities.max(axis=1), rtol=1e-4)
     assert all(len(p.top_k) == 3 and p.top_k[0].score >= p.top_k[2].score for p in predictions)
@@ -99,7 +99,7 @@ def test_explain_and_video(triton_server: Any) -> None:
     np.testing.assert_allclose(attention_map, expected_map[0], rtol=1e-4, atol=1e-5)
     assert prediction.index == int(logits.argmax())
     video_logits = reference(triton_server, VIDEO_MODEL, clip[None])[0]
-    assert video_prediction.label == triton_server.specs[VIDEO_MODEL].labels[int(video_logits.argmax())]
+    assert video_prediction.label == triton_server.specs[VIDEO_MODEL].io.labels[int(video_logits.argmax())]
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from attnserve.catalogue import default_spec
 from attnserve.demo_report import README_END, README_START, DemoReport, render_markdown, update_readme
-from attnserve.models.deployables import default_spec
 
 LEVEL = {"concurrency": 4, "p50_ms": 4.98, "p99_ms": 9.96, "client_success": 871, "server_success": 871, "errors": {}}
 MAP = {"map": 0.6829, "map50": 0.9419, "map75": 0.792}

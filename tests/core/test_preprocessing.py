@@ -17,7 +17,7 @@ from attnserve.preprocessing import (
     sample_frame_indices,
     to_chw,
 )
-from attnserve.spec import ModelSpec
+from attnserve.spec import IoSection, ModelSpec
 
 
 def _edge_square(height: int = 64, width: int = 256) -> Image.Image:
@@ -64,16 +64,16 @@ def test_parameters_and_spec_json_round_trip_and_old_specs_get_the_default() -> 
     declared = Preprocessing(resize="letterbox", channel_order="bgr", interpolation="bicubic", pad_value=114)
     assert Preprocessing.from_parameters(declared.to_parameters()) == declared
     assert Preprocessing.from_parameters({}) == Preprocessing()
-    spec = ModelSpec(
-        name="m", arch="a", kind="image", layout="NCHW", input_shape=(3, 8, 8), mean=(0.5,) * 3, std=(0.5,) * 3,
-        labels=("a", "b"), preprocessing=declared,
-    )  # fmt: skip
-    assert ModelSpec.model_validate_json(spec.model_dump_json()).preprocessing == declared
+    io = IoSection(
+        layout="NCHW", input_shape=(3, 8, 8), mean=(0.5,) * 3, std=(0.5,) * 3, labels=("a", "b"), preprocessing=declared
+    )
+    spec = ModelSpec(name="m", arch="a", kind="image", io=io)
+    assert ModelSpec.model_validate_json(spec.model_dump_json()).io.preprocessing == declared
     old = spec.model_dump(mode="json")
-    del old["preprocessing"]  # a spec.json written before the field existed
-    assert ModelSpec.model_validate(old).preprocessing == Preprocessing()
+    del old["io"]["preprocessing"]  # a spec.json written before the field existed
+    assert ModelSpec.model_validate(old).io.preprocessing == Preprocessing()
     with pytest.raises(ValueError, match="resize"):
-        ModelSpec.model_validate({**old, "preprocessing": {"resize": "stretch"}})
+        ModelSpec.model_validate({**old, "io": {**old["io"], "preprocessing": {"resize": "stretch"}}})
     with pytest.raises(UserInputError, match="resize"):
         Preprocessing(resize="stretch")  # type: ignore[arg-type]
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from attnserve.spec import ModelSpec
+from attnserve.spec import IoSection, ModelSpec, ServingSection
 
 TINY_SHAPE = (3, 16, 16)
 TINY_LABELS = ("cat", "dog", "bird", "fish")
@@ -17,21 +17,18 @@ TINY_TRANSFORMER: dict[str, int] = dict(
 
 
 def tiny_spec(**overrides: object) -> ModelSpec:
-    """A small image spec (3x16x16, 4 classes, max batch 4)."""
+    """A small image spec (3x16x16, 4 classes, max batch 4); `overrides` are top-level fields or whole sections."""
     fields: dict[str, object] = dict(
         name="tiny",
         arch="tiny_sdpa",
         kind="image",
-        layout="NCHW",
-        input_shape=TINY_SHAPE,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.25, 0.25, 0.25),
-        labels=TINY_LABELS,
-        max_batch_size=4,
-        preferred_batch_sizes=(2, 4),
+        io=IoSection(
+            layout="NCHW", input_shape=TINY_SHAPE, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), labels=TINY_LABELS
+        ),
+        serving=ServingSection(max_batch_size=4, preferred_batch_sizes=(2, 4)),
     )
     fields.update(overrides)
-    return ModelSpec(**fields)  # type: ignore[arg-type]
+    return ModelSpec.model_validate(fields)
 
 
 class TinySdpaClassifier(nn.Module):

@@ -48,7 +48,7 @@ INT8_QDQ_VARIANTS = ("onnxruntime_int8_qdq", "openvino_int8_qdq")
 
 @pytest.fixture(scope="module")
 def eval_pixels() -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, (EVAL_SAMPLES, *tiny_spec().input_shape), dtype=np.uint8)
+    return np.random.default_rng(0).integers(0, 256, (EVAL_SAMPLES, *tiny_spec().io.input_shape), dtype=np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def badly_calibrated(
     tiny_onnx: Path, eval_pixels: np.ndarray, teacher_labels: np.ndarray, tmp_path_factory: pytest.TempPathFactory
 ) -> CpuChoiceReport:
     """The whole table for a 'trained' tiny model whose Q/DQ variants were calibrated on black images."""
-    black = np.zeros((8, *tiny_spec().input_shape), dtype=np.uint8)
+    black = np.zeros((8, *tiny_spec().io.input_shape), dtype=np.uint8)
     return choose_cpu_variant(
         tiny_spec(trained=True),
         tiny_onnx,
@@ -109,7 +109,7 @@ def test_int8_files_quantise_matmul_only_and_keep_attention(badly_calibrated: Cp
 def test_accuracy_gate_rejects_the_badly_calibrated_variant(badly_calibrated: CpuChoiceReport) -> None:
     report = badly_calibrated
     budget = report.budget
-    assert report.gate == "accuracy" and budget == tiny_spec().accuracy_budget_points
+    assert report.gate == "accuracy" and budget == tiny_spec().runtime.accuracy_budget_points
     for name in INT8_QDQ_VARIANTS:
         row = report.row(name)
         assert row.accuracy_drop_points > budget, f"premise: black-image calibration must lose points, {row}"
@@ -134,9 +134,9 @@ def test_cosine_gate_of_an_untrained_model(
     tiny_onnx: Path, eval_pixels: np.ndarray, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Untrained: no labels; a cosine budget of 1.0 cannot be met by int8, a loose one admits it."""
-    calibration = np.random.default_rng(1).integers(0, 256, (16, *tiny_spec().input_shape), dtype=np.uint8)
+    calibration = np.random.default_rng(1).integers(0, 256, (16, *tiny_spec().io.input_shape), dtype=np.uint8)
     report = choose_cpu_variant(
-        tiny_spec(cosine_budget=1.0),
+        tiny_spec().with_runtime(cosine_budget=1.0),
         tiny_onnx,
         tmp_path_factory.mktemp("untrained"),
         ChoiceData(calibration_pixels=calibration, eval_pixels=eval_pixels[:64]),
@@ -182,7 +182,7 @@ def test_serve_pick_writes_an_entry_the_runtime_view_serves(badly_calibrated: Cp
     )
     entry = serve_pick(spec, report, tmp_path / "repo")
     served = read_entry_spec(entry)
-    assert (served.cpu_runtime, served.cpu_precision) == ("openvino", "int8")
+    assert (served.runtime.cpu_runtime, served.runtime.cpu_precision) == ("openvino", "int8")
     assert (entry / "1" / "model.onnx").is_file() and (entry / "1" / INT8_QDQ_FILENAME).is_file()
     assert (entry / "cpu_variants.json").is_file()
 
@@ -192,7 +192,10 @@ def test_serve_pick_writes_an_entry_the_runtime_view_serves(badly_calibrated: Cp
     assert parameters["runtime"] == "openvino" and parameters["precision"] == "int8"
     assert Path(parameters["model_file"]) == (entry / "1" / INT8_QDQ_FILENAME).resolve()
     session = open_session(parameters["runtime"], parameters["model_file"], intra_op_threads=1, options=parameters)
-    assert session.run({"pixels": np.zeros((2, *spec.input_shape), np.uint8)})["logits"].shape == (2, spec.num_classes)
+    assert session.run({"pixels": np.zeros((2, *spec.io.input_shape), np.uint8)})["logits"].shape == (
+        2,
+        spec.num_classes,
+    )
 
 
 def test_variant_lookup() -> None:
@@ -265,7 +268,7 @@ def test_optimize_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtu
     table = CpuChoiceReport.model_validate_json((reports / "vit_digits.json").read_text())
     assert (runs / "vit_digits" / "cpu_variants" / "cpu_variants.json").is_file()
     served = read_entry_spec(repository / "vit_digits")
-    assert (served.cpu_runtime, served.cpu_precision) == (table.picked_runtime, table.picked_precision)
+    assert (served.runtime.cpu_runtime, served.runtime.cpu_precision) == (table.picked_runtime, table.picked_precision)
     assert f"picked {table.picked}" in capsys.readouterr().out
 
     assert main(["optimize", "vit_digits", "--budget-points", "-1", "--runs-dir", str(runs)]) == 1

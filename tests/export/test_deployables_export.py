@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from attnserve.catalogue import DEPLOYABLE_NAMES, get_deployable
 from attnserve.export.onnx_graph import batch_dim_name
 from attnserve.export.pipeline import ExportOptions, export_model
-from attnserve.models.deployables import DEPLOYABLE_NAMES, get_deployable, tiny_arch_overrides
-from attnserve.models.registry import model_family
+from attnserve.models.registry import model_family, tiny_arch_overrides
 from attnserve.repository.config import parse_pbtxt
 
 
@@ -42,7 +42,7 @@ def test_deployable_exports_verifies_and_writes_entries(name: str, tmp_path: Pat
     spec = report.spec
     assert report.ok, [s for s in report.stages if s.status == "failed"]
     assert report.parity is not None and report.parity.ok
-    assert report.parity.batch_sizes == sorted({1, 2, spec.max_batch_size})
+    assert report.parity.batch_sizes == sorted({1, 2, spec.serving.max_batch_size})
     assert batch_dim_name(report.onnx.onnx_path) == "batch"
     if model_family(spec.arch) != "cnn_attention":  # transformers: one fused ONNX Attention per block
         assert report.onnx.attention_nodes == overrides["depth"] * (2 if spec.arch.startswith("timesformer") else 1)
@@ -50,7 +50,9 @@ def test_deployable_exports_verifies_and_writes_entries(name: str, tmp_path: Pat
     assert saved["ok"] is True and [s["stage"] for s in saved["stages"]][:2] == ["onnx", "verify"]
 
     config = parse_pbtxt((tmp_path / "repo" / name / "config.pbtxt").read_text())
-    assert config.max_batch_size == spec.max_batch_size and list(config.input[0].dims) == list(spec.input_shape)
+    assert config.max_batch_size == spec.serving.max_batch_size and list(config.input[0].dims) == list(
+        spec.io.input_shape
+    )
     if explain:
         explain_config = parse_pbtxt((tmp_path / "repo" / spec.explain_name / "config.pbtxt").read_text())
         assert [o.name for o in explain_config.output] == ["logits", "attention_map"]

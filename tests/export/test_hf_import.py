@@ -44,7 +44,7 @@ EXPECTED = {"vit": ("dynamo", 2), "deit": ("dynamo", 3), "mobilevit": ("dynamo",
 def test_hf_classifier_exports_and_verifies(arch: str, tmp_path: Path) -> None:
     TINY_CONFIGS[arch]().save_pretrained(tmp_path / arch)
     model, spec = load_hf_classifier(tmp_path / arch / "config.json", max_batch_size=4)
-    assert spec.labels == tuple(f"LABEL_{i}" for i in range(5)) and spec.arch == f"hf:{arch}"
+    assert spec.io.labels == tuple(f"LABEL_{i}" for i in range(5)) and spec.arch == f"hf:{arch}"
     report = export_onnx(model, spec, tmp_path / f"{arch}.onnx")
     exporter, attention_nodes = EXPECTED[arch]
     assert (report.exporter, report.attention_nodes) == (exporter, attention_nodes)
@@ -72,8 +72,8 @@ def test_preprocessor_config_sets_mean_std_and_size(tmp_path: Path) -> None:
         '{"image_mean": [0.1, 0.2, 0.3], "image_std": [0.5, 0.6, 0.7], "size": {"height": 32, "width": 32}}'
     )
     _, spec = load_hf_classifier(tmp_path, name="vit_local", max_batch_size=2)
-    assert spec.name == "vit_local" and spec.mean == (0.1, 0.2, 0.3) and spec.std == (0.5, 0.6, 0.7)
-    assert spec.labels[:2] == ("zero", "one") and spec.input_shape == (3, 32, 32)
+    assert spec.name == "vit_local" and spec.io.mean == (0.1, 0.2, 0.3) and spec.io.std == (0.5, 0.6, 0.7)
+    assert spec.io.labels[:2] == ("zero", "one") and spec.io.input_shape == (3, 32, 32)
 
 
 def test_not_a_config_is_a_clear_error(tmp_path: Path) -> None:

@@ -151,7 +151,7 @@ def test_specs_and_parameters_of_todays_format_still_load() -> None:
         "labels": ["a", "b"],
         "preprocessing": {**old, "frame_sampling": "uniform"},
     }
-    assert ModelSpec.model_validate(spec).preprocessing.center_crop is False
+    assert ModelSpec.model_validate(spec).io.preprocessing.center_crop is False
     new = Preprocessing(resize="shortest_edge", shortest_edge=36, center_crop=True, interpolation="bicubic")
     assert Preprocessing.from_parameters(new.to_parameters()) == new
 

@@ -73,19 +73,21 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
         reports[arch] = json.loads((root / "runs" / f"hf_{arch}" / "export" / "export_report.json").read_text())
         specs[arch] = ModelSpec.model_validate(reports[arch]["spec"])
         write_pipeline_entries(specs[arch], root / "repo")
-        models[arch], _ = load_hf_classifier(folder, name=f"hf_{arch}", max_batch_size=specs[arch].max_batch_size)
+        models[arch], _ = load_hf_classifier(
+            folder, name=f"hf_{arch}", max_batch_size=specs[arch].serving.max_batch_size
+        )
     return Exported(root, specs, reports, models)
 
 
 @pytest.mark.parametrize("arch", sorted(TINY_VIDEO_CONFIGS))
 def test_video_classifier_exports_with_verified_non_vacuous_parity(arch: str, exported: Exported) -> None:
     spec, report = exported.specs[arch], exported.reports[arch]
-    assert spec.kind == "video" and spec.layout == "NTCHW" and spec.input_shape == (4, 3, 32, 32)
-    assert spec.mean == (0.45, 0.45, 0.45) and spec.std == (0.225, 0.225, 0.225)
+    assert spec.kind == "video" and spec.io.layout == "NTCHW" and spec.io.input_shape == (4, 3, 32, 32)
+    assert spec.io.mean == (0.45, 0.45, 0.45) and spec.io.std == (0.225, 0.225, 0.225)
     attention_nodes, implementation = EXPECTED[arch]
     assert spec.arch_args["attn_implementation"] == implementation
     assert report["onnx"]["attention_nodes"] == attention_nodes
-    assert report["parity"]["symbolic_batch"] and report["parity"]["batch_sizes"][-1] == spec.max_batch_size
+    assert report["parity"]["symbolic_batch"] and report["parity"]["batch_sizes"][-1] == spec.serving.max_batch_size
     assert not report["parity"]["failures"]
     assert min(p["reference_max_abs"] for p in report["parity"]["outputs"]) > 1e-2  # not vacuous
     assert isinstance(exported.models[arch], HFVideoClassifier)
@@ -109,8 +111,8 @@ def test_space_time_explain_where_every_block_attends_over_all_tokens(exported: 
 
 
 def test_labels_come_from_id2label(exported: Exported) -> None:
-    assert exported.specs["videomae"].labels == ("right", "left", "right_and_back", "left_and_back")
-    assert exported.specs["timesformer"].labels == ("LABEL_0", "LABEL_1", "LABEL_2", "LABEL_3")
+    assert exported.specs["videomae"].io.labels == ("right", "left", "right_and_back", "left_and_back")
+    assert exported.specs["timesformer"].io.labels == ("LABEL_0", "LABEL_1", "LABEL_2", "LABEL_3")
 
 
 @pytest.fixture(scope="module")
@@ -138,13 +140,13 @@ def test_served_pixels_and_encoded_video_give_pytorchs_top1(arch: str, exported:
         for clip in clips[:2]:
             pixels = clip[::2]  # (4, 3, 32, 32)
             with torch.no_grad():
-                expected = spec.labels[int(model(torch.from_numpy(pixels[None])).argmax())]
+                expected = spec.io.labels[int(model(torch.from_numpy(pixels[None])).argmax())]
             assert client.classify(spec.name, [pixels], top_k=1)[0].label == expected
         for clip in clips[1:]:
             payload = encode_video(clip)
             decoded = decode_video(payload, preprocess_target(spec))  # what the server's pipeline feeds the model
             with torch.no_grad():
-                expected = spec.labels[int(model(torch.from_numpy(decoded[None])).argmax())]
+                expected = spec.io.labels[int(model(torch.from_numpy(decoded[None])).argmax())]
             assert client.classify_encoded(spec.pipeline_name, [payload], top_k=1)[0].label == expected
 
 
@@ -159,7 +161,9 @@ def test_vivit_is_a_video_classifier_with_a_class_token_map(tmp_path: Path) -> N
     config.save_pretrained(tmp_path)
     model, spec = load_hf_classifier(tmp_path, max_batch_size=2)
     assert (
-        spec.kind == "video" and spec.input_shape == (4, 3, 32, 32) and spec.arch_args["attn_implementation"] == "sdpa"
+        spec.kind == "video"
+        and spec.io.input_shape == (4, 3, 32, 32)
+        and spec.arch_args["attn_implementation"] == "sdpa"
     )
     clip = torch.from_numpy(motion_arrays(2, seed=4)[0][:, ::2])  # (2, 4, 3, 32, 32)
     with torch.no_grad():

@@ -24,7 +24,7 @@ MAX_BATCH = 6  # deliberately not a power of two: a mismatch anywhere would show
 @pytest.fixture(scope="module")
 def pipeline_report(tmp_path_factory: pytest.TempPathFactory, tiny_model: TinySdpaClassifier) -> ExportReport:
     root = tmp_path_factory.mktemp("pipeline")
-    spec = tiny_spec(max_batch_size=MAX_BATCH, preferred_batch_sizes=(2, 4))
+    spec = tiny_spec().with_serving(max_batch_size=MAX_BATCH, preferred_batch_sizes=(2, 4))
     options = ExportOptions(fp16=True, tensorrt=True)
     return export_module(tiny_model, spec, root / "repo", work_dir=root / "work", options=options)
 
@@ -57,7 +57,7 @@ def test_fp16_onnx_is_written_and_verified(pipeline_report: ExportReport) -> Non
     fp16 = pipeline_report.fp16
     assert fp16 is not None and fp16.ok, fp16.parity.failures if fp16 else None
     assert fp16.fp16_path.is_file() and fp16.fp16_initializers > 0
-    assert 0 < fp16.max_abs_diff <= pipeline_report.spec.fp16_atol  # fp16 really changed the numbers
+    assert 0 < fp16.max_abs_diff <= pipeline_report.spec.export.fp16_atol  # fp16 really changed the numbers
     assert fp16.top1_agreement >= 0.9 and fp16.samples == 1 + 2 + MAX_BATCH
     assert fp16.attention_nodes == 2  # the fused Attention nodes survive the conversion
 
@@ -67,8 +67,8 @@ def test_one_value_drives_max_batch_onnx_axis_and_trt_profile(pipeline_report: E
     config = parse_pbtxt((pipeline_report.repository / "tiny" / "config.pbtxt").read_text())
     trt_config = parse_pbtxt(trt_config_for(spec).to_pbtxt())
     profile = profile_for(spec)
-    assert config.max_batch_size == trt_config.max_batch_size == profile.max_shape[0] == spec.max_batch_size
-    assert profile.opt_shape[0] == max(config.dynamic_batching.preferred_batch_size) == spec.opt_batch_size
+    assert config.max_batch_size == trt_config.max_batch_size == profile.max_shape[0] == spec.serving.max_batch_size
+    assert profile.opt_shape[0] == max(config.dynamic_batching.preferred_batch_size) == spec.serving.opt_batch_size
     assert list(profile.max_shape[1:]) == list(config.input[0].dims)
     # the ONNX batch axis is symbolic and the graph runs (and matches) at exactly that max batch
     parity = pipeline_report.parity
@@ -99,7 +99,7 @@ def test_engine_inspector_json_counts_mha_layers() -> None:
 
 
 def test_trtexec_line_takes_the_profile_from_the_spec() -> None:
-    spec = tiny_spec(max_batch_size=8, preferred_batch_sizes=(2, 8))
+    spec = tiny_spec().with_serving(max_batch_size=8, preferred_batch_sizes=(2, 8))
     line = trtexec_command(Path("m.onnx"), Path("m.plan"), spec)
     assert "--optShapes=pixels:8x3x16x16" in line and "--maxShapes=pixels:8x3x16x16" in line
 
@@ -133,18 +133,19 @@ def test_cli_exports_at_the_opset_the_spec_says(tmp_path: Path) -> None:
     """Regression: `--opset` defaulted to 23 and overrode a spec.json saying 18 (silently exported at 23)."""
     import onnx
 
+    from attnserve.catalogue import default_spec
     from attnserve.models.checkpoint import build_model, save_run
-    from attnserve.models.deployables import default_spec, tiny_arch_overrides
+    from attnserve.models.registry import tiny_arch_overrides
 
-    spec = default_spec("vit_shapes", **tiny_arch_overrides("vit_shapes")).model_copy(update={"opset": 18})
+    spec = default_spec("vit_shapes", **tiny_arch_overrides("vit_shapes")).with_export(opset=18)
     run_dir = save_run(tmp_path / "runs" / "vit_shapes", build_model(spec), spec)
     options = ["--no-optimize", "--no-explain", "--repository", str(tmp_path / "repo"), "--runs-dir", str(tmp_path)]
     assert main(["export", str(run_dir), *options]) == 0
     entry = tmp_path / "repo" / "vit_shapes"
     graph = onnx.load(str(entry / "1" / "model.onnx"), load_external_data=False)
     assert {o.domain: o.version for o in graph.opset_import}[""] == 18
-    assert ModelSpec.load(entry).opset == 18
+    assert ModelSpec.load(entry).export.opset == 18
     # an explicit option still wins, and the exported spec says so
     assert main(["export", str(run_dir), "--opset", "23", *options]) == 0
     graph = onnx.load(str(entry / "2" / "model.onnx"), load_external_data=False)
-    assert {o.domain: o.version for o in graph.opset_import}[""] == 23 and ModelSpec.load(entry).opset == 23
+    assert {o.domain: o.version for o in graph.opset_import}[""] == 23 and ModelSpec.load(entry).export.opset == 23

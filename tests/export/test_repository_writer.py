@@ -23,13 +23,18 @@ def _parsed(entry: Path):
 
 
 def test_model_entry_follows_the_contract(tmp_path: Path, tiny_onnx: Path) -> None:
-    spec = tiny_spec(max_queue_size=17, queue_timeout_us=1234, instance_count=2, max_queue_delay_us=300)
+    spec = tiny_spec().with_serving(max_queue_size=17, queue_timeout_us=1234, instance_count=2, max_queue_delay_us=300)
     entry = write_model_entry(spec, tiny_onnx, tmp_path / "repo")
     assert entry == tmp_path / "repo" / "tiny"
     config = _parsed(entry)
-    assert config.platform == "onnxruntime_onnx" and config.max_batch_size == spec.max_batch_size
+    assert config.platform == "onnxruntime_onnx" and config.max_batch_size == spec.serving.max_batch_size
     (pixels,) = config.input
-    assert (pixels.name, pixels.data_type, pixels.format, list(pixels.dims)) == ("pixels", 2, 2, list(spec.input_shape))
+    assert (pixels.name, pixels.data_type, pixels.format, list(pixels.dims)) == (
+        "pixels",
+        2,
+        2,
+        list(spec.io.input_shape),
+    )
     (logits,) = config.output
     assert (logits.name, logits.data_type, list(logits.dims), logits.label_filename) == (
         "logits",
@@ -38,12 +43,12 @@ def test_model_entry_follows_the_contract(tmp_path: Path, tiny_onnx: Path) -> No
         "labels.txt",
     )
     batching = config.dynamic_batching
-    assert list(batching.preferred_batch_size) == list(spec.preferred_batch_sizes)
+    assert list(batching.preferred_batch_size) == list(spec.serving.preferred_batch_sizes)
     assert batching.max_queue_delay_microseconds == 300
     assert batching.default_queue_policy.max_queue_size == 17
     assert batching.default_queue_policy.default_timeout_microseconds == 1234
     assert config.instance_group[0].count == 2 and config.instance_group[0].kind == 0  # unset: KIND_AUTO
-    assert (entry / "labels.txt").read_text().splitlines() == list(spec.labels)
+    assert (entry / "labels.txt").read_text().splitlines() == list(spec.io.labels)
     assert (entry / "1" / "model.onnx").read_bytes() == tiny_onnx.read_bytes()
     assert ModelSpec.model_validate_json(config.parameters["attnserve_spec"].string_value) == spec
     assert read_entry_spec(entry) == spec
@@ -60,7 +65,7 @@ def test_new_exports_go_to_a_new_version(tmp_path: Path, tiny_onnx: Path) -> Non
 
 
 def test_batching_off_leaves_dynamic_batching_out(tmp_path: Path, tiny_onnx: Path) -> None:
-    entry = write_model_entry(tiny_spec(dynamic_batching=False), tiny_onnx, tmp_path)
+    entry = write_model_entry(tiny_spec().with_serving(dynamic_batching=False), tiny_onnx, tmp_path)
     assert not _parsed(entry).HasField("dynamic_batching")
 
 
@@ -74,7 +79,7 @@ def test_explain_and_trt_entries(tmp_path: Path, tiny_onnx: Path) -> None:
     plan.write_bytes(b"not really an engine")
     trt = write_trt_entry(spec, plan, tmp_path)
     trt_config = _parsed(trt)
-    assert trt_config.platform == "tensorrt_plan" and trt_config.max_batch_size == spec.max_batch_size
+    assert trt_config.platform == "tensorrt_plan" and trt_config.max_batch_size == spec.serving.max_batch_size
     assert (trt / "1" / "model.plan").is_file()
 
 

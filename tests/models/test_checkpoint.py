@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from attnserve.catalogue import DEPLOYABLE_NAMES, default_spec
 from attnserve.errors import DataError, UnknownModelError
 from attnserve.models.checkpoint import MissingCheckpointError, build_model, load_metrics, load_run, resolve, save_run
-from attnserve.models.deployables import DEPLOYABLE_NAMES, default_spec, tiny_arch_overrides
 from attnserve.models.metrics import TrainingMetrics
+from attnserve.models.registry import tiny_arch_overrides
 from attnserve.spec import ModelSpec
 
 EXPECTED_NAMES = {
@@ -35,15 +36,15 @@ def test_deployable_names() -> None:
 def test_default_spec_is_consistent(name: str) -> None:
     spec = default_spec(name)
     assert spec.name == name and spec.trained is False
-    assert (spec.layout == "NCHW") == (spec.kind in ("image", "detection"))
-    assert spec.max_batch_size == (8 if spec.kind == "video" else 16)
+    assert (spec.io.layout == "NCHW") == (spec.kind in ("image", "detection"))
+    assert spec.serving.max_batch_size == (8 if spec.kind == "video" else 16)
     assert ModelSpec.model_validate_json(spec.model_dump_json()) == spec  # JSON round trip
 
 
 def test_vit_tiny_spec() -> None:
     spec = default_spec("vit_tiny_patch16_224")
-    assert spec.input_shape == (3, 224, 224) and spec.num_classes == 1000 and spec.labels[0] == "class_0"
-    assert spec.mean == pytest.approx((0.485, 0.456, 0.406)) and spec.std == pytest.approx((0.229, 0.224, 0.225))
+    assert spec.io.input_shape == (3, 224, 224) and spec.num_classes == 1000 and spec.io.labels[0] == "class_0"
+    assert spec.io.mean == pytest.approx((0.485, 0.456, 0.406)) and spec.io.std == pytest.approx((0.229, 0.224, 0.225))
 
 
 def test_input_facts_cannot_be_overridden() -> None:
@@ -61,19 +62,19 @@ def tiny_spec(request: pytest.FixtureRequest) -> ModelSpec:
 def test_build_model_follows_spec(tiny_spec: ModelSpec) -> None:
     model = build_model(tiny_spec)
     assert not model.training
-    assert tuple(model.input_shape) == tiny_spec.input_shape
-    pixels = torch.zeros((2, *tiny_spec.input_shape), dtype=torch.uint8)
+    assert tuple(model.input_shape) == tiny_spec.io.input_shape
+    pixels = torch.zeros((2, *tiny_spec.io.input_shape), dtype=torch.uint8)
     with torch.inference_mode():
         outputs = model(pixels)
     if tiny_spec.kind == "detection":  # boxes, scores, classes: K candidates each
         assert [tuple(o.shape) for o in outputs] == [
-            (2, tiny_spec.max_detections, 4),
-            *[(2, tiny_spec.max_detections)] * 2,
+            (2, tiny_spec.io.max_detections, 4),
+            *[(2, tiny_spec.io.max_detections)] * 2,
         ]
     else:
         assert outputs.shape == (2, tiny_spec.num_classes)
-    torch.testing.assert_close(model.normalize.mean.flatten(), torch.tensor(tiny_spec.mean))
-    torch.testing.assert_close(model.normalize.std.flatten(), torch.tensor(tiny_spec.std))
+    torch.testing.assert_close(model.normalize.mean.flatten(), torch.tensor(tiny_spec.io.mean))
+    torch.testing.assert_close(model.normalize.std.flatten(), torch.tensor(tiny_spec.io.std))
 
 
 def test_save_load_round_trip_is_exact(tiny_spec: ModelSpec, tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ def test_save_load_round_trip_is_exact(tiny_spec: ModelSpec, tmp_path: Path) -> 
     assert original_state.keys() == loaded_state.keys()
     for key, tensor in original_state.items():
         assert torch.equal(tensor, loaded_state[key]), key
-    pixels = torch.randint(0, 256, (2, *tiny_spec.input_shape), dtype=torch.uint8)
+    pixels = torch.randint(0, 256, (2, *tiny_spec.io.input_shape), dtype=torch.uint8)
     with torch.inference_mode():
         expected, again_out = model(pixels), loaded(pixels)
     for one, other in zip(*(o if isinstance(o, tuple) else (o,) for o in (expected, again_out)), strict=True):
@@ -131,7 +132,7 @@ def test_resolve_prefers_a_trained_run(tmp_path: Path) -> None:
     again, _ = resolve(name, runs_dir=tmp_path, allow_untrained=True)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
-    tiny = default_spec(name, **tiny_arch_overrides(name)).model_copy(update={"trained": True})
+    tiny = default_spec(name, **tiny_arch_overrides(name)).replace(trained=True)
     save_run(tmp_path / name, build_model(tiny), tiny)
     _, resolved_spec = resolve(name, runs_dir=tmp_path)
     assert resolved_spec == tiny

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from attnserve.catalogue import DEPLOYABLE_NAMES, get_deployable
 from attnserve.errors import DataError
 from attnserve.models.data import load_dataset, sample_inputs, write_samples
-from attnserve.models.deployables import DEPLOYABLE_NAMES, get_deployable
 from attnserve.models.folders import read_image, read_video, write_png
 from attnserve.models.synthetic import MOTION_OFFSETS, digits_arrays, motion_arrays, shapes_arrays
 
@@ -99,7 +99,7 @@ def test_motion_first_frame_pixels_do_not_predict_label() -> None:
 def test_sample_inputs_match_the_spec_and_are_deterministic(name: str) -> None:
     pixels, labels = sample_inputs(name, 3, seed=2)
     again, again_labels = sample_inputs(name, 3, seed=2)
-    assert pixels.dtype == np.uint8 and pixels.shape == (3, *get_deployable(name).input_shape)
+    assert pixels.dtype == np.uint8 and pixels.shape == (3, *get_deployable(name).io.input_shape)
     assert np.array_equal(pixels, again) and np.array_equal(labels, again_labels)
 
 

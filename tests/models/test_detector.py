@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from attnserve.catalogue import DETECTION_LABELS, default_spec
 from attnserve.errors import DTypeError, ShapeError
 from attnserve.models import create_model
-from attnserve.models.deployables import DETECTION_LABELS, default_spec, tiny_arch_overrides
 from attnserve.models.detector import OUTPUT_STRIDE, decode, detection_loss, heads_targets
+from attnserve.models.registry import tiny_arch_overrides
 from attnserve.models.scenes import Scene, SceneObject, coco_ground_truth, make_scenes, render, render_batch
 
 SIZE = (64, 96)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from attnserve.catalogue import default_spec
 from attnserve.models.checkpoint import build_model
-from attnserve.models.deployables import default_spec, tiny_arch_overrides
+from attnserve.models.registry import tiny_arch_overrides
 
 
 class _Explain(torch.nn.Module):
@@ -26,10 +27,10 @@ def test_torch_export_with_symbolic_batch(name: str, explain: bool) -> None:
     spec = default_spec(name, **tiny_arch_overrides(name))
     model = build_model(spec)
     module = _Explain(model) if explain else model
-    pixels = torch.randint(0, 256, (2, *spec.input_shape), dtype=torch.uint8)
-    batch = torch.export.Dim("batch", min=1, max=spec.max_batch_size)
+    pixels = torch.randint(0, 256, (2, *spec.io.input_shape), dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=spec.serving.max_batch_size)
     exported = torch.export.export(module, (pixels,), dynamic_shapes={"pixels": {0: batch}})
-    other_batch = torch.randint(0, 256, (3, *spec.input_shape), dtype=torch.uint8)
+    other_batch = torch.randint(0, 256, (3, *spec.io.input_shape), dtype=torch.uint8)
     with torch.inference_mode():
         expected, actual = module(other_batch), exported.module()(other_batch)
     for want, got in zip(expected if explain else (expected,), actual if explain else (actual,)):

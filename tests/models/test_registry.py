@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
+from attnserve.catalogue import DEPLOYABLE_NAMES
 from attnserve.errors import DTypeError, ShapeError, UnknownModelError
 from attnserve.models import create_model, list_models
-from attnserve.models.deployables import tiny_arch_overrides
-from attnserve.models.registry import model_family
+from attnserve.models.registry import model_family, tiny_arch_overrides
 
 ARCHITECTURES = [arch for arch in list_models() if model_family(arch) != "detector"]
 """The classifiers (logits out); the detector (boxes out) has its own tests in test_detector.py."""
@@ -119,3 +119,19 @@ def test_backward_reaches_every_parameter(tiny_model: torch.nn.Module) -> None:
     model(_pixels(model, 2)).square().sum().backward()
     missing = [name for name, parameter in model.named_parameters() if parameter.grad is None]
     assert not missing
+
+
+@pytest.mark.parametrize("name", DEPLOYABLE_NAMES)
+def test_the_catalogue_builds_the_model_the_flat_recipe_built(name: str) -> None:
+    """The catalogue states only the arguments that differ from an architecture's defaults: the module is the same
+    as the one built from the recipe that spelled them all out (tests/data/spec_v1)."""
+    from pathlib import Path
+
+    from attnserve.catalogue import default_spec
+    from attnserve.models.checkpoint import build_model
+    from attnserve.spec import ModelSpec
+
+    before = ModelSpec.load(Path(__file__).parents[1] / "data" / "spec_v1" / f"{name}.spec.json")
+    now, then = build_model(default_spec(name)), build_model(before)
+    assert repr(now) == repr(then)
+    assert {k: v.shape for k, v in now.state_dict().items()} == {k: v.shape for k, v in then.state_dict().items()}

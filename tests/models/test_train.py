@@ -12,9 +12,9 @@ import torch
 from attnserve.cli import main
 from attnserve.errors import UnknownModelError, UserInputError
 from attnserve.models.checkpoint import load_run
-from attnserve.models.deployables import tiny_arch_overrides
 from attnserve.models.folders import write_png
 from attnserve.models.metrics import TrainingMetrics
+from attnserve.models.registry import tiny_arch_overrides
 from attnserve.models.synthetic import shapes_arrays
 from attnserve.models.train import (
     MIN_VALIDATION_SAMPLES,
@@ -62,7 +62,7 @@ def test_train_writes_a_loadable_run(digits_run: tuple[TrainingMetrics, Path]) -
     assert json.loads((run_dir / "metrics.json").read_text())["test_accuracy"] == metrics.test_accuracy
     assert TrainingMetrics.load(run_dir) == metrics  # the typed metrics round-trip through metrics.json
     model, spec = load_run(run_dir)
-    assert spec.trained and spec.name == "cnn_cbam_digits" and spec.labels == tuple("0123456789")
+    assert spec.trained and spec.name == "cnn_cbam_digits" and spec.io.labels == tuple("0123456789")
     assert metrics.epochs == pytest.approx(1.0) and metrics.stopped_by == "epochs"
     confusion = np.array(metrics.confusion_matrix)
     assert confusion.shape == (10, 10) and confusion.sum() == metrics.test_samples == 360
@@ -100,7 +100,7 @@ def test_train_on_a_user_folder(tmp_path: Path, augment: str | None) -> None:
         )
     )
     model, spec = load_run(tmp_path / "runs" / "vit_shapes")
-    assert spec.labels == ("circle", "not_circle") and metrics.labels == ["circle", "not_circle"]
+    assert spec.io.labels == ("circle", "not_circle") and metrics.labels == ["circle", "not_circle"]
     # the default is shift: rotation and colour changes only on request, and recorded
     assert metrics.augment == (augment or "shift") and metrics.steps >= 1
     assert TrainingMetrics.load(tmp_path / "runs" / "vit_shapes").augment == (augment or "shift")
@@ -178,8 +178,8 @@ def test_a_new_name_from_a_preset_records_its_size_and_resize_and_leaves_the_pre
     assert main([*argv, "--no-progress"]) == 0
     assert not (tmp_path / "runs" / "vit_shapes").exists()
     model, spec = resolve("my_shapes", tmp_path / "runs")  # what `attnserve export my_shapes` loads
-    assert spec.name == "my_shapes" and spec.arch == "vit_convstem_32" and spec.input_shape == (3, 48, 48)
-    assert spec.preprocessing.resize == "letterbox" and spec.labels == ("circle", "not_circle")
+    assert spec.name == "my_shapes" and spec.arch == "vit_convstem_32" and spec.io.input_shape == (3, 48, 48)
+    assert spec.io.preprocessing.resize == "letterbox" and spec.io.labels == ("circle", "not_circle")
     with torch.inference_mode():
         assert model(torch.zeros(2, 3, 48, 48, dtype=torch.uint8)).shape == (2, 2)
     assert main(["models", "--runs-dir", str(tmp_path / "runs")]) == 0

@@ -156,7 +156,7 @@ def test_a_plain_model_and_its_image_pipeline_answer_alike(served: Served, trito
     plain = json.loads(served.installed.ok("infer", "--model", model, *url, str(image)))
     piped = json.loads(served.installed.ok("infer", "--model", model, "--pipeline", *url, str(image)))
     (direct,), (decoded,) = plain["predictions"], piped["predictions"]
-    assert direct["label"] in triton_server.specs[model].labels
+    assert direct["label"] in triton_server.specs[model].io.labels
     assert decoded["label"] == direct["label"] and decoded["score"] == pytest.approx(direct["score"], abs=1e-5)
 
 
@@ -168,12 +168,13 @@ def test_the_video_timeline_answers(served: Served, triton_server) -> None:
     timeline = json.loads(
         served.installed.ok("infer", "--model", model, "--timeline", "--window-s", "1", *url, str(video))
     )
-    assert timeline["segments"] and timeline["video"][0]["label"] in triton_server.specs[model].labels
+    assert timeline["segments"] and timeline["video"][0]["label"] in triton_server.specs[model].io.labels
 
 
 def test_export_and_pipelines_from_the_wheel_then_load_live(served: Served, tmp_path: Path) -> None:
+    from attnserve.catalogue import default_spec
     from attnserve.models.checkpoint import build_model, save_run
-    from attnserve.models.deployables import default_spec, tiny_arch_overrides
+    from attnserve.models.registry import tiny_arch_overrides
 
     spec = default_spec(LIVE_MODEL, **tiny_arch_overrides(LIVE_MODEL))
     runs = tmp_path / "runs"
@@ -189,7 +190,7 @@ def test_export_and_pipelines_from_the_wheel_then_load_live(served: Served, tmp_
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 24), dtype=np.uint8)).save(digit)
     url = ["--url", served.http_url, "--protocol", "http", "--json", "--top-k", "1"]
     piped = json.loads(installed.ok("infer", "--model", LIVE_MODEL, "--pipeline", *url, str(digit)))
-    assert piped["predictions"][0]["label"] in spec.labels
+    assert piped["predictions"][0]["label"] in spec.io.labels
 
 
 def test_two_replicas_answer_behind_haproxy(installed: Installed, served: Served, triton_server) -> None:
@@ -207,7 +208,7 @@ def test_two_replicas_answer_behind_haproxy(installed: Installed, served: Served
         for _ in range(4):
             url = ["--url", f"127.0.0.1:{http_port}", "--protocol", "http", "--json", "--top-k", "1"]
             answer = json.loads(installed.ok("infer", "--model", model, *url, str(pixels)))
-            assert answer["predictions"][0]["label"] in triton_server.specs[model].labels
+            assert answer["predictions"][0]["label"] in triton_server.specs[model].io.labels
     finally:
         _stop(process)
     assert os.path.exists(installed.workdir / "replicas.log")

@@ -82,10 +82,10 @@ def test_every_python_backend_model_loads_and_answers_in_the_image_environment(
         with TritonClient(settings) as client:
             image_model = next(name for name, spec in triton_server.specs.items() if spec.kind == "image")
             video_model = next(name for name, spec in triton_server.specs.items() if spec.kind == "video")
-            pixels = np.zeros(triton_server.specs[image_model].input_shape, dtype=np.uint8)
+            pixels = np.zeros(triton_server.specs[image_model].io.input_shape, dtype=np.uint8)
             assert client.classify(image_model, [pixels], top_k=1)[0].label
             piped = client.classify_encoded(f"{image_model}_pipeline", [encoded_image()], top_k=1)
-            assert piped[0].label in triton_server.specs[image_model].labels
+            assert piped[0].label in triton_server.specs[image_model].io.labels
             timeline = client.timeline(video_model, encoded_video(frames=24), window_s=1.0, stride_s=1.0, top_k=1)
             assert timeline.segments and timeline.video
             (detections,) = client.detect(DETECTOR, [encoded_image(height=64, width=112, seed=3)])

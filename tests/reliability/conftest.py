@@ -30,8 +30,8 @@ def reliability_specs() -> dict[str, ModelSpec]:
     """Specs of the battery's models (the queue policy of `rel_heavy` is the behaviour under test)."""
     heavy = heavy_spec("rel_heavy", HEAVY_SHAPE, max_queue_size=8, queue_timeout_us=250_000)
     light = light_spec("rel_light", LIGHT_SHAPE)
-    broken = light.model_copy(update={"name": "rel_broken"})
-    unbounded = heavy.model_copy(update={"name": "rel_heavy_unbounded", "max_queue_size": 0, "queue_timeout_us": 0})
+    broken = light.replace(name="rel_broken")
+    unbounded = heavy.replace(name="rel_heavy_unbounded").with_serving(max_queue_size=0, queue_timeout_us=0)
     return {"rel_heavy": heavy, "rel_heavy_unbounded": unbounded, "rel_light": light, "rel_broken": broken}
 
 

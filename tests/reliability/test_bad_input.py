@@ -376,10 +376,10 @@ def test_server_still_correct_after_the_battery(
             assert client.is_model_ready(model.name), model.name
         rng = np.random.default_rng(11)
         for name, spec in triton_server.specs.items():
-            pixels = rng.integers(0, 256, (3, *spec.input_shape), dtype=np.uint8)
+            pixels = rng.integers(0, 256, (3, *spec.io.input_shape), dtype=np.uint8)
             result = client.infer(name, [_tensor(grpcclient, "pixels", pixels, "UINT8")])
             expected = _reference_logits(triton_server.onnx_paths[name], pixels)
-            np.testing.assert_allclose(result.as_numpy("logits"), expected, rtol=1e-3, atol=spec.atol)
+            np.testing.assert_allclose(result.as_numpy("logits"), expected, rtol=1e-3, atol=spec.export.atol)
             if spec.pipeline_name in triton_server.loaded:
                 result = _send_payload(client, "grpc", spec.pipeline_name, pipeline_input_name(spec), samples[name])
                 decoded = decode(samples[name], preprocess_target(spec))[None]
@@ -387,7 +387,7 @@ def test_server_still_correct_after_the_battery(
                     result.as_numpy("logits"),
                     _reference_logits(triton_server.onnx_paths[name], decoded),
                     rtol=1e-3,
-                    atol=spec.atol,
+                    atol=spec.export.atol,
                 )
     finally:
         client.close()

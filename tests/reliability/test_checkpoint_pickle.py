@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from attnserve.catalogue import default_spec
 from attnserve.errors import AttnserveError, DataError
 from attnserve.models.checkpoint import WEIGHTS_FILENAME, load_run, resolve
-from attnserve.models.deployables import default_spec, tiny_arch_overrides
+from attnserve.models.registry import tiny_arch_overrides
 
 PICKLE_NAMES = ("model.pt", "model.pth", "pytorch_model.bin", "checkpoint.pt")
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -59,7 +59,7 @@ class LoadLoop:
 
     def _run(self) -> None:
         rng = np.random.default_rng(0)
-        shape = self.server.specs[MODEL].input_shape
+        shape = self.server.specs[MODEL].io.input_shape
         with TritonClient(self.settings) as client:
             for _ in range(MAX_CALLS):
                 if self._stop.is_set():
@@ -223,7 +223,7 @@ def test_corrupt_model_fails_to_load_while_others_serve(reliability_server: Reli
     rng = np.random.default_rng(5)
     with TritonClient(settings) as client:
         for model in ("rel_light", "rel_heavy"):
-            pixels = rng.integers(0, 256, (2, *reliability_server.specs[model].input_shape), dtype=np.uint8)
+            pixels = rng.integers(0, 256, (2, *reliability_server.specs[model].io.input_shape), dtype=np.uint8)
             logits = client.infer(model, {"pixels": pixels})["logits"]
             np.testing.assert_allclose(logits, reliability_server.reference(model, pixels), rtol=1e-4, atol=1e-5)
         with pytest.raises(InferenceError, match="rel_broken"):
@@ -260,7 +260,7 @@ def test_server_restart_is_bridged_by_client_retries(reliability_server: Reliabi
         url=url, protocol=protocol, retries=2, backoff_s=0.05, backoff_max_s=0.1, retry_budget_s=0.3, timeout_s=5
     )
     loop = LoadLoop(patient, reliability_server).start()
-    pixels = np.zeros((1, *reliability_server.specs[MODEL].input_shape), dtype=np.uint8)
+    pixels = np.zeros((1, *reliability_server.specs[MODEL].io.input_shape), dtype=np.uint8)
     try:
         loop.wait_for("10 answers before the restart", lambda: loop.successes() >= 10, 30)
         stopped_at = time.monotonic()

@@ -39,8 +39,10 @@ UNBOUNDED_BURST = 400
 
 def _queue_bounds(server: ReliabilityServer) -> tuple[int, float]:
     spec = server.specs[MODEL]
-    assert spec.max_queue_size > 0 and spec.queue_timeout_us > 0, "the overload tests need a bounded queue"
-    return spec.max_queue_size, spec.queue_timeout_us / 1e3
+    assert spec.serving.max_queue_size > 0 and spec.serving.queue_timeout_us > 0, (
+        "the overload tests need a bounded queue"
+    )
+    return spec.serving.max_queue_size, spec.serving.queue_timeout_us / 1e3
 
 
 def test_served_config_has_the_specs_queue_policy(reliability_server: ReliabilityServer) -> None:
@@ -123,7 +125,7 @@ def test_burst_rejections_are_fast_and_accepted_answers_correct(reliability_serv
     max_queue_size, timeout_ms = _queue_bounds(reliability_server)
     spec = reliability_server.specs[MODEL]
     rng = np.random.default_rng(7)
-    samples = rng.integers(0, 256, (BURST_REQUESTS, 1, *spec.input_shape), dtype=np.uint8)
+    samples = rng.integers(0, 256, (BURST_REQUESTS, 1, *spec.io.input_shape), dtype=np.uint8)
 
     async def burst(model: str, count: int = BURST_REQUESTS) -> list[tuple[int, str, float, np.ndarray | None, str]]:
         client = grpc_aio.InferenceServerClient(reliability_server.grpc_url)
@@ -207,10 +209,10 @@ def test_every_served_model_has_its_specs_queue_policy(triton_server: object) ->
                 continue  # python pre-processing entries carry no ModelSpec of their own
             spec = read_entry_spec(spec_path)
             policy = config["dynamic_batching"].get("default_queue_policy")
-            if spec.max_queue_size or spec.queue_timeout_us:
+            if spec.serving.max_queue_size or spec.serving.queue_timeout_us:
                 assert policy and policy["timeout_action"] == "REJECT", (name, policy)
-                assert int(policy["max_queue_size"]) == spec.max_queue_size, (name, policy)
-                assert int(policy["default_timeout_microseconds"]) == spec.queue_timeout_us, (name, policy)
+                assert int(policy["max_queue_size"]) == spec.serving.max_queue_size, (name, policy)
+                assert int(policy["default_timeout_microseconds"]) == spec.serving.queue_timeout_us, (name, policy)
             else:
                 assert not policy or (
                     int(policy.get("max_queue_size", 0)) == 0

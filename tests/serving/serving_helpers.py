@@ -14,16 +14,15 @@ from onnx import TensorProto, helper, numpy_helper
 from support.synthetic import image_spec
 
 from attnserve.repository.config import ModelConfig
-from attnserve.spec import ModelSpec
+from attnserve.spec import ModelSpec, ServingSection
 
 TINY_SHAPE = (3, 8, 8)
 TINY_LABELS = ("red", "green", "blue")
 
 
-def tiny_spec(name: str = "tiny", **overrides: object) -> ModelSpec:
-    """The spec of `write_tiny_onnx`'s classifier (two instances, a bounded queue), changed by `overrides`."""
-    values: dict[str, object] = dict(
-        labels=TINY_LABELS,
+def tiny_spec(name: str = "tiny") -> ModelSpec:
+    """The spec of `write_tiny_onnx`'s classifier (two instances, a bounded queue)."""
+    serving = ServingSection(
         max_batch_size=8,
         preferred_batch_sizes=(4, 8),
         max_queue_delay_us=1000,
@@ -31,7 +30,7 @@ def tiny_spec(name: str = "tiny", **overrides: object) -> ModelSpec:
         queue_timeout_us=2_000_000,
         instance_count=2,
     )
-    return image_spec(name, "tiny_linear", TINY_SHAPE, **{**values, **overrides})
+    return image_spec(name, "tiny_linear", TINY_SHAPE, serving, labels=TINY_LABELS)
 
 
 def write_tiny_onnx(path: Path, seed: int = 0) -> Path:

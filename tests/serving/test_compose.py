@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from attnserve.models.deployables import DEPLOYABLE_NAMES
+from attnserve.catalogue import DEPLOYABLE_NAMES
 from attnserve.serving.flags import compose_command
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attnserve.models.deployables import default_spec
+from attnserve.catalogue import default_spec
 from attnserve.preprocessing import Preprocessing
 from attnserve.repository.config import read_config
 from attnserve.serving.pipelines import write_pipeline_entries
@@ -28,7 +28,7 @@ def test_the_pipeline_is_preprocess_model_postprocess(tmp_path: Path) -> None:
     postprocess = read_config(tmp_path / spec.postprocess_name)
     assert [tuple(i.dims) for i in postprocess.input] == [(32, 4), (32,), (32,), (2,)]
     target = DetectionTarget.from_parameters({k: v.string_value for k, v in postprocess.parameters.items()})
-    assert target.labels == spec.labels and (target.width, target.height) == (96, 64)
+    assert target.labels == spec.io.labels and (target.width, target.height) == (96, 64)
     assert [o.name for o in read_config(tmp_path / spec.preprocess_name).output] == ["pixels", ORIGINAL_SIZE]
 
 

@@ -58,9 +58,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     from support.hf_detectors import save_tiny_detectors
     from support.servers import local_server
 
+    from attnserve.catalogue import default_spec
     from attnserve.export.pipeline import ExportOptions, export_hf, export_model
     from attnserve.models.checkpoint import resolve
-    from attnserve.models.deployables import default_spec
     from attnserve.models.detection_train import train_detector
     from attnserve.models.scenes import write_scene_files
     from attnserve.serving.pipelines import write_pipeline_entries
@@ -92,7 +92,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 def _in_process(served: Served) -> list[dict[str, Any]]:
     """The files through the same preprocessing, the PyTorch model and the same post-processing, in-process."""
     return coco_results_of(
-        detect_files(served.model, served.spec, served.files, DEFAULT_SCORE_THRESHOLD), served.spec.labels
+        detect_files(served.model, served.spec, served.files, DEFAULT_SCORE_THRESHOLD), served.spec.io.labels
     )
 
 
@@ -105,7 +105,7 @@ def _client(served: Served, protocol: str) -> TritonClient:
 def test_served_map_equals_in_process_map_in_original_pixels(served: Served, protocol: str) -> None:
     with _client(served, protocol) as client:
         answers = client.detect(NAME, served.files)
-    served_map = coco_map(served.truth, coco_results_of(answers, served.spec.labels))
+    served_map = coco_map(served.truth, coco_results_of(answers, served.spec.io.labels))
     in_process = coco_map(served.truth, _in_process(served))
     assert in_process["map50"] > 0.3, f"the briefly trained detector found too little for a real check: {in_process}"
     assert abs(served_map["map"] - in_process["map"]) <= 0.005, (served_map, in_process)
@@ -153,9 +153,9 @@ def test_the_batcher_forms_batches_on_the_detection_model(served: Served) -> Non
         errors.append(error)
         finished.release()
 
-    pixels = np.random.default_rng(0).integers(0, 256, (1, *spec.input_shape), dtype=np.uint8)
+    pixels = np.random.default_rng(0).integers(0, 256, (1, *spec.io.input_shape), dtype=np.uint8)
     for _ in range(requests):  # fired without waiting: they meet in Triton's queue
-        tensor = grpcclient.InferInput("pixels", [1, *spec.input_shape], "UINT8")
+        tensor = grpcclient.InferInput("pixels", [1, *spec.io.input_shape], "UINT8")
         tensor.set_data_from_numpy(pixels)
         client.async_infer(NAME, [tensor], on_result)
     for _ in range(requests):

@@ -32,7 +32,7 @@ def test_a_model_exported_while_serving_answers_after_load(triton_server, tmp_pa
     from attnserve.clients.client import ModelNotFoundError, TritonClient
     from attnserve.clients.settings import ClientSettings
     from attnserve.export.pipeline import ExportOptions, export_model
-    from attnserve.models.deployables import tiny_arch_overrides
+    from attnserve.models.registry import tiny_arch_overrides
     from attnserve.security import ADMIN_TOKEN_ENV
 
     image = tmp_path / "digit.png"

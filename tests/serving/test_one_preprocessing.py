@@ -55,13 +55,13 @@ def test_training_client_and_pipeline_see_the_same_bytes_and_answer_alike(triton
         info = client.model_info(MODEL)
         client_pixels = client.pixels_for(info, [image_path])[0]
         served_pixels = _served_preprocess(triton_server, spec, image_path.read_bytes())
-        assert training.shape == client_pixels.shape == served_pixels.shape == spec.input_shape
+        assert training.shape == client_pixels.shape == served_pixels.shape == spec.io.input_shape
         assert training.dtype == client_pixels.dtype == served_pixels.dtype == np.uint8
         assert training.tobytes() == client_pixels.tobytes() == served_pixels.tobytes()
         assert training[0, spec.height // 2, :2].min() > 150  # the red square is in the input (squash, no crop)
 
         logits = client.infer(MODEL, {"pixels": training[None]}, outputs=["logits"])["logits"][0]
-        from_training = spec.labels[int(np.argmax(logits))]
+        from_training = spec.io.labels[int(np.argmax(logits))]
         from_client = client.classify(MODEL, [image_path], top_k=1)[0].label
         from_pipeline = client.classify_encoded(spec.pipeline_name, [image_path], top_k=1)[0].label
     assert from_training == from_client == from_pipeline

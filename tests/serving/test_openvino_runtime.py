@@ -92,7 +92,7 @@ def test_openvino_runtime_serves_behind_the_runner(triton_server, openvino_entry
 
     source = image_model_of(triton_server)
     spec = triton_server.specs[source]
-    pixels = _pixels(3, spec.input_shape, seed=7)
+    pixels = _pixels(3, spec.io.input_shape, seed=7)
     client = http.InferenceServerClient(triton_server.http_url)
     try:
         config = client.get_model_config(openvino_entry)

@@ -54,7 +54,7 @@ def test_a_shape_the_model_cannot_take_is_invalid_argument(
     triton_server: Any, variable_entry: str, protocol: str
 ) -> None:
     spec = triton_server.specs[image_model_of(triton_server)]  # the model the extra entry serves
-    channels, height, width = spec.input_shape
+    channels, height, width = spec.io.input_shape
     wrong = np.zeros((1, channels, height + 4, width), dtype=np.uint8)
     with pytest.raises(InferenceServerException) as refused:
         _infer(protocol, triton_server, wrong)

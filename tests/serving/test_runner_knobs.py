@@ -30,13 +30,14 @@ def test_tuned_threads_and_spinning_survive_the_runtime_view(tmp_path: Path, tin
 
     repository = tmp_path / "model_repository"
     write_model_entry(
-        tiny_spec().model_copy(
-            update={"name": "tuned", "instance_count": 2, "intra_op_threads": 3, "allow_spinning": False}
-        ),
+        tiny_spec()
+        .replace(name="tuned")
+        .with_serving(instance_count=2)
+        .with_runtime(intra_op_threads=3, allow_spinning=False),
         tiny_onnx_path,
         repository,
     )
-    write_model_entry(tiny_spec().model_copy(update={"name": "auto", "instance_count": 2}), tiny_onnx_path, repository)
+    write_model_entry(tiny_spec().replace(name="auto").with_serving(instance_count=2), tiny_onnx_path, repository)
     view, _, _ = build_runtime_repository(repository, tmp_path / "view")
     tuned, auto = read_config(view / "tuned").parameters, read_config(view / "auto").parameters
     assert tuned["intra_op_threads"].string_value == "3" and tuned["allow_spinning"].string_value == "0"

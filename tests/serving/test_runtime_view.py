@@ -72,7 +72,7 @@ def test_the_spec_drives_the_runner_and_an_unknown_runtime_has_its_own_error(
 
     from attnserve.repository.entries import write_model_entry
 
-    spec = tiny_spec().model_copy(update={"cpu_runtime": "openvino", "cpu_precision": "fp32"})
+    spec = tiny_spec().with_runtime(cpu_runtime="openvino", cpu_precision="fp32")
     entry = write_model_entry(spec, served_file(tiny_repository / "tiny"), tmp_path / "repo")
     view, loaded, _ = build_runtime_repository(tmp_path / "repo", tmp_path / "view")
     runner = read_config(view / "tiny").parameters

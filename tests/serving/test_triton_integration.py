@@ -26,7 +26,7 @@ VIDEO_MODEL = "timesformer_motion"
 
 
 def _pixels(spec, batch: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (batch, *spec.input_shape), dtype=np.uint8)
+    return np.random.default_rng(seed).integers(0, 256, (batch, *spec.io.input_shape), dtype=np.uint8)
 
 
 def _in_process(triton_server, entry: str, pixels: np.ndarray) -> dict[str, np.ndarray]:
@@ -64,7 +64,9 @@ def test_inference_matches_in_process_onnx_runtime(triton_server, protocol: str)
         expected = _in_process(triton_server, name, pixels)["logits"]
         assert served.shape == (3, spec.num_classes) and served.dtype == np.float32
         assert np.abs(expected).max() > 1e-6  # not vacuous
-        np.testing.assert_allclose(served, expected, rtol=spec.rtol, atol=spec.atol, err_msg=f"{name} over {protocol}")
+        np.testing.assert_allclose(
+            served, expected, rtol=spec.export.rtol, atol=spec.export.atol, err_msg=f"{name} over {protocol}"
+        )
 
 
 def test_concurrent_single_image_requests_are_batched(triton_server) -> None:
@@ -88,7 +90,7 @@ def test_concurrent_single_image_requests_are_batched(triton_server) -> None:
         finished.release()
 
     for seed in range(requests):  # fired without waiting: they meet in Triton's queue
-        tensor = grpcclient.InferInput("pixels", [1, *spec.input_shape], "UINT8")
+        tensor = grpcclient.InferInput("pixels", [1, *spec.io.input_shape], "UINT8")
         tensor.set_data_from_numpy(_pixels(spec, 1, seed))
         client.async_infer(name, [tensor], on_result)
     for _ in range(requests):
@@ -108,7 +110,7 @@ def test_pipeline_returns_the_label_of_the_model_on_the_same_pixels(triton_serve
     payload = encoded_video(frames=12, seed=5) if spec.kind == "video" else encoded_image(44, 60, seed=5)
     pixels = decode(payload, preprocess_target(spec))[None]  # (1, ...) as the preprocess model makes it
     expected_logits = _in_process(triton_server, name, pixels)["logits"][0]
-    expected_label = spec.labels[int(np.argmax(expected_logits))]
+    expected_label = spec.io.labels[int(np.argmax(expected_logits))]
 
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     result = client.infer(

@@ -67,7 +67,7 @@ def test_bad_video_is_refused_by_the_pipeline_and_the_timeline(triton_server: An
                 assert fragment in str(refused.value), (case, str(refused.value))
                 assert refused.value.status == INVALID[protocol], (case, refused.value.status)
         # the server keeps serving: a real clip still gets an answer from both
-        assert client.classify_encoded(spec.pipeline_name, [_story(8)])[0].label in spec.labels
+        assert client.classify_encoded(spec.pipeline_name, [_story(8)])[0].label in spec.io.labels
         assert len(client.timeline(MODEL, _story(8)).segments) >= 1
 
 
@@ -104,9 +104,9 @@ def test_timeline_covers_the_video_and_its_clips_are_batched(triton_server: Any)
         clips = len(timeline.segments)
         assert clips == 19 and timeline.seconds == pytest.approx(10.0) and timeline.fps == pytest.approx(8.0)
         assert [s.start_s for s in timeline.segments[:3]] == [0.0, 0.5, 1.0] and timeline.segments[-1].end_s == 10.0
-        assert all(len(s.top_k) == 2 and s.top_k[0].label in spec.labels for s in timeline.segments)
-        assert timeline.clips_per_request == spec.max_batch_size
-        assert executions == -(-clips // spec.max_batch_size) < clips  # Triton ran the clips as batches
+        assert all(len(s.top_k) == 2 and s.top_k[0].label in spec.io.labels for s in timeline.segments)
+        assert timeline.clips_per_request == spec.serving.max_batch_size
+        assert executions == -(-clips // spec.serving.max_batch_size) < clips  # Triton ran the clips as batches
         unbatched_before = _executions(client, MODEL)
         one_by_one = client.timeline(MODEL, payload, window_s=1.0, stride_s=0.5, top_k=2, clips_per_request=1)
         assert _executions(client, MODEL) - unbatched_before == clips

@@ -44,8 +44,9 @@ def build_deployables_repository(
     Raises:
         ExportError: a stage of the export failed (the message names it).
     """
+    from attnserve.catalogue import DEPLOYABLE_NAMES
     from attnserve.export.pipeline import ExportOptions, export_model
-    from attnserve.models.deployables import DEPLOYABLE_NAMES, tiny_arch_overrides
+    from attnserve.models.registry import tiny_arch_overrides
     from attnserve.serving.pipelines import write_pipeline_entries
 
     repository = Path(repository)

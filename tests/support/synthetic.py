@@ -16,39 +16,38 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from attnserve.spec import ModelSpec
+from attnserve.spec import ExportSection, IoSection, ModelSpec, ServingSection
 
 SYNTHETIC_LABELS = ("alpha", "beta", "gamma", "delta")
 
 
-def image_spec(name: str, arch: str, input_shape: tuple[int, ...], **overrides: Any) -> ModelSpec:
-    """An NCHW image spec at opset 17, mean/std 0.5 per channel, `SYNTHETIC_LABELS` unless `overrides` say."""
+def image_spec(
+    name: str,
+    arch: str,
+    input_shape: tuple[int, ...],
+    serving: ServingSection | None = None,
+    labels: tuple[str, ...] = SYNTHETIC_LABELS,
+) -> ModelSpec:
+    """An NCHW image spec at opset 17, mean/std 0.5 per channel, served as `serving` says (default: the defaults)."""
     channels = input_shape[0]
-    values: dict[str, Any] = dict(
-        name=name,
-        arch=arch,
-        kind="image",
-        layout="NCHW",
-        input_shape=input_shape,
-        mean=(0.5,) * channels,
-        std=(0.5,) * channels,
-        labels=SYNTHETIC_LABELS,
-        opset=17,
+    io = IoSection(layout="NCHW", input_shape=input_shape, mean=(0.5,) * channels, std=(0.5,) * channels, labels=labels)
+    return ModelSpec(
+        name=name, arch=arch, kind="image", io=io, serving=serving or ServingSection(), export=ExportSection(opset=17)
     )
-    values.update(overrides)
-    return ModelSpec(**values)
 
 
-def light_spec(name: str, input_shape: tuple[int, ...] = (3, 8, 8), **overrides: Any) -> ModelSpec:
-    """The spec of a `linear_onnx` model: batches up to 8 (preferred 4, 8), 0.5 ms queue delay."""
-    values: dict[str, Any] = dict(max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=500)
-    return image_spec(name, "synthetic_linear", input_shape, **{**values, **overrides})
+def light_spec(name: str, input_shape: tuple[int, ...] = (3, 8, 8), **serving: Any) -> ModelSpec:
+    """The spec of a `linear_onnx` model: batches up to 8 (preferred 4, 8), 0.5 ms queue delay, unless `serving`
+    (fields of the serving section) says otherwise."""
+    batching = ServingSection(max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=500)
+    return image_spec(name, "synthetic_linear", input_shape, batching.replace(**serving))
 
 
-def heavy_spec(name: str, input_shape: tuple[int, ...], **overrides: Any) -> ModelSpec:
-    """The spec of a `heavy_onnx` model: batches up to 4 (preferred 4), 1 ms queue delay."""
-    values: dict[str, Any] = dict(max_batch_size=4, preferred_batch_sizes=(4,), max_queue_delay_us=1_000)
-    return image_spec(name, "synthetic_heavy", input_shape, **{**values, **overrides})
+def heavy_spec(name: str, input_shape: tuple[int, ...], **serving: Any) -> ModelSpec:
+    """The spec of a `heavy_onnx` model: batches up to 4 (preferred 4), 1 ms queue delay, unless `serving`
+    (fields of the serving section) says otherwise."""
+    batching = ServingSection(max_batch_size=4, preferred_batch_sizes=(4,), max_queue_delay_us=1_000)
+    return image_spec(name, "synthetic_heavy", input_shape, batching.replace(**serving))
 
 
 def _head(rng: np.random.Generator, features: int, num_classes: int) -> list[onnx.TensorProto]:
