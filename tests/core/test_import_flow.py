@@ -3,8 +3,8 @@
 Walks every module of the package (the source folders, parsed, so imports inside functions count too) and
 fails on an edge that breaks the flow: export -> serving, serving -> export or models, anything below the top
 floor -> the top floor, and clients reaching torch, directly or through another attnserve module. The top floor
-orchestrates the stages (the console script, the demo and its report, `tune`): it may import every stage and
-no stage imports it. No module is imported by a name in a string (`importlib.import_module`, `__import__`),
+orchestrates the stages (the console script, the demo and its report, `tune`, and the benchmarks in bench/): it
+may import every stage and no stage imports it. No module is imported by a name in a string (`importlib.import_module`, `__import__`),
 so every edge is one the walk sees.
 """
 
@@ -17,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_FOLDERS = {"attnserve": "attnserve", "models": "attnserve.models", "export": "attnserve.export"}
-SOURCE_FOLDERS |= {"serving": "attnserve.serving", "clients": "attnserve.clients"}
+SOURCE_FOLDERS |= {"serving": "attnserve.serving", "clients": "attnserve.clients", "bench": "bench"}
 STAGE_PACKAGES = ("models", "export", "repository", "runtimes", "serving", "clients")
 TOP_FLOOR = ("cli", "demo", "demo_report", "tune")
 """`attnserve.<name>` modules and packages that orchestrate the stages."""
@@ -66,6 +66,8 @@ def _imports(module: str, path: Path) -> set[str]:
 def stage_of(module: str) -> str | None:
     """The stage an attnserve module belongs to (None for third-party modules)."""
     parts = module.split(".")
+    if parts[0] == "bench":
+        return "top"  # benchmark entry points: outside the package, orchestrating every stage
     if parts[0] != "attnserve":
         return None
     if len(parts) == 1:
@@ -89,7 +91,7 @@ def test_the_walk_sees_every_stage() -> None:
     stages = {stage_of(module) for module in GRAPH}
     assert {"core", "models", "export", "repository", "runtimes", "serving", "clients", "top"} <= stages
     top = {module for module in GRAPH if stage_of(module) == "top"}
-    assert {"attnserve.cli", "attnserve.demo", "attnserve.tune.run"} <= top
+    assert {"attnserve.cli", "attnserve.demo", "attnserve.tune.run", "bench.small_data", "bench.soak"} <= top
 
 
 def _bad_edges(importer: str, imported_names: set[str]) -> list[str]:
@@ -149,5 +151,6 @@ def test_the_top_floor_may_import_every_stage_and_none_imports_it(tmp_path: Path
     reached = {stage_of(imported) for imported in GRAPH["attnserve.cli"]}
     assert {"models", "export", "serving", "clients", "top"} <= reached
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from attnserve.tune.run import TuneOptions\n")
-    assert _bad_edges("attnserve.serving.bad", _imports("attnserve.serving.bad", bad))
+    bad.write_text("def f():\n    from attnserve.tune.run import TuneOptions\n    from bench.soak import main\n")
+    caught = _bad_edges("attnserve.serving.bad", _imports("attnserve.serving.bad", bad))
+    assert any("-> attnserve.tune.run " in edge for edge in caught) and any("-> bench.soak " in edge for edge in caught)
