@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
@@ -49,13 +49,22 @@ IMAGE_BYTES_INPUT = "image"
 """The encoded-image input of an image or detection model's `NAME_preprocess` and `NAME_pipeline`."""
 VIDEO_BYTES_INPUT = "video"
 """The encoded-video input of a video model's `NAME_preprocess`, `NAME_pipeline` and `NAME_timeline`."""
-TIMELINE_WINDOW_INPUT = "window_s"
-TIMELINE_STRIDE_INPUT = "stride_s"
-TIMELINE_TOP_K_INPUT = "top_k"
-TIMELINE_CLIPS_INPUT = "clips_per_request"
-"""The optional scalar inputs of `NAME_timeline` (window, stride, labels per segment, clips per request to `NAME`)."""
-TIMELINE_OUTPUT = "timeline"
-"""The JSON output of `NAME_timeline` (`attnserve.video.Timeline`)."""
+
+
+class TimelineTensors(NamedTuple):
+    """The tensors of a video model's `NAME_timeline` entry: the encoded video and four optional scalars in (the
+    window and stride in seconds, labels per segment, clips per request to `NAME`), one JSON string out."""
+
+    video: str = VIDEO_BYTES_INPUT
+    window: str = "window_s"
+    stride: str = "stride_s"
+    top_k: str = "top_k"
+    clips: str = "clips_per_request"
+    output: str = "timeline"
+    """The JSON output (`attnserve.video.Timeline`)."""
+
+
+TIMELINE_TENSORS = TimelineTensors()
 
 Kind = Literal["image", "video", "detection"]
 """`detection` models take images (NCHW) and answer boxes (`DETECTION_OUTPUTS`), not `logits`."""

@@ -51,7 +51,7 @@ from attnserve.clients.settings import ClientSettings
 from attnserve.detection import Detection
 from attnserve.errors import InferenceError, UserInputError
 from attnserve.security import API_KEY_HEADER
-from attnserve.spec import OUTPUT_NAME, TIMELINE_OUTPUT
+from attnserve.spec import OUTPUT_NAME, TIMELINE_TENSORS
 from attnserve.video import Timeline
 
 T = TypeVar("T")
@@ -359,7 +359,7 @@ class AsyncTritonClient(_Client):
 
 
 __all__ = [
-    "TIMELINE_OUTPUT",
+    "TIMELINE_TENSORS",
     "AsyncTritonClient",
     "ModelNotFoundError",
     "Prediction",

@@ -42,12 +42,7 @@ from attnserve.spec import (
     DETECTION_OUTPUTS,
     DETECTIONS_OUTPUT,
     OUTPUT_NAME,
-    TIMELINE_CLIPS_INPUT,
-    TIMELINE_OUTPUT,
-    TIMELINE_STRIDE_INPUT,
-    TIMELINE_TOP_K_INPUT,
-    TIMELINE_WINDOW_INPUT,
-    VIDEO_BYTES_INPUT,
+    TIMELINE_TENSORS,
     explain_name,
     pipeline_name,
     timeline_name,
@@ -396,8 +391,8 @@ class ClientCore:
         inputs = timeline_inputs(
             payload, window_s, stride_s, options.get("top_k", 3), options.get("clips_per_request", 0)
         )
-        result = yield from self.infer(timeline_name(model), inputs, outputs=[TIMELINE_OUTPUT])
-        return Timeline.model_validate_json(result[TIMELINE_OUTPUT].reshape(-1)[0])
+        result = yield from self.infer(timeline_name(model), inputs, outputs=[TIMELINE_TENSORS.output])
+        return Timeline.model_validate_json(result[TIMELINE_TENSORS.output].reshape(-1)[0])
 
     def explain(self, model: str, image: ImageSource) -> Plan[tuple[Prediction, np.ndarray]]:
         """Prediction and attention map of one image/video, from `NAME_explain` (`model` may name either)."""
@@ -552,11 +547,11 @@ def timeline_inputs(
     if top_k < 1 or clips_per_request < 0:
         raise UserInputError(f"expected top_k >= 1 and clips_per_request >= 0, got {top_k} and {clips_per_request}")
     return {  # one video per request: batch 1, each input one value
-        VIDEO_BYTES_INPUT: np.array([[payload]], dtype=np.object_),
-        TIMELINE_WINDOW_INPUT: np.array([[-1.0 if window_s is None else window_s]], dtype=np.float32),
-        TIMELINE_STRIDE_INPUT: np.array([[-1.0 if stride_s is None else stride_s]], dtype=np.float32),
-        TIMELINE_TOP_K_INPUT: np.array([[top_k]], dtype=np.int32),
-        TIMELINE_CLIPS_INPUT: np.array([[clips_per_request]], dtype=np.int32),
+        TIMELINE_TENSORS.video: np.array([[payload]], dtype=np.object_),
+        TIMELINE_TENSORS.window: np.array([[-1.0 if window_s is None else window_s]], dtype=np.float32),
+        TIMELINE_TENSORS.stride: np.array([[-1.0 if stride_s is None else stride_s]], dtype=np.float32),
+        TIMELINE_TENSORS.top_k: np.array([[top_k]], dtype=np.int32),
+        TIMELINE_TENSORS.clips: np.array([[clips_per_request]], dtype=np.int32),
     }
 
 

@@ -40,11 +40,7 @@ from attnserve.spec import (
     IMAGE_BYTES_INPUT,
     INPUT_NAME,
     OUTPUT_NAME,
-    TIMELINE_CLIPS_INPUT,
-    TIMELINE_OUTPUT,
-    TIMELINE_STRIDE_INPUT,
-    TIMELINE_TOP_K_INPUT,
-    TIMELINE_WINDOW_INPUT,
+    TIMELINE_TENSORS,
     VIDEO_BYTES_INPUT,
     ModelSpec,
 )
@@ -54,10 +50,10 @@ PREPROCESS_SHIM = Path(__file__).parent / "python_models" / "preprocess_model.py
 TIMELINE_SHIM = Path(__file__).parent / "python_models" / "timeline_model.py"
 POSTPROCESS_SHIM = Path(__file__).parent / "python_models" / "postprocess_model.py"
 TIMELINE_OPTIONS = {
-    TIMELINE_WINDOW_INPUT: "TYPE_FP32",
-    TIMELINE_STRIDE_INPUT: "TYPE_FP32",
-    TIMELINE_TOP_K_INPUT: "TYPE_INT32",
-    TIMELINE_CLIPS_INPUT: "TYPE_INT32",
+    TIMELINE_TENSORS.window: "TYPE_FP32",
+    TIMELINE_TENSORS.stride: "TYPE_FP32",
+    TIMELINE_TENSORS.top_k: "TYPE_INT32",
+    TIMELINE_TENSORS.clips: "TYPE_INT32",
 }
 """Optional scalar inputs of `NAME_timeline`, per request."""
 
@@ -82,8 +78,8 @@ def timeline_config(spec: ModelSpec) -> ModelConfig:
         name=spec.timeline_name,
         backend="python",
         max_batch_size=1,
-        input=(TensorConfig(name=VIDEO_BYTES_INPUT, data_type="TYPE_STRING", dims=(1,)), *options),
-        output=(TensorConfig(name=TIMELINE_OUTPUT, data_type="TYPE_STRING", dims=(1,)),),
+        input=(TensorConfig(name=TIMELINE_TENSORS.video, data_type="TYPE_STRING", dims=(1,)), *options),
+        output=(TensorConfig(name=TIMELINE_TENSORS.output, data_type="TYPE_STRING", dims=(1,)),),
         instance_group=(InstanceGroup(count=1, kind="KIND_CPU"),),
         parameters=parameters,
     )

@@ -24,12 +24,7 @@ from attnserve.serving.python_models.preprocess import PreprocessTarget, to_pixe
 from attnserve.spec import (
     INPUT_NAME,
     OUTPUT_NAME,
-    TIMELINE_CLIPS_INPUT,
-    TIMELINE_OUTPUT,
-    TIMELINE_STRIDE_INPUT,
-    TIMELINE_TOP_K_INPUT,
-    TIMELINE_WINDOW_INPUT,
-    VIDEO_BYTES_INPUT,
+    TIMELINE_TENSORS,
 )
 from attnserve.video import Timeline, VideoLimits, clip_indices, decode_video, plan_timeline, timeline_result
 
@@ -66,22 +61,22 @@ class TritonPythonModel:
         return np.concatenate(logits)
 
     def _timeline(self, request: object) -> Timeline:
-        payload = pb_utils.get_input_tensor_by_name(request, VIDEO_BYTES_INPUT).as_numpy().reshape(-1)[0]
+        payload = pb_utils.get_input_tensor_by_name(request, TIMELINE_TENSORS.video).as_numpy().reshape(-1)[0]
         frames = int(self.target.frames or 1)
         started = time.perf_counter()
         video = decode_video(payload, self.limits, needed=frames)
         decoded = time.perf_counter()
-        window_s, stride_s = _optional(request, TIMELINE_WINDOW_INPUT), _optional(request, TIMELINE_STRIDE_INPUT)
+        window_s, stride_s = _optional(request, TIMELINE_TENSORS.window), _optional(request, TIMELINE_TENSORS.stride)
         segments = plan_timeline(len(video.frames), video.fps, frames, window_s, stride_s)
         indices = [clip_indices(segment, frames, self.target.preprocessing) for segment in segments]
         pixels = {int(i): to_pixels(video.frames[i], self.target) for i in np.unique(np.concatenate(indices))}
         clips = np.stack([np.stack([pixels[int(i)] for i in clip]) for clip in indices])  # (S, T, C, H, W)
         resized = time.perf_counter()
-        asked = int(_optional(request, TIMELINE_CLIPS_INPUT) or 0)
+        asked = int(_optional(request, TIMELINE_TENSORS.clips) or 0)
         per_request = min(asked, self.classifier_batch) if asked > 0 else self.classifier_batch
         logits = self._classify(clips, per_request)
         classified = time.perf_counter()
-        top_k = int(_optional(request, TIMELINE_TOP_K_INPUT) or 3)
+        top_k = int(_optional(request, TIMELINE_TENSORS.top_k) or 3)
         result = timeline_result(logits, segments, self.labels, top_k, video.fps)
         timings = {"decode": decoded - started, "resize": resized - decoded, "classify": classified - resized}
         return result.model_copy(
@@ -103,5 +98,7 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(error=error))
                 continue
             encoded = np.array([result.model_dump_json().encode()], dtype=np.object_)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(TIMELINE_OUTPUT, encoded)]))
+            responses.append(
+                pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(TIMELINE_TENSORS.output, encoded)])
+            )
         return responses

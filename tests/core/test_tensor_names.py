@@ -19,7 +19,7 @@ UNIQUE_NAMES = {
     *spec.DETECTION_OUTPUTS,
     spec.DETECTIONS_OUTPUT,
     spec.ORIGINAL_SIZE,
-    spec.TIMELINE_OUTPUT,
+    spec.TIMELINE_TENSORS.output,
 }
 """Names that mean nothing else in the code: their string may appear in the home module only."""
 
