@@ -288,21 +288,28 @@ def _write_reports(report: DemoReport, reports_dir: Path, readme: Path | None) -
         update_readme(Path(readme), render_results_table(report))
 
 
-def _train_all(
-    runs_dir: Path, train_minutes: float, retrain: bool, echo: Callable[[str], None]
-) -> dict[str, TrainingSummary]:
+def _reuse_or_train(
+    name: str, runs_dir: Path, train_minutes: float, retrain: bool, echo: Callable[[str], None]
+) -> tuple[TrainingMetrics | None, bool]:
+    """The run's metrics, from its checkpoint when one exists (unless `retrain`) or from a new training run; and
+    whether the checkpoint was reused."""
     from attnserve.models.checkpoint import has_checkpoint, load_metrics
     from attnserve.models.train import TrainOptions, train
 
+    run_dir = runs_dir / name
+    if has_checkpoint(run_dir) and not retrain:
+        echo(f"    {name}: checkpoint in {run_dir}, not retrained")
+        return load_metrics(run_dir), True
+    echo(f"    {name}: training for up to {train_minutes:g} min")
+    return train(TrainOptions(name, max_minutes=train_minutes, runs_dir=runs_dir)), False
+
+
+def _train_all(
+    runs_dir: Path, train_minutes: float, retrain: bool, echo: Callable[[str], None]
+) -> dict[str, TrainingSummary]:
     results: dict[str, TrainingSummary] = {}
     for name in DEMO_TRAINED:
-        run_dir = runs_dir / name
-        if has_checkpoint(run_dir) and not retrain:
-            echo(f"    {name}: checkpoint in {run_dir}, not retrained")
-            metrics, reused = load_metrics(run_dir), True
-        else:
-            echo(f"    {name}: training for up to {train_minutes:g} min")
-            metrics, reused = train(TrainOptions(name, max_minutes=train_minutes, runs_dir=runs_dir)), False
+        metrics, reused = _reuse_or_train(name, runs_dir, train_minutes, retrain, echo)
         results[name] = TrainingSummary(
             reused_checkpoint=reused,
             test_accuracy=metrics.test_accuracy if metrics else None,
@@ -318,16 +325,7 @@ def _train_detector(
     runs_dir: Path, train_minutes: float, retrain: bool, echo: Callable[[str], None]
 ) -> tuple[TrainingMetrics | None, bool]:
     """Train the detector unless its checkpoint exists; returns its run's metrics and whether it was reused."""
-    from attnserve.models.checkpoint import has_checkpoint, load_metrics
-    from attnserve.models.train import TrainOptions, train
-
-    run_dir = runs_dir / DEMO_DETECTOR
-    if has_checkpoint(run_dir) and not retrain:
-        echo(f"    {DEMO_DETECTOR}: checkpoint in {run_dir}, not retrained")
-        metrics, reused = load_metrics(run_dir), True
-    else:
-        echo(f"    {DEMO_DETECTOR}: training for up to {train_minutes:g} min")
-        metrics, reused = train(TrainOptions(DEMO_DETECTOR, max_minutes=train_minutes, runs_dir=runs_dir)), False
+    metrics, reused = _reuse_or_train(DEMO_DETECTOR, runs_dir, train_minutes, retrain, echo)
     if metrics is not None and metrics.coco_map is not None and metrics.coco_map50 is not None:
         echo(f"    {DEMO_DETECTOR}: held-out mAP@.5 {metrics.coco_map50:.3f}, mAP@[.5:.95] {metrics.coco_map:.3f}")
     return metrics, reused

@@ -24,7 +24,7 @@ from attnserve.models.checkpoint import build_model, save_run
 from attnserve.models.detector import CenterDetector, detection_loss, heads_targets
 from attnserve.models.metrics import TrainingMetrics
 from attnserve.models.scenes import Scene, coco_ground_truth, make_scenes, render_batch
-from attnserve.models.train import Recipe, _param_groups, lr_factor
+from attnserve.models.train import LoopState, Recipe, _param_groups, lr_factor
 from attnserve.preprocessing import to_chw
 from attnserve.spec import ModelSpec
 
@@ -91,22 +91,14 @@ def detect_files(
     return answers
 
 
-@dataclass
-class _Progress:
-    step: int = 0
-    samples: int = 0
-    loss: float = float("nan")
-    stopped_by: str = "epochs"
-
-
 def _fit(model: CenterDetector, train_set: SceneSet, validation: SceneSet, spec: ModelSpec, budget_s: float,
-         seed: int, curve: list[dict[str, float]]) -> _Progress:  # fmt: skip
+         seed: int, curve: list[dict[str, float]]) -> LoopState:  # fmt: skip
     recipe = DETECTION_RECIPE
     optimizer = torch.optim.AdamW(_param_groups(model, recipe.weight_decay), lr=recipe.lr)
     generator = torch.Generator().manual_seed(seed)
     count = len(train_set.scenes)
     planned = recipe.epochs * (count // recipe.batch_size)
-    state, started, last_curve = _Progress(), time.perf_counter(), 0.0
+    state, started, last_curve = LoopState(), time.perf_counter(), 0.0
     model.train()
     while True:
         order = torch.randperm(count, generator=generator)
@@ -129,7 +121,7 @@ def _fit(model: CenterDetector, train_set: SceneSet, validation: SceneSet, spec:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            state.step, state.samples, state.loss = state.step + 1, state.samples + len(index), loss.item()
+            state.step, state.samples_seen, state.loss = state.step + 1, state.samples_seen + len(index), loss.item()
 
 
 def train_detector(name: str, spec: ModelSpec, max_minutes: float, seed: int, runs_dir: Path,
@@ -164,8 +156,8 @@ def train_detector(name: str, spec: ModelSpec, max_minutes: float, seed: int, ru
                   **evaluate_scenes(model, validation, spec)})  # fmt: skip
     metrics = TrainingMetrics(
         test_accuracy=float("nan"), confusion_matrix=[], chance_accuracy=0.0, test_samples=test_samples,
-        epochs=state.samples / len(train_set.scenes), train_seconds=train_seconds,
-        samples_per_second=state.samples / max(train_seconds, 1e-9), name=name, arch=spec.arch,
+        epochs=state.samples_seen / len(train_set.scenes), train_seconds=train_seconds,
+        samples_per_second=state.samples_seen / max(train_seconds, 1e-9), name=name, arch=spec.arch,
         dataset="procedural scenes", labels=list(spec.io.labels), train_samples=len(train_set.scenes),
         validation_samples=len(validation.scenes), planned_epochs=DETECTION_RECIPE.epochs,
         batch_size=DETECTION_RECIPE.batch_size, steps=state.step, stopped_by=state.stopped_by,  # type: ignore[arg-type]

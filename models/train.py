@@ -365,19 +365,21 @@ class _Fit:
 
 
 @dataclass
-class _Loop:
+class LoopState:
+    """Where an optimisation loop stands: steps, samples seen, last loss, and what ended it (epochs or time)."""
+
     step: int = 0
     samples_seen: int = 0
     loss: float = float("nan")
     stopped_by: str = "epochs"
 
 
-def _fit(fit: _Fit, data: tuple[torch.Tensor, torch.Tensor], seed: int, bar: Any) -> _Loop:
+def _fit(fit: _Fit, data: tuple[torch.Tensor, torch.Tensor], seed: int, bar: Any) -> LoopState:
     """The optimisation loop: AdamW on the schedule's progress = max(steps / planned, seconds / budget)."""
     model, optimizer, recipe, plan, keeper = fit.model, fit.optimizer, fit.recipe, fit.plan, fit.keeper
     pixels_all, labels_all = data
     generator = torch.Generator().manual_seed(seed)
-    loop, started = _Loop(), time.perf_counter()
+    loop, started = LoopState(), time.perf_counter()
     while loop.step < plan.steps:
         order = torch.randperm(len(labels_all), generator=generator)
         for start in range(0, len(labels_all), plan.batch_size):
@@ -495,7 +497,7 @@ def _run_spec(options: TrainOptions) -> ModelSpec:
     return spec.with_io(**io).replace(name=options.name)
 
 
-def _finish(options: TrainOptions, fit: _Fit, spec: ModelSpec, data: DatasetSplits, loop: _Loop, train_seconds: float,
+def _finish(options: TrainOptions, fit: _Fit, spec: ModelSpec, data: DatasetSplits, loop: LoopState, train_seconds: float,
             data_seconds: float) -> TrainingMetrics:  # fmt: skip
     """Evaluate on the held-out test split, write the run folder, return the metrics."""
     metrics = _evaluate_run(options, fit, spec, data, loop, train_seconds, data_seconds)
@@ -505,7 +507,7 @@ def _finish(options: TrainOptions, fit: _Fit, spec: ModelSpec, data: DatasetSpli
     return metrics
 
 
-def _evaluate_run(options: TrainOptions, fit: _Fit, spec: ModelSpec, data: DatasetSplits, loop: _Loop,
+def _evaluate_run(options: TrainOptions, fit: _Fit, spec: ModelSpec, data: DatasetSplits, loop: LoopState,
                   train_seconds: float, data_seconds: float) -> TrainingMetrics:  # fmt: skip
     """The run's metrics, with the accuracy on the held-out test split (never seen in training or selection)."""
     model, recipe, plan, keeper = fit.model, fit.recipe, fit.plan, fit.keeper
